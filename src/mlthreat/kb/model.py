@@ -30,7 +30,7 @@ __all__ = [
 Maturity = Literal["feasible", "demonstrated", "realized", ""]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AttackReference:
     """The ATT&CK Enterprise object an ATLAS object adapts (``id`` such as ``TA0043``, ``url``)."""
 
@@ -38,7 +38,7 @@ class AttackReference:
     url: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Reference:
     """A cited source: a title (may be empty in the official data) and a URL."""
 
@@ -46,7 +46,7 @@ class Reference:
     url: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Tactic:
     """A column of the matrix: the adversary's goal at one stage of an attack.
 
@@ -63,7 +63,7 @@ class Tactic:
     modified: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Technique:
     """A technique or sub-technique.
 
@@ -89,7 +89,7 @@ class Technique:
         return self.parent is not None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class MitigationUse:
     """One link from a mitigation to a technique, with the text on how it applies there."""
 
@@ -97,7 +97,7 @@ class MitigationUse:
     use: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Mitigation:
     """A defence, linked to the techniques it addresses.
 
@@ -116,7 +116,7 @@ class Mitigation:
     modified: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ProcedureStep:
     """One step of a case study's procedure: the tactic served and the technique used."""
 
@@ -125,7 +125,7 @@ class ProcedureStep:
     description: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CaseStudy:
     """A real incident or red-team exercise, told as an ordered procedure.
 
@@ -160,7 +160,7 @@ class CaseStudy:
 AtlasObject = Tactic | Technique | Mitigation | CaseStudy
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SearchHit:
     """A full-text search result: the object, its kind, and a relevance score (higher is better)."""
 

@@ -1,0 +1,412 @@
+"""``mlthreat kb``: browse, search, diff, check and export the threat matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mlthreat.cli._common import (
+    AtlasOpt,
+    ExtensionOpt,
+    JsonOpt,
+    console,
+    envelope,
+    footer,
+    load_kb,
+    print_json,
+)
+from mlthreat.errors import UsageError
+
+app = typer.Typer(help="The threat matrix: browse, search, diff, check, export.",
+                  no_args_is_help=True)
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+@app.command()
+def matrix(
+    atlas: AtlasOpt = None,
+    extension: ExtensionOpt = None,
+    subtechniques: Annotated[bool, typer.Option("--subtechniques", "-s",
+                                                help="List sub-techniques too.")] = False,
+    ids: Annotated[bool, typer.Option("--ids", help="Show IDs instead of names.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the matrix: tactics as columns, their techniques below."""
+    kb = load_kb(atlas, extension)
+    columns = [(t, kb.techniques_of(t.id, subtechniques=subtechniques)) for t in kb.tactics]
+    if as_json:
+        print_json(envelope("mlthreat.kb.matrix", kb, {"tactics": [
+            {"id": t.id, "name": t.name, "techniques": [
+                {"id": x.id, "name": x.name, "parent": x.parent} for x in techs]}
+            for t, techs in columns]}))
+        return
+    from rich.table import Table
+
+    con = console()
+    width = 24 if ids is False else 16
+    per_table = max(1, con.width // width)
+    for start in range(0, len(columns), per_table):
+        table = Table(show_lines=False, expand=True, pad_edge=False)
+        chunk = columns[start:start + per_table]
+        for tactic, techs in chunk:
+            table.add_column(f"[bold]{_esc(tactic.name)}[/bold]\n[dim]{tactic.id} · "
+                             f"{len(techs)}[/dim]", overflow="fold", ratio=1)
+        depth = max(len(techs) for _, techs in chunk)
+        for row in range(depth):
+            cells = []
+            for _, techs in chunk:
+                if row >= len(techs):
+                    cells.append("")
+                    continue
+                t = techs[row]
+                label = t.id if ids else _esc(t.name)
+                cells.append(f"[dim]↳[/dim] {label}" if t.parent else label)
+            table.add_row(*cells)
+        con.print(table)
+    con.print(f"{len(kb.tactics)} tactics, {sum(1 for t in kb.techniques if not t.parent)} "
+              f"techniques, {sum(1 for t in kb.techniques if t.parent)} sub-techniques. "
+              + footer(kb))
+
+
+def _object_payload(kb: Any, atlas_id: str) -> dict[str, Any]:
+    from mlthreat.kb.serialize import object_to_dict
+
+    obj = kb.get(atlas_id)
+    kind = kb.kind(atlas_id)
+    data: dict[str, Any] = {"type": kind, **object_to_dict(obj, keep_empty=True)}
+    if kind in ("technique", "sub-technique"):
+        data["tactics"] = [{"id": t.id, "name": t.name} for t in kb.tactics_of(atlas_id)]
+        data["subtechniques"] = [{"id": s.id, "name": s.name} for s in kb.subtechniques(atlas_id)]
+        data["mitigations"] = [
+            {"id": m.id, "name": m.name, "inherited": atlas_id not in {u.technique for u in
+                                                                       m.techniques},
+             "use": [u for u in kb.uses_of(m.id, atlas_id) if u]}
+            for m in kb.mitigations_of(atlas_id)]
+        data["case_studies"] = [{"id": c.id, "name": c.name}
+                                for c in kb.case_studies_using(atlas_id)]
+    elif kind == "tactic":
+        data["techniques"] = [{"id": t.id, "name": t.name} for t in kb.techniques_of(atlas_id)]
+    elif kind == "mitigation":
+        data["techniques"] = [{"id": u.technique, "name": kb.get(u.technique).name
+                               if u.technique in kb else None, "use": u.use}
+                              for u in obj.techniques]
+    return data
+
+
+@app.command()
+def show(
+    atlas_id: Annotated[str, typer.Argument(metavar="ID", help="Any ATLAS ID, e.g. AML.T0043.")],
+    atlas: AtlasOpt = None,
+    extension: ExtensionOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one tactic, technique, mitigation or case study with everything linked to it."""
+    kb = load_kb(atlas, extension)
+    if kb.kind(atlas_id) == "case-study":
+        _print_case_study(kb, atlas_id, as_json)
+        return
+    data = _object_payload(kb, atlas_id)
+    if as_json:
+        print_json(envelope("mlthreat.kb.object", kb, data))
+        return
+    con = console()
+    obj = kb.get(atlas_id)
+    con.print(f"[bold]{_esc(obj.name)}[/bold]  [cyan]{obj.id}[/cyan]  [dim]{data['type']}[/dim]")
+    if getattr(obj, "description", ""):
+        con.print(_esc(obj.description))
+    facts = []
+    if data.get("maturity"):
+        facts.append(f"maturity: {data['maturity']}")
+    if data.get("parent"):
+        facts.append(f"sub-technique of {data['parent']} ({_esc(kb.get(data['parent']).name)})")
+    ref = data.get("attack_reference")
+    if ref:
+        facts.append(f"ATT&CK: {ref['id']}")
+    if data["type"] in ("technique", "sub-technique"):
+        facts.append("tactics: " + ", ".join(f"{_esc(t['name'])} ({t['id']})"
+                                             for t in data["tactics"]))
+    for fact in facts:
+        con.print(f"  {fact}")
+    sections = {
+        "Sub-techniques": data.get("subtechniques", []),
+        "Techniques": data.get("techniques", []) if data["type"] != "technique" else [],
+        "Mitigations": data.get("mitigations", []),
+        "Case studies using it": data.get("case_studies", []),
+    }
+    for title, items in sections.items():
+        if not items:
+            continue
+        con.print(f"\n[bold]{title}[/bold] ({len(items)})")
+        for item in items:
+            extra = " [dim](via parent)[/dim]" if item.get("inherited") else ""
+            con.print(f"  {item['id']:<14} {_esc(item.get('name') or '?')}{extra}")
+            uses = item.get("use")
+            for use in [uses] if isinstance(uses, str) else uses or []:
+                if use:
+                    con.print(f"  {'':<14} [dim]{_esc(use)}[/dim]")
+    con.print("\n" + footer(kb))
+
+
+@app.command()
+def search(
+    text: Annotated[list[str], typer.Argument(help="Words that must all occur.")],
+    atlas: AtlasOpt = None,
+    extension: ExtensionOpt = None,
+    limit: Annotated[int, typer.Option(min=1, help="Most results to show.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search IDs, names, descriptions and case studies (all words must match)."""
+    kb = load_kb(atlas, extension)
+    hits = kb.search(" ".join(text), limit=limit)
+    if as_json:
+        print_json(envelope("mlthreat.kb.search", kb, {"query": " ".join(text), "results": [
+            {"id": h.id, "type": h.kind, "name": h.name, "score": h.score} for h in hits]}))
+        return
+    from rich.table import Table
+
+    con = console()
+    if not hits:
+        con.print(f"No match for {_esc(' '.join(text))!r}. " + footer(kb))
+        return
+    table = Table("ID", "Type", "Name", "Score")
+    for h in hits:
+        table.add_row(h.id, h.kind, _esc(h.name), f"{h.score:g}")
+    con.print(table)
+    con.print(footer(kb))
+
+
+def _print_case_study(kb: Any, atlas_id: str, as_json: bool) -> None:
+    from mlthreat.kb.serialize import object_to_dict
+
+    cs = kb.case_study(atlas_id)
+    if as_json:
+        data = object_to_dict(cs, keep_empty=True)
+        for step in data["procedure"]:
+            step["tactic_name"] = kb.get(step["tactic"]).name if step["tactic"] in kb else None
+            step["technique_name"] = (kb.get(step["technique"]).name
+                                      if step["technique"] in kb else None)
+        print_json(envelope("mlthreat.kb.case-study", kb, {"type": "case-study", **data}))
+        return
+    con = console()
+    con.print(f"[bold]{_esc(cs.name)}[/bold]  [cyan]{cs.id}[/cyan]  [dim]{cs.case_study_type}, "
+              f"{cs.date_label}[/dim]")
+    for label, value in (("target", cs.target), ("actor", cs.actor), ("reporter", cs.reporter)):
+        if value:
+            con.print(f"  {label}: {_esc(value)}")
+    con.print(_esc(cs.summary))
+    con.print(f"\n[bold]Procedure[/bold] ({len(cs.procedure)} steps)")
+    for n, step in enumerate(cs.procedure, 1):
+        tac = kb.get(step.tactic).name if step.tactic in kb else "?"
+        tech = kb.get(step.technique).name if step.technique in kb else "?"
+        arrow = "   " if n == 1 else " → "
+        con.print(f"{arrow}{n:>2}. [magenta]{_esc(tac)}[/magenta] · {_esc(tech)} "
+                  f"[dim]{step.technique}[/dim]")
+        if step.description:
+            con.print(f"       [dim]{_esc(step.description)}[/dim]")
+    for ref in cs.references:
+        con.print(f"  [dim]ref: {_esc(ref.title or ref.url)} {_esc(ref.url)}[/dim]")
+    con.print("\n" + footer(kb))
+
+
+@app.command("case-study")
+def case_study(
+    atlas_id: Annotated[str, typer.Argument(metavar="ID", help="A case study ID (AML.CS0000).")],
+    atlas: AtlasOpt = None,
+    extension: ExtensionOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a case study's procedure as an ordered attack chain."""
+    kb = load_kb(atlas, extension)
+    _print_case_study(kb, atlas_id, as_json)
+
+
+def _load_side(spec: str) -> Any:
+    from mlthreat import kb
+
+    if spec == "embedded":
+        from mlthreat.kb.sources.snapshot import load_embedded
+
+        return load_embedded()
+    return kb.load_file(spec)
+
+
+@app.command("diff")
+def diff_cmd(
+    old: Annotated[str, typer.Argument(help="Older data file, or 'embedded'.")],
+    new: Annotated[str, typer.Argument(help="Newer data file, or 'embedded'.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare two data files: added, removed, renamed and moved objects. Exits 1 if they
+    differ, like diff(1)."""
+    from mlthreat.kb.diff import diff
+    from mlthreat.kb.serialize import object_to_dict
+
+    a, b = _load_side(old), _load_side(new)
+    result = diff(a, b)
+    if as_json:
+        print_json({
+            **envelope("mlthreat.kb.diff", b, {}),
+            "old": {"atlas_version": a.version, "source": a.source},
+            "new": {"atlas_version": b.version, "source": b.source},
+            "counts": result.counts(),
+            "changes": [object_to_dict(c, keep_empty=True) for c in result.changes],
+        })
+    else:
+        from rich.table import Table
+
+        con = console()
+        con.print(f"ATLAS {a.version} ({a.source}) → {b.version} ({b.source})")
+        table = Table("Change", "Type", "ID", "Name", "Before", "After")
+        for c in result.changes:
+            table.add_row(c.kind, c.object_type, c.id, _esc(c.name), _esc(c.before),
+                          _esc(c.after))
+        if result.changes:
+            con.print(table)
+        summary = ", ".join(f"{v} {k}" for k, v in sorted(result.counts().items()))
+        con.print(summary or "No differences.")
+    if result.changes:
+        raise typer.Exit(1)
+
+
+@app.command()
+def check(
+    files: Annotated[list[Path], typer.Argument(help="Layers, CSV, JSON, YAML or text files.")],
+    atlas: AtlasOpt = None,
+    extension: ExtensionOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find stale ATLAS references: unknown or retired IDs, old names, names paired with the
+    wrong ID, legacy tactic short names. Exits 1 when anything is found."""
+    from mlthreat.kb.check import check_file
+    from mlthreat.kb.serialize import object_to_dict
+
+    kb = load_kb(atlas, extension)
+    reports = [check_file(kb, f) for f in files]
+    total = sum(len(r.findings) for r in reports)
+    if as_json:
+        print_json(envelope("mlthreat.kb.check", kb, {
+            "files": [{**object_to_dict(r, keep_empty=True)} for r in reports],
+            "findings": total,
+        }))
+    else:
+        from rich.table import Table
+
+        con = console()
+        for r in reports:
+            con.print(f"[bold]{_esc(r.path)}[/bold] ({r.file_format}): {r.references_checked} "
+                      f"references, {len(r.findings)} findings")
+            if not r.findings:
+                continue
+            table = Table("Line", "Where", "Finding", "Found", "Use instead", "Detail")
+            for f in r.findings:
+                use = f"{f.suggestion_id} {f.suggestion_name}" if f.suggestion_id else ""
+                table.add_row(str(f.line or ""), _esc(f.location), f.kind, _esc(f.found),
+                              _esc(use), _esc(f.message))
+            con.print(table)
+        con.print(footer(kb))
+    if total:
+        raise typer.Exit(1)
+
+
+def _read_scores(path: Path) -> dict[str, float]:
+    from mlthreat.kb.errors import DataFileError
+    from mlthreat.kb.sources import read_structured
+
+    data = read_structured(path)
+    if isinstance(data, dict) and "techniques" in data:
+        from mlthreat.kb.export.navigator import read_layer
+
+        return dict(read_layer(path).scores)
+    if not isinstance(data, dict):
+        raise DataFileError(path, "scores must be a mapping of ATLAS ID to number, or a layer")
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise DataFileError(path, f"score must be a number, got {value!r}", entry=str(key))
+        out[str(key)] = float(value)
+    return out
+
+
+@app.command()
+def export(
+    fmt: Annotated[str, typer.Option("--format", "-f",
+                                     help="navigator, stix, markdown, csv or html.")] = "navigator",
+    output: Annotated[Path | None, typer.Option("--output", "-o",
+                                                help="File to write (default: stdout).")] = None,
+    layer: Annotated[str, typer.Option(help="Navigator layer: matrix, case-study, frequency "
+                                       "or scores.")] = "matrix",
+    case_study_id: Annotated[str | None, typer.Option("--case-study",
+                                                      help="Case study ID for --layer "
+                                                      "case-study.")] = None,
+    scores: Annotated[Path | None, typer.Option(help="JSON/YAML mapping of ID to score, or a "
+                                                "layer, to colour the layer or HTML page.")] = None,
+    layer_version: Annotated[str, typer.Option(help="Navigator layer format: 4.3 (ATLAS "
+                                               "Navigator) or 4.5 (current ATT&CK "
+                                               "Navigator).")] = "4.3",
+    name: Annotated[str | None, typer.Option(help="Layer or page title.")] = None,
+    atlas: AtlasOpt = None,
+    extension: ExtensionOpt = None,
+) -> None:
+    """Export the matrix: Navigator layer, STIX 2.1 bundle, Markdown, CSV or HTML."""
+    from mlthreat.kb.export import exporter
+
+    kb = load_kb(atlas, extension)
+    module = exporter(fmt)
+    score_map = _read_scores(scores) if scores else None
+    if score_map is not None:
+        unknown = [k for k in score_map if k not in kb]
+        if unknown:
+            raise UsageError(f"{scores}: unknown ATLAS IDs {', '.join(unknown[:5])}")
+    if fmt == "navigator":
+        if layer == "case-study" and not case_study_id:
+            raise UsageError("--layer case-study needs --case-study ID")
+        if layer == "scores" and score_map is None:
+            raise UsageError("--layer scores needs --scores FILE")
+        text = module.render(kb, layer=layer, case_study=case_study_id, scores=score_map,
+                             name=name, layer_version=layer_version)
+    elif fmt == "html":
+        text = module.render(kb, scores=score_map, title=name)
+    else:
+        text = module.render(kb)
+    if output is None:
+        import sys
+
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
+        console().print(f"wrote {output} ({fmt}, ATLAS data {kb.version})", highlight=False)
+
+
+@app.command()
+def update(
+    remove: Annotated[bool, typer.Option("--remove", help="Delete the downloaded release and "
+                                         "go back to the embedded snapshot.")] = False,
+    releases_api: Annotated[str, typer.Option(help="GitHub-style latest-release URL.")] = "",
+    raw_url: Annotated[str, typer.Option(help="URL template of ATLAS.yaml with {tag}.")] = "",
+    timeout: Annotated[float, typer.Option(help="Seconds per request.")] = 30.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Download the newest official ATLAS release into the user cache; later commands use it."""
+    from mlthreat.kb import update as upd
+
+    if remove:
+        found = upd.remove()
+        console().print("removed the downloaded release" if found else "no downloaded release")
+        return
+    release = upd.update(releases_api=releases_api or upd.RELEASES_API,
+                         raw_url=raw_url or upd.RAW_URL, timeout=timeout)
+    if as_json:
+        print_json({"kind": "mlthreat.kb.update", "schema_version": 1, **release.__dict__})
+        return
+    console().print(f"ATLAS data {release.version} ({release.tag}) saved to {release.path}, "
+                    f"{release.size} bytes, sha256 {release.sha256[:16]}…")

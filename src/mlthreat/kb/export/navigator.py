@@ -1,0 +1,608 @@
+"""ATT&CK Navigator layers (domain ``atlas-atlas``) of the matrix, and a reader for them.
+
+Four layers are built from a :class:`~mlthreat.kb.model.KnowledgeBase`: the whole matrix, one
+case study's procedure, how often case studies use each technique, and arbitrary per-technique
+scores (for example attack success rates from an assessment). Entries follow the conventions of
+the official ATLAS layers: a top-level technique has one entry per tactic (``tactic`` is the
+tactic's short name) and ``showSubtechniques``; a sub-technique entry has no tactic (Navigator
+then shows it under every tactic of its parent), and when a sub-technique is marked its parent
+is listed unmarked with ``showSubtechniques: true``, only so that Navigator expands it.
+
+Two layer formats are written: ``"4.3"`` (Navigator 4.6.4, the version the ATLAS Navigator
+runs) and ``"4.5"`` (the current ATT&CK Navigator format; no ``attack`` version, since the data
+is not ATT&CK). :func:`read_layer` reads any 4.x layer back.
+
+References
+----------
+MITRE ATT&CK Navigator layer file format, versions 4.3 and 4.5
+(``layers/spec`` in github.com/mitre-attack/attack-navigator).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+from mlthreat import __version__
+from mlthreat.errors import UsageError
+from mlthreat.kb.errors import DataFileError
+from mlthreat.kb.ids import kind_of
+from mlthreat.kb.model import KnowledgeBase, Tactic
+
+__all__ = [
+    "DOMAIN",
+    "FORMAT",
+    "LAYERS",
+    "LAYER_VERSIONS",
+    "SUFFIX",
+    "Layer",
+    "case_study_layer",
+    "frequency_layer",
+    "matrix_layer",
+    "read_layer",
+    "render",
+    "scores_layer",
+]
+
+FORMAT = "navigator"
+SUFFIX = ".json"
+DOMAIN = "atlas-atlas"
+#: Layer format version -> the ``versions`` object written for it.
+LAYER_VERSIONS: dict[str, dict[str, str]] = {
+    "4.3": {"layer": "4.3", "navigator": "4.6.4"},
+    "4.5": {"layer": "4.5", "navigator": "5.1.0"},
+}
+LAYERS = ("matrix", "case-study", "frequency", "scores")
+MARK_COLOR = "#C8E6C9"
+GRADIENT = ["#FFFFFF", "#E53935"]
+
+_Key = tuple[str, str | None]  # (techniqueID, tactic short name or None)
+_FIELD_ORDER = ("showSubtechniques", "score", "color")
+
+
+def _versions(layer_version: str) -> dict[str, str]:
+    try:
+        return dict(LAYER_VERSIONS[layer_version])
+    except (KeyError, TypeError):
+        raise UsageError(
+            f"unsupported Navigator layer format {layer_version!r}; "
+            f"choose one of {', '.join(LAYER_VERSIONS)}"
+        ) from None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _shortname(tactic: Tactic) -> str:
+    return tactic.shortname or re.sub(r"[^a-z0-9]+", "-", tactic.name.lower()).strip("-")
+
+
+def _slots(kb: KnowledgeBase, technique_id: str) -> list[str | None]:
+    """The tactic short names a technique's entries go under (``[None]`` if it has none)."""
+    names: list[str | None] = [_shortname(t) for t in kb.tactics_of(technique_id)]
+    return names or [None]
+
+
+class _Entries:
+    """Technique entries keyed by (technique, tactic), merged and emitted in a stable order."""
+
+    def __init__(self, kb: KnowledgeBase) -> None:
+        self._rank = {_shortname(t): i for i, t in enumerate(kb.tactics)}
+        self._items: dict[_Key, dict[str, Any]] = {}
+
+    def __contains__(self, key: _Key) -> bool:
+        return key in self._items
+
+    def mark(self, technique_id: str, tactic: str | None, **fields: Any) -> None:
+        entry = self._items.setdefault((technique_id, tactic), {})
+        if tactic is not None or kind_of(technique_id) == "technique":
+            entry.setdefault("showSubtechniques", False)
+        entry.update(fields)
+
+    def expand(self, parent_id: str, tactic: str | None) -> None:
+        self.mark(parent_id, tactic, showSubtechniques=True)
+
+    def build(self) -> list[dict[str, Any]]:
+        def order(key: _Key) -> tuple[str, int, str]:
+            tid, tactic = key
+            rank = -1 if tactic is None else self._rank.get(tactic, len(self._rank))
+            return tid, rank, tactic or ""
+
+        out = []
+        for tid, tactic in sorted(self._items, key=order):
+            fields = self._items[(tid, tactic)]
+            entry: dict[str, Any] = {"techniqueID": tid}
+            if tactic is not None:
+                entry["tactic"] = tactic
+            entry.update((k, fields[k]) for k in _FIELD_ORDER if k in fields)
+            out.append(entry)
+        return out
+
+
+def _layer(
+    kb: KnowledgeBase,
+    layer_version: str,
+    name: str,
+    description: str,
+    entries: _Entries,
+    *,
+    metadata: tuple[tuple[str, str], ...] = (),
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "versions": _versions(layer_version),
+        "domain": DOMAIN,
+        "metadata": [
+            {"name": "atlas_data_version", "value": kb.version},
+            {"name": "generated_by", "value": f"mlthreat {__version__}"},
+            *({"name": k, "value": v} for k, v in metadata),
+        ],
+        "name": name,
+        "description": description,
+        "techniques": entries.build(),
+        **extra,
+    }
+
+
+def matrix_layer(kb: KnowledgeBase, layer_version: str = "4.3") -> dict[str, Any]:
+    """Every technique and sub-technique of the matrix, coloured and expanded.
+
+    Parameters
+    ----------
+    kb : KnowledgeBase
+        The matrix to draw.
+    layer_version : {"4.3", "4.5"}
+        Layer file format.
+
+    Returns
+    -------
+    dict
+        The layer, ready for :func:`json.dumps`.
+
+    Raises
+    ------
+    UsageError
+        For an unsupported ``layer_version``.
+
+    Examples
+    --------
+    >>> from mlthreat.kb import load
+    >>> layer = matrix_layer(load())
+    >>> layer["techniques"][0]["techniqueID"], layer["techniques"][0]["tactic"]
+    ('AML.T0000', 'reconnaissance')
+    """
+    _versions(layer_version)
+    entries = _Entries(kb)
+    for t in kb.techniques:
+        if t.parent is None:
+            for tactic in _slots(kb, t.id):
+                entries.mark(t.id, tactic, showSubtechniques=True, color=MARK_COLOR)
+        else:
+            entries.mark(t.id, None, color=MARK_COLOR)
+    n = len(kb.techniques)
+    return _layer(
+        kb, layer_version, f"{kb.name} matrix", f"All {n} techniques and sub-techniques of "
+        f"{kb.name} {kb.version}, by tactic.", entries,
+        legendItems=[{"label": "Technique", "color": MARK_COLOR}],
+    )
+
+
+def case_study_layer(
+    kb: KnowledgeBase, case_study_id: str, layer_version: str = "4.3"
+) -> dict[str, Any]:
+    """The techniques one case study's procedure uses, coloured under the tactic of each step.
+
+    Parameters
+    ----------
+    kb : KnowledgeBase
+        Holds the case study.
+    case_study_id : str
+        ``AML.CS0000``-style ID.
+    layer_version : {"4.3", "4.5"}
+        Layer file format.
+
+    Returns
+    -------
+    dict
+        The layer; its name is the case study's name, its description the knowledge base's
+        summary of it.
+
+    Raises
+    ------
+    UnknownIdError
+        When the knowledge base holds no such case study.
+    UsageError
+        For an unsupported ``layer_version``.
+
+    Examples
+    --------
+    >>> from mlthreat.kb import load
+    >>> layer = case_study_layer(load(), "AML.CS0000")
+    >>> [e["techniqueID"] for e in layer["techniques"] if "color" in e][:3]
+    ['AML.T0000.001', 'AML.T0002.000', 'AML.T0005']
+    """
+    _versions(layer_version)
+    cs = kb.case_study(case_study_id)
+    entries = _Entries(kb)
+    for step in cs.procedure:
+        t = kb.technique(step.technique)
+        owner = t.parent or t.id
+        tactics = [_shortname(kb.tactic(step.tactic))] if step.tactic else _slots(kb, owner)
+        for tactic in tactics:
+            if t.parent is None:
+                entries.mark(t.id, tactic, color=MARK_COLOR)
+            else:
+                entries.expand(t.parent, tactic)
+        if t.parent is not None:
+            entries.mark(t.id, None, color=MARK_COLOR)
+    meta = [("case_study", cs.id)]
+    if cs.id.startswith("AML."):
+        meta.append(("url", f"https://atlas.mitre.org/studies/{cs.id}"))
+    return _layer(
+        kb, layer_version, cs.name, cs.summary, entries, metadata=tuple(meta),
+        legendItems=[{"label": "Used in the procedure", "color": MARK_COLOR}],
+    )
+
+
+def frequency_layer(kb: KnowledgeBase, layer_version: str = "4.3") -> dict[str, Any]:
+    """A heat map of how often the case studies' procedures use each technique.
+
+    The score of a top-level technique under a tactic is the number of procedure steps, over
+    all case studies, that use that technique for that tactic; a sub-technique's score is the
+    number of steps that use it, whatever the tactic. A case study that uses a technique at two
+    steps counts twice, and a parent is not credited with its sub-techniques' steps. This is
+    the rule the official ATLAS frequency layer follows, so the scores agree with it exactly.
+
+    Parameters
+    ----------
+    kb : KnowledgeBase
+        Holds the case studies.
+    layer_version : {"4.3", "4.5"}
+        Layer file format.
+
+    Returns
+    -------
+    dict
+        The layer; every technique is scored (0 when unused), the gradient runs from 0 to the
+        number of case studies.
+
+    Raises
+    ------
+    UsageError
+        For an unsupported ``layer_version``.
+    """
+    _versions(layer_version)
+    counts: Counter[_Key] = Counter()
+    for cs in kb.case_studies:
+        for step in cs.procedure:
+            t = kb.technique(step.technique)
+            if t.parent is not None:
+                counts[(t.id, None)] += 1
+            else:
+                tactics = [_shortname(kb.tactic(step.tactic))] if step.tactic else _slots(kb, t.id)
+                counts.update((t.id, tactic) for tactic in tactics)
+    entries = _Entries(kb)
+    for t in kb.techniques:
+        if t.parent is None:
+            for tactic in _slots(kb, t.id):
+                entries.mark(t.id, tactic, showSubtechniques=True, score=counts[(t.id, tactic)])
+        else:
+            entries.mark(t.id, None, score=counts[(t.id, None)])
+    for (tid, tactic), n in counts.items():  # a step under a tactic its technique does not list
+        if (tid, tactic) not in entries:
+            entries.mark(tid, tactic, showSubtechniques=True, score=n)
+    n_cs = len(kb.case_studies)
+    top = max([n_cs, 1, *counts.values()])
+    return _layer(
+        kb, layer_version, f"{kb.name} case-study frequency",
+        f"Procedure steps using each technique, over the {n_cs} case studies of {kb.name} "
+        f"{kb.version}.", entries,
+        gradient={"colors": list(GRADIENT), "minValue": 0, "maxValue": top},
+    )
+
+
+def scores_layer(
+    kb: KnowledgeBase,
+    scores: Mapping[str, float],
+    name: str,
+    description: str = "",
+    layer_version: str = "4.3",
+) -> dict[str, Any]:
+    """A layer scoring the given techniques, for example attack success rates.
+
+    Parameters
+    ----------
+    kb : KnowledgeBase
+        Resolves the technique IDs and their tactics.
+    scores : mapping of str to float
+        Technique or sub-technique ID -> finite score. A top-level technique is scored under
+        each of its tactics; a scored sub-technique's parent is expanded.
+    name, description : str
+        Layer name and description.
+    layer_version : {"4.3", "4.5"}
+        Layer file format.
+
+    Returns
+    -------
+    dict
+        The layer, with a gradient from ``min(0, lowest score)`` to the highest score.
+
+    Raises
+    ------
+    UnknownIdError
+        For an ID that is not a technique of the knowledge base.
+    UsageError
+        For a score that is not a finite number, or an unsupported ``layer_version``.
+
+    Examples
+    --------
+    >>> from mlthreat.kb import load
+    >>> layer = scores_layer(load(), {"AML.T0024.002": 0.9}, "Extraction")
+    >>> [(e["techniqueID"], e.get("score")) for e in layer["techniques"]]
+    [('AML.T0024', None), ('AML.T0024.002', 0.9)]
+    """
+    _versions(layer_version)
+    entries = _Entries(kb)
+    values: list[float] = []
+    for tid in sorted(scores):
+        t = kb.technique(tid)
+        value = scores[tid]
+        if not _is_number(value):
+            raise UsageError(f"score of {tid} must be a finite number, not {value!r}")
+        values.append(value)
+        if t.parent is None:
+            for tactic in _slots(kb, t.id):
+                entries.mark(t.id, tactic, score=value)
+        else:
+            entries.mark(t.id, None, score=value)
+            for tactic in _slots(kb, t.parent):
+                entries.expand(t.parent, tactic)
+    low = min([0.0, *values])
+    high = max([*values, low])
+    return _layer(
+        kb, layer_version, name, description, entries,
+        gradient={"colors": list(GRADIENT), "minValue": low,
+                  "maxValue": high if high > low else low + 1},
+    )
+
+
+def render(
+    kb: KnowledgeBase,
+    *,
+    layer: str = "matrix",
+    case_study: str | None = None,
+    scores: Mapping[str, float] | None = None,
+    name: str | None = None,
+    layer_version: str = "4.3",
+) -> str:
+    """One layer as JSON text: 2-space indent, entries sorted, same bytes for the same input.
+
+    Parameters
+    ----------
+    kb : KnowledgeBase
+        The matrix.
+    layer : {"matrix", "case-study", "frequency", "scores"}
+        Which layer to build (see the ``*_layer`` functions).
+    case_study : str, optional
+        The case study ID; required for, and only allowed with, ``layer="case-study"``.
+    scores : mapping of str to float, optional
+        Required for, and only allowed with, ``layer="scores"``.
+    name : str, optional
+        Replaces the layer's name.
+    layer_version : {"4.3", "4.5"}
+        Layer file format.
+
+    Returns
+    -------
+    str
+        The layer file's text, ending in a newline.
+
+    Raises
+    ------
+    UsageError
+        For an unknown layer, a missing or misplaced option, or an unsupported format.
+    """
+    _versions(layer_version)
+    if case_study is not None and layer != "case-study":
+        raise UsageError("case_study only applies to layer='case-study'")
+    if scores is not None and layer != "scores":
+        raise UsageError("scores only apply to layer='scores'")
+
+    def need(value: Any, option: str) -> Any:
+        if value is None:
+            raise UsageError(f"layer={layer!r} needs {option}")
+        return value
+
+    builders: dict[str, Callable[[], dict[str, Any]]] = {
+        "matrix": lambda: matrix_layer(kb, layer_version),
+        "case-study": lambda: case_study_layer(kb, need(case_study, "case_study"), layer_version),
+        "frequency": lambda: frequency_layer(kb, layer_version),
+        "scores": lambda: scores_layer(
+            kb, need(scores, "scores"), name or "Technique scores", layer_version=layer_version
+        ),
+    }
+    if layer not in builders:
+        raise UsageError(f"unknown layer {layer!r}; choose one of {', '.join(LAYERS)}")
+    data = builders[layer]()
+    if name:
+        data["name"] = name
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Layer:
+    """What a Navigator layer file says about the matrix.
+
+    ``tactic_scores`` keys are ``(techniqueID, tactic short name or None)``; ``scores`` holds
+    one score per technique (the highest, when its entries are scored differently by tactic).
+    ``colored`` are the techniques with an explicit colour on some entry; ``tactics`` lists,
+    per technique, the tactics its entries name, in file order.
+    """
+
+    name: str
+    domain: str
+    layer_version: str | None
+    navigator_version: str | None
+    atlas_data_version: str | None
+    description: str = ""
+    scores: dict[str, float] = field(default_factory=dict)
+    tactic_scores: dict[_Key, float] = field(default_factory=dict)
+    colored: frozenset[str] = frozenset()
+    tactics: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+_WS = re.compile(r"\s*")
+
+
+def _entry_lines(text: str) -> list[int]:
+    """Line where each element of the top-level ``techniques`` array starts (best effort)."""
+    decoder = json.JSONDecoder()
+
+    def skip(i: int, sep: str = "") -> int:
+        i = _WS.match(text, i).end()  # type: ignore[union-attr]
+        if sep and text[i] == sep:
+            i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
+        return i
+
+    lines: list[int] = []
+    try:
+        i = skip(0)
+        if text[i] != "{":
+            return []
+        i = skip(i + 1)
+        while text[i] == '"':
+            key, i = json.decoder.scanstring(text, i + 1)  # type: ignore[attr-defined]
+            i = skip(i, ":")
+            if key == "techniques" and text[i] == "[":
+                lines, i = [], skip(i + 1)
+                while text[i] != "]":
+                    lines.append(text.count("\n", 0, i) + 1)
+                    i = skip(decoder.raw_decode(text, i)[1], ",")
+                i += 1
+            else:
+                i = decoder.raw_decode(text, i)[1]
+            i = skip(i, ",")
+    except (IndexError, ValueError):
+        pass
+    return lines
+
+
+def read_layer(path: str | Path) -> Layer:
+    """Read a Navigator layer file (format 4.x) and check its technique entries.
+
+    Parameters
+    ----------
+    path : str or Path
+        The layer file (a JSON object, or a list holding one).
+
+    Returns
+    -------
+    Layer
+
+    Raises
+    ------
+    DataFileError
+        When the file cannot be read, is not JSON, is not a 4.x layer, or an entry lacks a
+        ``techniqueID``, names an ID that is not an ATLAS technique ID, or has a field of the
+        wrong type. The message names the file, the line, the entry (``techniques[3]``) and the
+        field.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise DataFileError(p, exc.strerror or str(exc)) from None
+    except UnicodeDecodeError:
+        raise DataFileError(p, "not UTF-8 text") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataFileError(p, f"invalid JSON: {exc.msg}", line=exc.lineno) from None
+    lines = _entry_lines(text)
+    if isinstance(data, list) and len(data) == 1:
+        data, lines = data[0], []
+    if not isinstance(data, dict):
+        raise DataFileError(p, "not a Navigator layer: expected a JSON object with 'techniques'")
+
+    def fail(message: str, field: str, entry: str | None = None, line: int | None = None
+             ) -> NoReturn:
+        raise DataFileError(p, message, line=line, entry=entry, field=field)
+
+    for key in ("name", "domain"):
+        if not isinstance(data.get(key), str):
+            fail(f"a layer needs a string '{key}'", key)
+    versions = data.get("versions", {})
+    if not isinstance(versions, dict):
+        fail("'versions' must be an object", "versions")
+    layer_version = versions.get("layer")
+    if "versions" not in data and "version" in data:
+        layer_version = str(data["version"])
+    if layer_version is not None and not re.fullmatch(r"4\.\d+", str(layer_version)):
+        fail(f"layer format {layer_version!r} is not supported; mlthreat reads 4.x layers",
+             "versions.layer")
+    techniques = data.get("techniques")
+    if not isinstance(techniques, list):
+        fail("not a Navigator layer: no 'techniques' list", "techniques")
+    metadata = {
+        m["name"]: m["value"]
+        for m in data.get("metadata") or ()
+        if isinstance(m, dict) and isinstance(m.get("name"), str)
+        and isinstance(m.get("value"), str)
+    }
+
+    tactic_scores: dict[_Key, float] = {}
+    scores: dict[str, float] = {}
+    colored: set[str] = set()
+    tactics: dict[str, list[str]] = {}
+    for i, raw in enumerate(techniques):
+        line = lines[i] if i < len(lines) else None
+        where = f"techniques[{i}]"
+        if not isinstance(raw, dict):
+            fail("a technique entry must be an object", "techniqueID", where, line)
+        tid = raw.get("techniqueID")
+        if tid is None:
+            fail("missing techniqueID", "techniqueID", where, line)
+        if not isinstance(tid, str) or kind_of(tid) not in ("technique", "sub-technique"):
+            fail(f"{tid!r} is not an ATLAS technique ID (like AML.T0000 or AML.T0000.000)",
+                 "techniqueID", where, line)
+        where = f"{where} ({tid})"
+        tactic = raw.get("tactic")
+        if tactic is not None and (not isinstance(tactic, str) or not tactic):
+            fail(f"tactic must be a tactic short name, not {tactic!r}", "tactic", where, line)
+        score = raw.get("score")
+        if score is not None:
+            if not _is_number(score):
+                fail(f"score must be a finite number, not {score!r}", "score", where, line)
+            tactic_scores[(tid, tactic)] = float(score)
+            scores[tid] = max(float(score), scores.get(tid, -math.inf))
+        color = raw.get("color")
+        if color is not None and not isinstance(color, str):
+            fail(f"color must be a string, not {color!r}", "color", where, line)
+        if color:
+            colored.add(tid)
+        if tactic and tactic not in tactics.setdefault(tid, []):
+            tactics[tid].append(tactic)
+    description = data.get("description")
+    return Layer(
+        name=data["name"],
+        domain=data["domain"],
+        layer_version=None if layer_version is None else str(layer_version),
+        navigator_version=None if versions.get("navigator") is None else str(versions["navigator"]),
+        atlas_data_version=metadata.get("atlas_data_version"),
+        description=description if isinstance(description, str) else "",
+        scores=scores,
+        tactic_scores=tactic_scores,
+        colored=frozenset(colored),
+        tactics={k: tuple(v) for k, v in tactics.items() if v},
+        metadata=metadata,
+    )
