@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +65,10 @@ def test_registered_exporter() -> None:
 
 @pytest.mark.parametrize(
     ("layer_version", "versions"),
-    [("4.3", {"layer": "4.3", "navigator": "4.6.4"}), ("4.5", {"layer": "4.5", "navigator": "5.1.0"})],
+    [
+        ("4.3", {"layer": "4.3", "navigator": "4.6.4"}),
+        ("4.5", {"layer": "4.5", "navigator": "5.1.0"}),
+    ],
 )
 def test_header(embedded: KnowledgeBase, layer_version: str, versions: dict[str, str]) -> None:
     layers = [
@@ -82,7 +87,7 @@ def test_header(embedded: KnowledgeBase, layer_version: str, versions: dict[str,
 
 
 def test_unsupported_layer_version(embedded: KnowledgeBase) -> None:
-    calls = [
+    calls: list[Callable[[], object]] = [
         lambda: nav.render(embedded, layer_version="9.9"),
         lambda: nav.matrix_layer(embedded, "9.9"),
         lambda: nav.case_study_layer(embedded, "AML.CS0000", "9.9"),
@@ -153,7 +158,7 @@ def test_case_study_description_is_the_kb_summary(embedded: KnowledgeBase) -> No
 
 
 def test_case_study_unknown(embedded: KnowledgeBase) -> None:
-    with pytest.raises(UnknownIdError, match="AML.CS9999"):
+    with pytest.raises(UnknownIdError, match=re.escape("AML.CS9999")):
         nav.case_study_layer(embedded, "AML.CS9999")
 
 
@@ -200,12 +205,12 @@ def test_scores_layer_entries(embedded: KnowledgeBase) -> None:
 
 
 def test_scores_layer_rejects_bad_input(embedded: KnowledgeBase) -> None:
-    with pytest.raises(UnknownIdError, match="AML.T9999"):
+    with pytest.raises(UnknownIdError, match=re.escape("AML.T9999")):
         nav.scores_layer(embedded, {"AML.T9999": 1.0}, "s")
-    with pytest.raises(UnknownIdError, match="AML.TA0002 is a tactic"):
+    with pytest.raises(UnknownIdError, match=re.escape("AML.TA0002 is a tactic")):
         nav.scores_layer(embedded, {"AML.TA0002": 1.0}, "s")
     for bad in (float("nan"), float("inf"), True, "1"):
-        with pytest.raises(UsageError, match="score of AML.T0024 must be a finite number"):
+        with pytest.raises(UsageError, match=r"score of AML\.T0024 must be a finite"):
             nav.scores_layer(embedded, {"AML.T0024": bad}, "s")  # type: ignore[dict-item]
 
 
@@ -226,7 +231,7 @@ def test_render_is_deterministic_json(embedded: KnowledgeBase) -> None:
 
 
 def test_render_rejects_bad_options(embedded: KnowledgeBase) -> None:
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"layer": "nope"}, "unknown layer 'nope'"),
         ({"layer": "case-study"}, "needs case_study"),
         ({"layer": "scores"}, "needs scores"),
@@ -305,13 +310,13 @@ def test_read_layer_entry_errors(tmp_path: Path) -> None:
     good = _entry(techniqueID="AML.T0000", tactic="reconnaissance")
     cases = [
         (_layer_text(good, _entry(tactic="impact")),
-         ":6, entry techniques[1], field 'techniqueID': missing techniqueID"),
+         ":7, entry techniques[1], field 'techniqueID': missing techniqueID"),
         (_layer_text(_entry(techniqueID="T1110")),
-         ":5, entry techniques[0], field 'techniqueID': 'T1110' is not an ATLAS technique ID"),
+         ":6, entry techniques[0], field 'techniqueID': 'T1110' is not an ATLAS technique ID"),
         (_layer_text(good, good, _entry(techniqueID="AML.TA0002")),
-         ":7, entry techniques[2], field 'techniqueID': 'AML.TA0002' is not an ATLAS technique"),
+         ":8, entry techniques[2], field 'techniqueID': 'AML.TA0002' is not an ATLAS technique"),
         (_layer_text(_entry(techniqueID="AML.T0000", score="high")),
-         ":5, entry techniques[0] (AML.T0000), field 'score': score must be a finite number"),
+         ":6, entry techniques[0] (AML.T0000), field 'score': score must be a finite number"),
         (_layer_text(_entry(techniqueID="AML.T0000", tactic=3)),
          "entry techniques[0] (AML.T0000), field 'tactic'"),
         (_layer_text(_entry(techniqueID="AML.T0000", color=1)),
@@ -349,7 +354,7 @@ def test_read_layer_file_errors(tmp_path: Path) -> None:
         assert str(err.value).startswith(str(path)), str(err.value)
         assert message in str(err.value), str(err.value)
     missing = tmp_path / "absent.json"
-    with pytest.raises(DataFileError, match="absent.json"):
+    with pytest.raises(DataFileError, match=re.escape("absent.json")):
         nav.read_layer(missing)
 
 

@@ -302,4 +302,7 @@ def _case_study(kb: KnowledgeBase, cs: CaseStudy) -> Data:
             for step in cs.procedure
         ],
         "references": _references(cs.references),
+        "attack": None,
+        "created": "",
+        "modified": "",
     }

@@ -247,17 +247,6 @@ def _mitigation(kb: KnowledgeBase, m: Mitigation, dates: _Dates) -> stix2.Course
     )
 
 
-def _link_id(kind: str, source: str, target: str, description: str) -> str:
-    if kind == "subtechnique-of" and source.startswith("attack-pattern--"):
-        sub = _external_id_of.get(source)
-        if sub is not None and _prefix(sub) == "AML" and _prefix(_external_id_of[target]) == "AML":
-            return f"relationship--{uuid.uuid5(NS_ATLAS, f'{sub}-subtechnique-of-{target}')}"
-    return f"relationship--{_minted(['relationship', kind, source, target, description])}"
-
-
-_external_id_of: dict[str, str] = {}
-
-
 def _relationships(kb: KnowledgeBase, dates: _Dates, creator: str) -> Iterator[stix2.Relationship]:
     seen: set[str] = set()
 
@@ -309,10 +298,9 @@ def _matrix(kb: KnowledgeBase, dates: _Dates) -> MitreMatrix:
     refs = [stix_id(t.id) for t in kb.tactics]
     atlas_only = all(_prefix(t.id) == "AML" for t in kb.tactics)
     if atlas_only:
-        mid, extra = uuid.uuid5(NS_ATLAS, "ATLAS-matrix"), {}
+        mid = uuid.uuid5(NS_ATLAS, "ATLAS-matrix")
     else:
         mid = _minted(["x-mitre-matrix", [t.id for t in kb.tactics]])
-        extra = {}
     created = min((t.created for t in kb.tactics if t.created), default=dates.first)[:10]
     modified = max((t.modified for t in kb.tactics if t.modified), default=dates.last)[:10]
     return MitreMatrix(
@@ -321,7 +309,7 @@ def _matrix(kb: KnowledgeBase, dates: _Dates) -> MitreMatrix:
         description=f"The tactics of {kb.name} {kb.version}, left to right.",
         external_references=[{"source_name": KILL_CHAIN, "url": ATLAS_URL,
                               "external_id": KILL_CHAIN}],
-        tactic_refs=refs, **extra,
+        tactic_refs=refs, allow_custom=True,
     )
 
 

@@ -1,0 +1,106 @@
+"""Organisation extensions merge over the base; every mistake names file, line, entry, field."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from mlthreat import kb as kbmod
+
+GOOD = textwrap.dedent("""\
+    namespace: ACME
+    name: ACME additions
+    techniques:
+      - id: ACME.T0001
+        name: Scrape the feature store
+        description: Reads features from an unauthenticated internal store.
+        tactics: [AML.TA0009]
+        maturity: demonstrated
+      - id: ACME.T0001.000
+        name: Via notebook tokens
+        description: Uses tokens left in shared notebooks.
+        subtechnique-of: ACME.T0001
+    mitigations:
+      - id: ACME.M0001
+        name: Authenticate the feature store
+        description: Requires service identities for every read.
+        techniques:
+          - ACME.T0001
+          - {id: AML.T0024.002, use: Slows model theft through stolen features.}
+    case-studies:
+      - id: ACME.CS0001
+        name: Feature store scraped
+        summary: A contractor account pulled features for a week.
+        incident-date: 2025-03-01
+        incident-date-granularity: MONTH
+        case-study-type: incident
+        procedure:
+          - {tactic: AML.TA0009, technique: ACME.T0001.000}
+          - {tactic: AML.TA0010, technique: AML.T0024.002}
+    """)
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "acme.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_merge_adds_objects_and_links(tmp_path):
+    merged = kbmod.load(extensions=[_write(tmp_path, GOOD)])
+    assert merged.version == "5.6.0+ACME"
+    assert merged.technique("ACME.T0001.000").parent == "ACME.T0001"
+    assert [t.id for t in merged.tactics_of("ACME.T0001.000")] == ["AML.TA0009"]
+    assert "ACME.T0001" in [t.id for t in merged.techniques_of("AML.TA0009")]
+    mits = [m.id for m in merged.mitigations_of("AML.T0024.002")]
+    assert "ACME.M0001" in mits and "AML.M0004" in mits
+    assert merged.uses_of("ACME.M0001", "AML.T0024.002") == (
+        "Slows model theft through stolen features.",)
+    assert [c.id for c in merged.case_studies_using("AML.T0024.002")][-1] == "ACME.CS0001"
+    assert merged.case_study("ACME.CS0001").date_label == "2025-03"
+    assert len(merged.techniques) == 172
+
+
+@pytest.mark.parametrize("old,new,line,entry,field,message", [
+    ("    name: Scrape the feature store\n", "", 4, "ACME.T0001", "name",
+     "missing required field"),
+    ("  - id: ACME.T0001.000\n", "  - id: ACME.T0001\n", 9, "ACME.T0001", "id",
+     "duplicate ID 'ACME.T0001' (already in this file)"),
+    ("  - id: ACME.M0001\n", "  - id: AML.M0001\n", 14, "AML.M0001", "id",
+     "outside this file's namespace"),
+    ("  - id: ACME.CS0001\n", "  - id: ACME.CS01\n", 21, "ACME.CS01", "id", "malformed ID"),
+    ("tactics: [AML.TA0009]", "tactics: [AML.TA0099]", 7, "ACME.T0001", "tactics",
+     "unknown ID 'AML.TA0099'"),
+    ("      - ACME.T0001\n", "      - ACME.T0404\n", 17, "ACME.M0001", "techniques",
+     "unknown ID 'ACME.T0404'"),
+    ("maturity: demonstrated", "maturity: certain", 8, "ACME.T0001", "maturity",
+     "Input should be"),
+    ("case-study-type: incident", "case-study-type: rumour", 26, "ACME.CS0001",
+     "case-study-type", "Input should be"),
+    ("    maturity: demonstrated\n", "    maturity: demonstrated\n    colour: red\n",
+     9, "ACME.T0001", "colour", "unknown field"),
+])
+def test_errors_name_file_line_entry_field(tmp_path, old, new, line, entry, field, message):
+    assert old in GOOD
+    path = _write(tmp_path, GOOD.replace(old, new, 1))
+    with pytest.raises(kbmod.DataFileError) as info:
+        kbmod.load(extensions=[path])
+    err = info.value
+    assert (err.path, err.line, err.entry, err.field) == (str(path), line, entry, field)
+    assert message in err.reason
+
+
+def test_duplicate_of_base_id_and_bad_yaml(tmp_path):
+    text = GOOD.replace("namespace: ACME", "namespace: AML").replace("ACME.", "AML.")
+    with pytest.raises(kbmod.DataFileError, match="duplicate ID 'AML.T0001'.*base"):
+        kbmod.load(extensions=[_write(tmp_path, text)])
+    with pytest.raises(kbmod.DataFileError, match=r"acme.yaml:3: invalid YAML"):
+        kbmod.load(extensions=[_write(tmp_path, "namespace: ACME\ntechniques: [\n")])
+    with pytest.raises(kbmod.DataFileError, match="must be a mapping"):
+        kbmod.load(extensions=[_write(tmp_path, "- just a list\n")])
+
+
+def test_extension_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLTHREAT_EXTENSIONS", str(_write(tmp_path, GOOD)))
+    assert "ACME.T0001" in kbmod.load()
