@@ -343,7 +343,8 @@ class KnowledgeBase:
     def search(self, text: str, *, limit: int = 20) -> list[SearchHit]:
         """Full-text search over IDs, names and descriptions (and case-study fields).
 
-        Every word of ``text`` must occur (case-insensitive, as a prefix of a word of the object).
+        Every word of ``text`` must occur (case-insensitive) as the start of a word of the object,
+        or a word of five letters or more must start it (``infer`` matches ``inference``).
         Scores weight a match in the ID or name above one in the description, so ``"extract"``
         ranks *Extract AI Model* above techniques that only mention extraction.
         """

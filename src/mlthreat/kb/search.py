@@ -48,6 +48,9 @@ def search(kb: KnowledgeBase, query: str, *, limit: int = 20) -> list[SearchHit]
                     best = max(best, weight * 2)
                 elif any(t.startswith(w) for t in tokens[key]):
                     best = max(best, weight)
+                elif any(len(t) >= 5 and w.startswith(t) for t in tokens[key]):
+                    # a shorter form of the word: "infer" for "inference"
+                    best = max(best, weight * 0.75)
             if best == 0.0:
                 break
             score += best

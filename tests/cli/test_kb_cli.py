@@ -1,0 +1,148 @@
+"""The ``mlthreat kb`` commands, run as a user runs them: a real process, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ATLAS_YAML, CASE_STUDY_LAYERS, RELEASES, STIX_BUNDLE
+
+
+def run(*args, env=None):
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    full_env.pop("MLTHREAT_ATLAS", None) if env is None or "MLTHREAT_ATLAS" not in env else None
+    return subprocess.run([sys.executable, "-m", "mlthreat", *args], capture_output=True,
+                          text=True, env=full_env, timeout=120)
+
+
+def test_matrix_table_and_json():
+    out = run("kb", "matrix")
+    assert out.returncode == 0, out.stderr
+    for name in ("Reconnaissance", "AI Attack Staging", "Exfiltration", "Impact"):
+        assert name in out.stdout
+    assert "ATLAS data 5.6.0" in out.stdout
+    data = json.loads(run("kb", "matrix", "--json").stdout)
+    assert data["kind"] == "mlthreat.kb.matrix" and data["atlas_version"] == "5.6.0"
+    assert len(data["tactics"]) == 16
+    staging = next(t for t in data["tactics"] if t["id"] == "AML.TA0001")
+    assert [t["id"] for t in staging["techniques"]][:2] == ["AML.T0005", "AML.T0018"]
+
+
+def test_show_technique_json_and_text():
+    data = json.loads(run("kb", "show", "AML.T0024.002", "--json").stdout)
+    assert data["name"] == "Extract AI Model" and data["type"] == "sub-technique"
+    assert [t["id"] for t in data["tactics"]] == ["AML.TA0010"]
+    mits = {m["id"]: m["inherited"] for m in data["mitigations"]}
+    assert mits["AML.M0004"] is False
+    assert any(data["case_studies"])
+    text = run("kb", "show", "AML.T0043").stdout
+    assert "Black-Box Optimization" in text and "AML.M0015" in text
+
+
+def test_show_with_official_file_has_use_texts():
+    data = json.loads(run("kb", "show", "AML.T0000", "--json", "--atlas", str(ATLAS_YAML)).stdout)
+    assert data["atlas_source"] == str(ATLAS_YAML)
+    use = next(m for m in data["mitigations"] if m["id"] == "AML.M0000")["use"]
+    assert use and use[0].startswith("Limit the connection")
+
+
+def test_unknown_id_is_one_line_exit_2():
+    out = run("kb", "show", "AML.T0043.01")
+    assert out.returncode == 2
+    assert out.stderr.strip() == ("mlthreat: error: unknown ATLAS ID 'AML.T0043.01' in ATLAS "
+                                  "data 5.6.0 (did you mean AML.T0043.001?)")
+    assert "Traceback" not in out.stderr
+
+
+def test_bad_atlas_file_is_one_line_exit_2(tmp_path):
+    bad = tmp_path / "ATLAS.yaml"
+    bad.write_text("matrices: [\n")
+    out = run("kb", "matrix", "--atlas", str(bad))
+    assert out.returncode == 2
+    assert out.stderr.startswith(f"mlthreat: error: {bad}:2: invalid YAML")
+    assert len(out.stderr.strip().splitlines()) == 1
+    out = run("kb", "matrix", env={"MLTHREAT_ATLAS": str(tmp_path / "none.yaml")})
+    assert out.returncode == 2 and "none.yaml: No such file" in out.stderr
+
+
+def test_search_and_case_study():
+    data = json.loads(run("kb", "search", "membership", "inference", "--json").stdout)
+    assert data["results"][0]["id"] == "AML.T0024.000"
+    out = run("kb", "case-study", "AML.CS0000")
+    assert out.returncode == 0
+    lines = [line for line in out.stdout.splitlines() if " · " in line]
+    assert len(lines) == 6
+    assert "Pre-Print Repositories" in lines[0] and "Evade AI Model" in lines[-1]
+    data = json.loads(run("kb", "case-study", "AML.CS0000", "--json").stdout)
+    assert [s["technique"] for s in data["procedure"]] == [
+        "AML.T0000.001", "AML.T0002.000", "AML.T0005", "AML.T0043.003", "AML.T0042",
+        "AML.T0015"]
+
+
+def test_diff_exit_codes():
+    out = run("kb", "diff", str(RELEASES / "ATLAS-4.8.0.yaml"), str(RELEASES / "ATLAS-5.0.0.yaml"),
+              "--json")
+    assert out.returncode == 1
+    data = json.loads(out.stdout)
+    assert data["counts"]["renamed/tactic"] == 2
+    assert (data["old"]["atlas_version"], data["new"]["atlas_version"]) == ("4.8.0", "5.0.0")
+    same = run("kb", "diff", str(ATLAS_YAML), "embedded")
+    assert same.returncode == 0 and "No differences." in same.stdout
+
+
+def test_check_exit_codes(tmp_path):
+    clean = run("kb", "check", str(CASE_STUDY_LAYERS / "AML.CS0001.json"))
+    assert clean.returncode == 0, clean.stdout
+    stale = tmp_path / "map.csv"
+    stale.write_text("id,name\nAML.T0015,Evade ML Model\n")
+    out = run("kb", "check", str(stale), "--json")
+    assert out.returncode == 1
+    finding = json.loads(out.stdout)["files"][0]["findings"][0]
+    assert (finding["kind"], finding["suggestion_name"]) == ("outdated-name", "Evade AI Model")
+    assert run("kb", "check", str(tmp_path / "missing.csv")).returncode == 2
+
+
+def test_usage_errors_exit_2():
+    assert run("kb", "show").returncode == 2
+    assert run("kb", "export", "--format", "pdf").returncode == 2
+    out = run("kb", "export", "--layer", "case-study")
+    assert out.returncode == 2 and "--case-study" in out.stderr
+
+
+@pytest.mark.parametrize("fmt,check", [
+    ("navigator", lambda t: json.loads(t)["domain"] == "atlas-atlas"),
+    ("markdown", lambda t: t.count("\n## ") == 16),
+    ("csv", lambda t: t.splitlines()[0].startswith("tactic_id,tactic,technique_id")),
+])
+def test_export_formats(tmp_path, fmt, check):
+    target = tmp_path / f"out.{fmt}"
+    out = run("kb", "export", "--format", fmt, "-o", str(target))
+    assert out.returncode == 0, out.stderr
+    assert check(target.read_text())
+
+
+def test_export_case_study_layer_and_scores(tmp_path):
+    out = run("kb", "export", "--layer", "case-study", "--case-study", "AML.CS0000")
+    layer = json.loads(out.stdout)
+    colored = {e["techniqueID"] for e in layer["techniques"] if e.get("color")}
+    assert colored == {"AML.T0000.001", "AML.T0002.000", "AML.T0005", "AML.T0043.003",
+                       "AML.T0042", "AML.T0015"}
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps({"AML.T0043.001": 3, "AML.T0024.002": 5}))
+    layer = json.loads(run("kb", "export", "--layer", "scores", "--scores", str(scores)).stdout)
+    got = {e["techniqueID"]: e.get("score") for e in layer["techniques"] if "score" in e}
+    assert got == {"AML.T0043.001": 3, "AML.T0024.002": 5}
+    scores.write_text(json.dumps({"AML.T9999": 1}))
+    out = run("kb", "export", "--layer", "scores", "--scores", str(scores))
+    assert out.returncode == 2 and "AML.T9999" in out.stderr
+
+
+def test_stix_bundle_as_atlas_source():
+    data = json.loads(run("kb", "show", "AML.TA0001", "--json", "--atlas", str(STIX_BUNDLE))
+                      .stdout)
+    assert data["shortname"] == "ai-attack-staging"
+    assert data["atlas_version"].startswith("unknown (STIX bundle")
