@@ -9,8 +9,20 @@ import pytest
 
 from mlthreat import kb as kbmod
 
-ATLAS_DATA = Path(os.environ.get("MLTHREAT_ATLAS_DATA", Path(__file__).resolve().parents[2]
-                                 / "shared" / "atlas-data"))
+
+def _atlas_data() -> Path:
+    """The official reference files: $MLTHREAT_ATLAS_DATA, ../shared/atlas-data beside the
+    checkout, or the unmodified copy vendored in tests/data (Apache-2.0) for a clean clone."""
+    env = os.environ.get("MLTHREAT_ATLAS_DATA")
+    if env:
+        return Path(env)
+    shared = Path(__file__).resolve().parents[2] / "shared" / "atlas-data"
+    if (shared / "ATLAS.yaml").is_file():
+        return shared
+    return Path(__file__).resolve().parent / "data" / "atlas-data"
+
+
+ATLAS_DATA = _atlas_data()
 ATLAS_YAML = ATLAS_DATA / "ATLAS.yaml"
 STIX_BUNDLE = ATLAS_DATA / "navigator-data" / "stix-atlas.json"
 RELEASES = ATLAS_DATA / "releases"
