@@ -107,6 +107,7 @@ def test_filter_leaves_exactly_the_matching_cells(
     driver: Any, matrix_page: Path, embedded: KnowledgeBase
 ) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     _open(driver, matrix_page)
     query = "extract"
@@ -126,9 +127,18 @@ def test_filter_leaves_exactly_the_matching_cells(
     assert visible == expected
     status = driver.find_element(By.ID, "filter-status").text
     assert status == f"{sum(expected.values())} of {total} cells match"
+    # Columns left without a match are hidden, so the matches come into view.
+    headers = driver.find_elements(By.CSS_SELECTOR, "table.matrix thead th")
+    assert [h.get_attribute("id") for h in headers if h.is_displayed()] == [
+        f"col-{t.id}" for t in embedded.tactics if any(tac == t.id for tac, _ in expected)
+    ]
     # Selenium's own visibility check agrees on a match and on a hidden parent.
     assert driver.find_element(By.CSS_SELECTOR, '.cell[data-id="AML.T0024.002"]').is_displayed()
     assert not driver.find_element(By.CSS_SELECTOR, '.cell[data-id="AML.T0024"]').is_displayed()
+
+    driver.find_element(By.ID, "filter-input").send_keys(Keys.BACKSPACE * len(query))
+    assert len(driver.execute_script(VISIBLE_CELLS)) == total
+    assert driver.find_element(By.ID, "filter-status").text == f"{total} cells"
 
 
 def test_clicking_a_cell_shows_its_details_with_mitigations(

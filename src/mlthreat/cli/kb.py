@@ -321,7 +321,7 @@ def _read_scores(path: Path) -> dict[str, float]:
 
     data = read_structured(path)
     if isinstance(data, dict) and "techniques" in data:
-        from mlthreat.kb.export.navigator import read_layer
+        from mlthreat.kb.layers import read_layer
 
         return dict(read_layer(path).scores)
     if not isinstance(data, dict):

@@ -21,18 +21,15 @@ MITRE ATT&CK Navigator layer file format, versions 4.3 and 4.5
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from mlthreat import __version__
 from mlthreat.errors import UsageError
-from mlthreat.kb.errors import DataFileError
 from mlthreat.kb.ids import kind_of
+from mlthreat.kb.layers import Layer, is_number, read_layer
 from mlthreat.kb.model import KnowledgeBase, Tactic
 
 __all__ = [
@@ -74,10 +71,6 @@ def _versions(layer_version: str) -> dict[str, str]:
             f"unsupported Navigator layer format {layer_version!r}; "
             f"choose one of {', '.join(LAYER_VERSIONS)}"
         ) from None
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _shortname(tactic: Tactic) -> str:
@@ -354,7 +347,7 @@ def scores_layer(
     for tid in sorted(scores):
         t = kb.technique(tid)
         value = scores[tid]
-        if not _is_number(value):
+        if not is_number(value):
             raise UsageError(f"score of {tid} must be a finite number, not {value!r}")
         values.append(value)
         if t.parent is None:
@@ -434,175 +427,3 @@ def render(
     if name:
         data["name"] = name
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-
-
-# -- reading ---------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Layer:
-    """What a Navigator layer file says about the matrix.
-
-    ``tactic_scores`` keys are ``(techniqueID, tactic short name or None)``; ``scores`` holds
-    one score per technique (the highest, when its entries are scored differently by tactic).
-    ``colored`` are the techniques with an explicit colour on some entry; ``tactics`` lists,
-    per technique, the tactics its entries name, in file order.
-    """
-
-    name: str
-    domain: str
-    layer_version: str | None
-    navigator_version: str | None
-    atlas_data_version: str | None
-    description: str = ""
-    scores: dict[str, float] = field(default_factory=dict)
-    tactic_scores: dict[_Key, float] = field(default_factory=dict)
-    colored: frozenset[str] = frozenset()
-    tactics: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    metadata: dict[str, str] = field(default_factory=dict)
-
-
-_WS = re.compile(r"\s*")
-
-
-def _entry_lines(text: str) -> list[int]:
-    """Line where each element of the top-level ``techniques`` array starts (best effort)."""
-    decoder = json.JSONDecoder()
-
-    def skip(i: int, sep: str = "") -> int:
-        i = _WS.match(text, i).end()  # type: ignore[union-attr]
-        if sep and text[i] == sep:
-            i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
-        return i
-
-    lines: list[int] = []
-    try:
-        i = skip(0)
-        if text[i] != "{":
-            return []
-        i = skip(i + 1)
-        while text[i] == '"':
-            key, i = json.decoder.scanstring(text, i + 1)  # type: ignore[attr-defined]
-            i = skip(i, ":")
-            if key == "techniques" and text[i] == "[":
-                lines, i = [], skip(i + 1)
-                while text[i] != "]":
-                    lines.append(text.count("\n", 0, i) + 1)
-                    i = skip(decoder.raw_decode(text, i)[1], ",")
-                i += 1
-            else:
-                i = decoder.raw_decode(text, i)[1]
-            i = skip(i, ",")
-    except (IndexError, ValueError):
-        pass
-    return lines
-
-
-def read_layer(path: str | Path) -> Layer:
-    """Read a Navigator layer file (format 4.x) and check its technique entries.
-
-    Parameters
-    ----------
-    path : str or Path
-        The layer file (a JSON object, or a list holding one).
-
-    Returns
-    -------
-    Layer
-
-    Raises
-    ------
-    DataFileError
-        When the file cannot be read, is not JSON, is not a 4.x layer, or an entry lacks a
-        ``techniqueID``, names an ID that is not an ATLAS technique ID, or has a field of the
-        wrong type. The message names the file, the line, the entry (``techniques[3]``) and the
-        field.
-    """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise DataFileError(p, exc.strerror or str(exc)) from None
-    except UnicodeDecodeError:
-        raise DataFileError(p, "not UTF-8 text") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataFileError(p, f"invalid JSON: {exc.msg}", line=exc.lineno) from None
-    lines = _entry_lines(text)
-    if isinstance(data, list) and len(data) == 1:
-        data, lines = data[0], []
-    if not isinstance(data, dict):
-        raise DataFileError(p, "not a Navigator layer: expected a JSON object with 'techniques'")
-
-    def fail(message: str, field: str, entry: str | None = None, line: int | None = None
-             ) -> NoReturn:
-        raise DataFileError(p, message, line=line, entry=entry, field=field)
-
-    for key in ("name", "domain"):
-        if not isinstance(data.get(key), str):
-            fail(f"a layer needs a string '{key}'", key)
-    versions = data.get("versions", {})
-    if not isinstance(versions, dict):
-        fail("'versions' must be an object", "versions")
-    layer_version = versions.get("layer")
-    if "versions" not in data and "version" in data:
-        layer_version = str(data["version"])
-    if layer_version is not None and not re.fullmatch(r"4\.\d+", str(layer_version)):
-        fail(f"layer format {layer_version!r} is not supported; mlthreat reads 4.x layers",
-             "versions.layer")
-    techniques = data.get("techniques")
-    if not isinstance(techniques, list):
-        fail("not a Navigator layer: no 'techniques' list", "techniques")
-    metadata = {
-        m["name"]: m["value"]
-        for m in data.get("metadata") or ()
-        if isinstance(m, dict) and isinstance(m.get("name"), str)
-        and isinstance(m.get("value"), str)
-    }
-
-    tactic_scores: dict[_Key, float] = {}
-    scores: dict[str, float] = {}
-    colored: set[str] = set()
-    tactics: dict[str, list[str]] = {}
-    for i, raw in enumerate(techniques):
-        line = lines[i] if i < len(lines) else None
-        where = f"techniques[{i}]"
-        if not isinstance(raw, dict):
-            fail("a technique entry must be an object", "techniqueID", where, line)
-        tid = raw.get("techniqueID")
-        if tid is None:
-            fail("missing techniqueID", "techniqueID", where, line)
-        if not isinstance(tid, str) or kind_of(tid) not in ("technique", "sub-technique"):
-            fail(f"{tid!r} is not an ATLAS technique ID (like AML.T0000 or AML.T0000.000)",
-                 "techniqueID", where, line)
-        where = f"{where} ({tid})"
-        tactic = raw.get("tactic")
-        if tactic is not None and (not isinstance(tactic, str) or not tactic):
-            fail(f"tactic must be a tactic short name, not {tactic!r}", "tactic", where, line)
-        score = raw.get("score")
-        if score is not None:
-            if not _is_number(score):
-                fail(f"score must be a finite number, not {score!r}", "score", where, line)
-            tactic_scores[(tid, tactic)] = float(score)
-            scores[tid] = max(float(score), scores.get(tid, -math.inf))
-        color = raw.get("color")
-        if color is not None and not isinstance(color, str):
-            fail(f"color must be a string, not {color!r}", "color", where, line)
-        if color:
-            colored.add(tid)
-        if tactic and tactic not in tactics.setdefault(tid, []):
-            tactics[tid].append(tactic)
-    description = data.get("description")
-    return Layer(
-        name=data["name"],
-        domain=data["domain"],
-        layer_version=None if layer_version is None else str(layer_version),
-        navigator_version=None if versions.get("navigator") is None else str(versions["navigator"]),
-        atlas_data_version=metadata.get("atlas_data_version"),
-        description=description if isinstance(description, str) else "",
-        scores=scores,
-        tactic_scores=tactic_scores,
-        colored=frozenset(colored),
-        tactics={k: tuple(v) for k, v in tactics.items() if v},
-        metadata=metadata,
-    )

@@ -8,24 +8,31 @@
   if (!box || !input || !status) {
     return;
   }
-  var cells = Array.prototype.slice.call(document.querySelectorAll(".cell[data-id]"));
-  var keys = cells.map(function (cell) {
-    return [cell.dataset.id.toLowerCase(), cell.dataset.name.toLowerCase()];
-  });
+  var headers = document.querySelectorAll(".matrix thead th");
+  var columns = Array.prototype.map.call(document.querySelectorAll(".matrix tbody td"),
+    function (td, i) {
+      var cells = Array.prototype.map.call(td.querySelectorAll(".cell[data-id]"), function (cell) {
+        return { el: cell, id: cell.dataset.id.toLowerCase(), name: cell.dataset.name.toLowerCase() };
+      });
+      return { td: td, th: headers[i], cells: cells };
+    });
+  var total = columns.reduce(function (n, col) { return n + col.cells.length; }, 0);
 
+  // Hide the cells whose ID and name both miss the query, and the columns left empty.
   function apply() {
     var query = input.value.trim().toLowerCase();
     var shown = 0;
-    cells.forEach(function (cell, i) {
-      var match = query === "" || keys[i][0].indexOf(query) !== -1 || keys[i][1].indexOf(query) !== -1;
-      cell.hidden = !match;
-      if (match) {
-        shown += 1;
-      }
+    columns.forEach(function (col) {
+      var inColumn = 0;
+      col.cells.forEach(function (cell) {
+        var match = query === "" || cell.id.indexOf(query) !== -1 || cell.name.indexOf(query) !== -1;
+        cell.el.hidden = !match;
+        inColumn += match ? 1 : 0;
+      });
+      col.td.hidden = col.th.hidden = inColumn === 0 && query !== "";
+      shown += inColumn;
     });
-    status.textContent = query === ""
-      ? cells.length + " cells"
-      : shown + " of " + cells.length + " cells match";
+    status.textContent = query === "" ? total + " cells" : shown + " of " + total + " cells match";
   }
 
   input.addEventListener("input", apply);
