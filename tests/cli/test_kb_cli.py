@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ATLAS_YAML, CASE_STUDY_LAYERS, RELEASES, STIX_BUNDLE
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from conftest import ATLAS_YAML, RELEASES
+
 from mlthreat import kb as kbmod
 from mlthreat.kb.diff import diff
 

@@ -93,7 +93,7 @@ def test_errors_name_file_line_entry_field(tmp_path, old, new, line, entry, fiel
 
 def test_duplicate_of_base_id_and_bad_yaml(tmp_path):
     text = GOOD.replace("namespace: ACME", "namespace: AML").replace("ACME.", "AML.")
-    with pytest.raises(kbmod.DataFileError, match="duplicate ID 'AML.T0001'.*base"):
+    with pytest.raises(kbmod.DataFileError, match=r"duplicate ID 'AML.T0001'.*base"):
         kbmod.load(extensions=[_write(tmp_path, text)])
     with pytest.raises(kbmod.DataFileError, match=r"acme.yaml:3: invalid YAML"):
         kbmod.load(extensions=[_write(tmp_path, "namespace: ACME\ntechniques: [\n")])

@@ -22,7 +22,7 @@ def test_lookups_by_id(embedded):
 
 
 def test_unknown_id_raises_with_suggestion(embedded):
-    with pytest.raises(kbmod.UnknownIdError, match="AML.T0043") as info:
+    with pytest.raises(kbmod.UnknownIdError, match=r"AML\.T0043") as info:
         embedded.technique("AML.T0043.01")
     assert "did you mean" in str(info.value)
     with pytest.raises(kbmod.UnknownIdError, match="is a tactic"):

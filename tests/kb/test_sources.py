@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import ATLAS_YAML, RELEASES
+
 from mlthreat import kb as kbmod
 
 

@@ -7,8 +7,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
 from conftest import ATLAS_YAML, RELEASES
+
 from mlthreat import kb as kbmod
 from mlthreat.kb import update as upd
 
@@ -18,7 +18,7 @@ def server():
     routes: dict[str, tuple[int, bytes]] = {}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - the http.server API
+        def do_GET(self):
             status, body = routes.get(self.path, (404, b"not found"))
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
@@ -73,5 +73,5 @@ def test_bad_download_keeps_previous_cache(server):
 
 def test_offline_gives_clear_error():
     # Port 9 on loopback: nothing listens, the connection is refused at once.
-    with pytest.raises(kbmod.UpdateError, match="cannot reach .*offline"):
+    with pytest.raises(kbmod.UpdateError, match=r"cannot reach .*offline"):
         upd.update(releases_api="http://127.0.0.1:9/latest", timeout=2)

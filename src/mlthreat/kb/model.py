@@ -19,8 +19,8 @@ __all__ = [
     "AttackReference",
     "CaseStudy",
     "KnowledgeBase",
-    "MitigationUse",
     "Mitigation",
+    "MitigationUse",
     "ProcedureStep",
     "Reference",
     "Tactic",
@@ -291,7 +291,9 @@ class KnowledgeBase:
             ids = self.technique(t.parent).tactics
         return tuple(self.tactic(i) for i in ids if i in self._index)
 
-    def techniques_of(self, tactic_id: str, *, subtechniques: bool = False) -> tuple[Technique, ...]:
+    def techniques_of(
+        self, tactic_id: str, *, subtechniques: bool = False
+    ) -> tuple[Technique, ...]:
         """Techniques of a tactic in matrix order; with ``subtechniques``, each followed by its
         own."""
         self.tactic(tactic_id)

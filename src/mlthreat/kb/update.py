@@ -61,7 +61,7 @@ def _get(url: str, timeout: float) -> bytes:
 
     req = urllib.request.Request(url, headers={"User-Agent": "mlthreat", "Accept": "*/*"})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - https/http only
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.read()  # type: ignore[no-any-return]
     except urllib.error.HTTPError as exc:
         raise UpdateError(f"{url}: HTTP {exc.code} {exc.reason}") from None

@@ -62,7 +62,9 @@ class _Reader:
         m = re.search(rf"^\s*-?\s*id:\s*['\"]?{re.escape(entry)}['\"]?\s*$", self._text, re.M)
         return self._text.count("\n", 0, m.start()) + 1 if m else None
 
-    def fail(self, message: str, entry: str | None = None, field: str | None = None) -> DataFileError:
+    def fail(
+        self, message: str, entry: str | None = None, field: str | None = None
+    ) -> DataFileError:
         return DataFileError(self.path, message, line=self.line_of(entry), entry=entry, field=field)
 
     def get(self, obj: Any, key: str, kind: type | tuple[type, ...], entry: str | None,

@@ -77,7 +77,7 @@ def _read_with_lines(path: Path) -> tuple[Any, dict[int, tuple[int, dict[str, in
     except UnicodeDecodeError:
         raise DataFileError(path, "not UTF-8 text") from None
     try:
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(text, Loader=_LineLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise DataFileError(
@@ -107,17 +107,17 @@ def _models() -> dict[str, Any]:
         id: str
         name: str = Field(min_length=1)
         description: str = Field(min_length=1)
-        tactics: list[str] = []
+        tactics: list[str] = Field(default_factory=list)
         subtechnique_of: str | None = Field(None, alias="subtechnique-of")
         maturity: Literal["feasible", "demonstrated", "realized"] = "feasible"
-        references: list[Ref] = []
+        references: list[Ref] = Field(default_factory=list)
 
     class MitigationIn(_Strict):
         id: str
         name: str = Field(min_length=1)
         description: str = Field(min_length=1)
         techniques: list[str | Link] = Field(min_length=1)
-        category: list[str] = []
+        category: list[str] = Field(default_factory=list)
 
     class StepIn(_Strict):
         tactic: str
@@ -136,15 +136,15 @@ def _models() -> dict[str, Any]:
         target: str = ""
         actor: str = ""
         reporter: str = ""
-        references: list[Ref] = []
+        references: list[Ref] = Field(default_factory=list)
         procedure: list[StepIn] = Field(min_length=1)
 
     class ExtensionIn(_Strict):
         namespace: str = Field(pattern=r"^[A-Z][A-Z0-9]{1,15}$")
         name: str = ""
-        techniques: list[TechniqueIn] = []
-        mitigations: list[MitigationIn] = []
-        case_studies: list[CaseStudyIn] = Field([], alias="case-studies")
+        techniques: list[TechniqueIn] = Field(default_factory=list)
+        mitigations: list[MitigationIn] = Field(default_factory=list)
+        case_studies: list[CaseStudyIn] = Field(default_factory=list, alias="case-studies")
 
     return {"ExtensionIn": ExtensionIn}
 
@@ -153,7 +153,7 @@ def _locate(data: Any, loc: tuple[Any, ...], lines: dict[int, tuple[int, dict[st
             ) -> tuple[str | None, str | None, int | None]:
     """Turn a pydantic error location into (entry, field, line) in the user's terms."""
     entry, line, node = None, None, data
-    fields: list[str] = []
+    fields: list[str] = Field(default_factory=list)
     for i, part in enumerate(loc):
         if isinstance(node, dict):
             line = lines.get(id(node), (line, {}))[1].get(str(part), line)

@@ -65,8 +65,10 @@ def load(data: Any, path: Path) -> KnowledgeBase:
         if obj.get("type") in ("x-mitre-tactic", "attack-pattern", "course-of-action"):
             ext, _ = _external(obj)
             if not ext:
-                raise DataFileError(path, "no 'mitre-atlas' external reference",
-                                    entry=f"objects[{i}] {obj.get('id')}", field="external_references")
+                raise DataFileError(
+                    path, "no 'mitre-atlas' external reference",
+                    entry=f"objects[{i}] {obj.get('id')}", field="external_references",
+                )
             atlas_id[obj["id"]] = ext
         by_ref[obj.get("id", "")] = obj
 
