@@ -153,7 +153,7 @@ def _locate(data: Any, loc: tuple[Any, ...], lines: dict[int, tuple[int, dict[st
             ) -> tuple[str | None, str | None, int | None]:
     """Turn a pydantic error location into (entry, field, line) in the user's terms."""
     entry, line, node = None, None, data
-    fields: list[str] = Field(default_factory=list)
+    fields: list[str] = []
     for i, part in enumerate(loc):
         if isinstance(node, dict):
             line = lines.get(id(node), (line, {}))[1].get(str(part), line)
