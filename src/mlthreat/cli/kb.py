@@ -109,6 +109,7 @@ def show(
 ) -> None:
     """Show one tactic, technique, mitigation or case study with everything linked to it."""
     kb = load_kb(atlas, extension)
+    atlas_id = atlas_id.strip().upper()  # IDs are upper case; accept aml.t0043 too
     if kb.kind(atlas_id) == "case-study":
         _print_case_study(kb, atlas_id, as_json)
         return
@@ -224,7 +225,7 @@ def case_study(
 ) -> None:
     """Show a case study's procedure as an ordered attack chain."""
     kb = load_kb(atlas, extension)
-    _print_case_study(kb, atlas_id, as_json)
+    _print_case_study(kb, atlas_id.strip().upper(), as_json)
 
 
 def _load_side(spec: str) -> Any:
