@@ -8,6 +8,7 @@ is opened from a file (``file://``), so no network is involved.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,8 +46,11 @@ return Array.from(document.querySelectorAll('.cell'))
 def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
-        pytest.skip(f"browser test needs {' and '.join(missing)} "
-                    "(apt-get install chromium chromium-driver)")
+        reason = (f"browser test needs {' and '.join(missing)} "
+                  "(apt-get install chromium chromium-driver)")
+        if os.environ.get("MLTHREAT_REQUIRE_BROWSER") == "1":
+            pytest.fail(reason)  # scripts/test and CI: a skipped browser check is a failure
+        pytest.skip(reason)
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service

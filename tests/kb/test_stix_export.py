@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from conftest import STIX_BUNDLE
 from stix2validator import ValidationOptions, validate_string
 
-from conftest import STIX_BUNDLE
 from mlthreat import kb as kbmod
 from mlthreat.kb.export import exporter
 from mlthreat.kb.export import stix as stix_export
@@ -79,12 +79,13 @@ def test_ids_equal_official_bundle(export, official_bundle):
     assert len(official) == 221
     assert export.atlas_ids() == official
     # Parent links and the matrix keep their (unique, reproducible) official IDs too.
-    assert ({o["id"] for o in export.links("subtechnique-of")}
-            == {o["id"] for o in official_bundle if o.get("relationship_type") == "subtechnique-of"})
+    parents = {o["id"] for o in official_bundle if o.get("relationship_type") == "subtechnique-of"}
+    assert {o["id"] for o in export.links("subtechnique-of")} == parents
     assert ([o["id"] for o in export.of_type("x-mitre-matrix")]
             == [o["id"] for o in official_bundle if o["type"] == "x-mitre-matrix"])
     assert stix_export.stix_id("AML.T0000") == official["AML.T0000"]
-    assert stix_export.stix_id("AML.TA0002") == "x-mitre-tactic--8d151547-7423-5bac-bc2d-a6fd02afba29"
+    assert stix_export.stix_id("AML.TA0002") == (
+        "x-mitre-tactic--8d151547-7423-5bac-bc2d-a6fd02afba29")
 
 
 def test_ids_unique(export):
@@ -185,9 +186,10 @@ def test_loads_back(export, tmp_path):
     assert [m.name for m in back.mitigations] == [m.name for m in src.mitigations]
 
     def links(base):
-        return Counter({(m.id, u.technique, u.use.strip()) for m in base.mitigations
-                        for u in m.techniques})
-    assert links(back) == links(src)
+        return [(m.id, u.technique, u.use.strip()) for m in base.mitigations
+                for u in m.techniques]
+    # One relationship per distinct link; the embedded snapshot lists two links twice.
+    assert Counter(links(back)) == Counter(set(links(src)))
 
 
 EXTENSION = textwrap.dedent("""\

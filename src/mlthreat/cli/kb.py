@@ -120,8 +120,9 @@ def show(
     con = console()
     obj = kb.get(atlas_id)
     con.print(f"[bold]{_esc(obj.name)}[/bold]  [cyan]{obj.id}[/cyan]  [dim]{data['type']}[/dim]")
-    if getattr(obj, "description", ""):
-        con.print(_esc(obj.description))
+    description = getattr(obj, "description", "")
+    if description:
+        con.print(_esc(description))
     facts = []
     if data.get("maturity"):
         facts.append(f"maturity: {data['maturity']}")

@@ -203,7 +203,10 @@ class KnowledgeBase:
 
     def __post_init__(self) -> None:
         index: dict[str, AtlasObject] = {}
-        for obj in (*self.tactics, *self.techniques, *self.mitigations, *self.case_studies):
+        objects: tuple[AtlasObject, ...] = (
+            *self.tactics, *self.techniques, *self.mitigations, *self.case_studies
+        )
+        for obj in objects:
             index[obj.id] = obj
         children: dict[str, list[str]] = {}
         for t in self.techniques:

@@ -62,7 +62,8 @@ def _get(url: str, timeout: float) -> bytes:
     req = urllib.request.Request(url, headers={"User-Agent": "mlthreat", "Accept": "*/*"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.read()  # type: ignore[no-any-return]
+            body: bytes = resp.read()
+            return body
     except urllib.error.HTTPError as exc:
         raise UpdateError(f"{url}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:

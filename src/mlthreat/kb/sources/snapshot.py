@@ -36,7 +36,8 @@ def load(data: Any, path: Path) -> KnowledgeBase:
 @cache
 def _embedded_data() -> dict[str, Any]:
     text = resources.files("mlthreat.kb").joinpath("data", SNAPSHOT_FILE).read_text("utf-8")
-    return json.loads(text)  # type: ignore[no-any-return]
+    data: dict[str, Any] = json.loads(text)
+    return data
 
 
 def load_embedded() -> KnowledgeBase:
