@@ -90,7 +90,9 @@ NS_ATLAS = uuid.UUID(bytes=b"atlas.mitre.org.")
 NS_MLTHREAT = uuid.uuid5(uuid.NAMESPACE_URL, "urn:mlthreat:stix-export")
 """Namespace of the IDs mlthreat mints for objects without an official one."""
 
-KILL_CHAIN = "mitre-atlas"
+SOURCE_NAME = "mitre-atlas"
+"""``source_name`` of ATLAS external references, and the kill-chain name of ATLAS tactics."""
+KILL_CHAIN = SOURCE_NAME
 ATLAS_URL = "https://atlas.mitre.org"
 _ROUTES = {"tactic": "tactics", "technique": "techniques", "sub-technique": "techniques",
            "mitigation": "mitigations", "case-study": "studies"}
@@ -189,7 +191,7 @@ class _Dates:
 def _own_reference(atlas_id: str, kind: str) -> dict[str, str]:
     prefix = _prefix(atlas_id)
     if prefix == "AML":
-        return {"source_name": KILL_CHAIN, "url": f"{ATLAS_URL}/{_ROUTES[kind]}/{atlas_id}",
+        return {"source_name": SOURCE_NAME, "url": f"{ATLAS_URL}/{_ROUTES[kind]}/{atlas_id}",
                 "external_id": atlas_id}
     return {"source_name": prefix.lower(), "external_id": atlas_id}
 
@@ -308,8 +310,9 @@ def _matrix(kb: KnowledgeBase, dates: _Dates) -> MitreMatrix:
         id=f"x-mitre-matrix--{mid}", created=_ts(created), modified=_ts(max(created, modified)),
         name="ATLAS Matrix" if atlas_only else f"{kb.name} matrix",
         description=f"The tactics of {kb.name} {kb.version}, left to right.",
-        external_references=[{"source_name": KILL_CHAIN, "url": ATLAS_URL,
-                              "external_id": KILL_CHAIN}],
+        # Navigator reads this reference for its "view technique" links.
+        external_references=[{"source_name": SOURCE_NAME, "url": ATLAS_URL,
+                              "external_id": SOURCE_NAME}],
         tactic_refs=refs, allow_custom=True,
     )
 
