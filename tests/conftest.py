@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # see mlthreat.cli: threaded BLAS crawls on busy cores
+
 import pytest
 
 from mlthreat import kb as kbmod

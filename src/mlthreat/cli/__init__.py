@@ -6,13 +6,19 @@ is one line on stderr, never a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 
-import typer
+# OpenBLAS and OpenMP start one thread per core and, when the cores are busy, scikit-learn fits
+# slow down a hundredfold; the models mlthreat trains are small, so one thread is fastest.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-from mlthreat import __version__
-from mlthreat.cli import kb as kb_cli
-from mlthreat.errors import MlthreatError
+import typer  # noqa: E402
+
+from mlthreat import __version__  # noqa: E402
+from mlthreat.cli import kb as kb_cli  # noqa: E402
+from mlthreat.errors import MlthreatError  # noqa: E402
 
 __all__ = ["app", "main"]
 

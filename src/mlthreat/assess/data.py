@@ -1,0 +1,203 @@
+"""The data an assessment uses: the attacker's pool, held-out rows, and known members.
+
+:class:`AssessmentData` splits the roles the techniques need:
+
+* ``x_pool`` / ``y_pool`` — rows the attacker has (extraction queries, shadow-model training,
+  evasion candidates); ``y_pool`` is the ground truth, used only to score the attack;
+* ``x_eval`` / ``y_eval`` — held-out rows the evaluation uses (fidelity, accuracy);
+* ``x_members`` / ``x_nonmembers`` (with labels) — rows known to be in and out of the target's
+  training set, for membership inference.
+
+Arrays are float32 [n, *input_shape]; labels int64 [n] (float for a regressor).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlthreat.assess.errors import DataError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["AssessmentData", "digits_demo", "load_data", "read_table"]
+
+
+@dataclass(frozen=True)
+class AssessmentData:
+    """Rows by role (see the module docstring). ``clip_values`` are the valid feature range
+    (scalars or arrays [d]); ``source`` says where the rows came from; ``sha256`` hashes them."""
+
+    x_pool: np.ndarray
+    y_pool: np.ndarray | None
+    x_eval: np.ndarray
+    y_eval: np.ndarray | None
+    clip_values: tuple[Any, Any]
+    x_members: np.ndarray | None = None
+    y_members: np.ndarray | None = None
+    x_nonmembers: np.ndarray | None = None
+    y_nonmembers: np.ndarray | None = None
+    x_train: np.ndarray | None = None
+    y_train: np.ndarray | None = None
+    source: str = ""
+    sha256: str = ""
+
+    @property
+    def n_features(self) -> int:
+        return int(self.x_pool.reshape(len(self.x_pool), -1).shape[1])
+
+    @property
+    def has_membership(self) -> bool:
+        return self.x_members is not None and self.x_nonmembers is not None
+
+    def describe(self) -> dict[str, Any]:
+        def n(a: Any) -> int | None:
+            return None if a is None else len(a)
+
+        return {"source": self.source, "sha256": self.sha256, "pool": n(self.x_pool),
+                "eval": n(self.x_eval), "members": n(self.x_members),
+                "non_members": n(self.x_nonmembers), "features": self.n_features}
+
+
+def _hash(*arrays: Any) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is not None:
+            h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def digits_demo(seed: int = 0) -> AssessmentData:
+    """scikit-learn's handwritten digits (1,797 rows of 8×8 = 64 pixels), scaled to [0, 1]:
+    900 rows as the target's training members, 450 held-out non-members (also the evaluation
+    rows), the remaining 447 as the attacker's pool, stratified by digit."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype("float32")
+    y = y.astype("int64")
+    x_mem, x_rest, y_mem, y_rest = train_test_split(x, y, train_size=900, stratify=y,
+                                                    random_state=seed)
+    x_non, x_pool, y_non, y_pool = train_test_split(x_rest, y_rest, train_size=450,
+                                                    stratify=y_rest, random_state=seed)
+    return AssessmentData(
+        x_pool=x_pool, y_pool=y_pool, x_eval=x_non, y_eval=y_non,
+        clip_values=(np.float32(0.0), np.float32(1.0)),
+        x_members=x_mem, y_members=y_mem, x_nonmembers=x_non, y_nonmembers=y_non,
+        x_train=x_mem, y_train=y_mem,
+        source="scikit-learn digits (8x8, scaled to [0, 1])", sha256=_hash(x, y),
+    )
+
+
+def read_table(path: str | Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read features (and labels) from CSV, NPY or Parquet, by content and suffix.
+
+    CSV and Parquet: every numeric column but ``label_column`` is a feature. NPY: a 2-D array;
+    with ``label_column`` as an integer index, that column holds the labels.
+
+    Raises
+    ------
+    DataError
+        For a missing file, an unknown format, non-numeric features or a missing label column.
+    """
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+            if arr.ndim != 2:
+                raise DataError(f"{path}: expected a 2-D array, got shape {arr.shape}")
+            if label_column is None:
+                return arr.astype("float32"), None
+            try:
+                col = int(label_column)
+            except ValueError:
+                raise DataError(f"{path}: --label-column must be a column index for NPY "
+                                "files") from None
+            labels = arr[:, col]
+            return np.delete(arr, col, axis=1).astype("float32"), labels
+        import pandas as pd
+
+        if suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        elif suffix in (".csv", ".txt", ".tsv"):
+            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+        else:
+            raise DataError(f"{path}: unknown data format (use .csv, .tsv, .npy or .parquet)")
+    except DataError:
+        raise
+    except ValueError as exc:  # numpy pickled-object refusal, pandas parse errors
+        raise DataError(f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # parser-specific errors of pandas and pyarrow
+        raise DataError(f"{path}: cannot read: {type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    labels = None
+    if label_column is not None:
+        if label_column not in frame.columns:
+            raise DataError(f"{path}: no column {label_column!r} (columns: "
+                            f"{', '.join(map(str, frame.columns[:10]))})")
+        labels = frame.pop(label_column).to_numpy()
+    bad = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if bad:
+        raise DataError(f"{path}: non-numeric feature columns {', '.join(map(str, bad[:5]))}")
+    if frame.isna().to_numpy().any():
+        row = int(np.where(frame.isna().to_numpy().any(axis=1))[0][0])
+        raise DataError(f"{path}: missing values (first at data row {row + 1})")
+    return frame.to_numpy(dtype="float32"), labels
+
+
+def load_data(
+    data: str | Path,
+    *,
+    label_column: str | None = None,
+    members: str | Path | None = None,
+    non_members: str | Path | None = None,
+    seed: int = 0,
+) -> AssessmentData:
+    """Build :class:`AssessmentData` from the user's files: ``data`` is split half attacker's
+    pool, half evaluation rows (stratified when labels are given); ``members`` and
+    ``non_members`` (same columns) enable membership inference. The feature range is taken
+    from all rows seen."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    x, y = read_table(data, label_column)
+    if len(x) < 4:
+        raise DataError(f"{data}: needs at least 4 rows, has {len(x)}")
+    stratify = y if y is not None and _can_stratify(y) else None
+    parts = train_test_split(x, *([y] if y is not None else []), test_size=0.5,
+                             random_state=seed, stratify=stratify)
+    x_pool, x_eval = parts[0], parts[1]
+    y_pool, y_eval = (parts[2], parts[3]) if y is not None else (None, None)
+    out = AssessmentData(x_pool=x_pool, y_pool=y_pool, x_eval=x_eval, y_eval=y_eval,
+                         clip_values=(x.min(axis=0), x.max(axis=0)), source=str(data),
+                         sha256=_hash(x, y))
+    if (members is None) != (non_members is None):
+        raise DataError("membership inference needs both --members and --non-members")
+    if members is not None and non_members is not None:
+        xm, ym = read_table(members, label_column)
+        xn, yn = read_table(non_members, label_column)
+        for name, arr in (("members", xm), ("non-members", xn)):
+            if arr.shape[1] != x.shape[1]:
+                raise DataError(f"{name} file has {arr.shape[1]} features, data has {x.shape[1]}")
+        lo = np.minimum(out.clip_values[0], np.minimum(xm.min(axis=0), xn.min(axis=0)))
+        hi = np.maximum(out.clip_values[1], np.maximum(xm.max(axis=0), xn.max(axis=0)))
+        out = replace(out, x_members=xm, y_members=ym, x_nonmembers=xn, y_nonmembers=yn,
+                      clip_values=(lo, hi), sha256=_hash(x, y, xm, xn))
+    return out
+
+
+def _can_stratify(y: Any) -> bool:
+    import numpy as np
+
+    _, counts = np.unique(y, return_counts=True)
+    return bool(len(counts) < len(y) / 2 and counts.min() >= 2)

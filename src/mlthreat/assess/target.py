@@ -1,0 +1,193 @@
+"""The model under test: the Target contract and the query accounting every adapter shares.
+
+An adapter subclasses :class:`Target` and implements ``_predict`` (and says what it knows:
+``input_shape``, ``n_classes``, ``clip_values``, ``output_kind``, ``access``, ``task``). The
+base class casts queries to the model's input dtype, counts every query against the current
+budget, and logs them as QueryEvents under the current client and truth label, so a technique
+run cannot send a query that goes unaccounted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from mlthreat.assess.errors import QueryBudgetExceeded, TargetError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mlthreat.events import QueryLog
+
+__all__ = ["QueryAccount", "Target"]
+
+OutputKind = Literal["scores", "labels"]
+Access = Literal["black-box", "white-box"]
+Task = Literal["classification", "regression"]
+
+
+@dataclass
+class QueryAccount:
+    """Queries sent under one account (a technique run, or the evaluation of one).
+
+    ``limit`` is the most queries allowed (None: no limit); ``used`` counts rows sent.
+    """
+
+    client_id: str
+    truth: str | None
+    limit: int | None = None
+    used: int = 0
+    batches: int = field(default=0, repr=False)
+
+
+class Target:
+    """Base class of every target adapter.
+
+    Attributes
+    ----------
+    input_shape : tuple of int
+        Shape of one input (``(64,)`` for 8×8 digits flattened).
+    n_classes : int
+        Number of classes (1 for a regressor).
+    clip_values : tuple of (float, float) or (ndarray, ndarray)
+        Lowest and highest valid feature values, overall or per feature.
+    output_kind : {"scores", "labels"}
+        Whether ``predict`` returns class scores or one-hot labels.
+    access : {"black-box", "white-box"}
+        White-box targets expose gradients (see ``estimator`` or ``loss_gradient``).
+    task : {"classification", "regression"}
+    model_id : str
+        Name written into query logs and reports.
+    description : str
+        One line for reports (``sklearn:model.skops (LogisticRegression)``).
+    """
+
+    kind: ClassVar[str] = "target"
+    input_shape: tuple[int, ...]
+    n_classes: int
+    clip_values: tuple[Any, Any]
+    output_kind: OutputKind = "scores"
+    access: Access = "black-box"
+    task: Task = "classification"
+    model_id: str = "model"
+    description: str = ""
+    input_dtype: str = "float32"
+    classes: list[Any] | None = None  # the model's class labels, in score order
+
+    _account: QueryAccount | None = None
+    _log: QueryLog | None = None
+    total_queries: int = 0
+
+    # -- to implement --------------------------------------------------------------------------
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        """Scores [n, n_classes] (or one-hot labels [n, n_classes], or values [n] for a
+        regressor) for inputs ``x`` [n, *input_shape], already cast to ``input_dtype``."""
+        raise NotImplementedError
+
+    # -- the contract ----------------------------------------------------------------------------
+    def predict(self, x: Any) -> np.ndarray:
+        """Query the model: ``x`` [n, *input_shape] → scores [n, n_classes] (regressor: [n]).
+
+        Raises
+        ------
+        QueryBudgetExceeded
+            When the rows would exceed the current account's limit (nothing is sent).
+        TargetError
+            When the model answers with the wrong shape or not at all.
+        """
+        import numpy as np
+
+        x = np.asarray(x)
+        if x.ndim == len(self.input_shape):
+            x = x[None, ...]
+        if tuple(x.shape[1:]) != tuple(self.input_shape):
+            raise TargetError(f"{self.description or self.model_id}: inputs of shape "
+                              f"{tuple(x.shape[1:])}, the model takes {tuple(self.input_shape)}")
+        x = x.astype(self.input_dtype, copy=False)
+        account = self._account
+        if account is not None and account.limit is not None and \
+                account.used + len(x) > account.limit:
+            raise QueryBudgetExceeded(account.client_id, account.limit, account.used, len(x))
+        y = np.asarray(self._predict(x))
+        expected = (len(x),) if self.task == "regression" else (len(x), self.n_classes)
+        if y.shape != expected:
+            raise TargetError(f"{self.description or self.model_id} answered shape "
+                              f"{y.shape} for {len(x)} inputs, expected {expected}")
+        self.total_queries += len(x)
+        if account is not None:
+            account.used += len(x)
+            account.batches += 1
+            if self._log is not None:
+                self._write_log(x, y, account)
+        return y
+
+    def _write_log(self, x: np.ndarray, y: np.ndarray, account: QueryAccount) -> None:
+        assert self._log is not None
+        if self.task == "regression":
+            labels, scores = y, None
+        else:
+            labels = y.argmax(axis=1)
+            scores = y if self.output_kind == "scores" else None
+        self._log.log(x, labels, scores, client_id=account.client_id, truth=account.truth,
+                      ts=time.time())
+
+    @contextmanager
+    def account(self, client_id: str, truth: str | None = None,
+                limit: int | None = None) -> Iterator[QueryAccount]:
+        """Count (and log) every query inside the block under ``client_id`` and ``truth``.
+
+        Accounts nest: the inner one is charged; the outer one sees nothing of it, so the
+        queries an evaluation spends never count against an attack's budget.
+        """
+        previous = self._account
+        acc = QueryAccount(client_id, truth, limit)
+        self._account = acc
+        try:
+            yield acc
+        finally:
+            self._account = previous
+
+    def attach_log(self, log: QueryLog | None) -> None:
+        """Log every accounted query to ``log`` (None stops logging)."""
+        self._log = log
+
+    def class_index(self, y: Any) -> np.ndarray:
+        """Map ground-truth labels [n] to score-column indices [n] (identity when the target's
+        classes are 0..n_classes-1 or unknown).
+
+        Raises
+        ------
+        TargetError
+            For a label the model does not know.
+        """
+        import numpy as np
+
+        y = np.asarray(y)
+        if not self.classes or list(self.classes) == list(range(self.n_classes)):
+            return y.astype("int64")
+        index = {c: i for i, c in enumerate(self.classes)}
+        try:
+            return np.array([index[v.item() if hasattr(v, "item") else v] for v in y])
+        except KeyError as exc:
+            raise TargetError(f"label {exc.args[0]!r} is not a class of the model "
+                              f"({self.classes[:10]})") from None
+
+    def labels(self, x: Any) -> np.ndarray:
+        """Predicted class per row [n] (one query per row)."""
+        return self.predict(x).argmax(axis=1)
+
+    def describe(self) -> dict[str, Any]:
+        """Plain data about the target, for reports."""
+        return {
+            "kind": self.kind, "model_id": self.model_id, "description": self.description,
+            "input_shape": list(self.input_shape), "n_classes": self.n_classes,
+            "output_kind": self.output_kind, "access": self.access, "task": self.task,
+        }
+
+    @property
+    def estimator(self) -> Any:
+        """The in-process model for white-box techniques (None when there is none)."""
+        return None

@@ -1,0 +1,401 @@
+"""The shipped JSON Schemas describe what ``mlthreat kb … --json`` really prints.
+
+Every command runs as a user runs it (a real process, real files) and its output is validated
+against the schema of its ``kind``; broken documents must fail the same schemas.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ATLAS_YAML, CASE_STUDY_LAYERS, RELEASES
+from jsonschema import Draft202012Validator
+
+from mlthreat import __version__
+from mlthreat.kb.ids import ID_PATTERN
+from mlthreat.schemas import KINDS, schema
+
+ENVELOPE = ("kind", "schema_version", "mlthreat_version", "atlas_version", "atlas_source")
+EXTENSION = textwrap.dedent("""\
+    namespace: ACME
+    name: ACME additions
+    techniques:
+      - id: ACME.T0001
+        name: Scrape the feature store
+        description: Reads features from an unauthenticated internal store.
+        tactics: [AML.TA0009]
+      - id: ACME.T0001.000
+        name: Via notebook tokens
+        description: Uses tokens left in shared notebooks.
+        subtechnique-of: ACME.T0001
+    mitigations:
+      - id: ACME.M0001
+        name: Authenticate the feature store
+        description: Requires service identities for every read.
+        techniques: [ACME.T0001, {id: AML.T0024.002, use: Slows model theft.}]
+    """)
+STALE_CSV = (
+    "technique_id,technique_name,control\n"
+    "AML.T0015,Evade ML Model,WAF\n"
+    "AML.T0024.002,Evade AI Model,oops\n"
+    "AML.TA0001,ML Attack Staging,none\n"
+    "AML.T0199,Something retired,none\n"
+    "AML.T0043,Craft Adversarial Data,ok\n"
+)
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    for name in ("MLTHREAT_ATLAS", "MLTHREAT_EXTENSIONS"):
+        if name not in (env or {}):
+            full_env.pop(name, None)
+    return subprocess.run([sys.executable, "-m", "mlthreat", *args], capture_output=True,
+                          text=True, env=full_env, timeout=120)
+
+
+def run_json(*args: str, exit_code: int = 0, env: dict[str, str] | None = None) -> Any:
+    out = run(*args, "--json", env=env)
+    assert out.returncode == exit_code, out.stderr
+    return json.loads(out.stdout)
+
+
+def errors(doc: Any, kind: str | None = None) -> list[str]:
+    validator = Draft202012Validator(schema(kind or doc["kind"]))
+    return [f"{e.json_path}: {e.message}" for e in validator.iter_errors(doc)]
+
+
+def assert_valid(doc: Any, kind: str) -> None:
+    assert doc["kind"] == kind
+    problems = errors(doc, kind)
+    assert not problems, "\n".join(problems[:10])
+
+
+# -- the schemas themselves ----------------------------------------------------------------------
+@pytest.mark.parametrize("kind", KINDS)
+def test_schema_is_valid_draft_2020_12(kind):
+    s = schema(kind)
+    Draft202012Validator.check_schema(s)
+    short = kind.removeprefix("mlthreat.")
+    assert s["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert s["$id"] == f"https://mlthreat.invalid/schemas/{short}.schema.json"
+    assert s["title"] and len(s["description"]) > 40
+    assert s["properties"]["kind"] == {"const": kind}
+    assert s["properties"]["schema_version"] == {"const": 1}
+    required = set(s["required"])
+    assert {"kind", "schema_version", "mlthreat_version"} <= required
+    if kind != "mlthreat.kb.update":
+        assert set(ENVELOPE) <= required
+
+
+def test_loader_short_names_files_and_unknown_kind():
+    assert schema("kb.check") == schema("mlthreat.kb.check")
+    shipped = sorted(p.name for p in files("mlthreat.schemas").iterdir()
+                     if p.name.endswith(".schema.json"))
+    assert shipped == sorted(f"{k.removeprefix('mlthreat.')}.schema.json" for k in KINDS)
+    s = schema("kb.diff")
+    s["title"] = "changed"
+    assert schema("kb.diff")["title"] != "changed"  # each call is a fresh copy
+    with pytest.raises(KeyError, match="kb.nothing"):
+        schema("kb.nothing")
+
+
+def _patterns(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
+        return found + [p for v in node.values() for p in _patterns(v)]
+    if isinstance(node, list):
+        return [p for v in node for p in _patterns(v)]
+    return []
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "mlthreat.kb.update"])
+def test_id_patterns_agree_with_the_package(kind):
+    """Every single-ID pattern in a schema accepts some real ID and nothing that the package's
+    own ID_PATTERN rejects (extension prefixes such as ``ACME.`` included)."""
+    good = ["AML.T0043", "AML.T0043.001", "AML.TA0001", "AML.M0004", "AML.CS0001",
+            "ACME.T0001", "ACME.T0001.000", "ACME.M0001"]
+    bad = ["AML.T43", "AML.T0043.01", "aml.T0043", "AML.TA001", "T0043", "AML.T0043.0001",
+           "AML.CS00001", "AML.X0001", "A.T0001", "AML.T0043 ", "AML.T0043,AML.T0044", ""]
+    id_like = [p for p in _patterns(schema(kind)) if ("T\\d{4}" in p or "TA\\d{4}" in p)
+               and "parent:" not in p and ",[A-Z]" not in p]
+    assert id_like
+    for pattern in id_like:
+        assert any(re.search(pattern, text) for text in good), pattern
+        for text in bad:
+            assert not re.search(pattern, text), (pattern, text)
+    assert all(ID_PATTERN.match(text) for text in good)
+    assert not any(ID_PATTERN.match(text) for text in bad)
+
+
+# -- real output validates ------------------------------------------------------------------------
+@pytest.mark.parametrize("args", [
+    ("kb", "matrix"),
+    ("kb", "matrix", "--subtechniques"),
+    ("kb", "matrix", "--subtechniques", "--atlas", str(ATLAS_YAML)),
+], ids=["plain", "subtechniques", "official"])
+def test_matrix(args):
+    doc = run_json(*args)
+    assert_valid(doc, "mlthreat.kb.matrix")
+    assert doc["mlthreat_version"] == __version__
+
+
+@pytest.mark.parametrize("atlas_id", ["AML.TA0001", "AML.T0043", "AML.T0024.002", "AML.M0002",
+                                      "AML.M0018"])
+@pytest.mark.parametrize("official", [False, True], ids=["embedded", "official"])
+def test_show_object(atlas_id, official):
+    doc = run_json("kb", "show", atlas_id, *(["--atlas", str(ATLAS_YAML)] if official else []))
+    assert_valid(doc, "mlthreat.kb.object")
+    assert doc["id"] == atlas_id
+
+
+@pytest.mark.parametrize("args", [
+    ("kb", "case-study", "AML.CS0000"),
+    ("kb", "case-study", "AML.CS0010", "--atlas", str(ATLAS_YAML)),
+    ("kb", "show", "AML.CS0001"),
+], ids=["case-study", "official", "via-show"])
+def test_case_study(args):
+    doc = run_json(*args)
+    assert_valid(doc, "mlthreat.kb.case-study")
+    assert doc["procedure"] and doc["procedure"][0]["technique_name"]
+
+
+@pytest.mark.parametrize("words", [["model", "extraction"], ["poison"], ["zzzzqqq"]])
+def test_search(words):
+    doc = run_json("kb", "search", *words, "--limit", "5")
+    assert_valid(doc, "mlthreat.kb.search")
+    assert doc["query"] == " ".join(words)
+    assert bool(doc["results"]) == (words != ["zzzzqqq"])
+
+
+@pytest.mark.parametrize(("old", "new", "exit_code"), [
+    (RELEASES / "ATLAS-4.5.2.yaml", "embedded", 1),
+    (RELEASES / "ATLAS-4.8.0.yaml", RELEASES / "ATLAS-5.0.0.yaml", 1),
+    (RELEASES / "ATLAS-5.0.0.yaml", RELEASES / "ATLAS-4.5.2.yaml", 1),
+    ("embedded", ATLAS_YAML, 0),
+], ids=["4.5-to-embedded", "4.8-to-5.0", "backwards", "same"])
+def test_diff(old, new, exit_code):
+    doc = run_json("kb", "diff", str(old), str(new), exit_code=exit_code)
+    assert_valid(doc, "mlthreat.kb.diff")
+    kinds = {c["kind"] for c in doc["changes"]}
+    if old == RELEASES / "ATLAS-4.5.2.yaml":
+        assert kinds == {"added", "renamed", "moved", "links-added", "links-removed"}
+    if exit_code == 0:
+        assert doc["changes"] == [] and doc["counts"] == {}
+
+
+def test_check_all_finding_kinds(tmp_path):
+    stale = tmp_path / "mapping.csv"
+    stale.write_text(STALE_CSV, encoding="utf-8")
+    layer = json.loads((CASE_STUDY_LAYERS / "AML.CS0000.json").read_text(encoding="utf-8"))
+    for entry in layer["techniques"]:
+        if entry.get("tactic") == "ai-attack-staging":
+            entry["tactic"] = "ml-attack-staging"
+    layer["techniques"].append({"techniqueID": "AML.T0015", "tactic": "reconnaissance"})
+    layer["techniques"].append({"techniqueID": "AML.T0015", "tactic": "no-such-tactic"})
+    old_layer = tmp_path / "layer.json"
+    old_layer.write_text(json.dumps(layer, indent=2), encoding="utf-8")
+    notes = tmp_path / "notes.md"
+    notes.write_text("We cover AML.T0043 and AML.T9998.\n", encoding="utf-8")
+    doc = run_json("kb", "check", str(stale), str(old_layer), str(notes),
+                   str(CASE_STUDY_LAYERS / "AML.CS0001.json"), exit_code=1)
+    assert_valid(doc, "mlthreat.kb.check")
+    found = {f["kind"] for r in doc["files"] for f in r["findings"]}
+    assert found == {"unknown-id", "outdated-name", "name-mismatch", "legacy-tactic",
+                     "wrong-tactic"}
+    assert [r["file_format"] for r in doc["files"]] == ["csv", "layer", "text", "layer"]
+    assert doc["findings"] == sum(len(r["findings"]) for r in doc["files"])
+
+
+def test_check_clean_file():
+    doc = run_json("kb", "check", str(CASE_STUDY_LAYERS / "AML.CS0000.json"))
+    assert_valid(doc, "mlthreat.kb.check")
+    assert doc["findings"] == 0
+
+
+def test_extension_ids_validate(tmp_path):
+    ext = tmp_path / "acme.yaml"
+    ext.write_text(EXTENSION, encoding="utf-8")
+    doc = run_json("kb", "matrix", "--subtechniques", "-x", str(ext))
+    assert_valid(doc, "mlthreat.kb.matrix")
+    assert doc["atlas_version"] == "5.6.0+ACME"
+    for atlas_id in ("ACME.T0001", "ACME.T0001.000", "ACME.M0001", "AML.T0024.002"):
+        assert_valid(run_json("kb", "show", atlas_id, "-x", str(ext)), "mlthreat.kb.object")
+
+
+@pytest.fixture
+def release_server():
+    """Serves a GitHub-style latest-release answer naming v5.0.0, and that release's file."""
+    body = (RELEASES / "ATLAS-5.0.0.yaml").read_bytes()
+    routes = {"/latest": json.dumps({"tag_name": "v5.0.0"}).encode(),
+              "/v5.0.0/ATLAS.yaml": body}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            payload = routes.get(self.path)
+            self.send_response(200 if payload is not None else 404)
+            payload = payload if payload is not None else b"not found"
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", body
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_update(release_server, tmp_path):
+    base, body = release_server
+    doc = run_json("kb", "update", "--releases-api", f"{base}/latest",
+                   "--raw-url", f"{base}/{{tag}}/ATLAS.yaml", "--timeout", "10",
+                   env={"MLTHREAT_CACHE_DIR": str(tmp_path)})
+    assert (doc["version"], doc["tag"]) == ("5.0.0", "v5.0.0")
+    assert doc["sha256"] == hashlib.sha256(body).hexdigest() and doc["size"] == len(body)
+    assert Path(doc["path"]).parent == tmp_path
+    assert_valid(doc, "mlthreat.kb.update")
+
+
+# -- broken documents fail ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory) -> dict[str, Any]:
+    """One real, valid document of each kind that carries the full envelope."""
+    tmp = tmp_path_factory.mktemp("samples")
+    (tmp / "stale.csv").write_text(STALE_CSV, encoding="utf-8")
+    env = {"MLTHREAT_CACHE_DIR": str(tmp / "cache")}
+    docs = {
+        "mlthreat.kb.matrix": run_json("kb", "matrix", "-s", env=env),
+        "mlthreat.kb.object": run_json("kb", "show", "AML.T0043", env=env),
+        "mlthreat.kb.search": run_json("kb", "search", "model", env=env),
+        "mlthreat.kb.case-study": run_json("kb", "case-study", "AML.CS0000", env=env),
+        "mlthreat.kb.diff": run_json("kb", "diff", str(RELEASES / "ATLAS-4.5.2.yaml"),
+                                     "embedded", exit_code=1, env=env),
+        "mlthreat.kb.check": run_json("kb", "check", str(tmp / "stale.csv"), exit_code=1,
+                                      env=env),
+    }
+    for kind, doc in docs.items():
+        assert not errors(doc, kind), kind
+    return docs
+
+
+ENVELOPED = [k for k in KINDS if k != "mlthreat.kb.update"]
+
+
+def _broken(doc: dict[str, Any], how: str) -> dict[str, Any]:
+    doc = copy.deepcopy(doc)
+    if how == "wrong-kind":
+        doc["kind"] = "mlthreat.kb.other"
+    elif how == "schema-version-2":
+        doc["schema_version"] = 2
+    elif how == "schema-version-string":
+        doc["schema_version"] = "1"
+    elif how.startswith("missing-"):
+        del doc[how.removeprefix("missing-")]
+    elif how == "extra-field":
+        doc["surprise"] = True
+    elif how == "atlas-version-number":
+        doc["atlas_version"] = 5.6
+    return doc
+
+
+@pytest.mark.parametrize("how", ["wrong-kind", "schema-version-2", "schema-version-string",
+                                 "missing-kind", "missing-schema_version",
+                                 "missing-mlthreat_version", "missing-atlas_version",
+                                 "missing-atlas_source", "extra-field", "atlas-version-number"])
+@pytest.mark.parametrize("kind", ENVELOPED)
+def test_broken_envelope_fails(samples, kind, how):
+    assert errors(_broken(samples[kind], how), kind)
+
+
+def _set(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
+    doc = copy.deepcopy(doc)
+    node = doc
+    for key in path[:-1]:
+        node = node[key]
+    if value is KeyError:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return doc
+
+
+PAYLOAD_BREAKS = [
+    ("mlthreat.kb.matrix", ("tactics", 0, "id"), "AML.T0001"),
+    ("mlthreat.kb.matrix", ("tactics", 0, "techniques", 0, "id"), "AML.T43"),
+    ("mlthreat.kb.matrix", ("tactics", 0, "techniques", 0, "parent"), "AML.T0001"),
+    ("mlthreat.kb.matrix", ("tactics", 0, "techniques", 0, "name"), KeyError),
+    ("mlthreat.kb.object", ("type",), "procedure"),
+    ("mlthreat.kb.object", ("type",), "tactic"),
+    ("mlthreat.kb.object", ("maturity",), "proven"),
+    ("mlthreat.kb.object", ("mitigations", 0, "inherited"), "no"),
+    ("mlthreat.kb.object", ("subtechniques",), KeyError),
+    ("mlthreat.kb.object", ("created",), "13 May 2021"),
+    ("mlthreat.kb.search", ("results", 0, "type"), "technique-ish"),
+    ("mlthreat.kb.search", ("results", 0, "score"), 0),
+    ("mlthreat.kb.search", ("results", 0, "id"), "AML.CS0000"),
+    ("mlthreat.kb.case-study", ("date_granularity",), "DAY"),
+    ("mlthreat.kb.case-study", ("case_study_type",), "drill"),
+    ("mlthreat.kb.case-study", ("procedure", 0, "tactic"), "reconnaissance"),
+    ("mlthreat.kb.case-study", ("id",), "AML.T0000"),
+    ("mlthreat.kb.diff", ("changes", 0, "kind"), "changed"),
+    ("mlthreat.kb.diff", ("changes", 0, "object_type"), "case-study"),
+    ("mlthreat.kb.diff", ("counts", "changed/tactic"), 1),
+    ("mlthreat.kb.diff", ("counts", "added/tactic"), 0),
+    ("mlthreat.kb.diff", ("old",), {"atlas_version": "4.5.1"}),
+    ("mlthreat.kb.check", ("files", 0, "findings", 0, "kind"), "stale-name"),
+    ("mlthreat.kb.check", ("files", 0, "findings", 0, "line"), 0),
+    ("mlthreat.kb.check", ("files", 0, "findings", 0, "id"), "T0015"),
+    ("mlthreat.kb.check", ("files", 0, "file_format"), "xlsx"),
+    ("mlthreat.kb.check", ("findings",), -1),
+]
+
+
+@pytest.mark.parametrize(("kind", "path", "value"), PAYLOAD_BREAKS,
+                         ids=[f"{k.removeprefix('mlthreat.kb.')}-{'.'.join(map(str, p))}"
+                              for k, p, _ in PAYLOAD_BREAKS])
+def test_broken_payload_fails(samples, kind, path, value):
+    assert errors(_set(samples[kind], path, value), kind)
+
+
+def test_diff_change_rules(samples):
+    changes = samples["mlthreat.kb.diff"]["changes"]
+    moved = next(c for c in changes if c["kind"] == "moved")
+    renamed = next(c for c in changes if c["kind"] == "renamed")
+    added = next(c for c in changes if c["kind"] == "added")
+    for bad in ({**moved, "object_type": "mitigation", "id": "AML.M0001"},
+                {**moved, "after": "reconnaissance"},
+                {**added, "before": "something"},
+                {**renamed, "kind": "links-added"},
+                {**added, "object_type": "sub-technique"}):
+        doc = {**samples["mlthreat.kb.diff"], "changes": [bad]}
+        assert errors(doc, "mlthreat.kb.diff"), bad
+
+
+def test_update_example_and_broken_update():
+    good = {"kind": "mlthreat.kb.update", "schema_version": 1, "mlthreat_version": __version__,
+            "version": "5.0.0", "tag": "v5.0.0",
+            "url": "https://example.invalid/v5.0.0/ATLAS.yaml", "path": "/cache/ATLAS.yaml",
+            "sha256": "0" * 64, "size": 1234}
+    assert not errors(good)
+    for bad in ({**good, "kind": "mlthreat.kb.matrix"}, {**good, "sha256": "abc"},
+                {**good, "size": "1234"}, {**good, "url": "file:///etc/passwd"},
+                {k: v for k, v in good.items() if k != "mlthreat_version"},
+                {k: v for k, v in good.items() if k != "path"}):
+        assert errors(bad, "mlthreat.kb.update"), bad
