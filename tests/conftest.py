@@ -8,9 +8,9 @@ from pathlib import Path
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # see mlthreat.cli: threaded BLAS crawls on busy cores
 
-import pytest
+import pytest  # noqa: E402
 
-from mlthreat import kb as kbmod
+from mlthreat import kb as kbmod  # noqa: E402
 
 
 def _atlas_data() -> Path:

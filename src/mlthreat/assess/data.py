@@ -71,7 +71,7 @@ def _hash(*arrays: Any) -> str:
 
 
 def digits_demo(seed: int = 0) -> AssessmentData:
-    """scikit-learn's handwritten digits (1,797 rows of 8×8 = 64 pixels), scaled to [0, 1]:
+    """scikit-learn's handwritten digits (1,797 rows of 8x8 = 64 pixels), scaled to [0, 1]:
     900 rows as the target's training members, 450 held-out non-members (also the evaluation
     rows), the remaining 447 as the attacker's pool, stratified by digit."""
     import numpy as np

@@ -49,7 +49,7 @@ class Target:
     Attributes
     ----------
     input_shape : tuple of int
-        Shape of one input (``(64,)`` for 8×8 digits flattened).
+        Shape of one input (``(64,)`` for 8x8 digits flattened).
     n_classes : int
         Number of classes (1 for a regressor).
     clip_values : tuple of (float, float) or (ndarray, ndarray)
