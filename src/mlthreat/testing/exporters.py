@@ -23,7 +23,7 @@ __all__ = ["HOSTILE_NAME", "check_exporter"]
 HOSTILE_NAME = "<script>x</script>|\"'\n,"
 
 
-class _IOAttempt(BaseException):  # noqa: N818 - not an error of render's own
+class _IOAttempt(BaseException):
     """Raised by the patched I/O entry points while ``render`` runs. A BaseException, so that an
     exporter's ``except Exception`` fallback cannot hide it (attempts are also recorded)."""
 
