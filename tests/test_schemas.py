@@ -108,7 +108,7 @@ def test_loader_short_names_files_and_unknown_kind():
     s = schema("kb.diff")
     s["title"] = "changed"
     assert schema("kb.diff")["title"] != "changed"  # each call is a fresh copy
-    with pytest.raises(KeyError, match="kb.nothing"):
+    with pytest.raises(KeyError, match=r"kb\.nothing"):
         schema("kb.nothing")
 
 

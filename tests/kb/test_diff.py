@@ -13,8 +13,10 @@ from mlthreat.kb.diff import diff
 def _raw(path):
     data = yaml.load(path.read_text("utf-8"), Loader=yaml.CSafeLoader)
     m = data["matrices"][0]
-    return {o["id"]: o["name"] for section in ("tactics", "techniques", "mitigations")
-            for o in m[section]}
+    out = {o["id"]: o["name"] for section in ("tactics", "techniques", "mitigations")
+           for o in m[section]}
+    out.update({c["id"]: c["name"] for c in data.get("case-studies", [])})
+    return out
 
 
 @pytest.mark.parametrize("old,new", [
@@ -59,6 +61,13 @@ def test_moves_between_tactics():
     for c in moved:
         assert c.before == ",".join(old.technique(c.id).tactics)
         assert c.after == ",".join(new.technique(c.id).tactics)
+
+
+def test_case_studies_are_compared():
+    result = diff(kbmod.load_file(RELEASES / "ATLAS-4.8.0.yaml"), kbmod.load_file(ATLAS_YAML))
+    added = result.of("added", "case-study")
+    assert len(added) == 30 and added[0].id == "AML.CS0027"
+    assert len(result.of("renamed", "case-study")) == 1
 
 
 def test_no_difference_with_itself(official):

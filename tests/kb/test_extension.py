@@ -92,9 +92,14 @@ def test_errors_name_file_line_entry_field(tmp_path, old, new, line, entry, fiel
 
 
 def test_duplicate_of_base_id_and_bad_yaml(tmp_path):
-    text = GOOD.replace("namespace: ACME", "namespace: AML").replace("ACME.", "AML.")
-    with pytest.raises(kbmod.DataFileError, match=r"duplicate ID 'AML.T0001'.*base"):
-        kbmod.load(extensions=[_write(tmp_path, text)])
+    first = _write(tmp_path, GOOD)
+    second = tmp_path / "again.yaml"
+    second.write_text(GOOD)
+    with pytest.raises(kbmod.DataFileError, match=r"duplicate ID 'ACME.T0001'.*base"):
+        kbmod.load(extensions=[first, second])
+    reserved = GOOD.replace("namespace: ACME", "namespace: AML").replace("ACME.", "AML.")
+    with pytest.raises(kbmod.DataFileError, match=r"acme.yaml:1, field 'namespace': the AML "):
+        kbmod.load(extensions=[_write(tmp_path, reserved)])
     with pytest.raises(kbmod.DataFileError, match=r"acme.yaml:3: invalid YAML"):
         kbmod.load(extensions=[_write(tmp_path, "namespace: ACME\ntechniques: [\n")])
     with pytest.raises(kbmod.DataFileError, match="must be a mapping"):

@@ -25,7 +25,7 @@ def test_unknown_id_raises_with_suggestion(embedded):
     with pytest.raises(kbmod.UnknownIdError, match=r"AML\.T0043") as info:
         embedded.technique("AML.T0043.01")
     assert "did you mean" in str(info.value)
-    with pytest.raises(kbmod.UnknownIdError, match="is a tactic"):
+    with pytest.raises(kbmod.WrongKindError, match=r"^AML\.TA0001 is a tactic, not a technique$"):
         embedded.technique("AML.TA0001")
 
 
@@ -76,6 +76,9 @@ def test_case_studies_using_and_frequency(embedded):
 def test_search_ranks_name_matches_first(embedded):
     hits = embedded.search("extract model")
     assert hits[0].id == "AML.T0024.002"
+    # "extraction" matches extract/extracted, never "extra"
+    assert "AML.T0063" not in [h.id for h in embedded.search("model extraction")]
+    assert embedded.search("membership inference")[0].id == "AML.T0024.000"
     assert all(h.score >= hits[-1].score for h in hits)
     assert embedded.search("AML.M0004")[0].id == "AML.M0004"
     assert embedded.search("") == []

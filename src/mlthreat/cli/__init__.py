@@ -50,7 +50,10 @@ def _root(
 def main() -> None:
     """Entry point: run the app, turning mlthreat errors into one-line messages and exit codes."""
     try:
-        app()
+        try:
+            app()
+        finally:
+            sys.stdout.flush()
     except MlthreatError as exc:
         print(f"mlthreat: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -58,4 +61,8 @@ def main() -> None:
         print("mlthreat: interrupted", file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:
+        # The reader (| head) went away: not an error. Point stdout at devnull so the
+        # interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         sys.exit(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -22,7 +23,7 @@ AtlasOpt = Annotated[
         "--atlas",
         envvar="MLTHREAT_ATLAS",
         help="Official ATLAS.yaml, official STIX bundle or snapshot to use instead of the "
-        "embedded ATLAS data (env MLTHREAT_ATLAS).",
+        "embedded ATLAS data.",
         show_default=False,
     ),
 ]
@@ -31,8 +32,8 @@ ExtensionOpt = Annotated[
     typer.Option(
         "--extension",
         "-x",
-        help="Organisation extension YAML merged over the matrix (repeatable; env "
-        "MLTHREAT_EXTENSIONS).",
+        help="Organisation extension YAML merged over the matrix (repeatable; also "
+        "MLTHREAT_EXTENSIONS, paths separated by ':').",
         show_default=False,
     ),
 ]
@@ -64,7 +65,43 @@ def print_json(data: Any) -> None:
 def console() -> Console:
     from rich.console import Console
 
-    return Console(highlight=False)
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # rich exits 1 here, which mlthreat uses for "findings"; a reader that stopped
+            # early (| head) is not a finding.
+            self.quiet = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise SystemExit(0)
+
+    return _Console(highlight=False)
+
+
+def plural(n: int, word: str) -> str:
+    """``1 finding``, ``2 findings``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def indented(text: str, indent: int) -> Any:
+    """Text whose wrapped lines keep ``indent`` spaces (rich markup allowed)."""
+    from rich.padding import Padding
+
+    return Padding(text, (0, 0, 0, indent))
+
+
+def write_output(text: str, output: Path | None) -> bool:
+    """Write ``text`` to ``output``, or to stdout when it is None or ``-``; return whether a
+    file was written. Raises UsageError when the file cannot be written."""
+    from mlthreat.errors import UsageError
+
+    if output is None or str(output) == "-":
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return False
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
+    return True
 
 
 def footer(kb: KnowledgeBase) -> str:

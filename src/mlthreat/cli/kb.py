@@ -14,8 +14,11 @@ from mlthreat.cli._common import (
     console,
     envelope,
     footer,
+    indented,
     load_kb,
+    plural,
     print_json,
+    write_output,
 )
 from mlthreat.errors import UsageError
 
@@ -152,7 +155,7 @@ def show(
             uses = item.get("use")
             for use in [uses] if isinstance(uses, str) else uses or []:
                 if use:
-                    con.print(f"  {'':<14} [dim]{_esc(use)}[/dim]")
+                    con.print(indented(f"[dim]{_esc(use)}[/dim]", 17))
     con.print("\n" + footer(kb))
 
 
@@ -211,7 +214,7 @@ def _print_case_study(kb: Any, atlas_id: str, as_json: bool) -> None:
         con.print(f"{arrow}{n:>2}. [magenta]{_esc(tac)}[/magenta] · {_esc(tech)} "
                   f"[dim]{step.technique}[/dim]")
         if step.description:
-            con.print(f"       [dim]{_esc(step.description)}[/dim]")
+            con.print(indented(f"[dim]{_esc(step.description)}[/dim]", 7))
     for ref in cs.references:
         con.print(f"  [dim]ref: {_esc(ref.title or ref.url)} {_esc(ref.url)}[/dim]")
     con.print("\n" + footer(kb))
@@ -266,9 +269,13 @@ def diff_cmd(
         con = console()
         con.print(f"ATLAS {a.version} ({a.source}) → {b.version} ({b.source})")
         table = Table("Change", "Type", "ID", "Name", "Before", "After")
+        for column in table.columns:
+            column.overflow = "fold"
         for c in result.changes:
-            table.add_row(c.kind, c.object_type, c.id, _esc(c.name), _esc(c.before),
-                          _esc(c.after))
+            # for a rename, Name and After are the same: show the name once
+            name = "" if c.kind == "renamed" else c.name
+            table.add_row(c.kind, c.object_type, c.id, _esc(name), _esc(c.before),
+                          _esc(c.after.replace(",", ", ")))
         if result.changes:
             con.print(table)
         summary = ", ".join(f"{v} {k}" for k, v in sorted(result.counts().items()))
@@ -302,11 +309,14 @@ def check(
 
         con = console()
         for r in reports:
-            con.print(f"[bold]{_esc(r.path)}[/bold] ({r.file_format}): {r.references_checked} "
-                      f"references, {len(r.findings)} findings")
+            con.print(f"[bold]{_esc(r.path)}[/bold] ({r.file_format}): "
+                      f"{plural(r.references_checked, 'reference')}, "
+                      f"{plural(len(r.findings), 'finding')}")
             if not r.findings:
                 continue
             table = Table("Line", "Where", "Finding", "Found", "Use instead", "Detail")
+            for column in table.columns:
+                column.overflow = "fold"
             for f in r.findings:
                 use = f"{f.suggestion_id} {f.suggestion_name}" if f.suggestion_id else ""
                 table.add_row(str(f.line or ""), _esc(f.location), f.kind, _esc(f.found),
@@ -341,7 +351,8 @@ def export(
     fmt: Annotated[str, typer.Option("--format", "-f",
                                      help="navigator, stix, markdown, csv or html.")] = "navigator",
     output: Annotated[Path | None, typer.Option("--output", "-o",
-                                                help="File to write (default: stdout).")] = None,
+                                                help="File to write ('-' or none: "
+                                                "stdout).")] = None,
     layer: Annotated[str, typer.Option(help="Navigator layer: matrix, case-study, frequency "
                                        "or scores.")] = "matrix",
     case_study_id: Annotated[str | None, typer.Option("--case-study",
@@ -377,15 +388,7 @@ def export(
         text = module.render(kb, scores=score_map, title=name)
     else:
         text = module.render(kb)
-    if output is None:
-        import sys
-
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    else:
-        try:
-            output.write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
+    if write_output(text, output):
         console().print(f"wrote {output} ({fmt}, ATLAS data {kb.version})", highlight=False)
 
 

@@ -18,7 +18,13 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlthreat.kb.errors import DataFileError, KnowledgeBaseError, UnknownIdError, UpdateError
+from mlthreat.kb.errors import (
+    DataFileError,
+    KnowledgeBaseError,
+    UnknownIdError,
+    UpdateError,
+    WrongKindError,
+)
 from mlthreat.kb.model import (
     AttackReference,
     CaseStudy,
@@ -47,6 +53,7 @@ __all__ = [
     "Technique",
     "UnknownIdError",
     "UpdateError",
+    "WrongKindError",
     "load",
     "load_file",
 ]

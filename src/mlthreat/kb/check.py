@@ -220,7 +220,7 @@ def _walk(node: Any, path: str) -> Iterator[tuple[str, dict[str, str]]]:
             elif isinstance(v, str):
                 yield f"{path}[{i}]", {"": v}
     elif isinstance(node, str):
-        yield path or "$", {"": node}
+        yield path or "text", {"": node}
 
 
 def check_file(kb: KnowledgeBase, path: str | Path) -> CheckReport:

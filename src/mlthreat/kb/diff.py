@@ -1,8 +1,9 @@
 """What changed between two versions of the matrix.
 
-Compares tactics, techniques (with sub-techniques) and mitigations by ID: added, removed, renamed
-(same ID, new name), moved (a technique whose tactics changed; a sub-technique, whose tactics are
-inherited, moves with its parent or when re-parented), and mitigation links gained or lost.
+Compares tactics, techniques (with sub-techniques), mitigations and case studies by ID: added,
+removed, renamed (same ID, new name), moved (a technique whose tactics changed; a sub-technique,
+whose tactics are inherited, moves only when re-parented), mitigation links gained or lost, and
+case studies whose procedure now uses other techniques.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ class Change:
     (names), moves (tactic IDs joined with ``,``, or ``parent:ID`` for a re-parented
     sub-technique) and link changes (technique IDs)."""
 
-    kind: str  # added | removed | renamed | moved | links-added | links-removed
-    object_type: str  # tactic | technique | sub-technique | mitigation
+    kind: str  # added | removed | renamed | moved | links-added | links-removed | procedure-changed
+    object_type: str  # tactic | technique | sub-technique | mitigation | case-study
     id: str
     name: str
     before: str = ""
@@ -66,7 +67,7 @@ def diff(old: KnowledgeBase, new: KnowledgeBase) -> KbDiff:
         Removed objects are listed in the old data's order after everything else.
     """
     changes: list[Change] = []
-    for section in ("tactics", "techniques", "mitigations"):
+    for section in ("tactics", "techniques", "mitigations", "case_studies"):
         old_objs = {o.id: o for o in getattr(old, section)}
         new_objs = getattr(new, section)
         for obj in new_objs:
@@ -81,6 +82,9 @@ def diff(old: KnowledgeBase, new: KnowledgeBase) -> KbDiff:
                 a, b = _tactics(old, obj.id), _tactics(new, obj.id)
                 if a != b:
                     changes.append(Change("moved", otype, obj.id, obj.name, a, b))
+            if section == "case_studies" and before.techniques != obj.techniques:
+                changes.append(Change("procedure-changed", otype, obj.id, obj.name,
+                                      ",".join(before.techniques), ",".join(obj.techniques)))
             if section == "mitigations":
                 was = {u.technique for u in before.techniques}
                 now = {u.technique for u in obj.techniques}

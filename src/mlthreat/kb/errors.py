@@ -6,7 +6,9 @@ from pathlib import Path
 
 from mlthreat.errors import MlthreatError
 
-__all__ = ["DataFileError", "KnowledgeBaseError", "UnknownIdError", "UpdateError"]
+__all__ = [
+    "DataFileError", "KnowledgeBaseError", "UnknownIdError", "UpdateError", "WrongKindError",
+]
 
 
 class KnowledgeBaseError(MlthreatError):
@@ -55,6 +57,15 @@ class UnknownIdError(KnowledgeBaseError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
+
+
+class WrongKindError(UnknownIdError):
+    """A known ID used where another kind of object is needed (a technique ID as a case study):
+    unknown as that kind, so it is an :class:`UnknownIdError` too."""
+
+    def __init__(self, atlas_id: str, kind: str, wanted: str) -> None:
+        self.atlas_id = atlas_id
+        KnowledgeBaseError.__init__(self, f"{atlas_id} is a {kind}, not a {wanted}")
 
 
 class UpdateError(KnowledgeBaseError):

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mlthreat.kb.errors import UnknownIdError
+from mlthreat.kb.errors import UnknownIdError, WrongKindError
 from mlthreat.kb.ids import Kind
 
 __all__ = [
@@ -247,7 +247,9 @@ class KnowledgeBase:
     def _typed(self, atlas_id: str, cls: type) -> AtlasObject:
         obj = self.get(atlas_id)
         if not isinstance(obj, cls):
-            raise UnknownIdError(atlas_id, self.version, f"{atlas_id} is a {self.kind(atlas_id)}")
+            wanted = {Tactic: "tactic", Technique: "technique", Mitigation: "mitigation",
+                      CaseStudy: "case study"}[cls]
+            raise WrongKindError(atlas_id, self.kind(atlas_id), wanted)
         return obj
 
     def tactic(self, atlas_id: str) -> Tactic:
@@ -349,7 +351,7 @@ class KnowledgeBase:
         """Full-text search over IDs, names and descriptions (and case-study fields).
 
         Every word of ``text`` must occur (case-insensitive) as the start of a word of the object,
-        or a word of five letters or more must start it (``infer`` matches ``inference``).
+        or, without a common suffix, start one (``inference`` matches ``infer``).
         Scores weight a match in the ID or name above one in the description, so ``"extract"``
         ranks *Extract AI Model* above techniques that only mention extraction.
         """

@@ -15,6 +15,18 @@ _WORD = re.compile(r"[a-z0-9]+(?:\.[a-z0-9]+)*")
 _WEIGHTS = (("id", 8.0), ("name", 4.0), ("text", 1.0))
 
 
+_SUFFIXES = ("ations", "ation", "ions", "ion", "ences", "ence", "ances", "ance", "ings", "ing",
+             "ers", "er", "ies", "es", "ed", "s")
+
+
+def _stem(word: str) -> str:
+    """The word without one common English suffix, keeping at least four letters."""
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            return word[: -len(suffix)]
+    return word
+
+
 def _fields(obj: object) -> dict[str, str]:
     text = " ".join(
         str(getattr(obj, f, "") or "")
@@ -48,8 +60,8 @@ def search(kb: KnowledgeBase, query: str, *, limit: int = 20) -> list[SearchHit]
                     best = max(best, weight * 2)
                 elif any(t.startswith(w) for t in tokens[key]):
                     best = max(best, weight)
-                elif any(len(t) >= 5 and w.startswith(t) for t in tokens[key]):
-                    # a shorter form of the word: "infer" for "inference"
+                elif (stem := _stem(w)) != w and any(t.startswith(stem) for t in tokens[key]):
+                    # another form of the word: "infer" for "inference"
                     best = max(best, weight * 0.75)
             if best == 0.0:
                 break

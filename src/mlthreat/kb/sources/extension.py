@@ -219,6 +219,10 @@ def merge(base: KnowledgeBase, path: str | Path) -> KnowledgeBase:
         return DataFileError(path, message, line=keys.get(field or "", line),
                              entry=entry or item_id, field=field)
 
+    if ext.namespace == "AML":
+        line = lines.get(id(data), (None, {}))[1].get("namespace")
+        raise DataFileError(path, "the AML namespace belongs to MITRE ATLAS; use your "
+                            "organisation's own prefix", line=line, field="namespace")
     known = set(base._index)
     new_ids: set[str] = set()
     for section, items, kinds in (

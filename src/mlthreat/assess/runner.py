@@ -1,0 +1,280 @@
+"""Orchestration: plan the technique runs for each target, run them, collect the Findings.
+
+A crashing run is recorded as ``status: error`` with its cause and the others go on; Ctrl-C
+stops the suite but keeps what finished (``interrupted`` is set on the result). Every query is
+logged to the query log when one is given. With a mitigation, the suite runs twice (as is, and
+behind the mitigation) and the result carries both.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mlthreat.assess.errors import QueryBudgetExceeded
+from mlthreat.assess.finding import Finding
+from mlthreat.assess.techniques import RunContext, TechniqueRun, run_classes
+
+if TYPE_CHECKING:
+    from mlthreat.assess.data import AssessmentData
+    from mlthreat.assess.mitigations import Mitigation
+    from mlthreat.assess.target import Target
+    from mlthreat.events import QueryLog
+    from mlthreat.kb.model import KnowledgeBase
+
+__all__ = ["Assessment", "AssessmentResult", "PlannedRun", "Reporter"]
+
+
+class Reporter(Protocol):
+    """Progress callbacks (the CLI draws progress bars from them; the core never prints)."""
+
+    def run_started(self, target: str, run: str, technique: str, budget: int) -> None: ...
+
+    def progress(self, queries_used: int) -> None: ...
+
+    def run_finished(self, finding: Finding) -> None: ...
+
+
+class _Silent:
+    def run_started(self, target: str, run: str, technique: str, budget: int) -> None:
+        pass
+
+    def progress(self, queries_used: int) -> None:
+        pass
+
+    def run_finished(self, finding: Finding) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run the plan holds: which target, which run, whether it applies (``reason`` when
+    not) and the most queries it will send."""
+
+    target: str
+    run: str
+    technique: str
+    title: str
+    applicable: bool
+    reason: str
+    planned_queries: int
+
+
+@dataclass(frozen=True)
+class TargetFindings:
+    """The Findings of one suite against one target (``mitigation`` label when wrapped)."""
+
+    target: dict[str, Any]
+    findings: tuple[Finding, ...]
+    mitigation: str | None = None
+
+
+@dataclass(frozen=True)
+class AssessmentResult:
+    """Everything an assessment produced, before it is written as a report."""
+
+    results: tuple[TargetFindings, ...]
+    data: dict[str, Any]
+    seed: int
+    budget: int | None
+    total_budget: int | None
+    atlas_version: str
+    interrupted: bool = False
+    mitigation: str | None = None
+    started: float = 0.0
+    seconds: float = 0.0
+    queries_total: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def findings(self, *, mitigated: bool = False) -> list[tuple[str, Finding]]:
+        """(model_id, Finding) pairs from the plain runs, or the mitigated ones."""
+        return [(r.target["model_id"], f) for r in self.results
+                if (r.mitigation is not None) == mitigated for f in r.findings]
+
+
+class Assessment:
+    """Run ATLAS technique runs against targets.
+
+    Parameters
+    ----------
+    targets : list of Target
+    data : AssessmentData
+    techniques : list of str, optional
+        Run names or ATLAS technique IDs to run (default: every run in the suite).
+    budget : int, optional
+        Most queries each run may send (default: each run's own ``default_budget``).
+    total_budget : int, optional
+        Most attack queries in all; runs stop being started once it is spent.
+    seed : int
+        Seeds every random choice; the same seed gives the same metrics.
+    params : dict, optional
+        Per-run parameters, ``{run name: {param: value}}``.
+    mitigation : Mitigation, optional
+        Also run the suite behind this mitigation, for a before/after comparison.
+    fit : callable, optional
+        Training entry point ``fit(X, y, seed) -> estimator`` for poisoning runs.
+    kb : KnowledgeBase, optional
+        Resolves tactics and mitigations of each technique (default: ``mlthreat.kb.load()``).
+    query_log : QueryLog, optional
+        Where every query is written as a QueryEvent.
+
+    The constructor only stores parameters; :meth:`plan` and :meth:`run` validate them.
+    """
+
+    def __init__(self, targets: list[Target], data: AssessmentData, *,
+                 techniques: list[str] | None = None, budget: int | None = None,
+                 total_budget: int | None = None, seed: int = 0,
+                 params: dict[str, dict[str, Any]] | None = None,
+                 mitigation: Mitigation | None = None, fit: Any = None,
+                 kb: KnowledgeBase | None = None, query_log: QueryLog | None = None) -> None:
+        self.targets = targets
+        self.data = data
+        self.techniques = techniques
+        self.budget = budget
+        self.total_budget = total_budget
+        self.seed = seed
+        self.params = params or {}
+        self.mitigation = mitigation
+        self.fit = fit
+        self.kb = kb
+        self.query_log = query_log
+
+    def _runs(self) -> list[TechniqueRun]:
+        from mlthreat.errors import UsageError
+
+        runs = []
+        classes = run_classes(self.techniques)
+        unknown = set(self.params) - {c.name for c in classes}
+        if unknown:
+            raise UsageError(f"parameters for runs not selected: {', '.join(sorted(unknown))}")
+        for cls in classes:
+            params = dict(self.params.get(cls.name, {}))
+            if "fit" in cls.defaults and "fit" not in params:
+                params["fit"] = self.fit
+            run = cls(**params)
+            run.validate()
+            runs.append(run)
+        if self.budget is not None and self.budget < 1:
+            raise UsageError("--budget must be at least 1")
+        return runs
+
+    def _budget(self, run: TechniqueRun) -> int:
+        return self.budget if self.budget is not None else run.default_budget
+
+    def plan(self) -> list[PlannedRun]:
+        """What :meth:`run` would do, without sending a query."""
+        out = []
+        for target in self.targets:
+            for run in self._runs():
+                reason = run.not_applicable(target, self.data)
+                planned = 0 if reason else run.planned_queries(target, self.data,
+                                                               self._budget(run))
+                out.append(PlannedRun(target.model_id, run.name, run.technique, run.title,
+                                      reason is None, reason or "", planned))
+        return out
+
+    def run(self, reporter: Reporter | None = None) -> AssessmentResult:
+        """Run the suite (twice with a mitigation) and return every Finding.
+
+        Raises
+        ------
+        UsageError
+            For bad run parameters or selections (before any query is sent).
+        """
+        from threadpoolctl import threadpool_limits
+
+        from mlthreat.kb import load as load_kb
+
+        reporter = reporter or _Silent()
+        runs = self._runs()
+        kb = self.kb or load_kb()
+        started = time.time()
+        results: list[TargetFindings] = []
+        interrupted = False
+        spent = 0
+        suites: list[tuple[Target, str | None]] = [(t, None) for t in self.targets]
+        if self.mitigation is not None:
+            from mlthreat.assess.mitigations import MitigatedTarget
+
+            suites += [(MitigatedTarget(t, self.mitigation, self.seed), self.mitigation.label)
+                       for t in self.targets]
+        # Small models fit fastest on one BLAS thread; many threads crawl on busy cores.
+        with threadpool_limits(limits=1):
+            for target, label in suites:
+                findings: list[Finding] = []
+                target.attach_log(self.query_log)
+                try:
+                    for run in runs:
+                        budget = self._budget(run)
+                        if self.total_budget is not None:
+                            budget = min(budget, max(self.total_budget - spent, 0))
+                        finding = self._one(target, run, budget, kb, reporter)
+                        spent += finding.queries
+                        findings.append(finding)
+                except KeyboardInterrupt:
+                    interrupted = True
+                finally:
+                    target.attach_log(None)
+                results.append(TargetFindings(target.describe(), tuple(findings), label))
+                if interrupted:
+                    break
+        return AssessmentResult(
+            results=tuple(results), data=self.data.describe(), seed=self.seed,
+            budget=self.budget, total_budget=self.total_budget, atlas_version=kb.version,
+            interrupted=interrupted, mitigation=self.mitigation.label if self.mitigation else None,
+            started=started, seconds=round(time.time() - started, 3), queries_total=spent,
+        )
+
+    def _one(self, target: Target, run: TechniqueRun, budget: int, kb: KnowledgeBase,
+             reporter: Reporter) -> Finding:
+        import numpy as np
+
+        reason = run.not_applicable(target, self.data)
+        reporter.run_started(target.model_id, run.name, run.technique, budget)
+        t0 = time.perf_counter()
+        if reason is None and budget <= 0:
+            reason = "the total query budget is spent"
+        if reason is not None:
+            finding = Finding(technique=run.technique, name=run.title, status="not-applicable",
+                              reason=reason, rule=run.rule(), related_techniques=run.related,
+                              params=_plain(run.params), run=run.name)
+        else:
+            if hasattr(target, "reset_limit"):
+                target.reset_limit()
+            ctx = RunContext(target=target, data=self.data, budget=budget, seed=self.seed,
+                             progress=reporter.progress, run_name=f"{target.model_id}-{run.name}",
+                             technique=run.technique)
+            np.random.seed(self.seed)  # ART draws from numpy's global generator
+            try:
+                finding = run.run(ctx)
+            except KeyboardInterrupt:
+                raise
+            except QueryBudgetExceeded as exc:
+                finding = run.finding(ctx, "failed", f"stopped: {exc}", {}, t0)
+            except Exception as exc:  # a crashing run is recorded; the suite goes on
+                finding = run.finding(ctx, "error", f"{type(exc).__name__}: {exc}", {}, t0)
+        finding = replace(
+            finding,
+            params=_plain(finding.params),
+            tactics=tuple(t.id for t in kb.tactics_of(run.technique)) if run.technique in kb
+            else (),
+            mitigations=tuple(m.id for m in kb.mitigations_of(run.technique))
+            if run.technique in kb else (),
+            seconds=round(time.perf_counter() - t0, 3),
+        )
+        reporter.run_finished(finding)
+        return finding
+
+
+def _plain(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters as JSON-ready values (callables by their qualified name)."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if callable(value):
+            out[key] = f"{getattr(value, '__module__', '?')}:{getattr(value, '__qualname__', '?')}"
+        elif isinstance(value, tuple):
+            out[key] = list(value)
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,393 @@
+"""AML.T0024.000 Infer Training Data Membership: ART's black-box attack and online LiRA.
+
+Both runs score rows known to be members and non-members of the target's training set
+(``data.x_members`` / ``data.x_nonmembers``) and report, from those scores, the AUC, the
+membership advantage and the TPR at 1 % and 0.1 % FPR, each with the number of members and
+non-members evaluated and a 95 % interval (see :mod:`mlthreat.assess.metrics`).
+
+Queries. The target is asked once per candidate row, inside the attack's account: the ART run
+asks about the rows that train its attack model and the rows it evaluates on; LiRA asks about
+each candidate once (its shadow models are trained and queried locally, which costs the target
+nothing). Nothing is spent on evaluation: the ground truth (member or not) is known.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from mlthreat.assess.finding import Finding, Metric
+from mlthreat.assess.techniques.base import RunContext, TechniqueRun
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mlthreat.assess.data import AssessmentData
+    from mlthreat.assess.target import Target
+
+__all__ = ["BlackBoxMembership", "LiraMembership"]
+
+_SHADOW_KINDS = ("mlp", "logreg", "rf")
+
+
+def _positive_int_or_none(v: Any) -> bool:
+    return v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 2)
+
+
+def _fraction(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0
+
+
+_COMMON_CONSTRAINTS = {
+    "min_auc": (_fraction, "must be a number in [0, 1]"),
+    "min_tpr_at_1pct": (_fraction, "must be a number in [0, 1]"),
+    "max_per_group": (_positive_int_or_none, "must be an integer >= 2, or None for all rows"),
+    "n_boot": (lambda v: isinstance(v, int) and v >= 0, "must be an integer >= 0 (0: no CI)"),
+}
+
+
+class _MembershipRun(TechniqueRun):
+    """What both membership runs share: candidates, metrics, rule and Finding."""
+
+    technique = "AML.T0024.000"
+    needs_scores = True
+    needs_membership = True
+
+    def rule(self) -> str:
+        return (f"succeeded when the AUC >= {self.params['min_auc']} or the TPR at 1 % FPR >= "
+                f"{self.params['min_tpr_at_1pct']} (members and non-members evaluated as given "
+                "in each metric)")
+
+    def _n_candidates(self, data: AssessmentData) -> tuple[int, int]:
+        assert data.x_members is not None and data.x_nonmembers is not None
+        cap = self.params["max_per_group"]
+        n_m, n_n = len(data.x_members), len(data.x_nonmembers)
+        return (n_m, n_n) if cap is None else (min(n_m, cap), min(n_n, cap))
+
+    def _candidates(self, ctx: RunContext, budget: int) -> tuple[np.ndarray, ...] | str:
+        """Members and non-members to test (x_m, y_m, x_n, y_n), subsampled by
+        ``max_per_group`` and, keeping their ratio, to fit ``budget`` queries; or the reason
+        why too few are left."""
+        import numpy as np
+
+        data = ctx.data
+        n_m, n_n = self._n_candidates(data)
+        if n_m + n_n > budget:
+            scale = budget / (n_m + n_n)
+            n_m, n_n = int(n_m * scale), int(n_n * scale)
+        if min(n_m, n_n) < 2:
+            return (f"a query budget of {ctx.budget} leaves fewer than 2 members or non-members "
+                    "to test")
+        rng = np.random.default_rng(ctx.seed)
+        assert data.x_members is not None and data.x_nonmembers is not None
+        im = np.sort(rng.permutation(len(data.x_members))[:n_m])
+        inn = np.sort(rng.permutation(len(data.x_nonmembers))[:n_n])
+
+        def labels(y: Any, idx: np.ndarray) -> np.ndarray | None:
+            return None if y is None else ctx.target.class_index(np.asarray(y)[idx])
+
+        return (np.asarray(data.x_members)[im], labels(data.y_members, im),
+                np.asarray(data.x_nonmembers)[inn], labels(data.y_nonmembers, inn))
+
+    def _result(self, ctx: RunContext, pos: np.ndarray, neg: np.ndarray, started: float,
+                extra_reason: str = "") -> Finding:
+        from mlthreat.assess import metrics as st
+
+        n_m, n_n = len(pos), len(neg)
+        sizes = f"{n_m} members, {n_n} non-members evaluated"
+        n = n_m + n_n
+        value = st.auc(pos, neg)
+        adv = st.membership_advantage(pos, neg)
+        boot = self.params["n_boot"]
+        auc_ci = st.bootstrap_ci(pos, neg, st.auc, n_boot=boot, seed=ctx.seed) if boot else None
+        adv_ci = st.bootstrap_ci(pos, neg, st.membership_advantage, n_boot=boot,
+                                 seed=ctx.seed) if boot else None
+        boot_note = f"; 95 % percentile bootstrap ({boot} stratified resamples)" if boot else ""
+        metrics = {
+            "auc": Metric(round(value, 4), "fraction", n=n, ci=_round(auc_ci),
+                          note=sizes + boot_note),
+            "membership_advantage": Metric(round(adv, 4), "fraction", n=n, ci=_round(adv_ci),
+                                           note="max over thresholds of TPR - FPR; " + sizes
+                                           + boot_note),
+        }
+        rates = {}
+        for key, fpr in (("tpr_at_1pct_fpr", 0.01), ("tpr_at_0.1pct_fpr", 0.001)):
+            r = st.tpr_at_fpr(pos, neg, fpr)
+            rates[key] = r
+            metrics[key] = Metric(round(r.tpr, 4), "fraction", n=n, ci=_round(r.ci),
+                                  note=f"{sizes}; {r.note()}")
+        fpr_c, tpr_c, _ = st.roc_curve(pos, neg)
+        xs, ys = st.downsample_curve(fpr_c, tpr_c, 200)
+        curves = {"roc": {"x": xs, "y": ys, "x_label": "false-positive rate",
+                          "y_label": "true-positive rate"}}
+        low_fpr = rates["tpr_at_1pct_fpr"]
+        ok = value >= self.params["min_auc"] or low_fpr.tpr >= self.params["min_tpr_at_1pct"]
+        reason = (f"AUC {value:.3f} and TPR {low_fpr.tpr:.3f} ({low_fpr.tp}/{n_m}) at 1 % FPR "
+                  f"({low_fpr.fp}/{n_n} non-members flagged) on {sizes}")
+        reason += extra_reason
+        return self.finding(ctx, "succeeded" if ok else "failed", reason, metrics, started,
+                            curves=curves)
+
+
+def _round(ci: tuple[float, float] | None) -> tuple[float, float] | None:
+    return None if ci is None else (round(ci[0], 4), round(ci[1], 4))
+
+
+class BlackBoxMembership(_MembershipRun):
+    """Membership inference with ART's ``MembershipInferenceBlackBox`` (Shokri et al. 2017's
+    attack-model idea, trained on known members and non-members directly).
+
+    The target is wrapped as an ART ``BlackBoxClassifier`` whose ``predict`` is
+    ``target.predict``, so every row ART looks at is a counted query. Split: the members and
+    the non-members are each shuffled (by the seed) and cut in half; ART's random-forest attack
+    model (``attack_model_type="rf"``: the default ``nn`` needs torch) is trained on the
+    target's scores and the true labels of the first halves, and evaluated on the second
+    halves, whose membership probabilities are the scores behind the metrics.
+
+    Parameters
+    ----------
+    min_auc : float, default 0.6
+        AUC at or above which the attack succeeded.
+    min_tpr_at_1pct : float, default 0.1
+        TPR at 1 % FPR at or above which the attack succeeded.
+    max_per_group : int or None, default None
+        At most this many members and this many non-members (random, by the seed); None: all.
+    n_boot : int, default 200
+        Bootstrap resamples for the AUC and advantage intervals (0: none).
+
+    References
+    ----------
+    .. [1] Shokri, R., Stronati, M., Song, C., and Shmatikov, V. "Membership Inference Attacks
+       Against Machine Learning Models." IEEE S&P 2017.
+    .. [2] Nicolae, M.-I. et al. "Adversarial Robustness Toolbox v1.0.0." arXiv:1807.01069.
+
+    Examples
+    --------
+    >>> from mlthreat.assess.techniques.membership import BlackBoxMembership
+    >>> BlackBoxMembership(max_per_group=100).params["max_per_group"]
+    100
+    """
+
+    name = "membership-blackbox"
+    title = "Membership inference (ART black-box, random-forest attack model)"
+    defaults: ClassVar[dict[str, Any]] = {"min_auc": 0.6, "min_tpr_at_1pct": 0.1,
+                                          "max_per_group": None, "n_boot": 200}
+    _constraints = _COMMON_CONSTRAINTS
+
+    def planned_queries(self, target: Target, data: AssessmentData, budget: int) -> int:
+        n_m, n_n = self._n_candidates(data)
+        return min(budget, n_m + n_n)
+
+    def run(self, ctx: RunContext) -> Finding:
+        import numpy as np
+        from art.attacks.inference.membership_inference import MembershipInferenceBlackBox
+        from art.estimators.classification import BlackBoxClassifier
+
+        started = time.perf_counter()
+        self.validate()
+        cand = self._candidates(ctx, ctx.budget)
+        if isinstance(cand, str):
+            return self.finding(ctx, "not-applicable", cand, {}, started)
+        x_m, y_m, x_n, y_n = cand
+        rng = np.random.default_rng(ctx.seed + 1)
+        pm, pn = rng.permutation(len(x_m)), rng.permutation(len(x_n))
+        tm, em = pm[: len(pm) // 2], pm[len(pm) // 2:]
+        tn, en = pn[: len(pn) // 2], pn[len(pn) // 2:]
+        target = ctx.target
+        classifier = BlackBoxClassifier(predict_fn=target.predict,
+                                        input_shape=tuple(target.input_shape),
+                                        nb_classes=target.n_classes)
+        attack = MembershipInferenceBlackBox(classifier, input_type="prediction",
+                                             attack_model_type="rf")
+        attack.attack_model.set_params(random_state=ctx.seed)  # ART leaves its forest unseeded
+
+        def sub(y: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
+            return None if y is None else y[idx]
+
+        with ctx.attack():
+            attack.fit(x=x_m[tm], y=sub(y_m, tm), test_x=x_n[tn], test_y=sub(y_n, tn))
+            pos = attack.infer(x_m[em], sub(y_m, em), probabilities=True).ravel()
+            neg = attack.infer(x_n[en], sub(y_n, en), probabilities=True).ravel()
+        split = (f"; attack model trained on {len(tm)} members and {len(tn)} non-members, "
+                 "evaluated on the other halves")
+        return self._result(ctx, pos, neg, started, split)
+
+
+class LiraMembership(_MembershipRun):
+    """The online likelihood-ratio attack (LiRA) of Carlini et al. 2022.
+
+    The attacker's data is the pool together with the candidates under test (the paper's
+    online setting). ``n_shadow`` shadow models of the target's kind (``sklearn.base.clone`` of
+    the target's estimator; otherwise a fresh ``shadow_model``) are trained on random halves of
+    it, chosen so that every row is in exactly half of the shadows. For each candidate, the
+    logit-scaled confidence on its true label, φ = log p_y − log Σ_{j≠y} p_j (= log(p/(1−p)),
+    computed without cancellation), is fitted by a Gaussian over the shadows that trained on it
+    ("in") and one over those that did not ("out"); the score is the log-likelihood ratio of
+    the target's φ under the two. With fewer than 64 shadows the paper's fixed (global)
+    variance is more stable than a per-example one: ``variance="global"``. Labels: the pool's
+    ground truth when given (the attacker's own labelled data); otherwise the target labels
+    the pool, at one query per row. Candidates without labels use the target's predicted label.
+
+    Parameters
+    ----------
+    n_shadow : int, default 16
+        Shadow models (even, >= 2; the issue and the paper ask for at least 16).
+    shadow_model : {"mlp", "logreg", "rf"}, default "mlp"
+        Kind of shadow model when the target has no estimator to clone.
+    shadow_max_iter : int or None, default None
+        Overrides ``max_iter`` of the shadow models (None: the target's own), to trade fidelity
+        to the target's training for speed.
+    variance : {"global", "per-example"}, default "global"
+    min_auc, min_tpr_at_1pct, max_per_group, n_boot
+        As for :class:`BlackBoxMembership`.
+
+    References
+    ----------
+    .. [1] Carlini, N., Chien, S., Nasr, M., Song, S., Terzis, A., and Tramèr, F. "Membership
+       Inference Attacks From First Principles." IEEE S&P 2022.
+    .. [2] Shokri, R., Stronati, M., Song, C., and Shmatikov, V. "Membership Inference Attacks
+       Against Machine Learning Models." IEEE S&P 2017 (shadow models).
+
+    Examples
+    --------
+    >>> from mlthreat.assess.techniques.membership import LiraMembership
+    >>> LiraMembership().params["n_shadow"]
+    16
+    """
+
+    name = "membership-lira"
+    title = "Membership inference (online LiRA, shadow models)"
+    defaults: ClassVar[dict[str, Any]] = {
+        "n_shadow": 16, "shadow_model": "mlp", "shadow_max_iter": None, "variance": "global",
+        "min_auc": 0.6, "min_tpr_at_1pct": 0.1, "max_per_group": None, "n_boot": 200,
+    }
+    _constraints = {
+        **_COMMON_CONSTRAINTS,
+        "n_shadow": (lambda v: isinstance(v, int) and v >= 2 and v % 2 == 0,
+                     "must be an even integer >= 2 (16 or more recommended)"),
+        "shadow_model": (lambda v: v in _SHADOW_KINDS, f"must be one of {_SHADOW_KINDS}"),
+        "shadow_max_iter": (lambda v: v is None or (isinstance(v, int) and v >= 1),
+                            "must be a positive integer or None"),
+        "variance": (lambda v: v in ("global", "per-example"),
+                     "must be 'global' or 'per-example'"),
+    }
+
+    def planned_queries(self, target: Target, data: AssessmentData, budget: int) -> int:
+        n_m, n_n = self._n_candidates(data)
+        pool = len(data.x_pool) if data.y_pool is None else 0
+        return min(budget, n_m + n_n + pool)
+
+    def run(self, ctx: RunContext) -> Finding:
+        import numpy as np
+        from scipy.stats import norm
+
+        started = time.perf_counter()
+        self.validate()
+        data, target = ctx.data, ctx.target
+        x_pool = np.asarray(data.x_pool)
+        pool_cost = len(x_pool) if data.y_pool is None else 0
+        cand = self._candidates(ctx, ctx.budget - pool_cost)
+        if isinstance(cand, str):
+            return self.finding(ctx, "not-applicable", cand, {}, started)
+        x_m, y_m, x_n, y_n = cand
+        x_c = np.concatenate([x_m, x_n])
+        with ctx.attack():
+            scores_c = target.predict(x_c)  # one query per candidate
+            y_p = target.labels(x_pool) if data.y_pool is None else \
+                target.class_index(data.y_pool)
+        y_c = np.concatenate([y_m if y_m is not None else scores_c[: len(x_m)].argmax(1),
+                              y_n if y_n is not None else scores_c[len(x_m):].argmax(1)])
+        phi_target = _phi(scores_c, y_c, np.arange(target.n_classes))
+
+        x_att = np.concatenate([x_pool, x_c])
+        y_att = np.concatenate([y_p, y_c])
+        k = self.params["n_shadow"]
+        rng = np.random.default_rng(ctx.seed)
+        # every row in exactly k/2 shadows (the paper's keep matrix)
+        keep = rng.uniform(size=(k, len(x_att))).argsort(axis=0) < k // 2
+        prototype, kind = self._prototype(target)
+        phi = np.empty((k, len(x_c)))
+        for s in range(k):
+            model = _configure(prototype, self.params["shadow_max_iter"], ctx.seed * 1000 + s)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # ConvergenceWarning at a small max_iter
+                model.fit(x_att[keep[s]], y_att[keep[s]])
+            phi[s] = _phi(model.predict_proba(x_c), y_c, np.asarray(model.classes_))
+        in_c = keep[:, len(x_pool):]
+        mu_in = np.nanmean(np.where(in_c, phi, np.nan), axis=0)
+        mu_out = np.nanmean(np.where(~in_c, phi, np.nan), axis=0)
+        if self.params["variance"] == "global":
+            sd_in = np.full(len(x_c), np.std(phi[in_c] - np.broadcast_to(mu_in, phi.shape)[in_c]))
+            sd_out = np.full(len(x_c), np.std(phi[~in_c] -
+                                              np.broadcast_to(mu_out, phi.shape)[~in_c]))
+        else:
+            sd_in = np.nanstd(np.where(in_c, phi, np.nan), axis=0)
+            sd_out = np.nanstd(np.where(~in_c, phi, np.nan), axis=0)
+        sd_in, sd_out = np.maximum(sd_in, 1e-3), np.maximum(sd_out, 1e-3)
+        score = norm.logpdf(phi_target, mu_in, sd_in) - norm.logpdf(phi_target, mu_out, sd_out)
+        extra = (f"; {k} shadow models ({kind}) on halves of {len(x_att)} attacker rows "
+                 f"({len(x_pool)} pool + {len(x_c)} candidates), {self.params['variance']} "
+                 "variance")
+        return self._result(ctx, score[: len(x_m)], score[len(x_m):], started, extra)
+
+    def _prototype(self, target: Target) -> tuple[Any, str]:
+        """An unfitted model of the target's kind, and its name for the report."""
+        from sklearn.base import clone
+
+        estimator = target.estimator
+        if estimator is not None:
+            try:
+                model = clone(estimator)
+            except Exception:  # not a scikit-learn estimator (e.g. a torch module)
+                pass
+            else:
+                return model, f"clones of the target's {type(estimator).__name__}"
+        return _fresh(self.params["shadow_model"]), self.params["shadow_model"]
+
+
+def _fresh(kind: str) -> Any:
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+
+    if kind == "logreg":
+        return LogisticRegression(max_iter=1000)
+    if kind == "rf":
+        return RandomForestClassifier(n_estimators=100)
+    return MLPClassifier(hidden_layer_sizes=(64,), alpha=1e-6, max_iter=300)
+
+
+def _configure(prototype: Any, max_iter: int | None, seed: int) -> Any:
+    """A fresh clone of ``prototype`` with its own seed (and ``max_iter`` when given), for the
+    estimator itself or any step of a Pipeline."""
+    from sklearn.base import clone
+
+    model = clone(prototype)
+    keys = model.get_params(deep=True)
+    updates: dict[str, Any] = {}
+    for key in keys:
+        leaf = key.rsplit("__", 1)[-1]
+        if leaf == "random_state":
+            updates[key] = seed
+        elif leaf == "max_iter" and max_iter is not None:
+            updates[key] = max_iter
+    return model.set_params(**updates) if updates else model
+
+
+def _phi(scores: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Logit-scaled confidence on the true label, log p_y − log Σ_{j≠y} p_j, for score columns
+    named by ``classes`` (a label absent from them has p_y = 0)."""
+    import numpy as np
+
+    scores = np.asarray(scores, dtype="float64")
+    column = {int(c): i for i, c in enumerate(classes)}
+    idx = np.array([column.get(int(y), -1) for y in labels])
+    rows = np.arange(len(scores))
+    p_y = np.where(idx >= 0, scores[rows, np.maximum(idx, 0)], 0.0)
+    # sum the other columns directly: 1 - p_y would round p_y = 1 - 1e-20 to 1
+    mask = np.ones_like(scores, dtype=bool)
+    mask[rows[idx >= 0], idx[idx >= 0]] = False
+    others = np.where(mask, scores, 0.0).sum(axis=1)
+    tiny = 1e-300
+    return np.log(np.maximum(p_y, tiny)) - np.log(np.maximum(others, tiny))
