@@ -17,6 +17,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import typer  # noqa: E402
 
 from mlthreat import __version__  # noqa: E402
+from mlthreat.cli import assess as assess_cli  # noqa: E402
 from mlthreat.cli import kb as kb_cli  # noqa: E402
 from mlthreat.errors import MlthreatError  # noqa: E402
 
@@ -30,6 +31,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(kb_cli.app, name="kb")
+app.command("assess")(assess_cli.assess)
 
 
 def _version(value: bool) -> None:

@@ -70,8 +70,8 @@ class _Attacked:
 class EvasionRun(TechniqueRun):
     """What evasion runs share: the samples, the ε rule and the metrics.
 
-    Parameters (``defaults``)
-    -------------------------
+    Parameters
+    ----------
     n_samples : int
         Pool rows to attack, chosen at random among those the target classifies correctly
         (finding them costs evaluation queries, not attack queries).
@@ -211,14 +211,12 @@ def _scale(target: Target) -> np.ndarray:
     return np.where(span > 0, span, 1.0)
 
 
-def _distance(delta: np.ndarray, scale: np.ndarray, norm: str) -> Any:
-    """Relative norm of ``delta`` [..., *input_shape] (one row or a batch)."""
+def _distance(delta: np.ndarray, scale: np.ndarray, norm: str) -> float:
+    """Relative L2 or L∞ norm of one perturbation ``delta`` [*input_shape]."""
     import numpy as np
 
-    rel = np.asarray(delta, dtype="float64").reshape(-1, len(scale)) / scale
-    out = np.linalg.norm(rel, axis=1) if norm == "l2" else np.abs(rel).max(axis=1)
-    return out if np.ndim(delta) > 1 and len(out) > 1 or delta.ndim > len(scale.shape) \
-        else float(out[0])
+    rel = np.asarray(delta, dtype="float64").reshape(-1) / scale
+    return float(np.linalg.norm(rel) if norm == "l2" else np.abs(rel).max())
 
 
 class _SampleBudgetSpent(Exception):
@@ -364,8 +362,11 @@ class _DecisionEvasion(EvasionRun):
 class HopSkipJumpEvasion(_DecisionEvasion):
     """HopSkipJump: label-only evasion that estimates the boundary's gradient from queries.
 
-    Parameters (``defaults``), besides :class:`EvasionRun`'s and ``queries_per_sample`` /
-    ``init_size`` (random draws allowed for a starting point):
+    Parameters
+    ----------
+    **params
+        :class:`EvasionRun`'s, ``queries_per_sample`` (default: the run's budget ÷
+        ``n_samples``), ``init_size`` (random draws allowed for a starting point), and:
 
     max_iter : int, default 20
         Iterations (ART default 50).
@@ -423,8 +424,10 @@ class HopSkipJumpEvasion(_DecisionEvasion):
 class BoundaryEvasion(_DecisionEvasion):
     """Boundary attack: label-only evasion by a random walk along the decision boundary.
 
-    Parameters (``defaults``), besides :class:`EvasionRun`'s and ``queries_per_sample`` /
-    ``init_size``:
+    Parameters
+    ----------
+    **params
+        :class:`EvasionRun`'s, ``queries_per_sample``, ``init_size``, and:
 
     max_iter : int, default 100
         Iterations (ART default 5,000: hundreds of thousands of queries per sample).

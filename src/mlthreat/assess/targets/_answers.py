@@ -1,0 +1,238 @@
+"""Turning a model's raw answers into the arrays of the Target contract.
+
+Shared by the adapters whose model answers in its own shape: ``onnx`` (label tensors),
+``http`` (JSON lists) and ``python`` (whatever the callable returns). Labels become one-hot rows;
+scores are checked for shape and finiteness; logits can be turned into probabilities.
+:class:`AnswerTarget` is the base of adapters that may learn the output kind and the number of
+classes from the model's first answer instead of sending a probe.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from mlthreat.assess.errors import TargetError
+from mlthreat.assess.target import OutputKind, Target, Task
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["AnswerTarget", "check_choice", "clip_pair", "label_indices", "one_hot", "softmax"]
+
+
+def check_choice(where: str, name: str, value: Any, choices: tuple[str, ...]) -> Any:
+    """``value`` if it is one of ``choices`` (or None), else a TargetError naming the option."""
+    if value is not None and value not in choices:
+        raise TargetError(f"{where}: {name}={value!r}, expected one of {', '.join(choices)}")
+    return value
+
+
+def clip_pair(where: str, clip_values: Any) -> tuple[Any, Any]:
+    """The ``clip_values`` option as ``(low, high)`` (floats, or arrays for per-feature bounds);
+    ``(0.0, 1.0)`` when None."""
+    import numpy as np
+
+    if clip_values is None:
+        return (0.0, 1.0)
+    if isinstance(clip_values, str):
+        clip_values = clip_values.split(",")
+    try:
+        low, high = clip_values
+        lo, hi = np.asarray(low, dtype="float64"), np.asarray(high, dtype="float64")
+    except (TypeError, ValueError):
+        raise TargetError(f"{where}: clip_values must be a pair (low, high), "
+                          f"got {clip_values!r}") from None
+    if np.any(lo >= hi):
+        raise TargetError(f"{where}: clip_values low must be below high, got {clip_values!r}")
+    if lo.ndim == 0 and hi.ndim == 0:
+        return (float(lo), float(hi))
+    return (lo, hi)
+
+
+def one_hot(indices: Any, n_classes: int) -> np.ndarray:
+    """Rows [n, n_classes] of 0.0 with 1.0 at each of ``indices`` [n]."""
+    import numpy as np
+
+    out = np.zeros((len(indices), n_classes))
+    out[np.arange(len(indices)), np.asarray(indices, dtype="int64")] = 1.0
+    return out
+
+
+def softmax(logits: Any) -> np.ndarray:
+    """Row-wise softmax of ``logits`` [n, k], in float64."""
+    import numpy as np
+
+    z = np.asarray(logits, dtype="float64")
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)  # type: ignore[no-any-return]
+
+
+def label_indices(where: str, labels: Any, classes: list[Any] | None,
+                  n_classes: int) -> np.ndarray:
+    """Score-column indices [n] of predicted ``labels`` [n].
+
+    With ``classes`` a label is looked up in it; without, a label must be an integer in
+    ``0..n_classes-1``.
+
+    Raises
+    ------
+    TargetError
+        For a label that is not a class of the model, naming it.
+    """
+    import numpy as np
+
+    values = [v.item() if hasattr(v, "item") else v for v in np.asarray(labels).reshape(-1)]
+    if classes:
+        index = {(c.item() if hasattr(c, "item") else c): i for i, c in enumerate(classes)}
+        out = []
+        for v in values:
+            key = v.decode() if isinstance(v, bytes) else v
+            if key not in index and isinstance(key, float) and key.is_integer():
+                key = int(key)
+            if key not in index:
+                raise TargetError(f"{where} answered label {v!r}, which is not one of its "
+                                  f"classes {list(classes)[:10]}")
+            out.append(index[key])
+        return np.asarray(out, dtype="int64")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int | float) or \
+                not float(v).is_integer() or not 0 <= v < n_classes:
+            raise TargetError(f"{where} answered label {v!r}; without the classes option a "
+                              f"label must be an integer in 0..{n_classes - 1}")
+        out.append(int(v))
+    return np.asarray(out, dtype="int64")
+
+
+class AnswerTarget(Target):
+    """A target that may learn its output kind and number of classes from its first answer.
+
+    Endpoints and callables do not describe themselves, and mlthreat sends no probe query to
+    find out (a probe would be traffic the user did not budget for). So ``n_classes`` and
+    ``output_kind`` come from the options when given; otherwise from the first answer: rows of
+    scores give both, bare labels give ``output_kind="labels"`` but cannot tell how many classes
+    there are (pass ``n_classes`` or ``classes``). Until that first answer, ``output_kind``
+    reads ``"scores"`` and ``n_classes`` raises :class:`TargetError` asking for the option.
+    """
+
+    _n_classes: int | None = None
+    _kind_given: bool = False
+    _answered: bool = False
+    softmax: bool = False
+
+    def _init_answers(self, *, n_classes: Any, classes: Any, output_kind: Any, task: Any,
+                      softmax: bool) -> None:
+        where = self.description
+        self.task = check_choice(where, "task", task, ("classification", "regression")) or \
+            "classification"
+        kind = check_choice(where, "output_kind", output_kind, ("scores", "labels"))
+        self._kind_given = kind is not None
+        self.output_kind = kind or "scores"
+        self.softmax = bool(softmax)
+        self.classes = list(classes) if classes is not None else None
+        if self.task == "regression":
+            self._n_classes, self.classes, self.output_kind = 1, [], "scores"
+            return
+        if n_classes is not None:
+            try:
+                n = int(n_classes)
+            except (TypeError, ValueError):
+                raise TargetError(f"{where}: n_classes={n_classes!r} is not an integer") from None
+            if n < 1:
+                raise TargetError(f"{where}: n_classes must be at least 1, got {n}")
+            if self.classes and len(self.classes) != n:
+                raise TargetError(f"{where}: {len(self.classes)} classes given but "
+                                  f"n_classes={n}")
+            self._n_classes = n
+        elif self.classes:
+            self._n_classes = len(self.classes)
+
+    @property  # type: ignore[override]
+    def n_classes(self) -> int:
+        if self._n_classes is None:
+            raise TargetError(f"{self.description}: the number of classes is known only after "
+                              "the model's first answer; pass the n_classes option")
+        return self._n_classes
+
+    @n_classes.setter
+    def n_classes(self, value: int) -> None:
+        self._n_classes = value
+
+    def _learn_kind(self, kind: OutputKind) -> None:
+        if self._kind_given and kind != self.output_kind:
+            raise TargetError(f"{self.description} answered {kind}, but output_kind="
+                              f"{self.output_kind!r} was given")
+        if not self._answered and kind != self.output_kind:
+            warnings.warn(f"{self.description} answers labels only: output_kind is 'labels' "
+                          "(pass output_kind='labels' to say so up front)", stacklevel=4)
+        self.output_kind = kind
+        self._answered = True
+
+    def _to_output(self, raw: Any, n: int) -> np.ndarray:
+        """The contract's array for ``n`` inputs from a raw answer (a list or array of ``n``
+        score rows, ``n`` labels, or ``n`` values for a regressor).
+
+        Raises
+        ------
+        TargetError
+            For the wrong number of answers, ragged or non-numeric rows, rows of the wrong
+            length, non-finite scores, or labels that are not classes of the model.
+        """
+        import numpy as np
+
+        where = self.description
+        if isinstance(raw, tuple):
+            raw = list(raw)
+        if not isinstance(raw, list | np.ndarray) and not hasattr(raw, "__array__"):
+            raise TargetError(f"{where} answered {type(raw).__name__}, expected a list of "
+                              f"{n} predictions")
+        if len(raw) != n:
+            raise TargetError(f"{where} answered {len(raw)} predictions for {n} inputs")
+        task: Task = self.task
+        if task == "regression":
+            arr = self._numeric(raw, where)
+            if arr.ndim == 2 and arr.shape[1] == 1:
+                arr = arr[:, 0]
+            if arr.ndim != 1:
+                raise TargetError(f"{where} answered shape {arr.shape} for {n} inputs; a "
+                                  "regressor answers one number per input")
+            return arr
+        if isinstance(raw, list):
+            rows = [isinstance(r, list | tuple) for r in raw]
+            if any(rows) and not all(rows):
+                raise TargetError(f"{where} answered a mix of score rows and labels")
+            is_scores = bool(rows) and all(rows)
+        else:
+            is_scores = np.ndim(raw) == 2
+        if not is_scores and np.ndim(raw) != 1 and len(raw):
+            raise TargetError(f"{where} answered shape {np.shape(raw)} for {n} inputs; "
+                              "expected [n, n_classes] scores or [n] labels")
+        if is_scores or (not len(raw) and self.output_kind == "scores"):
+            arr = self._numeric(raw, where).reshape(n, -1)
+            if self._n_classes is None:
+                self._n_classes = arr.shape[1]
+            if arr.shape[1] != self._n_classes:
+                raise TargetError(f"{where} answered rows of {arr.shape[1]} scores, expected "
+                                  f"{self._n_classes} (one per class)")
+            self._learn_kind("scores")
+            return softmax(arr) if self.softmax and len(arr) else arr
+        self._learn_kind("labels")
+        if self._n_classes is None:
+            raise TargetError(f"{where} answers labels, which do not tell how many classes "
+                              "the model has: pass the n_classes (or classes) option")
+        return one_hot(label_indices(where, raw, self.classes, self._n_classes),
+                       self._n_classes)
+
+    @staticmethod
+    def _numeric(raw: Any, where: str) -> np.ndarray:
+        import numpy as np
+
+        try:
+            arr = np.asarray(raw, dtype="float64")
+        except (TypeError, ValueError):
+            raise TargetError(f"{where} answered non-numeric or ragged predictions") from None
+        if not np.all(np.isfinite(arr)):
+            raise TargetError(f"{where} answered non-finite numbers (NaN or infinity)")
+        return arr

@@ -1,0 +1,285 @@
+"""``mlthreat assess``: run ATLAS techniques against a model and write the report folder."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from mlthreat.cli._common import AtlasOpt, ExtensionOpt, JsonOpt, console, load_kb, print_json
+from mlthreat.errors import UsageError
+
+if TYPE_CHECKING:
+    from mlthreat.assess.finding import Finding
+
+STATUS_STYLE = {"succeeded": "bold red", "failed": "green", "not-applicable": "dim",
+                "error": "yellow"}
+
+
+def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``run.key=value`` (value parsed as JSON when it can be) into {run: {key: value}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        run, dot, name = key.partition(".")
+        if not sep or not dot or not run or not name:
+            raise UsageError(f"--param {item!r}: expected RUN.PARAM=VALUE, e.g. "
+                             "evasion-hopskipjump.n_samples=10")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(run, {})[name] = value
+    return out
+
+
+def _parse_clip(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    low, sep, high = text.partition(",")
+    try:
+        lo, hi = float(low), float(high)
+    except ValueError:
+        raise UsageError(f"--clip {text!r}: expected LOW,HIGH such as 0,1") from None
+    if not sep or not lo < hi:
+        raise UsageError(f"--clip {text!r}: expected LOW,HIGH with LOW < HIGH")
+    return lo, hi
+
+
+class _Progress:
+    """One progress bar per technique run, counting the queries it spends."""
+
+    def __init__(self, quiet: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.quiet = quiet
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TextColumn("queries"),
+                                 TimeElapsedColumn(), console=console(), transient=False,
+                                 disable=quiet)
+        self.task: Any = None
+
+    def __enter__(self) -> _Progress:
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.__exit__(None, None, None)
+
+    def run_started(self, target: str, run: str, technique: str, budget: int) -> None:
+        self.task = self._bar.add_task(f"{target} · {run} ({technique})", total=budget)
+
+    def progress(self, queries_used: int) -> None:
+        if self.task is not None:
+            self._bar.update(self.task, completed=queries_used)
+
+    def run_finished(self, finding: Finding) -> None:
+        if self.task is not None:
+            style = STATUS_STYLE.get(finding.status, "")
+            self._bar.update(self.task, completed=finding.queries,
+                                 total=max(finding.queries, 1),
+                                 description=self._bar.tasks[-1].description
+                                 + f" [{style}]{finding.status}[/{style}]")
+            self.task = None
+
+
+def assess(
+    target: Annotated[str | None, typer.Option(help="Model to test: sklearn:PATH, onnx:PATH, "
+                                               "torch:PATH, http(s)://URL, "
+                                               "python:module:function. Default: the demo "
+                                               "models.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Data rows (CSV, NPY, Parquet).")] = None,
+    label_column: Annotated[str | None, typer.Option(help="Label column in --data.")] = None,
+    members: Annotated[Path | None, typer.Option(help="Rows known to be training members.")
+                       ] = None,
+    non_members: Annotated[Path | None, typer.Option(help="Rows known not to be.")] = None,
+    techniques: Annotated[str | None, typer.Option(help="Comma-separated ATLAS IDs or run "
+                                                   "names (default: all).")] = None,
+    budget: Annotated[int | None, typer.Option(min=1, help="Most queries per technique "
+                                               "run.")] = None,
+    total_budget: Annotated[int | None, typer.Option(min=1, help="Most attack queries in "
+                                                     "all.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path(
+        "mlthreat-report"),
+    mitigation: Annotated[str | None, typer.Option(help="Also run behind a mitigation: "
+                                                   "round:2, top1, noise:0.05, "
+                                                   "reverse-sigmoid:0.5, query-limit:1000.")
+                          ] = None,
+    fit: Annotated[str | None, typer.Option(help="Training entry point for poisoning: "
+                                            "python:module:function, fit(X, y, seed).")
+                   ] = None,
+    param: Annotated[list[str] | None, typer.Option(help="Run parameter RUN.PARAM=VALUE "
+                                                    "(repeatable).")] = None,
+    trust_pickle: Annotated[bool, typer.Option(help="Allow pickle/joblib model files (they "
+                                               "run code when loaded).")] = False,
+    n_features: Annotated[int | None, typer.Option(help="Input features (http/python "
+                                                   "targets).")] = None,
+    n_classes: Annotated[int | None, typer.Option(help="Classes (when the target cannot "
+                                                  "say).")] = None,
+    clip: Annotated[str | None, typer.Option(help="Valid feature range LOW,HIGH (default: "
+                                             "from the data).")] = None,
+    timeout: Annotated[float, typer.Option(help="HTTP timeout per request, seconds.")] = 30.0,
+    retries: Annotated[int, typer.Option(help="HTTP retries on errors.")] = 3,
+    max_rps: Annotated[float | None, typer.Option(help="HTTP requests per second at most.")
+                       ] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per HTTP request.")] = 64,
+    request_template: Annotated[str | None, typer.Option(help="HTTP request JSON template.")
+                                ] = None,
+    response_path: Annotated[str | None, typer.Option(help="Dotted path to scores or labels "
+                                                      "in the HTTP answer.")] = None,
+    list_runs: Annotated[bool, typer.Option("--list", help="List the technique runs and "
+                                            "whether each applies, then exit.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print the plan and the queries each run "
+                                          "would send, then exit.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before attacking an "
+                                      "http(s) target.")] = False,
+    fail_on: Annotated[str | None, typer.Option(help="'succeeded': exit 1 when any technique "
+                                                "succeeded.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    atlas: AtlasOpt = None,
+    extension: ExtensionOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run ATLAS techniques against a model (default: demo models on scikit-learn's digits)
+    and write report.json, report.html, layer.json and queries.jsonl."""
+    from mlthreat import assess as api
+    from mlthreat.events import QueryLog
+
+    if fail_on not in (None, "succeeded"):
+        raise UsageError("--fail-on takes 'succeeded'")
+    kb = load_kb(atlas, extension)
+    selection = [t.strip() for t in techniques.split(",") if t.strip()] if techniques else None
+    clip_values = _parse_clip(clip)
+    if target is None:
+        if data is not None:
+            raise UsageError("--data needs --target (the demo uses its own data)")
+        dataset = api.digits_demo(seed)
+        targets = api.demo_targets(dataset, seed)
+    else:
+        if data is None:
+            raise UsageError("--target needs --data (rows to attack with and evaluate on)")
+        dataset = api.load_data(data, label_column=label_column, members=members,
+                                non_members=non_members, seed=seed)
+        options = dict(trust_pickle=trust_pickle, n_features=n_features or dataset.n_features,
+                       n_classes=n_classes, clip_values=clip_values or dataset.clip_values,
+                       timeout=timeout, retries=retries, max_rps=max_rps,
+                       batch_size=batch_size, request_template=request_template,
+                       response_path=response_path)
+        targets = [api.load_target(target, **{k: v for k, v in options.items()
+                                             if v is not None})]
+        if targets[0].input_shape != (dataset.n_features,) and \
+                int(_prod(targets[0].input_shape)) != dataset.n_features:
+            raise UsageError(f"{data} has {dataset.n_features} features; the model takes "
+                             f"inputs of shape {targets[0].input_shape}")
+    fit_fn = None
+    if fit is not None:
+        from mlthreat.assess.targets.python import load_callable
+
+        scheme, _, rest = fit.partition(":")
+        if scheme != "python" or not rest:
+            raise UsageError("--fit takes python:module:function")
+        fit_fn = load_callable(rest)
+    mit = api.parse_mitigation(mitigation) if mitigation else None
+    assessment = api.Assessment(targets, dataset, techniques=selection, budget=budget,
+                                total_budget=total_budget, seed=seed,
+                                params=_parse_params(param or []), mitigation=mit, fit=fit_fn,
+                                kb=kb)
+    if list_runs or dry_run:
+        plan = assessment.plan()
+        if as_json:
+            print_json({"kind": "mlthreat.assess.plan", "schema_version": 1,
+                        "atlas_version": kb.version,
+                        "runs": [p.__dict__ for p in plan]})
+            return
+        from rich.table import Table
+
+        table = Table("Target", "Run", "Technique", "Applies", "Queries at most", "Why not")
+        for p in plan:
+            table.add_row(p.target, p.run, f"{p.technique} {kb.get(p.technique).name}"
+                          if p.technique in kb else p.technique,
+                          "yes" if p.applicable else "no",
+                          str(p.planned_queries) if p.applicable else "", p.reason)
+        con = console()
+        con.print(table)
+        if dry_run:
+            total = sum(p.planned_queries for p in plan)
+            con.print(f"At most {total} queries in all; nothing was sent.")
+        return
+    if target is not None and target.startswith(("http://", "https://")) and not yes:
+        if not sys.stdin.isatty():
+            raise UsageError("attacking an http(s) endpoint needs confirmation: pass --yes")
+        if not typer.confirm(f"Send attack traffic to {target}?", default=False):
+            raise typer.Exit(2)
+    out.mkdir(parents=True, exist_ok=True)
+    queries_path = out / "queries.jsonl"
+    queries_path.unlink(missing_ok=True)
+    log = QueryLog(queries_path, targets[0].model_id)
+    assessment.query_log = log
+    with _Progress(quiet or as_json) as reporter:
+        try:
+            result = assessment.run(reporter)
+        finally:
+            log.close()
+    paths = api.write_report(result, out, kb)
+    report = json.loads(paths["json"].read_text("utf-8"))
+    succeeded = report["summary"]["succeeded"]
+    if as_json:
+        print_json(report)
+    else:
+        _print_summary(report, paths, kb)
+    if result.interrupted:
+        raise typer.Exit(130)
+    if fail_on == "succeeded" and succeeded:
+        raise typer.Exit(1)
+
+
+def _prod(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def _print_summary(report: dict[str, Any], paths: dict[str, Path], kb: Any) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    con = console()
+    table = Table("Target", "Technique", "Status", "Headline", "Queries", "Mitigation")
+    for f in report["findings"]:
+        first = next(iter(f["metrics"].items()), None)
+        headline = f"{first[0]} = {_fmt(first[1]['value'])}" if first else escape(f["reason"])
+        style = STATUS_STYLE.get(f["status"], "")
+        table.add_row(f["target"], f"{f['technique']} {escape(f['name'])}",
+                      f"[{style}]{f['status']}[/{style}]", headline, str(f["queries"]),
+                      f["mitigation"] or "")
+    con.print(table)
+    if report["comparison"]:
+        cmp = Table("Target", "Run", "Metric", "Before", "After", "Status before → after")
+        for row in report["comparison"]:
+            cmp.add_row(row["target"], row["run"], row["metric"] or "", _fmt(row["before"]),
+                        _fmt(row["after"]), f"{row['status_before']} → {row['status_after']}")
+        con.print(cmp)
+    s = report["summary"]
+    con.print(f"{s['succeeded']} succeeded, {s['failed']} failed, {s['not-applicable']} not "
+              f"applicable, {s['error']} errors; {report['queries_total']} attack queries in "
+              f"{report['seconds']:.0f} s. ATLAS data {report['atlas_version']}.")
+    if report["interrupted"]:
+        con.print("[yellow]Interrupted: the report holds the runs that finished.[/yellow]")
+    con.print("Report: " + ", ".join(str(p) for p in paths.values()))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return "" if value is None else str(value)
