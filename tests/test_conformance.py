@@ -28,7 +28,9 @@ def test_registered_exporter_conforms(name, embedded):
 
 
 def test_public_names():
-    assert mlthreat.testing.__all__ == ["check_exporter"]
+    assert "check_exporter" in mlthreat.testing.__all__
+    for name in mlthreat.testing.__all__:
+        assert callable(getattr(mlthreat.testing, name))
 
 
 # -- the check catches each broken property -------------------------------------------------------

@@ -16,7 +16,6 @@ import sys
 import textwrap
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,11 @@ from jsonschema import Draft202012Validator
 
 from mlthreat import __version__
 from mlthreat.kb.ids import ID_PATTERN
-from mlthreat.schemas import KINDS, schema
+from mlthreat.schemas import kinds, schema
 
+#: The documents ``mlthreat kb … --json`` prints, each with its schema here.
+KINDS = ("mlthreat.kb.matrix", "mlthreat.kb.object", "mlthreat.kb.search", "mlthreat.kb.case-study",
+         "mlthreat.kb.diff", "mlthreat.kb.check", "mlthreat.kb.update")
 ENVELOPE = ("kind", "schema_version", "mlthreat_version", "atlas_version", "atlas_source")
 EXTENSION = textwrap.dedent("""\
     namespace: ACME
@@ -100,16 +102,28 @@ def test_schema_is_valid_draft_2020_12(kind):
         assert set(ENVELOPE) <= required
 
 
-def test_loader_short_names_files_and_unknown_kind():
+def test_loader_short_names_and_unknown_kind():
     assert schema("kb.check") == schema("mlthreat.kb.check")
-    shipped = sorted(p.name for p in files("mlthreat.schemas").iterdir()
-                     if p.name.endswith(".schema.json"))
-    assert shipped == sorted(f"{k.removeprefix('mlthreat.')}.schema.json" for k in KINDS)
+    assert set(KINDS) <= set(kinds())
     s = schema("kb.diff")
     s["title"] = "changed"
     assert schema("kb.diff")["title"] != "changed"  # each call is a fresh copy
-    with pytest.raises(KeyError, match=r"kb\.nothing"):
-        schema("kb.nothing")
+    for bad in ("kb.nothing", "../kb.check", "KB.CHECK", ""):
+        with pytest.raises(KeyError, match="no schema for document kind"):
+            schema(bad)
+
+
+@pytest.mark.parametrize("kind", kinds())
+def test_every_shipped_schema_is_valid_and_named_after_its_kind(kind):
+    """Holds for every file in mlthreat/schemas, not only the kb ones."""
+    s = schema(kind)
+    Draft202012Validator.check_schema(s)
+    short = kind.removeprefix("mlthreat.")
+    assert s["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert s["$id"] == f"https://mlthreat.invalid/schemas/{short}.schema.json"
+    assert s.get("title") and s.get("description")
+    if "kind" in s.get("properties", {}):
+        assert s["properties"]["kind"] == {"const": kind}
 
 
 def _patterns(node: Any) -> list[str]:
@@ -191,7 +205,8 @@ def test_diff(old, new, exit_code):
     assert_valid(doc, "mlthreat.kb.diff")
     kinds = {c["kind"] for c in doc["changes"]}
     if old == RELEASES / "ATLAS-4.5.2.yaml":
-        assert kinds == {"added", "renamed", "moved", "links-added", "links-removed"}
+        assert kinds == {"added", "renamed", "moved", "links-added", "links-removed",
+                         "procedure-changed"}
     if exit_code == 0:
         assert doc["changes"] == [] and doc["counts"] == {}
 
@@ -379,7 +394,13 @@ def test_diff_change_rules(samples):
     moved = next(c for c in changes if c["kind"] == "moved")
     renamed = next(c for c in changes if c["kind"] == "renamed")
     added = next(c for c in changes if c["kind"] == "added")
-    for bad in ({**moved, "object_type": "mitigation", "id": "AML.M0001"},
+    procedure = next(c for c in changes if c["kind"] == "procedure-changed")
+    for bad in ({**procedure, "object_type": "mitigation", "id": "AML.M0001"},
+                {**procedure, "after": "AML.TA0001"},
+                {**procedure, "id": "AML.T0043"},
+                {**renamed, "object_type": "case-study"},
+                {**added, "id": "AML.CS0001"},
+                {**moved, "object_type": "mitigation", "id": "AML.M0001"},
                 {**moved, "after": "reconnaissance"},
                 {**added, "before": "something"},
                 {**renamed, "kind": "links-added"},

@@ -411,7 +411,10 @@ def update(
     release = upd.update(releases_api=releases_api or upd.RELEASES_API,
                          raw_url=raw_url or upd.RAW_URL, timeout=timeout)
     if as_json:
-        print_json({"kind": "mlthreat.kb.update", "schema_version": 1, **release.__dict__})
+        from mlthreat import __version__
+
+        print_json({"kind": "mlthreat.kb.update", "schema_version": 1,
+                    "mlthreat_version": __version__, **release.__dict__})
         return
     console().print(f"ATLAS data {release.version} ({release.tag}) saved to {release.path}, "
                     f"{release.size} bytes, sha256 {release.sha256[:16]}…")

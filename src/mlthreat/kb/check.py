@@ -141,7 +141,7 @@ class _Checker:
         for key, value in values.items():
             if not value or any(k == key for _, k, _ in ids) or not self.names.is_name(value):
                 continue
-            self._pair(exact, value, f"{loc}.{key}" if key else loc)
+            self._pair(exact, value, f"{loc}.{key}" if key else loc, line_hint)
 
     def _unknown(self, atlas_id: str, line: int | None, loc: str) -> None:
         if atlas_id in self.names.removed:
@@ -154,12 +154,14 @@ class _Checker:
         self.add("unknown-id", line, loc, atlas_id, atlas_id,
                  f"{atlas_id} is not in ATLAS {self.kb.version}", close)
 
-    def _pair(self, ids: list[tuple[str, str, int | None]], text: str, loc: str) -> None:
+    def _pair(self, ids: list[tuple[str, str, int | None]], text: str, loc: str,
+              line_hint: int | None) -> None:
         key = text.strip().casefold()
         present = [i for i, _, _ in ids]
         if any(self.kb.get(i).name.casefold() == key for i in present):
             return
-        line = self.line_of(text.strip())
+        # A CSV row knows its line; in JSON/YAML the name's own occurrence is searched for.
+        line = line_hint or self.line_of(text.strip())
         for atlas_id in present:
             release = self.names.former.get(atlas_id, {}).get(key)
             if release:

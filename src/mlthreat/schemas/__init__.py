@@ -1,41 +1,39 @@
-"""JSON Schemas (draft 2020-12) of every machine-readable document mlthreat prints.
+"""JSON Schemas (draft 2020-12) of the machine-readable documents mlthreat writes.
 
-One file per output kind, named after it: the document with ``"kind": "mlthreat.kb.check"`` is
-described by ``kb.check.schema.json``. Every document carries ``kind``, ``schema_version`` and the
-mlthreat version; those resolved against ATLAS data also carry ``atlas_version`` and
-``atlas_source``.
+One file per document kind, named after it without the ``mlthreat.`` prefix: the document with
+``"kind": "mlthreat.kb.check"`` is described by ``kb.check.schema.json``. Every such document
+carries ``kind``, ``schema_version`` and ``mlthreat_version``; those resolved against ATLAS data
+also carry ``atlas_version`` and ``atlas_source``.
 
 >>> s = schema("mlthreat.kb.check")
 >>> s["properties"]["kind"]["const"]
 'mlthreat.kb.check'
->>> sorted(KINDS)[:2]
-['mlthreat.kb.case-study', 'mlthreat.kb.check']
+>>> "mlthreat.kb.diff" in kinds()
+True
 """
 
 from __future__ import annotations
 
 import json
+import re
 from importlib.resources import files
 from typing import Any
 
-__all__ = ["KINDS", "schema"]
-
-#: Every output kind that has a schema here.
-KINDS: tuple[str, ...] = (
-    "mlthreat.kb.matrix",
-    "mlthreat.kb.object",
-    "mlthreat.kb.search",
-    "mlthreat.kb.case-study",
-    "mlthreat.kb.diff",
-    "mlthreat.kb.check",
-    "mlthreat.kb.update",
-)
+__all__ = ["kinds", "schema"]
 
 _PREFIX = "mlthreat."
+_SUFFIX = ".schema.json"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
+
+
+def kinds() -> list[str]:
+    """Every kind with a schema shipped here (``mlthreat.kb.check`` …), sorted."""
+    return sorted(_PREFIX + p.name.removesuffix(_SUFFIX) for p in files(__name__).iterdir()
+                  if p.name.endswith(_SUFFIX))
 
 
 def schema(kind: str) -> dict[str, Any]:
-    """The JSON Schema of the output kind ``kind``.
+    """The JSON Schema of the document kind ``kind``.
 
     Parameters
     ----------
@@ -53,9 +51,9 @@ def schema(kind: str) -> dict[str, Any]:
     KeyError
         When no schema is shipped for ``kind``.
     """
-    full = kind if kind.startswith(_PREFIX) else _PREFIX + kind
-    if full not in KINDS:
-        raise KeyError(f"no schema for output kind {kind!r}; known: {', '.join(KINDS)}")
-    name = f"{full.removeprefix(_PREFIX)}.schema.json"
-    data: dict[str, Any] = json.loads(files(__name__).joinpath(name).read_text("utf-8"))
+    short = kind.removeprefix(_PREFIX)
+    resource = files(__name__).joinpath(short + _SUFFIX)
+    if not _NAME.match(short) or not resource.is_file():
+        raise KeyError(f"no schema for document kind {kind!r}; known: {', '.join(kinds())}")
+    data: dict[str, Any] = json.loads(resource.read_text(encoding="utf-8"))
     return data

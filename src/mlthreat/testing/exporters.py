@@ -192,6 +192,8 @@ def check_exporter(module: ModuleType, kb: KnowledgeBase) -> None:
     ------
     AssertionError
         At the first property that does not hold, naming the module and the property.
+    ValueError
+        When ``kb`` holds no technique to give a hostile name.
 
     Examples
     --------

@@ -18,7 +18,8 @@ from mlthreat.assess.target import OutputKind, Target, Task
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["AnswerTarget", "check_choice", "clip_pair", "label_indices", "one_hot", "softmax"]
+__all__ = ["AnswerTarget", "check_choice", "clip_pair", "label_indices", "one_hot", "parse_shape",
+           "softmax"]
 
 
 def check_choice(where: str, name: str, value: Any, choices: tuple[str, ...]) -> Any:
@@ -50,6 +51,29 @@ def clip_pair(where: str, clip_values: Any) -> tuple[Any, Any]:
     return (lo, hi)
 
 
+def parse_shape(where: str, input_shape: Any, n_features: Any, why: str) -> tuple[int, ...]:
+    """The ``input_shape`` option (a tuple, or text like ``"1,28,28"``), or ``(n_features,)``.
+
+    Raises
+    ------
+    TargetError
+        When neither is given (``why`` says why it is needed) or it is not a shape.
+    """
+    if input_shape is None and n_features is not None:
+        input_shape = (n_features,)
+    if input_shape is None:
+        raise TargetError(f"{where}: pass the n_features (or input_shape) option: {why}")
+    if isinstance(input_shape, int | str):
+        input_shape = str(input_shape).replace("x", ",").split(",")
+    try:
+        shape = tuple(int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        raise TargetError(f"{where}: input_shape={input_shape!r} is not a shape") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise TargetError(f"{where}: input_shape={input_shape!r} is not a shape")
+    return shape
+
+
 def one_hot(indices: Any, n_classes: int) -> np.ndarray:
     """Rows [n, n_classes] of 0.0 with 1.0 at each of ``indices`` [n]."""
     import numpy as np
@@ -66,7 +90,7 @@ def softmax(logits: Any) -> np.ndarray:
     z = np.asarray(logits, dtype="float64")
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)  # type: ignore[no-any-return]
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def label_indices(where: str, labels: Any, classes: list[Any] | None,
@@ -149,7 +173,7 @@ class AnswerTarget(Target):
         elif self.classes:
             self._n_classes = len(self.classes)
 
-    @property  # type: ignore[override]
+    @property
     def n_classes(self) -> int:
         if self._n_classes is None:
             raise TargetError(f"{self.description}: the number of classes is known only after "
@@ -218,10 +242,10 @@ class AnswerTarget(Target):
                                   f"{self._n_classes} (one per class)")
             self._learn_kind("scores")
             return softmax(arr) if self.softmax and len(arr) else arr
-        self._learn_kind("labels")
         if self._n_classes is None:
             raise TargetError(f"{where} answers labels, which do not tell how many classes "
                               "the model has: pass the n_classes (or classes) option")
+        self._learn_kind("labels")
         return one_hot(label_indices(where, raw, self.classes, self._n_classes),
                        self._n_classes)
 

@@ -221,7 +221,8 @@ class OnnxTarget(Target):
         try:
             result = self._session.run([self._output], {self._input_name: x})[0]
         except Exception as exc:
-            raise TargetError(f"{self.description}: inference failed ({_first_line(exc)})") from None
+            raise TargetError(f"{self.description}: inference failed "
+                              f"({_first_line(exc)})") from None
         where = self.description
         if self._mode == "regression":
             return np.asarray(result, dtype="float64").reshape(len(x))

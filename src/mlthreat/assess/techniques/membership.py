@@ -260,6 +260,7 @@ class LiraMembership(_MembershipRun):
     title = "Membership inference (online LiRA, shadow models)"
     defaults: ClassVar[dict[str, Any]] = {
         "n_shadow": 16, "shadow_model": "mlp", "shadow_max_iter": None, "variance": "global",
+        "test": "online",
         "min_auc": 0.6, "min_tpr_at_1pct": 0.1, "max_per_group": None, "n_boot": 200,
     }
     _constraints = {
@@ -271,6 +272,7 @@ class LiraMembership(_MembershipRun):
                             "must be a positive integer or None"),
         "variance": (lambda v: v in ("global", "per-example"),
                      "must be 'global' or 'per-example'"),
+        "test": (lambda v: v in ("online", "offline"), "must be 'online' or 'offline'"),
     }
 
     def planned_queries(self, target: Target, data: AssessmentData, budget: int) -> int:
@@ -325,10 +327,14 @@ class LiraMembership(_MembershipRun):
             sd_in = np.nanstd(np.where(in_c, phi, np.nan), axis=0)
             sd_out = np.nanstd(np.where(~in_c, phi, np.nan), axis=0)
         sd_in, sd_out = np.maximum(sd_in, 1e-3), np.maximum(sd_out, 1e-3)
-        score = norm.logpdf(phi_target, mu_in, sd_in) - norm.logpdf(phi_target, mu_out, sd_out)
-        extra = (f"; {k} shadow models ({kind}) on halves of {len(x_att)} attacker rows "
-                 f"({len(x_pool)} pool + {len(x_c)} candidates), {self.params['variance']} "
-                 "variance")
+        if self.params["test"] == "online":
+            score = norm.logpdf(phi_target, mu_in, sd_in) - \
+                norm.logpdf(phi_target, mu_out, sd_out)
+        else:  # one-sided: how far above its own "out" Gaussian the target puts the row
+            score = (phi_target - mu_out) / sd_out
+        extra = (f"; {self.params['test']} test, {k} shadow models ({kind}) on halves of "
+                 f"{len(x_att)} attacker rows ({len(x_pool)} pool + {len(x_c)} candidates), "
+                 f"{self.params['variance']} variance")
         return self._result(ctx, score[: len(x_m)], score[len(x_m):], started, extra)
 
     def _prototype(self, target: Target) -> tuple[Any, str]:

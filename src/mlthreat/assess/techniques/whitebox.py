@@ -4,7 +4,7 @@
 or PGD, from ART), then sends only the finished examples to the target. Gradients computed
 locally are not queries; the final check, one query per sample, is the attack's traffic. The
 samples, the ε rule and the metrics are those of
-:class:`~mlthreat.assess.techniques.evasion.EvasionRun`.
+:class:`~mlthreat.assess.techniques._evasion.EvasionRun`.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mlthreat.assess.errors import QueryBudgetExceeded
 from mlthreat.assess.finding import Finding
 from mlthreat.assess.techniques._art import gradient_support, white_box_classifier
-from mlthreat.assess.techniques.evasion import (
+from mlthreat.assess.techniques._evasion import (
+    Attacked,
     EvasionRun,
-    _Attacked,
-    _scale,
+    feature_scale,
     positive_int,
 )
 
@@ -42,7 +41,7 @@ class GradientEvasion(EvasionRun):
     Parameters
     ----------
     **params
-        :class:`~mlthreat.assess.techniques.evasion.EvasionRun`'s (here ``norm`` defaults to
+        :class:`~mlthreat.assess.techniques._evasion.EvasionRun`'s (here ``norm`` defaults to
         ``"linf"``, the threat model both papers use) and:
     method : {"pgd", "fgsm"}, default "pgd"
     max_iter : int, default 40
@@ -65,7 +64,7 @@ class GradientEvasion(EvasionRun):
     >>> run = GradientEvasion(method="fgsm", eps_linf=0.1)
     >>> run.validate()
     >>> run.rule().split(" after ")[1][:39]
-    'a perturbation of L∞ ≤ 0.1 × feature ra'
+    'a perturbation of L∞ ≤ 0.1 of the featur'
     """
 
     name: ClassVar[str] = "evasion-whitebox"
@@ -98,16 +97,13 @@ class GradientEvasion(EvasionRun):
         if len(x) == 0:
             return self._finding(ctx, started, x, [])
         target = ctx.target
-        x_adv = self._craft(white_box_classifier(target), x, y, target)
-        x_adv = x_adv.astype(target.input_dtype).reshape(x.shape)
+        x_adv = self._smallest_eps(white_box_classifier(target), x, y, target)
         allowed = min(len(x), max(ctx.budget, 0))
         labels = np.empty(0, dtype="int64")
-        try:
-            with ctx.attack() as acc:
+        if allowed:
+            with ctx.attack():  # the attack's only queries: the finished examples
                 labels = target.predict(x_adv[:allowed]).argmax(axis=1)
-        except QueryBudgetExceeded:  # pragma: no cover - allowed already fits the budget
-            allowed = acc.used
-        attacked = [_Attacked(x_adv[i] if labels[i] != y[i] else None, 1)
+        attacked = [Attacked(x_adv[i] if labels[i] != y[i] else None, 1)
                     for i in range(len(labels))]
         note = ""
         if len(attacked) < len(x):
@@ -115,19 +111,40 @@ class GradientEvasion(EvasionRun):
                     "adversarial examples be sent to the target; the rest count as failures")
         return self._finding(ctx, started, x, attacked, note)
 
-    def _craft(self, estimator: Any, x: Any, y: Any, target: Target) -> Any:
-        """Adversarial examples for ``x`` (true score columns ``y``), computed locally."""
+    def _smallest_eps(self, estimator: Any, x: Any, y: Any, target: Target) -> Any:
+        """Per sample, the example crafted at the smallest ε of the curve's grid (0.1 ε, 0.2 ε,
+        … 2 ε) that fools the local model (the example at ε when none does). Local predictions,
+        like gradients, are not queries; this is what gives the success-against-ε curve its
+        shape for an attack that otherwise uses all of ε."""
+        import numpy as np
+
+        chosen: list[Any] = [None] * len(x)
+        for k in range(1, 21):
+            pending = [i for i in range(len(x)) if not _fooled(chosen[i])]
+            if not pending:
+                break
+            adv = self._craft(estimator, x[pending], y[pending], target, k / 10)
+            adv = adv.astype(target.input_dtype).reshape(len(pending), *x.shape[1:])
+            fooled = np.asarray(estimator.predict(adv)).argmax(axis=1) != y[pending]
+            for j, i in enumerate(pending):
+                if fooled[j] or k == 10:
+                    chosen[i] = (adv[j], bool(fooled[j]))
+        return np.stack([c[0] for c in chosen])
+
+    def _craft(self, estimator: Any, x: Any, y: Any, target: Target, multiplier: float) -> Any:
+        """Adversarial examples for ``x`` (true score columns ``y``) within ``multiplier`` times ε,
+        computed locally."""
         import numpy as np
         from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
 
-        scale = _scale(target)
+        scale = feature_scale(target)
         if self.params["norm"] == "linf":
-            eps: Any = self.eps * scale.reshape(target.input_shape)
+            eps: Any = self.eps * multiplier * scale.reshape(target.input_shape)
             if np.all(scale == scale.flat[0]):
                 eps = float(eps.flat[0])
             art_norm: Any = np.inf
         else:
-            eps, art_norm = self.eps * float(scale.min()), 2
+            eps, art_norm = self.eps * multiplier * float(scale.min()), 2
         eps_step = eps * (2.5 / int(self.params["max_iter"]))
         if isinstance(eps, np.ndarray):
             eps, eps_step = eps.astype("float32"), eps_step.astype("float32")
@@ -142,3 +159,7 @@ class GradientEvasion(EvasionRun):
                                               batch_size=256, verbose=False)
         onehot = np.eye(target.n_classes, dtype="float32")[np.asarray(y, dtype="int64")]
         return attack.generate(x.reshape(len(x), *target.input_shape), y=onehot)
+
+
+def _fooled(choice: Any) -> bool:
+    return choice is not None and bool(choice[1])

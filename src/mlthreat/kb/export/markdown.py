@@ -12,7 +12,9 @@ SUFFIX = ".md"
 
 
 def _cell(text: str) -> str:
-    # Markdown has no real escaping for table cells; keep the text literal and on one line.
+    # Literal text on one line: pipes escaped for tables, and HTML-significant characters as
+    # entities so a Markdown renderer that passes HTML through shows them instead.
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 

@@ -1,0 +1,25 @@
+"""Shared fixtures for assessment tests: the digits demo data and its two demo targets.
+
+Training the targets takes several seconds, so both are session-scoped. The targets are shared:
+a test that attaches a query log must detach it (``target.attach_log(None)``) when done.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mlthreat.assess.data import AssessmentData, digits_demo
+from mlthreat.assess.demo import demo_targets as _demo_targets
+from mlthreat.assess.targets.sklearn import SklearnTarget
+
+
+@pytest.fixture(scope="session")
+def demo_data() -> AssessmentData:
+    """scikit-learn digits in [0, 1], split by role (``digits_demo(0)``)."""
+    return digits_demo(0)
+
+
+@pytest.fixture(scope="session")
+def demo_targets(demo_data: AssessmentData) -> list[SklearnTarget]:
+    """``[demo-logreg (white-box), demo-mlp (black-box)]`` trained on ``demo_data``."""
+    return _demo_targets(demo_data, 0)

@@ -1,0 +1,133 @@
+"""The TorchScript target: a small MLP trained on digits here, scripted, saved, loaded back.
+
+torch is part of the test extras (torch==2.13.0), so these tests run rather than skip."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mlthreat.assess.errors import TargetError
+from mlthreat.assess.targets import load_target
+
+# torch 2.13 deprecates TorchScript in favour of torch.export, whose loader unpickles; TorchScript
+# stays the format mlthreat loads, so building one here warns.
+pytestmark = pytest.mark.filterwarnings(
+    r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
+
+
+class _Marker:
+    """Unpickling this creates ``path``: proof that a file was (or was not) unpickled."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return (x / 16.0).astype("float32"), y
+
+
+@pytest.fixture(scope="module")
+def scripted(digits, tmp_path_factory):
+    """A 64-32-10 MLP trained for a few epochs, saved as TorchScript."""
+    x, y = digits
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(),
+                                torch.nn.Linear(32, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    xt, yt = torch.from_numpy(x[:1200]), torch.from_numpy(y[:1200])
+    for _ in range(60):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(xt), yt)
+        loss.backward()
+        opt.step()
+    model.eval()
+    path = tmp_path_factory.mktemp("torch") / "mlp.pt"
+    module = torch.jit.script(model)
+    torch.jit.save(module, str(path))
+    return path, module
+
+
+def test_predictions_match_the_module(digits, scripted):
+    x, y = digits
+    path, module = scripted
+    target = load_target(f"torch:{path}", input_shape=(64,))
+    assert target.n_classes == 10 and target.total_queries == 0  # the probe is not a query
+    assert target.access == "white-box" and target.output_kind == "scores"
+    assert target.input_shape == (64,) and target.clip_values == (0.0, 1.0)
+    out = target.predict(x[1200:1300])
+    with torch.no_grad():
+        expected = torch.softmax(module(torch.from_numpy(x[1200:1300])), dim=1).numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    assert (out.argmax(axis=1) == y[1200:1300]).mean() > 0.85
+    assert target.total_queries == 100
+    same = load_target(f"torch:{path}", n_features=64, n_classes=10)
+    np.testing.assert_allclose(same.predict(x[:5]), target.predict(x[:5]))
+
+
+def test_art_estimator_gives_gradients(digits, scripted):
+    x, y = digits
+    path, module = scripted
+    target = load_target(f"torch:{path}", input_shape="64")
+    art = target.art_estimator()
+    assert art is target.art_estimator()
+    batch, onehot = x[:8], np.eye(10, dtype="float32")[y[:8]]
+    grad = art.loss_gradient(batch, onehot)
+    assert grad.shape == (8, 64) and np.abs(grad).sum() > 0
+    assert art.class_gradient(batch, label=3).shape == (8, 1, 64)
+    with torch.no_grad():
+        logits = module(torch.from_numpy(batch)).numpy()
+    np.testing.assert_allclose(art.predict(batch), logits, atol=1e-5)
+    assert target.estimator is not None
+
+
+def test_needs_input_shape(scripted):
+    path, _ = scripted
+    with pytest.raises(TargetError, match="input_shape"):
+        load_target(f"torch:{path}")
+    with pytest.raises(TargetError, match="forward pass failed on input"):
+        load_target(f"torch:{path}", input_shape=(10,))
+
+
+def test_refuses_pickles_without_unpickling(tmp_path):
+    marker = tmp_path / "unpickled"
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": _Marker(marker)}, path)
+    with pytest.raises(TargetError, match=r"torch\.save checkpoint, not a TorchScript module"):
+        load_target(f"torch:{path}", input_shape=(4,))
+    assert not marker.exists()
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"definitely not a model")
+    with pytest.raises(TargetError, match="not a TorchScript archive"):
+        load_target(f"torch:{garbage}", input_shape=(4,))
+    with pytest.raises(TargetError, match="no such model file"):
+        load_target(f"torch:{tmp_path / 'none.pt'}", input_shape=(4,))
+
+
+def test_torch_missing(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    with pytest.raises(TargetError, match=r"pip install torch==2\.13\.0"):
+        load_target(f"torch:{tmp_path / 'm.pt'}", input_shape=(4,))
+
+
+def test_regressor(tmp_path):
+    model = torch.jit.script(torch.nn.Linear(3, 1))
+    path = tmp_path / "reg.pt"
+    torch.jit.save(model, str(path))
+    target = load_target(f"torch:{path}", input_shape=(3,), task="regression")
+    out = target.predict(np.ones((4, 3), dtype="float32"))
+    assert target.task == "regression" and out.shape == (4,)
+    assert target.art_estimator().loss_gradient(np.ones((4, 3), dtype="float32"),
+                                                np.zeros(4, dtype="float32")).shape == (4, 3)
+    with pytest.raises(TargetError, match="gives 1 logit per input"):
+        load_target(f"torch:{path}", input_shape=(3,))

@@ -1,0 +1,270 @@
+"""The in-process adapters: scikit-learn (skops, pickle behind trust), ONNX and Python callables."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+
+import numpy as np
+import pytest
+
+from mlthreat.assess.errors import TargetError
+from mlthreat.assess.targets import load_target
+from mlthreat.assess.targets.python import load_callable
+
+
+def _double(x):  # a custom function: skops does not trust it
+    return x * 2
+
+
+class _Marker:
+    """Unpickling this creates ``path``: proof that a file was (or was not) unpickled."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return (x / 16.0).astype("float32"), y
+
+
+@pytest.fixture(scope="module")
+def logreg(digits):
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = digits
+    return LogisticRegression(max_iter=300).fit(x[:500], y[:500])
+
+
+# -- sklearn ------------------------------------------------------------------------------------
+def test_skops_refuses_untrusted_types_and_lists_them(tmp_path, digits):
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    x, y = digits
+    pipe = make_pipeline(FunctionTransformer(_double), LogisticRegression(max_iter=200))
+    pipe.fit(x[:300], y[:300])
+    path = tmp_path / "pipe.skops"
+    sio.dump(pipe, path)
+    with pytest.raises(TargetError, match=r"untrusted types .*_double") as err:
+        load_target(f"sklearn:{path}")
+    assert str(path) in str(err.value)
+
+
+def test_skops_round_trip(tmp_path, digits, logreg):
+    import skops.io as sio
+
+    x, _ = digits
+    path = tmp_path / "lr.skops"
+    sio.dump(logreg, path)
+    target = load_target(f"sklearn:{path}")
+    np.testing.assert_allclose(target.predict(x[:5]), logreg.predict_proba(x[:5]))
+    assert target.access == "white-box"
+
+
+def test_pickle_needs_trust(tmp_path, digits, logreg):
+    x, _ = digits
+    marker = tmp_path / "unpickled"
+    hostile = tmp_path / "hostile.pkl"
+    hostile.write_bytes(pickle.dumps(_Marker(marker)))
+    with pytest.raises(TargetError, match="--trust-pickle"):
+        load_target(f"sklearn:{hostile}")
+    assert not marker.exists()
+
+    path = tmp_path / "lr.pkl"
+    path.write_bytes(pickle.dumps(logreg))
+    with pytest.raises(TargetError, match="not a skops file"):
+        load_target(f"sklearn:{path}")
+    with pytest.warns(UserWarning, match="unpickling"):
+        target = load_target(f"sklearn:{path}", trust_pickle=True)
+    np.testing.assert_allclose(target.predict(x[:3]), logreg.predict_proba(x[:3]))
+
+
+def test_sklearn_missing_file(tmp_path):
+    with pytest.raises(TargetError, match="no such model file"):
+        load_target(f"sklearn:{tmp_path / 'nope.skops'}")
+
+
+# -- onnx ---------------------------------------------------------------------------------------
+def _to_onnx(model, x, path, **options):
+    from skl2onnx import to_onnx
+
+    onx = to_onnx(model, x[:1], options=options or None)
+    path.write_bytes(onx.SerializeToString())
+    return onx
+
+
+@pytest.mark.parametrize("zipmap", [True, False])
+def test_onnx_classifier_matches_sklearn(tmp_path, digits, logreg, zipmap):
+    x, _ = digits
+    path = tmp_path / "lr.onnx"
+    _to_onnx(logreg, x, path, **({} if zipmap else {"zipmap": False}))
+    target = load_target(f"onnx:{path}")
+    assert target.input_shape == (64,) and target.n_classes == 10
+    assert target.output_kind == "scores" and target.task == "classification"
+    assert target.classes == list(range(10)) and target.input_dtype == "float32"
+    np.testing.assert_allclose(target.predict(x[500:540]), logreg.predict_proba(x[500:540]),
+                               atol=1e-5)
+    with pytest.raises(TargetError, match=r"inputs of shape \(63,\)"):
+        target.predict(x[:2, :63])
+
+
+def test_onnx_string_classes(tmp_path, digits):
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = digits
+    names = np.array(["low", "mid", "high"])[y[:400] % 3]
+    model = LogisticRegression(max_iter=300).fit(x[:400], names)
+    path = tmp_path / "str.onnx"
+    _to_onnx(model, x, path)
+    target = load_target(f"onnx:{path}")
+    assert target.classes == list(model.classes_)
+    np.testing.assert_allclose(target.predict(x[:10]), model.predict_proba(x[:10]), atol=1e-5)
+    np.testing.assert_array_equal(target.class_index(["mid", "high"]),
+                                  [list(model.classes_).index(c) for c in ("mid", "high")])
+
+
+def test_onnx_labels_only(tmp_path, digits, logreg):
+    x, _ = digits
+    path = tmp_path / "labels.onnx"
+    onx = _to_onnx(logreg, x, path)
+    keep = [o for o in onx.graph.output if "label" in o.name]
+    del onx.graph.output[:]
+    onx.graph.output.extend(keep)
+    path.write_bytes(onx.SerializeToString())
+    target = load_target(f"onnx:{path}")
+    assert target.output_kind == "labels" and target.n_classes == 10
+    np.testing.assert_array_equal(target.predict(x[:20]), np.eye(10)[logreg.predict(x[:20])])
+
+
+def test_onnx_regressor(tmp_path, digits):
+    from sklearn.linear_model import Ridge
+
+    x, y = digits
+    model = Ridge().fit(x[:500], y[:500].astype(float))
+    path = tmp_path / "ridge.onnx"
+    _to_onnx(model, x, path)
+    target = load_target(f"onnx:{path}")
+    assert target.task == "regression" and target.n_classes == 1
+    out = target.predict(x[:7])
+    assert out.shape == (7,)
+    np.testing.assert_allclose(out, model.predict(x[:7]), atol=1e-4)
+
+
+@pytest.mark.parametrize("content", [b"not an onnx model at all", b"PK\x03\x04garbage", b""])
+def test_onnx_garbage(tmp_path, content):
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(content)
+    with pytest.raises(TargetError, match="not an ONNX model") as err:
+        load_target(f"onnx:{path}")
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_onnx_missing_file_and_class_count_conflict(tmp_path, digits, logreg):
+    with pytest.raises(TargetError, match="no such model file"):
+        load_target(f"onnx:{tmp_path / 'nope.onnx'}")
+    x, _ = digits
+    path = tmp_path / "lr.onnx"
+    _to_onnx(logreg, x, path, zipmap=False)
+    with pytest.raises(TargetError, match="disagrees"):
+        load_target(f"onnx:{path}", n_classes=3)
+
+
+# -- python -------------------------------------------------------------------------------------
+MODULE = '''
+import numpy as np
+
+rng = np.random.default_rng(0)
+W = rng.normal(size=(64, 10))
+
+
+def scores(x):
+    z = x @ W
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def labels(x):
+    return (x @ W).argmax(axis=1).tolist()
+
+
+def broken(x):
+    raise RuntimeError("model server down")
+
+
+def short(x):
+    return scores(x)[:-1]
+
+
+NOT_CALLABLE = 3
+'''
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    path = tmp_path / "user_model_mod.py"
+    path.write_text(MODULE)
+    monkeypatch.chdir(tmp_path)
+    yield path
+    sys.modules.pop("user_model_mod", None)
+
+
+def test_python_scores_from_module_and_file(user_module, digits):
+    x, _ = digits
+    by_module = load_target("python:user_model_mod:scores", n_features=64)
+    by_file = load_target(f"python:{user_module}:scores", n_features=64)
+    a, b = by_module.predict(x[:6]), by_file.predict(x[:6])
+    assert a.shape == (6, 10) and by_module.n_classes == 10
+    assert by_module.output_kind == "scores"
+    np.testing.assert_allclose(a, b)
+    np.testing.assert_allclose(a.sum(axis=1), 1.0)
+
+
+def test_python_labels_need_n_classes(user_module, digits):
+    x, _ = digits
+    with pytest.raises(TargetError, match="n_classes"):
+        load_target("python:user_model_mod:labels", n_features=64).predict(x[:2])
+    target = load_target("python:user_model_mod:labels", n_features=64, n_classes=10,
+                         output_kind="labels")
+    out = target.predict(x[:6])
+    np.testing.assert_array_equal(out, np.eye(10)[load_target(
+        "python:user_model_mod:scores", n_features=64).predict(x[:6]).argmax(axis=1)])
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("user_model_mod:missing", "has no attribute 'missing'"),
+    ("user_model_mod:NOT_CALLABLE", "not callable"),
+    ("no_such_module_xyz:f", "cannot import 'no_such_module_xyz'"),
+    ("/no/such/file.py:f", "no such file"),
+    ("just_a_module", "expected python:module:function"),
+])
+def test_python_bad_specs(user_module, spec, message):
+    with pytest.raises(TargetError, match=message):
+        load_target(f"python:{spec}", n_features=64)
+
+
+def test_python_answers_checked(user_module, digits):
+    x, _ = digits
+    with pytest.raises(TargetError, match="raised RuntimeError: model server down"):
+        load_target("python:user_model_mod:broken", n_features=64).predict(x[:2])
+    with pytest.raises(TargetError, match="answered 2 predictions for 3 inputs"):
+        load_target("python:user_model_mod:short", n_features=64).predict(x[:3])
+    with pytest.raises(TargetError, match="n_features"):
+        load_target("python:user_model_mod:scores")
+
+
+def test_load_callable():
+    assert load_callable("math:hypot")(3, 4) == 5.0
+    assert load_callable("python:os.path:join")("a", "b") == "a/b"
+    assert load_callable("collections:OrderedDict.fromkeys")("ab") == {"a": None, "b": None}
+    with pytest.raises(ValueError, match="no attribute"):
+        load_callable("math:nope", error=ValueError)
