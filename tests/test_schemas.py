@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ATLAS_YAML, CASE_STUDY_LAYERS, RELEASES
+from atlas_paths import ATLAS_YAML, CASE_STUDY_LAYERS, RELEASES
 from jsonschema import Draft202012Validator
 
 from mlthreat import __version__

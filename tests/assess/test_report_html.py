@@ -8,7 +8,6 @@ import json
 import math
 import re
 from html.parser import HTMLParser
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,14 @@ from mlthreat.assess.report_html import OUTCOME_ORDER, render_report
 from mlthreat.assess.runner import AssessmentResult, TargetFindings
 from mlthreat.kb import KnowledgeBase
 from mlthreat.render import plots
+from mlthreat.schemas import schema
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = '"><img src=x onerror=alert(1)>'
 EPS = [round(0.05 * k, 4) for k in range(21)]
 ROC_X = [round(k / 39, 6) for k in range(40)]
 L2 = [0.12, 0.18, 0.2, 0.25, 0.31, 0.33, 0.4, 0.41, 0.47, 0.52, 0.6, 0.74]
-SCHEMA = json.loads(files("mlthreat.schemas").joinpath("assessment.schema.json")
-                    .read_text("utf-8"))
+SCHEMA = schema("mlthreat.assessment")
 
 
 # -- building reports by hand ---------------------------------------------------------------------
@@ -193,8 +192,8 @@ class Node:
 
 
 class Page(HTMLParser):
-    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
-            "source", "track", "wbr"}
+    VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link",
+                      "meta", "source", "track", "wbr"})
 
     def __init__(self, html: str) -> None:
         super().__init__(convert_charrefs=True)

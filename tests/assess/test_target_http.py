@@ -222,8 +222,8 @@ def test_auth_from_environment_only(monkeypatch, digits):
     assert server.requests[0]["headers"]["X-Api-Key"] == KEY
 
     def echo(status):  # a server that puts the credentials it got into its error page
-        return lambda p, h: (status, f"denied {h['Authorization']} {h['X-Api-Key']}".encode(),
-                             {"Content-Type": "text/plain"})
+        return lambda p, h: (status, f"denied {h['Authorization'].split()[1]} "
+                                     f"{h['X-Api-Key']}".encode(), {"Content-Type": "text/plain"})
 
     for status in (403, 200, 503):
         with ModelServer(echo(status)) as server:
@@ -238,6 +238,10 @@ def test_auth_from_environment_only(monkeypatch, digits):
         load_target("http://127.0.0.1:9/p", n_features=4, headers={"Authorization": "x"})
     monkeypatch.setenv("MLTHREAT_HTTP_HEADERS", f"not json {KEY}")
     with pytest.raises(TargetError, match="MLTHREAT_HTTP_HEADERS") as err:
+        load_target("http://127.0.0.1:9/p", n_features=4)
+    assert KEY not in str(err.value)
+    monkeypatch.setenv("MLTHREAT_HTTP_HEADERS", f'{{"X-Api-Key": "{KEY}\\r\\nX-Evil: 1"}}')
+    with pytest.raises(TargetError, match="'X-Api-Key' from the environment") as err:
         load_target("http://127.0.0.1:9/p", n_features=4)
     assert KEY not in str(err.value)
 

@@ -8,9 +8,7 @@ is opened from a file (``file://``), so no network is involved.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +19,6 @@ from mlthreat.kb.export import html
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROME_ARGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--window-size=1600,1000",
-)
 HOSTILE = ('<img src=x onerror="window.__pwned=1;alert(1)">'
            '<script>window.__pwned=2;alert(2)</script>"onmouseover="window.__pwned=3')
 SCRIPT_READY = "return !document.querySelector('.filter').hidden"
@@ -40,30 +27,6 @@ return Array.from(document.querySelectorAll('.cell'))
     .filter((cell) => cell.checkVisibility())
     .map((cell) => [cell.closest('td').dataset.tactic, cell.dataset.id]);
 """
-
-
-@pytest.fixture(scope="session")
-def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        reason = (f"browser test needs {' and '.join(missing)} "
-                  "(apt-get install chromium chromium-driver)")
-        if os.environ.get("MLTHREAT_REQUIRE_BROWSER") == "1":
-            pytest.fail(reason)  # scripts/test and CI: a skipped browser check is a failure
-        pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = str(CHROMIUM)
-    for arg in CHROME_ARGS:
-        options.add_argument(arg)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    drv = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
-    yield drv
-    drv.quit()
 
 
 @pytest.fixture(scope="module")

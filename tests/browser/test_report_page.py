@@ -9,8 +9,6 @@ network is involved.
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +22,6 @@ from mlthreat.kb import KnowledgeBase
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROME_ARGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--window-size=1600,1000",
-)
 HOSTILE = ('<img src=x onerror="window.__pwned=1;alert(1)">'
            '<script>window.__pwned=2;alert(2)</script>"onmouseover="window.__pwned=3')
 #: The report's status colours (report.css, light scheme), as the browser computes them.
@@ -42,32 +29,6 @@ COLOURS = {"succeeded": "rgb(180, 35, 24)", "failed": "rgb(26, 127, 55)",
            "error": "rgb(110, 119, 129)"}
 ROC_POINTS = 60
 EPS_POINTS = 21
-
-
-# The same driver as test_matrix_page.py's; see the report for why it is not shared through a
-# tests/browser/conftest.py yet.
-@pytest.fixture(scope="session")
-def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        reason = (f"browser test needs {' and '.join(missing)} "
-                  "(apt-get install chromium chromium-driver)")
-        if os.environ.get("MLTHREAT_REQUIRE_BROWSER") == "1":
-            pytest.fail(reason)  # scripts/test and CI: a skipped browser check is a failure
-        pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = str(CHROMIUM)
-    for arg in CHROME_ARGS:
-        options.add_argument(arg)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    drv = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
-    yield drv
-    drv.quit()
 
 
 def _result(kb: KnowledgeBase, description: str = "sklearn:logreg.skops",

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ATLAS_YAML, CASE_STUDY_LAYERS, RELEASES, STIX_BUNDLE
+from atlas_paths import ATLAS_YAML, CASE_STUDY_LAYERS, RELEASES, STIX_BUNDLE
 
 
 def run(*args, env=None):

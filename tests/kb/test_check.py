@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ATLAS_DATA, CASE_STUDY_LAYERS
+from atlas_paths import ATLAS_DATA, CASE_STUDY_LAYERS
 
 from mlthreat import kb as kbmod
 from mlthreat.kb.check import check_file

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import ATLAS_YAML, RELEASES
+from atlas_paths import ATLAS_YAML, RELEASES
 
 from mlthreat import kb as kbmod
 from mlthreat.kb.diff import diff

@@ -99,7 +99,7 @@ def test_ids_helpers():
 
 
 def test_load_prefers_argument_then_env(monkeypatch, tmp_path):
-    from conftest import STIX_BUNDLE
+    from atlas_paths import STIX_BUNDLE
 
     assert kbmod.load().source == "embedded snapshot"
     monkeypatch.setenv("MLTHREAT_ATLAS", str(STIX_BUNDLE))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ATLAS_DATA, CASE_STUDY_LAYERS
+from atlas_paths import ATLAS_DATA, CASE_STUDY_LAYERS
 
 from mlthreat import __version__
 from mlthreat.errors import UsageError

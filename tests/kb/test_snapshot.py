@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import yaml
-from conftest import ATLAS_YAML
+from atlas_paths import ATLAS_YAML
 
 
 def _facts(kb):

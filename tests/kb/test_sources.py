@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ATLAS_YAML, RELEASES
+from atlas_paths import ATLAS_YAML, RELEASES
 
 from mlthreat import kb as kbmod
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
-from conftest import STIX_BUNDLE
+from atlas_paths import STIX_BUNDLE
 from stix2validator import ValidationOptions, validate_string
 
 from mlthreat import kb as kbmod

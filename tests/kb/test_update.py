@@ -7,7 +7,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import ATLAS_YAML, RELEASES
+from atlas_paths import ATLAS_YAML, RELEASES
 
 from mlthreat import kb as kbmod
 from mlthreat.kb import update as upd

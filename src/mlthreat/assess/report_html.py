@@ -317,10 +317,12 @@ def _plots(curves: Mapping[str, Any], prefix: str) -> list[Data]:
         if not isinstance(spec, Mapping):
             continue
         x_default, y_default = _AXES.get(name, ("x", "y"))
-        labels = {"plot_id": f"{prefix}-plot-{i}",
-                  "title": spec.get("title") or _TITLES.get(name, name.replace("_", " ")),
-                  "x_label": spec.get("x_label") or x_default,
-                  "y_label": spec.get("y_label") or y_default}
+        labels: dict[str, str] = {
+            "plot_id": f"{prefix}-plot-{i}",
+            "title": str(spec.get("title") or _TITLES.get(name, name.replace("_", " "))),
+            "x_label": str(spec.get("x_label") or x_default),
+            "y_label": str(spec.get("y_label") or y_default),
+        }
         if "x" in spec and "y" in spec:
             plot = plots.line_plot(spec["x"], spec["y"], unit_box=name == "roc", **labels)
         elif "values" in spec:

@@ -2,7 +2,7 @@
 
 Modelled on scikit-learn's ``check_estimator``: CI runs each check over every registered
 implementation, and a user runs it over their own (an exporter written for an in-house format,
-say) to know it behaves like the built-in ones. A check returns ``None`` when the implementation
+say) or their own Target adapter, to know it behaves like the built-in ones. A check returns ``None`` when the implementation
 conforms and raises :class:`AssertionError` naming the implementation and the property that
 failed otherwise, so it can be called straight from a test.
 
@@ -14,5 +14,6 @@ failed otherwise, so it can be called straight from a test.
 from __future__ import annotations
 
 from mlthreat.testing.exporters import check_exporter
+from mlthreat.testing.targets import check_target
 
-__all__ = ["check_exporter"]
+__all__ = ["check_exporter", "check_target"]

@@ -115,6 +115,8 @@ def label_indices(where: str, labels: Any, classes: list[Any] | None,
             key = v.decode() if isinstance(v, bytes) else v
             if key not in index and isinstance(key, float) and key.is_integer():
                 key = int(key)
+            if key not in index and str(key) in index:  # classes given as text, "0", "1"…
+                key = str(key)
             if key not in index:
                 raise TargetError(f"{where} answered label {v!r}, which is not one of its "
                                   f"classes {list(classes)[:10]}")
@@ -155,6 +157,8 @@ class AnswerTarget(Target):
         self._kind_given = kind is not None
         self.output_kind = kind or "scores"
         self.softmax = bool(softmax)
+        if isinstance(classes, str):
+            classes = [c.strip() for c in classes.split(",")]
         self.classes = list(classes) if classes is not None else None
         if self.task == "regression":
             self._n_classes, self.classes, self.output_kind = 1, [], "scores"

@@ -71,6 +71,7 @@ ENV_AUTHORIZATION = "MLTHREAT_HTTP_AUTHORIZATION"
 INSTANCES, ROW_COUNT = "$instances", "$n"
 MAX_RETRY_AFTER = 60.0  # seconds; a server asking for longer fails the run instead
 MAX_BACKOFF = 30.0
+MAX_BODY = 64 << 20  # bytes of one answer
 
 
 def _env_headers() -> dict[str, str]:
@@ -89,6 +90,16 @@ def _env_headers() -> dict[str, str]:
     auth = os.environ.get(ENV_AUTHORIZATION)
     if auth:
         headers["Authorization"] = auth
+    for name, value in headers.items():
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            bad = True
+        else:
+            bad = any(c in value for c in "\r\n\0")
+        if bad or not name or any(c in name for c in ":\r\n \t"):
+            raise TargetError(f"header {name!r} from the environment has a malformed name or "
+                              "value (the value is not shown)")
     return headers
 
 
@@ -163,6 +174,12 @@ class HttpTarget(AnswerTarget):
         Most input rows per request.
     request_template, response_path
         The request/response mapping.
+
+    Attributes
+    ----------
+    requests : int
+        HTTP requests sent so far, every attempt included (``total_queries`` counts rows
+        answered).
     """
 
     kind = "http"
@@ -202,12 +219,15 @@ class HttpTarget(AnswerTarget):
         self.response_path = [k for k in str(response_path or "").split(".") if k]
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
                          "User-Agent": f"mlthreat/{mlthreat.__version__}", **_env_headers()}
-        self._secrets = [v for k, v in self._headers.items()
-                         if k not in ("Content-Type", "Accept", "User-Agent") and v]
+        values = [v for k, v in self._headers.items()
+                  if k not in ("Content-Type", "Accept", "User-Agent") and v]
+        # the whole values, and their parts (the token after "Bearer ", say), longest first
+        pieces = {p for v in values for p in v.split() if len(p) >= 6}
+        self._secrets = sorted(set(values) | pieces, key=len, reverse=True)
         self._opener = urllib.request.build_opener(_NoRedirect())
         self._lock = threading.Lock()
         self._next_slot = 0.0
-        self.requests = 0  # HTTP requests sent, every attempt included
+        self.requests = 0  # HTTP requests sent, every attempt included (see Attributes)
         self._init_answers(n_classes=n_classes, classes=classes, output_kind=output_kind,
                            task=task, softmax=softmax)
 
@@ -261,7 +281,10 @@ class HttpTarget(AnswerTarget):
             wait: float | None = None
             try:
                 with self._opener.open(request, timeout=self.timeout) as response:
-                    raw = response.read()
+                    raw = response.read(MAX_BODY + 1)
+                    if len(raw) > MAX_BODY:
+                        raise TargetError(f"{where}: answer larger than {MAX_BODY >> 20} MiB; "
+                                          "lower batch_size")
                     ctype = response.headers.get("Content-Type", "") or "no content type"
                 break
             except urllib.error.HTTPError as exc:

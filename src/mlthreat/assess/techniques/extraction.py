@@ -57,7 +57,7 @@ def bounds(data: AssessmentData) -> tuple[np.ndarray, np.ndarray]:
 
 
 def hadamard_design(d: int) -> np.ndarray:
-    """The leading (d+1) × d block of a Sylvester–Hadamard matrix without its all-ones first
+    """The leading (d+1) by d block of a Sylvester-Hadamard matrix without its all-ones first
     column: ±1 rows that, with an intercept column, form a well-conditioned square system
     (condition number 1 when d+1 is a power of two, at most 32 for d ≤ 1000)."""
     import numpy as np
@@ -130,7 +130,7 @@ def fit_surrogate(kind: str, x: Any, answers: np.ndarray, *, task: str, distill:
     distill : bool
         Learn from the scores rather than the top label (only when ``answers`` are scores).
         ``mlp`` and ``rf`` then regress the centred log-scores (logit matching, which measured
-        best: 0.984–0.996 fidelity on the demo MLP against 0.94–0.95 from the same answers'
+        best: 0.984 to 0.996 fidelity on the demo MLP against 0.94 to 0.95 from the same answers'
         labels); ``logreg`` minimises the cross-entropy to the scores, by fitting each row once
         per class weighted by that class's score.
     lo, span : ndarray [d]
@@ -379,9 +379,10 @@ class SurrogateExtraction(TechniqueRun):
                                note="R² of surrogate vs target outputs" if regression else
                                "agreement with the target's top class on evaluation rows"),
             "queries": Metric(n, "queries"),
-            "distilled": Metric(int(theft.distilled), "bool",
-                                note="trained on scores" if theft.distilled else "hard labels"),
         }
+        if not regression:
+            metrics["distilled"] = Metric(int(theft.distilled), "bool", note="trained on "
+                                          + ("scores" if theft.distilled else "top labels"))
         if data.y_eval is not None:
             mine = predict(theft.surrogate)
             if regression:
@@ -400,8 +401,10 @@ class SurrogateExtraction(TechniqueRun):
             "x": sizes, "y": [round(v, 4) for v in curve], "x_label": "queries",
             "y_label": "R²" if regression else "fidelity"}}
         ok = fid >= p["min_fidelity"]
-        reason = (f"surrogate ({p['surrogate']}, {'distilled on scores' if theft.distilled else 'hard labels'}) "
-                  f"reached {'R²' if regression else 'fidelity'} {fid:.3f} with {n} queries "
+        how = "on outputs" if regression else \
+            "distilled on scores" if theft.distilled else "hard labels"
+        reason = (f"surrogate ({p['surrogate']}, {how}) reached "
+                  f"{'R²' if regression else 'fidelity'} {fid:.3f} with {n} queries "
                   f"({'≥' if ok else '<'} {p['min_fidelity']})")
         if theft.stopped:
             reason += f"; {theft.stopped}"
@@ -416,7 +419,7 @@ class EquationSolvingExtraction(TechniqueRun):
     is linear in ``x``: d+1 queries at linearly independent points give d+1 equations per
     class, which determine the weights up to the softmax's shift (all that predictions need).
     A binary model is the case of two classes; a regression target's outputs are solved for
-    ``w·x + b`` directly. The points are the rows of a Sylvester–Hadamard design
+    ``w·x + b`` directly. The points are the rows of a Sylvester-Hadamard design
     (:func:`hadamard_design`) placed at the centre of the feature range ± ``scale`` of its
     half-width, so the answers are neither saturated nor ill-conditioned: 2.9e-7 relative
     weight error on the demo's logistic regression (whose float32 arithmetic is the floor),
@@ -430,7 +433,7 @@ class EquationSolvingExtraction(TechniqueRun):
     Parameters
     ----------
     scale : float, default 0.5
-        Query points lie at centre ± scale × half the feature range.
+        Query points lie at centre ± scale times half the feature range.
     min_fidelity : float, default 0.999
 
     References
@@ -518,14 +521,26 @@ class EquationSolvingExtraction(TechniqueRun):
             "saturated_answers": Metric(int(saturated.sum()), "queries",
                                         note="answers with a score at the floating-point floor"),
         }
-        if ok:
-            truth, floor = _linear_outputs(t_eval, regression)
-            keep = ~floor
+        if ok and regression:
+            metrics["max_abs_error"] = Metric(
+                float(np.abs(recovered[:, 0] - t_eval).max()), "output", n=len(xe),
+                note="recovered vs target outputs on evaluation rows")
+        elif ok:
+            # Log-ratios of tiny scores carry the target's rounding (binary models compute the
+            # small score as 1 - p): compare logits where every score is at least 1e-4, and
+            # scores everywhere.
+            truth, _ = _linear_outputs(t_eval, regression)
+            keep = np.asarray(t_eval).min(axis=1) >= 1e-4
+            logits = np.hstack([np.zeros((len(xe), 1)), recovered])
+            scores = np.exp(logits - logits.max(axis=1, keepdims=True))
+            scores /= scores.sum(axis=1, keepdims=True)
             metrics["max_abs_error"] = Metric(
                 float(np.abs(recovered[keep] - truth[keep]).max()) if keep.any() else None,
-                "output" if regression else "logit", n=int(keep.sum()),
-                note="recovered vs target " + ("outputs" if regression else
-                                               "log-score ratios") + " on evaluation rows")
+                "logit", n=int(keep.sum()), note="recovered vs target log-score ratios on "
+                "evaluation rows whose scores are all at least 1e-4")
+            metrics["max_score_error"] = Metric(
+                float(np.abs(scores - t_eval).max()), "score", n=len(xe),
+                note="recovered vs target scores on evaluation rows")
         true_w = _true_weights(target)
         if true_w is not None and true_w[0].shape == w.shape:
             tw, tb = true_w
