@@ -12,6 +12,9 @@ def demo_targets(data: AssessmentData, seed: int = 0) -> list[SklearnTarget]:
     """Train, on ``data``'s member rows: a logistic regression (linear, white-box) and an
     overfit multi-layer perceptron (one hidden layer of 64, no regularisation to speak of, so
     membership inference has something to find). Deterministic for a given ``seed``."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
 
@@ -20,7 +23,9 @@ def demo_targets(data: AssessmentData, seed: int = 0) -> list[SklearnTarget]:
     lr.fit(data.x_train, data.y_train)
     mlp = MLPClassifier(hidden_layer_sizes=(64,), alpha=1e-6, max_iter=600, random_state=seed,
                         tol=1e-6, n_iter_no_change=50)
-    mlp.fit(data.x_train, data.y_train)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # overfitting is the point here
+        mlp.fit(data.x_train, data.y_train)
     clip = data.clip_values
     return [
         SklearnTarget(lr, model_id="demo-logreg", clip_values=clip,

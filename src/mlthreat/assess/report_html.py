@@ -41,7 +41,8 @@ _LABELS = {"succeeded": "succeeded", "failed": "failed", "error": "error",
            "not-applicable": "not applicable"}
 _TITLES = {"roc": "ROC curve", "success_vs_eps": "Attack success against ε",
            "fidelity_vs_queries": "Fidelity against queries",
-           "perturbation_l2": "Perturbation L2 norms"}
+           "perturbation_l2": "Perturbation L2 norms",
+           "mse_per_class": "Reconstruction error per class"}
 _AXES = {"perturbation_l2": ("L2 perturbation", "samples")}
 
 

@@ -170,6 +170,11 @@ def assess(
             raise UsageError("--target needs --data (rows to attack with and evaluate on)")
         dataset = api.load_data(data, label_column=label_column, members=members,
                                 non_members=non_members, seed=seed)
+        if n_classes is None and dataset.y_pool is not None and dataset.y_eval is not None:
+            # endpoints and callables do not say how many classes they have; the labels do
+            import numpy as np
+
+            n_classes = len(np.unique(np.concatenate([dataset.y_pool, dataset.y_eval])))
         options = dict(trust_pickle=trust_pickle, n_features=n_features or dataset.n_features,
                        n_classes=n_classes, clip_values=clip_values or dataset.clip_values,
                        timeout=timeout, retries=retries, max_rps=max_rps,
@@ -255,14 +260,17 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], kb: Any) -> N
     from rich.table import Table
 
     con = console()
-    table = Table("Target", "Technique", "Status", "Headline", "Queries", "Mitigation")
+    mitigated = any(f["mitigation"] for f in report["findings"])
+    columns = ["Target", "Run", "Technique", "Status", "Headline", "Queries"]
+    table = Table(*columns, *(["Behind"] if mitigated else []))
     for f in report["findings"]:
         first = next(iter(f["metrics"].items()), None)
         headline = f"{first[0]} = {_fmt(first[1]['value'])}" if first else escape(f["reason"])
         style = STATUS_STYLE.get(f["status"], "")
-        table.add_row(f["target"], f"{f['technique']} {escape(f['name'])}",
-                      f"[{style}]{f['status']}[/{style}]", headline, str(f["queries"]),
-                      f["mitigation"] or "")
+        name = kb.get(f["technique"]).name if f["technique"] in kb else ""
+        row = [f["target"], f["run"], f"{f['technique']}\n[dim]{escape(name)}[/dim]",
+               f"[{style}]{f['status']}[/{style}]", headline, str(f["queries"])]
+        table.add_row(*row, *([f["mitigation"] or ""] if mitigated else []))
     con.print(table)
     if report["comparison"]:
         cmp = Table("Target", "Run", "Metric", "Before", "After", "Status before → after")

@@ -238,6 +238,9 @@ class TransferEvasion(EvasionRun):
                                        note="crafted examples sent, one per sample"),
             "total_queries": Metric(len(theft.answers) + len(answers), "queries",
                                     note="theft + transfer: all the attack sent to the target"),
+            "queries_per_sample_amortised": Metric(
+                round((len(theft.answers) + len(answers)) / len(x), 2), "queries", n=len(x),
+                note="theft and transfer queries over the samples attacked"),
             "proxy_success_rate": Metric(round(float(np.mean(on_proxy)), 4), "fraction",
                                          n=len(x), note="white-box, on the proxy itself"),
         })
