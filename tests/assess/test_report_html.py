@@ -390,11 +390,20 @@ def test_matrix_cells_are_coloured_by_the_worst_outcome(page, embedded):
         "mlp: failed (extract-equations)"]
     assert extract.attrs["href"] == "#finding-1"
     assert "2 targets" in extract.find("span", "outcome").text
-    # Every other cell is drawn, untested.
+    # Every technique is drawn; sub-techniques only under a parent with a tested one.
     untested = [c for c in matrix.find_all(cls="cell") if "tested" not in c.classes]
-    total = sum(len(embedded.techniques_of(t.id, subtechniques=True)) for t in embedded.tactics)
-    assert len(untested) + len(tested) == total
     assert all(c.tag == "span" and "data-outcome" not in c.attrs for c in untested)
+    drawn: list[str] = []
+    for tactic in embedded.tactics:
+        for t in embedded.techniques_of(tactic.id):
+            subs = [s.id for s in embedded.subtechniques(t.id)]
+            drawn += [t.id, *(subs if set(subs) & set(outcomes) else [])]
+    assert [c.attrs["data-id"] for c in matrix.find_all(cls="cell")] == drawn
+    assert {"AML.T0024.001", "AML.T0043.002"} <= set(drawn)  # untested siblings, listed
+    assert not any(d.startswith("AML.T0010.") for d in drawn)
+    supply_chain = matrix.find(cls="cell", data_id="AML.T0010")
+    folded = len(embedded.subtechniques("AML.T0010"))
+    assert supply_chain.find("span", "folded").text == f"+{folded} sub-techniques"
 
 
 def _points(polyline: Node) -> list[tuple[float, float]]:

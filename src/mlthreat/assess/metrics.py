@@ -51,7 +51,7 @@ def _scores(members: Any, nonmembers: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Exact (Clopper–Pearson) confidence interval for a binomial proportion ``k / n``.
+    """Exact (Clopper-Pearson) confidence interval for a binomial proportion ``k / n``.
 
     Parameters
     ----------
@@ -105,7 +105,7 @@ def roc_curve(members: Any, nonmembers: Any) -> tuple[np.ndarray, np.ndarray, np
 
 def auc(members: Any, nonmembers: Any) -> float:
     """Area under the ROC curve: the probability that a random member scores above a random
-    non-member, ties counted one half (Mann–Whitney U / (n_members · n_nonmembers)).
+    non-member, ties counted one half (Mann-Whitney U / (n_members · n_nonmembers)).
 
     1.0 for perfect separation, 0.0 for perfectly reversed scores, 0.5 when every score ties.
     """
@@ -120,7 +120,7 @@ def auc(members: Any, nonmembers: Any) -> float:
 
 
 def membership_advantage(members: Any, nonmembers: Any) -> float:
-    """Membership advantage (Yeom et al. 2018): the largest TPR − FPR over all thresholds,
+    """Membership advantage (Yeom et al. 2018): the largest TPR - FPR over all thresholds,
     0 for a useless attack (the all-or-nothing thresholds), 1 for perfect separation."""
     fpr, tpr, _ = roc_curve(members, nonmembers)
     return float(max(0.0, (tpr - fpr).max()))
@@ -132,7 +132,7 @@ class RateAtFpr:
 
     ``tpr = tp / n_members`` at the threshold that lets at most ``allowed_fp`` =
     floor(``target_fpr`` · ``n_nonmembers``) non-members through; ``fp`` is how many did;
-    ``ci`` the 95 % Clopper–Pearson interval of the TPR and ``fpr_ci`` that of the FPR
+    ``ci`` the 95 % Clopper-Pearson interval of the TPR and ``fpr_ci`` that of the FPR
     actually reached. ``below_one_sample`` is True when ``target_fpr`` · ``n_nonmembers`` < 1:
     the threshold then sits above every non-member and the figure is a TPR at FPR 0/n, whose
     true FPR is only known to be below ``fpr_ci[1]``.
@@ -191,10 +191,8 @@ def tpr_at_fpr(members: Any, nonmembers: Any, fpr: float, level: float = 0.95) -
         raise ValueError(f"fpr must be in [0, 1], got {fpr}")
     pos, neg = _scores(members, nonmembers)
     allowed = int(np.floor(fpr * len(neg) + 1e-9))
-    if allowed >= len(neg):
-        threshold = -np.inf
-    else:
-        threshold = float(np.sort(neg)[::-1][allowed])  # the (allowed+1)-th highest non-member
+    # the (allowed + 1)-th highest non-member score; nothing to exclude when all are allowed
+    threshold = -np.inf if allowed >= len(neg) else float(np.sort(neg)[::-1][allowed])
     tp = int((pos > threshold).sum())
     fp = int((neg > threshold).sum())
     return RateAtFpr(
@@ -242,7 +240,7 @@ def downsample_curve(x: Any, y: Any, max_points: int = 200) -> tuple[list[float]
 
 def ssim(a: Any, b: Any, data_range: float, window: int = 7) -> float:
     """Mean structural similarity (Wang et al. 2004) of two 2-D images of equal shape, with a
-    uniform ``window`` × ``window`` window (shrunk to the image for small ones such as 8x8
+    uniform ``window`` x ``window`` window (shrunk to the image for small ones such as 8x8
     digits) and the paper's constants K1 = 0.01, K2 = 0.03. 1.0 for identical images."""
     import numpy as np
     from scipy.ndimage import uniform_filter
@@ -260,7 +258,8 @@ def ssim(a: Any, b: Any, data_range: float, window: int = 7) -> float:
     var_a = mean(a * a) - mu_a**2
     var_b = mean(b * b) - mu_b**2
     cov = mean(a * b) - mu_a * mu_b
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / \
+        ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     pad = w // 2  # ignore borders filled by reflection, as scikit-image does, when room is left
     if a.shape[0] > 2 * pad and a.shape[1] > 2 * pad:
         s = s[pad:a.shape[0] - pad, pad:a.shape[1] - pad]

@@ -7,10 +7,12 @@ each tested cell coloured by its outcome, the knowledge base's mitigations for e
 succeeded, a before/after table when the suite also ran behind a mitigation, and one detail section
 per run with its rule, reason, metrics, parameters and plots.
 
-A cell tested against several targets shows the worst outcome, in the order of
-:data:`OUTCOME_ORDER` (an attack that worked, then a run that could not tell, then a run the
-model resisted, then one that did not apply), and lists each in its tooltip. Runs behind a
-mitigation appear in the tables but not on the matrix, as in the Navigator layer.
+Sub-techniques are listed only under a technique one of whose sub-techniques was tested (as in
+ATLAS's own Navigator layers), so the tested cells stand out. A cell tested against several
+targets shows the worst outcome in the order of :data:`OUTCOME_ORDER` (an attack that worked,
+then a run that could not tell, then a run the model resisted, then one that did not apply) and
+lists each run in its tooltip. Runs behind a mitigation appear in the tables but not on the
+matrix, as in the Navigator layer.
 
 Plots are inline SVG drawn by :mod:`mlthreat.render.plots` (no plotting library, no script): a
 line plot for series with ``x`` and ``y`` (ROC with its chance diagonal, success against ε,
@@ -44,7 +46,6 @@ _TITLES = {"roc": "ROC curve", "success_vs_eps": "Attack success against ε",
            "perturbation_l2": "Perturbation L2 norms",
            "mse_per_class": "Reconstruction error per class"}
 _AXES = {"perturbation_l2": ("L2 perturbation", "samples")}
-
 
 
 def render_report(data: Mapping[str, Any], kb: KnowledgeBase) -> str:
@@ -272,11 +273,12 @@ def _matrix_columns(kb: KnowledgeBase) -> list[Data]:
 
     Reuses the matrix page's own builder so both pages draw the same matrix.
     """
-    scale = matrix_html._Scale({})
-    return [matrix_html._column(kb, tactic, scale) for tactic in kb.tactics]
+    return matrix_html.matrix_columns(kb)
 
 
 def _columns(kb: KnowledgeBase, findings: Sequence[Data]) -> list[Data]:
+    """The matrix with outcomes. As in ATLAS's own Navigator layers, a technique's
+    sub-techniques are listed only when one of them was tested; the others are counted."""
     tested: dict[str, list[Data]] = {}
     for f in findings:
         if not f["mitigation"]:
@@ -287,7 +289,10 @@ def _columns(kb: KnowledgeBase, findings: Sequence[Data]) -> list[Data]:
         for cell in col["cells"]:
             for c in (cell, *cell["subs"]):
                 _mark(c, tested.get(c["id"], []))
+                c["folded"] = 0
                 count += c["outcome"] is not None
+            if not any(sub["outcome"] for sub in cell["subs"]):
+                cell["folded"], cell["subs"] = len(cell["subs"]), []
         col["tested"] = count
     return columns
 

@@ -25,7 +25,8 @@ Data = dict[str, Any]
 
 #: Size of every plot, in SVG user units (CSS pixels at 100 %).
 WIDTH, HEIGHT = 480, 300
-_LEFT, _RIGHT, _TOP, _BOTTOM = 58, 18, 14, 50
+_LEFT, _RIGHT, _TOP, _BOTTOM = 58, 18, 30, 50
+_CHAR = 6.8  # mean advance of a 12 px label character; longer labels are squeezed to fit
 _MARKERS_UP_TO = 30  # points; longer series are drawn as a bare line
 _MAX_BINS = 20
 
@@ -122,10 +123,15 @@ def _frame(plot_id: str, title: str, x_label: str, y_label: str, kind: str) -> D
         "id": plot_id, "kind": kind, "title": title, "x_label": x_label, "y_label": y_label,
         "width": WIDTH, "height": HEIGHT, "left": _LEFT, "right": WIDTH - _RIGHT, "top": _TOP,
         "bottom": HEIGHT - _BOTTOM, "x_mid": _LEFT + (WIDTH - _LEFT - _RIGHT) / 2,
-        "y_mid": _TOP + (HEIGHT - _TOP - _BOTTOM) / 2,
+        "x_fit": _fit(x_label, WIDTH - _LEFT - _RIGHT), "y_fit": _fit(y_label, WIDTH - 8),
         "points": "", "markers": [], "bars": [], "diagonal": None, "xticks": [], "yticks": [],
         "count": 0, "caption": "",
     }
+
+
+def _fit(label: str, room: float) -> int | None:
+    """The length to squeeze ``label`` to (SVG ``textLength``) when it would not fit ``room``."""
+    return int(room) if len(label) * _CHAR > room else None
 
 
 def _finite(value: Any) -> bool:

@@ -573,7 +573,8 @@ def _linear_outputs(answers: np.ndarray, regression: bool) -> tuple[np.ndarray, 
         return answers.reshape(-1, 1), np.zeros(len(answers), dtype=bool)
     tiny = np.finfo("float64").tiny
     logs = np.log(np.clip(answers, tiny, None))
-    return logs[:, 1:] - logs[:, :1], (answers <= tiny).any(axis=1)
+    saturated: np.ndarray = np.asarray((answers <= tiny).any(axis=1))
+    return logs[:, 1:] - logs[:, :1], saturated
 
 
 def _true_weights(target: Target) -> tuple[np.ndarray, np.ndarray] | None:

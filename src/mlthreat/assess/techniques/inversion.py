@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlthreat.assess.finding import Finding, Metric
@@ -75,7 +76,7 @@ class ModelInversion(TechniqueRun):
     needs_scores = True
     defaults: ClassVar[dict[str, Any]] = {"max_iter": 100, "learning_rate": 0.1, "init": "mean",
                                           "image_shape": None, "min_fraction": 0.5}
-    _constraints = {
+    _constraints: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {
         "max_iter": (lambda v: isinstance(v, int) and v >= 1, "must be a positive integer"),
         "learning_rate": (lambda v: isinstance(v, (int, float)) and v > 0,
                           "must be a positive number"),
@@ -169,7 +170,7 @@ class ModelInversion(TechniqueRun):
             "baseline_mse_to_class_mean": Metric(round(float(base.mean()), 6), "MSE", n=k,
                                                  note="the same for the overall pool mean"),
             "fraction_closer_than_baseline": Metric(round(better / k, 4), "fraction", n=k,
-                                                    ci=_round(st.clopper_pearson(better, k)),
+                                                    ci=st.clopper_pearson(better, k),
                                                     note=f"{better}/{k} classes"),
             "nearest_class_mean_rate": Metric(
                 round(float((nearest == np.arange(k)).mean()), 4), "fraction", n=k,

@@ -50,7 +50,7 @@ def resolve_fit(fit: Callable[..., Any] | str) -> Callable[..., Any]:
         raise UsageError(f"--fit {fit!r}: {exc}") from None
     if not callable(func):
         raise UsageError(f"--fit {fit!r}: {name} is not callable")
-    return func  # type: ignore[no-any-return]
+    return func
 
 
 def _features_ok(v: Any) -> bool:
@@ -110,7 +110,7 @@ class BackdoorPoisoning(TechniqueRun):
         "n_trigger_features": 3, "trigger_scale": 1.0, "min_trigger_success": 0.8,
         "max_accuracy_drop": 0.05,
     }
-    _constraints = {
+    _constraints: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {
         "fit": (lambda v: v is None or callable(v) or isinstance(v, str),
                 "must be a callable fit(X, y, seed) -> estimator, 'python:module:function' or "
                 "None"),

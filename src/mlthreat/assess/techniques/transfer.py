@@ -82,7 +82,7 @@ def art_proxy(s: Surrogate, lo: np.ndarray, scale: np.ndarray) -> Any:
     layers[0] = (a[:, None] * w0, b0 + c @ w0)
     n_classes, d = s.n_classes, len(lo)
 
-    class DenseProxy(ClassifierLossGradients):  # type: ignore[misc]
+    class DenseProxy(ClassifierLossGradients):
         def __init__(self) -> None:
             super().__init__(model=None, clip_values=(0.0, 1.0))
             self.nb_classes = n_classes
@@ -218,7 +218,8 @@ class TransferEvasion(EvasionRun):
         extra = {"theft_queries": Metric(len(theft.answers), "queries",
                                          note="pool rows sent to train the proxy")}
         if theft.surrogate is None or len(np.unique(theft.answers.argmax(axis=1))) < 2:
-            note = f"the theft got too few answers to train a proxy ({theft.stopped or 'one class'})"
+            note = ("the theft got too few answers to train a proxy "
+                    f"({theft.stopped or 'one class only'})")
             return self._with(self._finding(ctx, started, x, [Attacked(None, 0)] * len(x), note),
                               extra)
         proxy = theft.surrogate

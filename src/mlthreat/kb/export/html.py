@@ -32,7 +32,7 @@ from mlthreat.kb.model import (
 )
 from mlthreat.render import render_page
 
-__all__ = ["FORMAT", "GRADIENT", "SUFFIX", "render"]
+__all__ = ["FORMAT", "GRADIENT", "SUFFIX", "matrix_columns", "render"]
 
 FORMAT = "html"
 SUFFIX = ".html"
@@ -107,6 +107,14 @@ def render(
 
 
 # -- scores -------------------------------------------------------------------------------------
+def matrix_columns(kb: KnowledgeBase, scores: Mapping[str, float] | None = None) -> list[Data]:
+    """The matrix as plain data for templates: one entry per tactic in matrix order, holding its
+    techniques (sub-techniques nested) with their score colour when ``scores`` are given.
+    Shared by every page that draws the matrix."""
+    scale = _Scale.of(kb, scores or {})
+    return [_column(kb, tactic, scale) for tactic in kb.tactics]
+
+
 class _Scale:
     """Maps scores onto the gradient; picks a legible text colour for each background."""
 
