@@ -93,7 +93,7 @@ def test_transfer_within_a_small_budget(demo_targets, demo_data):
 
 def test_proxy_gradient_matches_finite_differences(demo_targets, demo_data):
     ctx = RunContext(by_id(demo_targets, "demo-logreg"), demo_data, 100, run_name="grad")
-    from mlthreat.assess.techniques.extraction import steal
+    from mlthreat.assess.techniques._surrogate import steal
 
     proxy = steal(ctx, 100).surrogate
     est = art_proxy(proxy, np.zeros(64), np.ones(64))

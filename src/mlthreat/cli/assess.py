@@ -36,6 +36,18 @@ def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _merge_params(defaults: dict[str, dict[str, Any]], given: dict[str, dict[str, Any]],
+                  selection: list[str] | None) -> dict[str, dict[str, Any]]:
+    """Demo defaults under the user's --param values, for the runs that were selected."""
+    from mlthreat.assess.techniques import run_classes
+
+    chosen = {c.name for c in run_classes(selection)}
+    out = {run: dict(p) for run, p in defaults.items() if run in chosen}
+    for run, params in given.items():
+        out.setdefault(run, {}).update(params)
+    return out
+
+
 def _parse_clip(text: str | None) -> tuple[float, float] | None:
     if text is None:
         return None
@@ -158,13 +170,20 @@ def assess(
     if fail_on not in (None, "succeeded"):
         raise UsageError("--fail-on takes 'succeeded'")
     kb = load_kb(atlas, extension)
+    fit_fn: Any = None
+    demo_params: dict[str, dict[str, Any]] = {}
     selection = [t.strip() for t in techniques.split(",") if t.strip()] if techniques else None
     clip_values = _parse_clip(clip)
     if target is None:
         if data is not None:
             raise UsageError("--data needs --target (the demo uses its own data)")
+        from mlthreat.assess.demo import DEMO_PARAMS, demo_fit
+
         dataset = api.digits_demo(seed)
         targets = api.demo_targets(dataset, seed)
+        demo_params = DEMO_PARAMS
+        if fit is None:
+            fit_fn = demo_fit
     else:
         if data is None:
             raise UsageError("--target needs --data (rows to attack with and evaluate on)")
@@ -186,7 +205,6 @@ def assess(
                 int(_prod(targets[0].input_shape)) != dataset.n_features:
             raise UsageError(f"{data} has {dataset.n_features} features; the model takes "
                              f"inputs of shape {targets[0].input_shape}")
-    fit_fn = None
     if fit is not None:
         from mlthreat.assess.targets.python import load_callable
 
@@ -197,7 +215,9 @@ def assess(
     mit = api.parse_mitigation(mitigation) if mitigation else None
     assessment = api.Assessment(targets, dataset, techniques=selection, budget=budget,
                                 total_budget=total_budget, seed=seed,
-                                params=_parse_params(param or []), mitigation=mit, fit=fit_fn,
+                                params=_merge_params(demo_params, _parse_params(param or []),
+                                                     selection),
+                                mitigation=mit, fit=fit_fn,
                                 kb=kb)
     if list_runs or dry_run:
         plan = assessment.plan()
@@ -260,18 +280,31 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], kb: Any) -> N
     from rich.table import Table
 
     con = console()
-    mitigated = any(f["mitigation"] for f in report["findings"])
-    columns = ["Target", "Run", "Technique", "Status", "Headline", "Queries"]
-    table = Table(*columns, *(["Behind"] if mitigated else []))
+    groups: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
     for f in report["findings"]:
-        first = next(iter(f["metrics"].items()), None)
-        headline = f"{first[0]} = {_fmt(first[1]['value'])}" if first else escape(f["reason"])
-        style = STATUS_STYLE.get(f["status"], "")
-        name = kb.get(f["technique"]).name if f["technique"] in kb else ""
-        row = [f["target"], f["run"], f"{f['technique']}\n[dim]{escape(name)}[/dim]",
-               f"[{style}]{f['status']}[/{style}]", headline, str(f["queries"])]
-        table.add_row(*row, *([f["mitigation"] or ""] if mitigated else []))
-    con.print(table)
+        groups.setdefault((f["target"], f["mitigation"]), []).append(f)
+    wide = con.width >= 120
+    for (target, mitigation), findings in groups.items():
+        title = target if not mitigation else f"{target} behind {mitigation}"
+        table = Table("Run", "Technique", "Status", "Headline", "Queries", title=title,
+                      title_justify="left", title_style="bold")
+        # identifiers never wrap; the headline gives way (the full text is in report.html)
+        for column, width in zip(table.columns, (20, 13, 14, 0, 7), strict=True):
+            column.no_wrap = True
+            column.min_width = width or None
+        table.columns[3].overflow = "ellipsis"
+        table.columns[3].max_width = max(12, con.width - (110 if wide else 82))
+        for f in findings:
+            first = next(iter(f["metrics"].items()), None)
+            headline = (f"{first[0]} = {_fmt(first[1]['value'])}" if first
+                        else escape(f["reason"]))
+            style = STATUS_STYLE.get(f["status"], "")
+            name = kb.get(f["technique"]).name if f["technique"] in kb else ""
+            technique = (f"{f['technique']} [dim]{escape(name)}[/dim]" if wide
+                         else f["technique"])
+            table.add_row(f["run"], technique, f"[{style}]{f['status']}[/{style}]", headline,
+                          str(f["queries"]))
+        con.print(table)
     if report["comparison"]:
         cmp = Table("Target", "Run", "Metric", "Before", "After", "Status before → after")
         for row in report["comparison"]:

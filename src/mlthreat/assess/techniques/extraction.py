@@ -3,10 +3,8 @@
 Two runs, both demonstrating Train Proxy via Replication (AML.T0005.001):
 
 * :class:`SurrogateExtraction` queries the target with the attacker's pool rows and trains a
-  surrogate on the answers. It is the query-and-train loop of ART's ``CopycatCNN`` and
-  ``KnockoffNets`` written out directly: those pass ``batch_size``/``nb_epochs`` to the thief's
-  ``fit``, which scikit-learn estimators reject, and with hard labels they draw the same rows.
-  :func:`steal` is the reusable part (the transfer run calls it to get its proxy).
+  surrogate on the answers, with :func:`~mlthreat.assess.techniques._surrogate.steal` (which
+  the transfer run calls too, to get its proxy).
 * :class:`EquationSolvingExtraction` recovers a logistic (or linear) model exactly from d+1
   score queries (Tramèr et al. 2016).
 
@@ -17,12 +15,19 @@ Fidelity is always measured on the held-out evaluation rows, with queries accoun
 from __future__ import annotations
 
 import time
-import warnings
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mlthreat.assess.errors import QueryBudgetExceeded
 from mlthreat.assess.finding import Finding, Metric
+from mlthreat.assess.techniques._surrogate import (
+    SURROGATES,
+    Surrogate,
+    bounds,
+    fidelity,
+    fit_surrogate,
+    query_rows,
+    steal,
+    target_on_eval,
+)
 from mlthreat.assess.techniques.base import RunContext, TechniqueRun
 
 if TYPE_CHECKING:
@@ -31,29 +36,12 @@ if TYPE_CHECKING:
     from mlthreat.assess.data import AssessmentData
     from mlthreat.assess.target import Target
 
-__all__ = ["EquationSolvingExtraction", "Surrogate", "SurrogateExtraction", "Theft",
-           "fit_surrogate", "steal"]
-
-SURROGATES = ("mlp", "logreg", "rf")
-_BATCH = 256
-_LOG_FLOOR = 1e-12  # scores below this are treated as this when distilling on log-scores
+__all__ = ["EquationSolvingExtraction", "SurrogateExtraction", "hadamard_design"]
 
 
 def _is_fraction(v: Any, low_open: bool = False) -> bool:
     ok = isinstance(v, (int, float)) and not isinstance(v, bool)
     return ok and (0 < v <= 1 if low_open else 0 <= v <= 1)
-
-
-def bounds(data: AssessmentData) -> tuple[np.ndarray, np.ndarray]:
-    """The feature range as float64 arrays [d]: ``lo`` and ``span`` (a zero span counts as 1)."""
-    import numpy as np
-
-    d = data.n_features
-    lo, hi = (np.broadcast_to(np.asarray(v, dtype="float64").ravel(), (d,)).copy()
-              for v in data.clip_values)
-    span = hi - lo
-    span[span <= 0] = 1.0
-    return lo, span
 
 
 def hadamard_design(d: int) -> np.ndarray:
@@ -67,223 +55,16 @@ def hadamard_design(d: int) -> np.ndarray:
     return 1.0 - 2.0 * (np.bitwise_count(i & j) % 2)
 
 
-@dataclass
-class Surrogate:
-    """A model trained on the target's answers, on inputs scaled to [0, 1] by the feature range.
-
-    ``mode`` is ``logits`` (a regressor on the target's centred log-scores), ``labels`` (a
-    classifier whose ``classes_`` are the target's score columns) or ``values`` (a regressor of
-    a regression target's outputs, standardised by ``y_mean``/``y_scale``).
-    """
-
-    kind: str
-    mode: str
-    model: Any
-    lo: np.ndarray
-    span: np.ndarray
-    n_classes: int
-    y_mean: float = 0.0
-    y_scale: float = 1.0
-
-    def scale(self, x: Any) -> np.ndarray:
-        """Inputs [n, ...] → scaled inputs z [n, d] (the space the model works in)."""
-        import numpy as np
-
-        x = np.asarray(x, dtype="float64")
-        return (x.reshape(len(x), -1) - self.lo) / self.span
-
-    def scores_z(self, z: np.ndarray) -> np.ndarray:
-        """Class scores [n, n_classes] for scaled inputs (0 for classes never answered)."""
-        import numpy as np
-
-        if self.mode == "logits":
-            out = np.asarray(self.model.predict(z), dtype="float64").reshape(len(z), -1)
-            out = np.exp(out - out.max(axis=1, keepdims=True))
-            return out / out.sum(axis=1, keepdims=True)
-        scores = np.zeros((len(z), self.n_classes))
-        scores[:, np.asarray(self.model.classes_, dtype="int64")] = self.model.predict_proba(z)
-        return scores
-
-    def predict_index(self, x: Any) -> np.ndarray:
-        """Predicted target score column [n] for inputs [n, ...]."""
-        return self.scores_z(self.scale(x)).argmax(axis=1)
-
-    def predict_values(self, x: Any) -> np.ndarray:
-        """Predicted output [n] of a regression target."""
-        import numpy as np
-
-        out = np.asarray(self.model.predict(self.scale(x)), dtype="float64")
-        return out * self.y_scale + self.y_mean
-
-
-def fit_surrogate(kind: str, x: Any, answers: np.ndarray, *, task: str, distill: bool,
-                  n_classes: int, lo: np.ndarray, span: np.ndarray, seed: int = 0,
-                  hidden: int = 64) -> Surrogate:
-    """Train a surrogate of ``kind`` (``mlp``, ``logreg`` or ``rf``) on query answers.
-
-    Parameters
-    ----------
-    x : ndarray [n, ...]
-        The rows sent to the target.
-    answers : ndarray [n, n_classes] (scores or one-hot labels) or [n] (regression outputs)
-    task : {"classification", "regression"}
-    distill : bool
-        Learn from the scores rather than the top label (only when ``answers`` are scores).
-        ``mlp`` and ``rf`` then regress the centred log-scores (logit matching, which measured
-        best: 0.984 to 0.996 fidelity on the demo MLP against 0.94 to 0.95 from the same answers'
-        labels); ``logreg`` minimises the cross-entropy to the scores, by fitting each row once
-        per class weighted by that class's score.
-    lo, span : ndarray [d]
-        Feature range used to scale inputs to [0, 1].
-    hidden : int
-        Hidden units of the ``mlp`` surrogate.
-
-    Returns
-    -------
-    Surrogate
-    """
-    import numpy as np
-    from sklearn.dummy import DummyClassifier
-    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
-    from sklearn.linear_model import LinearRegression, LogisticRegression
-    from sklearn.neural_network import MLPClassifier, MLPRegressor
-
-    z = (np.asarray(x, dtype="float64").reshape(len(x), -1) - lo) / span
-    answers = np.asarray(answers, dtype="float64")
-
-    def mlp_regressor() -> Any:
-        return MLPRegressor(hidden_layer_sizes=(hidden,), solver="lbfgs", alpha=1.0,
-                            max_iter=500, random_state=seed)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # lbfgs/adam iteration limits: the fidelity tells
-        if task == "regression":
-            y_mean, y_scale = float(answers.mean()), float(answers.std()) or 1.0
-            y = (answers - y_mean) / y_scale
-            model = {"mlp": mlp_regressor, "logreg": LinearRegression,
-                     "rf": lambda: RandomForestRegressor(100, random_state=seed)}[kind]()
-            return Surrogate(kind, "values", model.fit(z, y), lo, span, 1, y_mean, y_scale)
-        if distill and kind in ("mlp", "rf"):
-            logits = np.log(np.clip(answers, _LOG_FLOOR, None))
-            logits -= logits.mean(axis=1, keepdims=True)
-            model = mlp_regressor() if kind == "mlp" else \
-                RandomForestRegressor(100, random_state=seed)
-            return Surrogate(kind, "logits", model.fit(z, logits), lo, span, n_classes)
-        if distill:  # logreg: soft-label cross-entropy by weighted replication
-            rows, cols = np.nonzero(answers >= 1e-6)
-            z_fit, y_fit, weight = z[rows], cols, answers[rows, cols]
-        else:
-            z_fit, y_fit, weight = z, answers.argmax(axis=1), None
-        if len(np.unique(y_fit)) < 2:
-            model = DummyClassifier(strategy="most_frequent")
-        elif kind == "mlp":
-            model = MLPClassifier(hidden_layer_sizes=(hidden,), learning_rate_init=3e-3,
-                                  max_iter=500, random_state=seed)
-        elif kind == "logreg":
-            model = LogisticRegression(C=10.0, max_iter=2000)
-        else:
-            model = RandomForestClassifier(100, random_state=seed)
-        return Surrogate(kind, "labels", model.fit(z_fit, y_fit, sample_weight=weight),
-                         lo, span, n_classes)
-
-
-@dataclass
-class Theft:
-    """What :func:`steal` got: the rows sent, the target's answers, the surrogate trained on
-    all of them, and why querying stopped early (``stopped``, empty when it did not)."""
-
-    x: np.ndarray
-    answers: np.ndarray
-    surrogate: Surrogate | None
-    distilled: bool
-    stopped: str = ""
-
-
-def query_rows(ctx: RunContext, x: np.ndarray, client: str = "") -> tuple[np.ndarray, str]:
-    """Send ``x`` in batches under ``ctx.attack(client)``; stop at the budget.
-
-    Returns the answers for the rows that were sent (a prefix of ``x``) and the reason
-    querying stopped early ("" when every row was answered).
-    """
-    import numpy as np
-
-    answers: list[np.ndarray] = []
-    sent = 0
-    with ctx.attack(client) as acc:
-        while sent < len(x):
-            room = len(x) - sent if acc.limit is None else min(len(x) - sent,
-                                                               acc.limit - acc.used)
-            if room <= 0:
-                break
-            batch = x[sent:sent + min(room, _BATCH)]
-            try:
-                answers.append(np.asarray(ctx.target.predict(batch)))
-            except QueryBudgetExceeded as exc:
-                return _stack(answers, ctx.target), str(exc)
-            sent += len(batch)
-    stopped = "" if sent == len(x) else f"query budget reached after {sent} of {len(x)} rows"
-    return _stack(answers, ctx.target), stopped
-
-
-def _stack(parts: list[np.ndarray], target: Target) -> np.ndarray:
-    import numpy as np
-
-    if parts:
-        return np.concatenate(parts)
-    return np.zeros((0,) if target.task == "regression" else (0, target.n_classes))
-
-
-def steal(ctx: RunContext, n_queries: int, *, surrogate: str = "mlp", distill: bool = True,
-          hidden: int = 64, client: str = "") -> Theft:
-    """Query the target with ``n_queries`` pool rows (in an order fixed by ``ctx.seed``) under
-    ``ctx.attack(client)`` and train a surrogate on the answers (see :func:`fit_surrogate`).
-
-    Distils on scores when the target returns them and ``distill`` is set; hard labels
-    otherwise. Stops early, keeping what it has, when the budget runs out.
-    """
-    import numpy as np
-
-    target, data = ctx.target, ctx.data
-    order = np.random.default_rng(ctx.seed).permutation(len(data.x_pool))[:max(0, n_queries)]
-    x = data.x_pool[order]
-    answers, stopped = query_rows(ctx, x, client)
-    x = x[:len(answers)]
-    distilled = bool(distill and target.output_kind == "scores" and target.task != "regression")
-    model = None
-    if len(answers):
-        lo, span = bounds(data)
-        model = fit_surrogate(surrogate, x, answers, task=target.task, distill=distilled,
-                              n_classes=target.n_classes, lo=lo, span=span, seed=ctx.seed,
-                              hidden=hidden)
-    return Theft(x, answers, model, distilled, stopped)
-
-
-def target_on_eval(ctx: RunContext) -> np.ndarray:
-    """The target's answers on the evaluation rows, accounted as ``evaluation``."""
-    with ctx.evaluation():
-        return ctx.target.predict(ctx.data.x_eval)
-
-
-def fidelity(task: str, target_out: np.ndarray, surrogate_out: np.ndarray) -> float:
-    """Agreement of predicted classes (classification; ``target_out`` are scores and
-    ``surrogate_out`` class indices) or R² of the surrogate's outputs (regression)."""
-    import numpy as np
-
-    if task == "regression":
-        from sklearn.metrics import r2_score
-
-        return float(r2_score(target_out, surrogate_out))
-    return float(np.mean(np.asarray(target_out).argmax(axis=1) == surrogate_out))
-
-
 class SurrogateExtraction(TechniqueRun):
     """Steal a model by training a surrogate on its answers to the attacker's pool rows.
 
     The pool rows (up to the budget) are sent in an order fixed by the seed; a surrogate is
     trained on the answers: regressing the target's log-scores when it returns scores
-    (``distill``), on its top labels otherwise (see :func:`fit_surrogate`). Fidelity is the
-    agreement with the target on the evaluation rows (R² for a regression target), measured
-    also for surrogates trained on 25 % and 50 % of the same answers (no extra queries).
+    (``distill``) and a check on the thief's own held-out answers says that pays, on its top
+    labels otherwise (see :mod:`._surrogate`). Fidelity is the agreement
+    with the target on the evaluation rows (R² for a regression target), measured also for
+    surrogates trained on the first 25 % and 50 % of the same answers (no extra queries).
+    On the digits demo MLP with 447 queries: 0.987 distilled, 0.940 from labels.
 
     Parameters
     ----------
@@ -381,8 +162,11 @@ class SurrogateExtraction(TechniqueRun):
             "queries": Metric(n, "queries"),
         }
         if not regression:
-            metrics["distilled"] = Metric(int(theft.distilled), "bool", note="trained on "
-                                          + ("scores" if theft.distilled else "top labels"))
+            note = "trained on " + ("scores" if theft.distilled else "top labels")
+            if theft.check:
+                note += (f"; held-out agreement learning from scores {theft.check[0]:.3f}, "
+                         f"from labels {theft.check[1]:.3f}")
+            metrics["distilled"] = Metric(int(theft.distilled), "bool", note=note)
         if data.y_eval is not None:
             mine = predict(theft.surrogate)
             if regression:

@@ -3,7 +3,7 @@
 The chain the matrix's authors stress: Extract AI Model (AML.T0024.002) by Train Proxy via
 Replication (AML.T0005.001), then a white-box attack on the proxy whose adversarial examples are
 sent to the target to Evade AI Model (AML.T0015). The theft is
-:func:`mlthreat.assess.techniques.extraction.steal`; the crafting is ART's projected gradient
+:func:`mlthreat.assess.techniques._surrogate.steal`; the crafting is ART's projected gradient
 descent on the proxy, through a small ART estimator that differentiates the proxy's dense
 layers in numpy (scikit-learn's MLPs and logistic regressions expose no gradients); samples,
 the ε rule and the metrics are those of every evasion run
@@ -23,7 +23,7 @@ from mlthreat.assess.techniques._evasion import (
     feature_scale,
     positive_int,
 )
-from mlthreat.assess.techniques.extraction import (
+from mlthreat.assess.techniques._surrogate import (
     Surrogate,
     fidelity,
     query_rows,
@@ -92,7 +92,7 @@ def art_proxy(s: Surrogate, lo: np.ndarray, scale: np.ndarray) -> Any:
             return (d,)
 
         def fit(self, x: Any, y: Any, **kwargs: Any) -> None:
-            raise NotImplementedError("the proxy is trained by extraction.steal")
+            raise NotImplementedError("the proxy is trained by _surrogate.steal")
 
         def _forward(self, x: Any) -> tuple[Any, list[Any]]:
             h = np.asarray(x, dtype="float64").reshape(len(x), d)
@@ -132,7 +132,7 @@ class TransferEvasion(EvasionRun):
 
     1. Samples: up to ``n_samples`` pool rows the target classifies correctly (checked with
        evaluation queries, as in every evasion run).
-    2. Theft: :func:`~mlthreat.assess.techniques.extraction.steal` sends pool rows (all the
+    2. Theft: :func:`~mlthreat.assess.techniques._surrogate.steal` sends pool rows (all the
        budget the transfer does not need; client ``<run>-theft``) and trains a differentiable
        proxy on the answers: an MLP regressing the target's log-scores (on its labels when it
        returns labels only), or a logistic regression.
