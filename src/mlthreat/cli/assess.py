@@ -286,14 +286,13 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], kb: Any) -> N
     wide = con.width >= 120
     for (target, mitigation), findings in groups.items():
         title = target if not mitigation else f"{target} behind {mitigation}"
-        table = Table("Run", "Technique", "Status", "Headline", "Queries", title=title,
-                      title_justify="left", title_style="bold")
+        narrow = con.width < 96  # below this the query counts stay in report.json/html only
+        table = Table("Run", "Technique", "Status", "Headline", *([] if narrow else ["Queries"]),
+                      title=title, title_justify="left", title_style="bold")
         # identifiers never wrap; the headline gives way (the full text is in report.html)
-        for column, width in zip(table.columns, (20, 13, 14, 0, 7), strict=True):
-            column.no_wrap = True
+        for column, width in zip(table.columns, (20, 13, 14, 0, 7), strict=False):
+            column.no_wrap = width > 0
             column.min_width = width or None
-        table.columns[3].overflow = "ellipsis"
-        table.columns[3].max_width = max(12, con.width - (110 if wide else 82))
         for f in findings:
             first = next(iter(f["metrics"].items()), None)
             headline = (f"{first[0]} = {_fmt(first[1]['value'])}" if first
@@ -303,7 +302,7 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], kb: Any) -> N
             technique = (f"{f['technique']} [dim]{escape(name)}[/dim]" if wide
                          else f["technique"])
             table.add_row(f["run"], technique, f"[{style}]{f['status']}[/{style}]", headline,
-                          str(f["queries"]))
+                          *([] if narrow else [str(f["queries"])]))
         con.print(table)
     if report["comparison"]:
         cmp = Table("Target", "Run", "Metric", "Before", "After", "Status before → after")

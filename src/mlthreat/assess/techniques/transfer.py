@@ -131,7 +131,8 @@ class TransferEvasion(EvasionRun):
     """Evade the target with adversarial examples crafted offline on a stolen proxy.
 
     1. Samples: up to ``n_samples`` pool rows the target classifies correctly (checked with
-       evaluation queries, as in every evasion run).
+       evaluation queries, as in every evasion run); the attacker's own rows, so usually
+       among those the theft sends too.
     2. Theft: :func:`~mlthreat.assess.techniques._surrogate.steal` sends pool rows (all the
        budget the transfer does not need; client ``<run>-theft``) and trains a differentiable
        proxy on the answers: an MLP regressing the target's log-scores (on its labels when it
@@ -248,7 +249,9 @@ class TransferEvasion(EvasionRun):
         note = (f"proxy ({self.params['proxy']}, "
                 f"{'distilled on scores' if theft.distilled else 'hard labels'}) stolen with "
                 f"{len(theft.answers)} queries at fidelity {extra['proxy_fidelity'].value}; "
-                f"{len(answers)} transfer queries")
+                f"{len(answers)} transfer queries; "
+                f"{extra['queries_per_sample_amortised'].value:g} queries per sample with the "
+                "theft amortised")
         if len(answers) < len(x):
             note += (f"; {stopped or 'the budget'} let only {len(answers)} of {len(x)} examples "
                      "be sent, the rest count as failures")
