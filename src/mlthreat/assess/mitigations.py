@@ -113,7 +113,8 @@ class MitigatedTarget(Target):
         import numpy as np
 
         m = self.mitigation
-        if m.kind == "query-limit":
+        measuring = self._account is not None and self._account.truth == "evaluation"
+        if m.kind == "query-limit" and not measuring:  # the limit is the attacker's, not ours
             if self.run_queries + len(x) > m.value:
                 raise QueryBudgetExceeded(f"query limit {int(m.value)} ({m.atlas_id})",
                                           int(m.value), self.run_queries, len(x))

@@ -6,6 +6,7 @@ is one line on stderr, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -49,22 +50,53 @@ def _root(
     """The adversarial ML threat matrix (MITRE ATLAS) as a working toolkit."""
 
 
+# What to exit with if the reader goes away mid-output (| head): commands that found something
+# set it before printing, so a pipe never turns "findings" into "fine".
+pending_exit = 0
+
+
 def main() -> None:
-    """Entry point: run the app, turning mlthreat errors into one-line messages and exit codes."""
+    """Entry point: run the app, turning every error a user can cause into one line on stderr
+    and an exit code (0 fine, 1 findings, 2 usage or input error). ``MLTHREAT_DEBUG=1`` shows
+    the traceback of an unexpected error instead."""
+    from typer._click.exceptions import ClickException  # the exceptions typer 0.27 raises
+
+    command = typer.main.get_command(app)
     try:
-        try:
-            app()
-        finally:
-            sys.stdout.flush()
+        code = command.main(args=sys.argv[1:], prog_name="mlthreat", standalone_mode=False)
+        sys.stdout.flush()
+    except ClickException as exc:
+        hint = " (see --help)" if exc.exit_code == 2 else ""
+        _fail(f"{exc.format_message()}{hint}", exc.exit_code)
+    except typer.Abort:
+        _fail("aborted", 130)
     except MlthreatError as exc:
-        print(f"mlthreat: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        print("mlthreat: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _fail("interrupted", 130)
     except BrokenPipeError:
-        # The reader (| head) went away: not an error. Point stdout at devnull so the
-        # interpreter's final flush does not fail again.
+        _quiet_stdout()
+        sys.exit(pending_exit)
+    except OSError as exc:
+        _fail(f"cannot write output: {exc.strerror or exc}", 2)
+    except Exception as exc:
+        if os.environ.get("MLTHREAT_DEBUG") == "1":
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {str(exc)[:300]} (set MLTHREAT_DEBUG=1 "
+              "for the traceback, and please report it)", 2)
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _fail(message: str, code: int) -> None:
+    text = " ".join(message.split())  # one line, whatever the message held
+    with contextlib.suppress(OSError):
+        print(f"mlthreat: error: {text}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at devnull so the interpreter's last flush cannot fail again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -62,6 +61,13 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+def expect_exit(code: int) -> None:
+    """Record the exit code a command will end with, before it prints (see cli.pending_exit)."""
+    from mlthreat import cli
+
+    cli.pending_exit = code
+
+
 def console() -> Console:
     from rich.console import Console
 
@@ -69,10 +75,11 @@ def console() -> Console:
         def on_broken_pipe(self) -> None:
             # rich exits 1 here, which mlthreat uses for "findings"; a reader that stopped
             # early (| head) is not a finding.
+            from mlthreat import cli
+
             self.quiet = True
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            raise SystemExit(0)
+            cli._quiet_stdout()
+            raise SystemExit(cli.pending_exit)
 
     return _Console(highlight=False)
 

@@ -13,6 +13,7 @@ from mlthreat.cli._common import (
     JsonOpt,
     console,
     envelope,
+    expect_exit,
     footer,
     indented,
     load_kb,
@@ -26,10 +27,15 @@ app = typer.Typer(help="The threat matrix: browse, search, diff, check, export."
                   no_args_is_help=True)
 
 
+_CONTROL = dict.fromkeys([*range(0, 9), *range(11, 32), 127], None)
+
+
 def _esc(text: str) -> str:
+    """Data text made safe for the terminal: rich markup escaped, control characters (escape
+    sequences that could retitle or clear the terminal) dropped."""
     from rich.markup import escape
 
-    return escape(text)
+    return escape(str(text).translate(_CONTROL))
 
 
 @app.command()
@@ -255,6 +261,7 @@ def diff_cmd(
 
     a, b = _load_side(old), _load_side(new)
     result = diff(a, b)
+    expect_exit(1 if result.changes else 0)
     if as_json:
         print_json({
             **envelope("mlthreat.kb.diff", b, {}),
@@ -299,6 +306,7 @@ def check(
     kb = load_kb(atlas, extension)
     reports = [check_file(kb, f) for f in files]
     total = sum(len(r.findings) for r in reports)
+    expect_exit(1 if total else 0)
     if as_json:
         print_json(envelope("mlthreat.kb.check", kb, {
             "files": [{**object_to_dict(r, keep_empty=True)} for r in reports],

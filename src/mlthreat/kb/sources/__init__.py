@@ -27,16 +27,26 @@ def _sources() -> tuple[ModuleType, ...]:
 SOURCES = ("snapshot", "stix-bundle", "atlas-yaml")
 
 
+MAX_BYTES = 256 * 1024 * 1024  # far above any matrix file; keeps a wrong path from eating RAM
+
+
 def read_structured(path: str | Path) -> Any:
     """Parse a JSON or YAML file (YAML always with a safe loader).
 
     Raises
     ------
     DataFileError
-        When the file is missing, unreadable, or not valid JSON/YAML; the message gives the line.
+        When the file is missing, not a regular file, larger than :data:`MAX_BYTES`, or not
+        valid JSON/YAML (bad syntax, impossible dates, nesting too deep for the parser, numbers
+        too long); the message gives the line where the parser knows it.
     """
     path = Path(path)
     try:
+        if not path.is_file():
+            raise DataFileError(path, "not a regular file" if path.exists() else
+                                "No such file or directory")
+        if path.stat().st_size > MAX_BYTES:
+            raise DataFileError(path, f"larger than {MAX_BYTES // 2**20} MiB; not a data file")
         raw = path.read_bytes()
     except OSError as exc:
         raise DataFileError(path, exc.strerror or str(exc)) from None
@@ -48,6 +58,8 @@ def read_structured(path: str | Path) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise DataFileError(path, f"invalid JSON: {exc.msg}", line=exc.lineno) from None
+        except (RecursionError, ValueError) as exc:
+            raise DataFileError(path, f"invalid JSON: {_short(exc)}") from None
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -58,22 +70,97 @@ def read_structured(path: str | Path) -> Any:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         line = mark.line + 1 if mark is not None else None
         raise DataFileError(path, f"invalid YAML: {problem}", line=line) from None
+    except (RecursionError, ValueError, OverflowError) as exc:
+        # PyYAML builds dates and numbers after parsing: 2025-13-45 is a ValueError
+        raise DataFileError(path, f"invalid YAML: {_short(exc)}") from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, RecursionError):
+        text = "nested too deeply"
+    return text[:200]
 
 
 def load_file(path: str | Path) -> KnowledgeBase:
-    """Load any supported matrix file: official ATLAS.yaml, official STIX bundle, or a snapshot.
+    """Load any supported matrix file: official ATLAS.yaml, official STIX bundle, or a snapshot,
+    and check it holds together (:func:`validate`).
 
     Raises
     ------
     DataFileError
-        When the file cannot be parsed or matches no known format, naming the file.
+        When the file cannot be parsed, matches no known format, or its content is malformed
+        (wrong types, bad or duplicate IDs, references to IDs it does not hold), naming the
+        file and, where known, the entry and field.
     """
     data = read_structured(path)
     for module in _sources():
         if module.sniff(data):
-            return module.load(data, Path(path))
+            try:
+                kb = module.load(data, Path(path))
+            except DataFileError:
+                raise
+            except (KeyError, TypeError, AttributeError, ValueError, IndexError,
+                    RecursionError) as exc:
+                # A file of the right kind but the wrong shape somewhere the loader did not
+                # check field by field: name the file and the cause, never a traceback.
+                raise DataFileError(path, f"malformed {module.FORMAT} data: "
+                                    f"{type(exc).__name__}: {_short(exc)}") from None
+            validate(kb, path)
+            return kb
     raise DataFileError(
         path,
         "not an ATLAS data file: expected the official ATLAS.yaml (with 'matrices'), "
         "the official STIX 2.1 bundle, or an mlthreat snapshot",
     )
+
+
+def validate(kb: KnowledgeBase, path: str | Path) -> None:
+    """Check that a loaded knowledge base holds together: every ID well formed and of the kind
+    its section says, no ID twice, names and texts are strings, and every reference (tactics of
+    a technique, parents, mitigation links, procedure steps) resolves.
+
+    Raises
+    ------
+    DataFileError
+        For the first problem found, naming the entry and field.
+    """
+    from mlthreat.kb.ids import kind_of
+
+    seen: set[str] = set()
+    sections = (("tactics", ("tactic",)), ("techniques", ("technique", "sub-technique")),
+                ("mitigations", ("mitigation",)), ("case_studies", ("case-study",)))
+    for section, kinds in sections:
+        for i, obj in enumerate(getattr(kb, section)):
+            where = f"{section}[{i}]"
+            if not isinstance(obj.id, str) or kind_of(obj.id) not in kinds:
+                raise DataFileError(path, f"{obj.id!r} is not a {kinds[0]} ID", entry=where,
+                                    field="id")
+            if obj.id in seen:
+                raise DataFileError(path, f"duplicate ID {obj.id}", entry=obj.id, field="id")
+            seen.add(obj.id)
+            for attr in ("name", "description", "summary", "incident_date", "created",
+                         "modified", "maturity", "target", "actor"):
+                value = getattr(obj, attr, "")
+                if not isinstance(value, str):
+                    raise DataFileError(path, f"expected text, got {type(value).__name__}",
+                                        entry=obj.id, field=attr)
+
+    def need(ref: object, kinds: tuple[str, ...], entry: str, field: str) -> None:
+        if not isinstance(ref, str) or ref not in seen or kind_of(ref) not in kinds:
+            raise DataFileError(path, f"refers to {ref!r}, which is not a {kinds[0]} in this "
+                                "file", entry=entry, field=field)
+
+    for t in kb.techniques:
+        for tac in t.tactics:
+            need(tac, ("tactic",), t.id, "tactics")
+        if t.parent is not None:
+            need(t.parent, ("technique",), t.id, "subtechnique-of")
+    for m in kb.mitigations:
+        for use in m.techniques:
+            need(use.technique, ("technique", "sub-technique"), m.id, "techniques")
+    for cs in kb.case_studies:
+        for n, step in enumerate(cs.procedure):
+            need(step.tactic, ("tactic",), cs.id, f"procedure[{n}].tactic")
+            need(step.technique, ("technique", "sub-technique"), cs.id,
+                 f"procedure[{n}].technique")

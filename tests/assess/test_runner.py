@@ -1,0 +1,171 @@
+"""The runner: findings resolved through the knowledge base, crashes recorded, Ctrl-C keeps what
+finished, budgets, query logs, determinism, mitigations, and the report files."""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from mlthreat import kb as kbmod
+from mlthreat.assess import runner as runner_mod
+from mlthreat.assess.mitigations import parse_mitigation
+from mlthreat.assess.report import write_report
+from mlthreat.assess.runner import Assessment
+from mlthreat.assess.techniques import TechniqueRun, run_classes
+from mlthreat.events import QueryLog
+from mlthreat.schemas import schema
+
+
+class _Crash(TechniqueRun):
+    name = "crash"
+    technique = "AML.T0015"
+    title = "always crashes"
+    defaults: ClassVar[dict] = {}
+
+    def rule(self) -> str:
+        return "never"
+
+    def run(self, ctx):
+        with ctx.attack():
+            ctx.target.predict(ctx.data.x_pool[:3])
+        raise RuntimeError("boom")
+
+
+class _Interrupt(_Crash):
+    name = "interrupt"
+
+    def run(self, ctx):
+        raise KeyboardInterrupt
+
+
+def _with_runs(monkeypatch, *classes):
+    equations = run_classes(["extraction-equations"])[0]
+    monkeypatch.setattr(runner_mod, "run_classes", lambda sel=None: [*classes, equations])
+
+
+def test_equation_solving_through_the_runner(demo_data, demo_targets, embedded):
+    result = Assessment(demo_targets, demo_data, techniques=["extraction-equations"],
+                        kb=embedded).run()
+    found = result.findings()
+    assert [(t, f.status, f.queries) for t, f in found] == [
+        ("demo-logreg", "succeeded", 65), ("demo-mlp", "failed", 65)]
+    f = found[0][1]
+    assert f.tactics == ("AML.TA0010",)
+    assert f.mitigations == tuple(m.id for m in embedded.mitigations_of("AML.T0024.002"))
+    assert f.metrics["fidelity"].value == 1.0
+    assert result.queries_total == 130 and not result.interrupted
+
+
+def test_a_crashing_run_is_recorded_and_the_rest_go_on(monkeypatch, demo_data, demo_targets,
+                                                      embedded):
+    _with_runs(monkeypatch, _Crash)
+    result = Assessment(demo_targets[:1], demo_data, kb=embedded).run()
+    crash, equations = (f for _, f in result.findings())
+    assert (crash.status, crash.reason) == ("error", "RuntimeError: boom")
+    assert crash.queries == 3  # what it sent before crashing is still counted
+    assert equations.status == "succeeded"
+
+
+def test_ctrl_c_keeps_what_finished(monkeypatch, demo_data, demo_targets, embedded):
+    equations = run_classes(["extraction-equations"])[0]
+    monkeypatch.setattr(runner_mod, "run_classes", lambda sel=None: [equations, _Interrupt])
+    result = Assessment(demo_targets, demo_data, kb=embedded).run()
+    assert result.interrupted
+    assert [(t, f.run) for t, f in result.findings()] == [("demo-logreg", "extraction-equations")]
+
+
+def test_total_budget_stops_starting_runs(demo_data, demo_targets, embedded):
+    result = Assessment(demo_targets, demo_data, techniques=["extraction-equations"],
+                        total_budget=70, kb=embedded).run()
+    first, second = (f for _, f in result.findings())
+    assert first.status == "succeeded"
+    # 5 queries left: the second solve needs 65 and is stopped by the budget
+    assert second.status == "failed" and second.queries <= 5
+    assert result.queries_total <= 70
+
+
+def test_query_log_holds_every_query(tmp_path, demo_data, demo_targets, embedded):
+    log = QueryLog(tmp_path / "q.jsonl", "demo")
+    result = Assessment(demo_targets, demo_data, techniques=["extraction-equations"],
+                        kb=embedded, query_log=log).run()
+    log.close()
+    events = [json.loads(line) for line in (tmp_path / "q.jsonl").read_text().splitlines()]
+    attack = [e for e in events if e["truth"] == "attack:AML.T0024.002"]
+    evaluation = [e for e in events if e["truth"] == "evaluation"]
+    findings = [f for _, f in result.findings()]
+    assert len(attack) == sum(f.queries for f in findings) == 130
+    assert len(evaluation) == sum(f.evaluation_queries for f in findings)
+    assert {e["client_id"] for e in attack} == {"demo-logreg-extraction-equations",
+                                               "demo-mlp-extraction-equations"}
+    assert len(attack[0]["input"]) == 64 and len(attack[0]["output"]["scores"]) == 10
+    assert all(t.attach_log is not None and t._log is None for t in demo_targets)
+
+
+def test_same_seed_same_metrics(demo_data, demo_targets, embedded):
+    def metrics():
+        result = Assessment(demo_targets[1:], demo_data, techniques=["extraction-surrogate"],
+                            budget=120, seed=3, kb=embedded).run()
+        return {k: m.value for k, m in result.findings()[0][1].metrics.items()}
+
+    assert metrics() == metrics()
+
+
+def test_mitigation_before_and_after(tmp_path, demo_data, demo_targets, embedded):
+    result = Assessment(demo_targets[:1], demo_data, techniques=["extraction-equations"],
+                        mitigation=parse_mitigation("round:2"), kb=embedded).run()
+    (_, before), = result.findings()
+    (_, after), = result.findings(mitigated=True)
+    assert before.metrics["fidelity"].value == 1.0
+    assert after.metrics["fidelity"].value < 0.9 and after.status == "failed"
+    paths = write_report(result, tmp_path, embedded)
+    report = json.loads(paths["json"].read_text())
+    assert report["mitigation"] == "round:2"
+    row, = report["comparison"]
+    assert (row["metric"], row["before"], row["status_before"], row["status_after"]) == (
+        "fidelity", 1.0, "succeeded", "failed")
+    Draft202012Validator(schema("mlthreat.assessment")).validate(report)
+
+
+def test_report_files(tmp_path, demo_data, demo_targets, embedded):
+    result = Assessment(demo_targets, demo_data, techniques=["extraction-equations"],
+                        kb=embedded).run()
+    paths = write_report(result, tmp_path, embedded)
+    assert sorted(paths) == ["html", "json", "layer"]
+    report = json.loads(paths["json"].read_text())
+    Draft202012Validator(schema("mlthreat.assessment")).validate(report)
+    assert report["summary"] == {"succeeded": 1, "failed": 1, "not-applicable": 0, "error": 0}
+    assert report["atlas_version"] == "5.6.0"
+    layer = json.loads(paths["layer"].read_text())
+    scores = {e["techniqueID"]: e.get("score") for e in layer["techniques"] if "score" in e}
+    assert scores == {"AML.T0024.002": 1.0}
+    assert layer["domain"] == "atlas-atlas"
+    assert "AML.T0024.002" in paths["html"].read_text()
+
+
+def test_bad_parameters_fail_before_any_query(demo_data, demo_targets, embedded):
+    from mlthreat.errors import UsageError
+
+    before = demo_targets[0].total_queries
+    with pytest.raises(UsageError, match="n_samples"):
+        Assessment(demo_targets, demo_data, techniques=["evasion-hopskipjump"],
+                   params={"evasion-hopskipjump": {"n_samples": -1}}, kb=embedded).run()
+    with pytest.raises(UsageError, match="no technique run for AML.T9999"):
+        Assessment(demo_targets, demo_data, techniques=["AML.T9999"], kb=embedded).run()
+    with pytest.raises(UsageError, match="not selected"):
+        Assessment(demo_targets, demo_data, techniques=["extraction-equations"],
+                   params={"evasion-boundary": {"n_samples": 2}}, kb=embedded).run()
+    assert demo_targets[0].total_queries == before
+
+
+def test_plan_lists_applicability(demo_data, demo_targets, embedded):
+    plan = Assessment(demo_targets, demo_data, kb=embedded).plan()
+    by = {(p.target, p.run): p for p in plan}
+    assert by[("demo-mlp", "evasion-whitebox")].applicable is False
+    assert "white-box" in by[("demo-mlp", "evasion-whitebox")].reason
+    assert by[("demo-logreg", "evasion-whitebox")].applicable is True
+    assert by[("demo-logreg", "extraction-equations")].planned_queries == 65
+    assert by[("demo-logreg", "poisoning-backdoor")].reason.startswith("needs a training")
+    assert kbmod.load().version == "5.6.0"
