@@ -106,6 +106,22 @@ def test_duplicate_of_base_id_and_bad_yaml(tmp_path):
         kbmod.load(extensions=[_write(tmp_path, "- just a list\n")])
 
 
+@pytest.mark.parametrize("old,new,message", [
+    ("    subtechnique-of: ACME.T0001\n", "    subtechnique-of: ACME.T0001.000\n",
+     "is a sub-technique, expected a technique"),
+    ("  - id: ACME.T0001.000\n", "  - id: ACME.T0002.000\n", "numbered ACME.T0001.NNN"),
+    ("    subtechnique-of: ACME.T0001\n", "    tactics: [AML.TA0009]\n",
+     "numbered as a sub-technique"),
+    ("    maturity: demonstrated\n", "    maturity: demonstrated\n    name: Again\n",
+     "key 'name' given twice"),
+    ("incident-date: 2025-03-01", "incident-date: 2025-13-45", "month must be in 1..12"),
+])
+def test_structure_mistakes(tmp_path, old, new, message):
+    assert old in GOOD
+    with pytest.raises(kbmod.DataFileError, match=message):
+        kbmod.load(extensions=[_write(tmp_path, GOOD.replace(old, new, 1))])
+
+
 def test_extension_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("MLTHREAT_EXTENSIONS", str(_write(tmp_path, GOOD)))
     assert "ACME.T0001" in kbmod.load()

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mlthreat.kb.errors import DataFileError
-from mlthreat.kb.ids import ID_PATTERN, kind_of
+from mlthreat.kb.ids import ID_PATTERN, kind_of, parent_id
 from mlthreat.kb.model import (
     CaseStudy,
     KnowledgeBase,
@@ -63,7 +63,13 @@ def _read_with_lines(path: Path) -> tuple[Any, dict[int, tuple[int, dict[str, in
     class _LineLoader(yaml.SafeLoader):
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             mapping = super().construct_mapping(node, deep=True)
-            keys = {str(k.value): k.start_mark.line + 1 for k, _ in node.value}
+            keys: dict[str, int] = {}
+            for key_node, _ in node.value:
+                key, line = str(key_node.value), key_node.start_mark.line + 1
+                if key in keys:  # YAML would silently keep the last value
+                    raise DataFileError(path, f"key '{key}' given twice (first on line "
+                                        f"{keys[key]})", line=line, field=key)
+                keys[key] = line
             lines[id(mapping)] = (node.start_mark.line + 1, keys)
             return mapping
 
@@ -85,6 +91,10 @@ def _read_with_lines(path: Path) -> tuple[Any, dict[int, tuple[int, dict[str, in
             f"invalid YAML: {getattr(exc, 'problem', None) or exc}",
             line=mark.line + 1 if mark else None,
         ) from None
+    except RecursionError:
+        raise DataFileError(path, "invalid YAML: nested too deeply") from None
+    except (ValueError, OverflowError) as exc:  # impossible dates, overlong numbers
+        raise DataFileError(path, f"invalid YAML: {str(exc).splitlines()[0][:200]}") from None
     return data, lines
 
 
@@ -149,6 +159,11 @@ def _models() -> dict[str, Any]:
     return {"ExtensionIn": ExtensionIn}
 
 
+# Names pydantic puts into error locations for union members, not fields of the file.
+_PYDANTIC_TAGS = {"str", "Link", "Ref", "constrained-str", "TechniqueIn", "MitigationIn",
+                  "CaseStudyIn", "StepIn", "function-after", "date"}
+
+
 def _locate(data: Any, loc: tuple[Any, ...], lines: dict[int, tuple[int, dict[str, int]]]
             ) -> tuple[str | None, str | None, int | None]:
     """Turn a pydantic error location into (entry, field, line) in the user's terms."""
@@ -169,7 +184,7 @@ def _locate(data: Any, loc: tuple[Any, ...], lines: dict[int, tuple[int, dict[st
                 line = lines.get(id(node), (line, {}))[0]
             else:
                 fields.append(f"[{part}]")
-        else:
+        elif not (isinstance(part, str) and part in _PYDANTIC_TAGS):
             fields.append(str(part))
     if entry is None and loc:
         fields = [str(loc[0])]
@@ -194,6 +209,8 @@ def load_extension(path: str | Path) -> dict[str, Any]:
         msg = "missing required field" if err["type"] == "missing" else err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
+        elif err["type"] == "model_type":
+            msg = "expected a mapping of fields"
         raise DataFileError(path, msg, line=line, entry=entry, field=field) from None
     return {"model": model, "data": data, "lines": lines}
 
@@ -261,6 +278,12 @@ def merge(base: KnowledgeBase, path: str | Path) -> KnowledgeBase:
             need("techniques", i, tac, "tactics", ("tactic",))
         if t.subtechnique_of:
             need("techniques", i, t.subtechnique_of, "subtechnique-of", ("technique",))
+            if parent_id(t.id) != t.subtechnique_of:
+                raise fail("techniques", i, f"a sub-technique of {t.subtechnique_of} is "
+                           f"numbered {t.subtechnique_of}.NNN, not {t.id}", "id")
+        elif kind_of(t.id) == "sub-technique":
+            raise fail("techniques", i, f"{t.id} is numbered as a sub-technique; give "
+                       "'subtechnique-of' or number it as a technique", "subtechnique-of")
         techniques.append(Technique(
             id=t.id, name=t.name, description=t.description, tactics=tuple(t.tactics),
             parent=t.subtechnique_of, maturity=t.maturity,
