@@ -335,7 +335,13 @@ def check(
         raise typer.Exit(1)
 
 
-def _read_scores(path: Path) -> dict[str, float]:
+def _read_scores(path: Path, kb: Any) -> dict[str, float]:
+    """Scores from a JSON/YAML mapping of technique ID to number, or a Navigator layer (JSON).
+
+    Raises DataFileError naming the file and entry for anything that is not a finite number
+    keyed by a technique or sub-technique of ``kb``."""
+    import math
+
     from mlthreat.kb.errors import DataFileError
     from mlthreat.kb.sources import read_structured
 
@@ -343,14 +349,25 @@ def _read_scores(path: Path) -> dict[str, float]:
     if isinstance(data, dict) and "techniques" in data:
         from mlthreat.kb.layers import read_layer
 
-        return dict(read_layer(path).scores)
+        if path.suffix.lower() in (".yaml", ".yml"):
+            raise DataFileError(path, "Navigator layers are JSON files")
+        data = dict(read_layer(path).scores)
     if not isinstance(data, dict):
-        raise DataFileError(path, "scores must be a mapping of ATLAS ID to number, or a layer")
+        raise DataFileError(path, "scores must be a mapping of ATLAS technique ID to number, "
+                            "or a Navigator layer")
     out = {}
     for key, value in data.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise DataFileError(path, f"score must be a number, got {value!r}", entry=str(key))
-        out[str(key)] = float(value)
+        key = str(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or \
+                not math.isfinite(value):
+            raise DataFileError(path, f"score must be a finite number, got {value!r}",
+                                entry=key)
+        if key not in kb:
+            raise DataFileError(path, f"unknown ATLAS ID in ATLAS data {kb.version}", entry=key)
+        if kb.kind(key) not in ("technique", "sub-technique"):
+            raise DataFileError(path, f"{key} is a {kb.kind(key)}; scores are per technique",
+                                entry=key)
+        out[key] = float(value)
     return out
 
 
@@ -380,11 +397,14 @@ def export(
 
     kb = load_kb(atlas, extension)
     module = exporter(fmt)
-    score_map = _read_scores(scores) if scores else None
-    if score_map is not None:
-        unknown = [k for k in score_map if k not in kb]
-        if unknown:
-            raise UsageError(f"{scores}: unknown ATLAS IDs {', '.join(unknown[:5])}")
+    if fmt != "navigator" and (layer != "matrix" or case_study_id or layer_version != "4.3"):
+        raise UsageError("--layer, --case-study and --layer-version apply to --format "
+                         "navigator only")
+    if scores and fmt not in ("navigator", "html"):
+        raise UsageError("--scores applies to --format navigator or html only")
+    if case_study_id:
+        case_study_id = case_study_id.strip().upper()
+    score_map = _read_scores(scores, kb) if scores else None
     if fmt == "navigator":
         if layer == "case-study" and not case_study_id:
             raise UsageError("--layer case-study needs --case-study ID")
