@@ -81,6 +81,8 @@ def parse_mitigation(spec: str) -> Mitigation:
 class MitigatedTarget(Target):
     """``inner`` with ``mitigation`` applied to every answer (see the module docstring)."""
 
+    kind = "mitigated"
+
     def __init__(self, inner: Target, mitigation: Mitigation, seed: int = 0) -> None:
         import numpy as np
 
@@ -91,7 +93,6 @@ class MitigatedTarget(Target):
             setattr(self, attr, getattr(inner, attr))
         self.output_kind = "labels" if mitigation.kind == "top1" else inner.output_kind
         self.model_id = inner.model_id
-        self.kind = inner.kind
         self.description = f"{inner.description} + {mitigation.label} ({mitigation.atlas_id})"
         self._rng = np.random.default_rng(seed)
         self.run_queries = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mlthreat.assess.errors import QueryBudgetExceeded
@@ -122,13 +123,13 @@ class Assessment:
     The constructor only stores parameters; :meth:`plan` and :meth:`run` validate them.
     """
 
-    def __init__(self, targets: list[Target], data: AssessmentData, *,
+    def __init__(self, targets: Sequence[Target], data: AssessmentData, *,
                  techniques: list[str] | None = None, budget: int | None = None,
                  total_budget: int | None = None, seed: int = 0,
                  params: dict[str, dict[str, Any]] | None = None,
                  mitigation: Mitigation | None = None, fit: Any = None,
                  kb: KnowledgeBase | None = None, query_log: QueryLog | None = None) -> None:
-        self.targets = targets
+        self.targets = list(targets)
         self.data = data
         self.techniques = techniques
         self.budget = budget

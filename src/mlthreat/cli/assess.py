@@ -180,7 +180,7 @@ def assess(
         from mlthreat.assess.demo import DEMO_PARAMS, demo_fit
 
         dataset = api.digits_demo(seed)
-        targets = api.demo_targets(dataset, seed)
+        targets: list[Any] = list(api.demo_targets(dataset, seed))
         demo_params = DEMO_PARAMS
         if fit is None:
             fit_fn = demo_fit

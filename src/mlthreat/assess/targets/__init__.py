@@ -41,4 +41,4 @@ def load_target(spec: str, **options: Any) -> Target:
         raise TargetError(f"unknown target {spec!r}: use sklearn:PATH, onnx:PATH, torch:PATH, "
                           "http(s)://URL or python:module:function")
     module = import_module(ADAPTERS[scheme])
-    return module.load(spec if scheme in ("http", "https") else rest, **options)  # type: ignore[no-any-return]
+    return module.load(spec if scheme in ("http", "https") else rest, **options)

@@ -76,7 +76,7 @@ class SklearnTarget(Target):
             return np.asarray(self._estimator.predict(x), dtype="float64").reshape(len(x))
         if self.output_kind == "scores":
             return np.asarray(self._estimator.predict_proba(x), dtype="float64")
-        index = {c: i for i, c in enumerate(self.classes)}
+        index = {c: i for i, c in enumerate(self.classes or [])}
         pred = self._estimator.predict(x)
         out = np.zeros((len(x), self.n_classes))
         out[np.arange(len(x)), [index[p] for p in pred]] = 1.0
