@@ -10,7 +10,8 @@ On disk a QueryEvent is one JSON object per line (JSONL)::
 ``ts`` is RFC 3339 text or epoch seconds; ``input`` may be replaced by ``input_ref`` (a
 reference to a stored array); ``truth`` is only for evaluation: ``benign``,
 ``attack:<ATLAS ID>`` or ``evaluation``. CSV and Parquet logs use the flat columns
-:data:`FLAT_COLUMNS`. The JSON Schema ships as ``mlthreat/schemas/query-event.schema.json``.
+:data:`FLAT_COLUMNS`. The JSON Schema ships as
+``mlthreat/schemas/records/query-event.schema.json`` (:func:`query_event_schema`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["FLAT_COLUMNS", "QueryEvent", "QueryLog"]
+__all__ = ["FLAT_COLUMNS", "QueryEvent", "QueryLog", "query_event_schema"]
 
 FLAT_COLUMNS = ("ts", "client_id", "model_id", "input", "output_label", "output_scores", "truth")
 
@@ -55,6 +56,16 @@ class QueryEvent:
         if self.truth is not None:
             out["truth"] = self.truth
         return out
+
+
+def query_event_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of one QueryEvent line."""
+    from importlib.resources import files
+
+    text = files("mlthreat.schemas").joinpath("records", "query-event.schema.json").read_text(
+        "utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
 
 
 def _round(values: Any, digits: int = 6) -> list[float]:

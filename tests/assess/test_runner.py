@@ -15,7 +15,7 @@ from mlthreat.assess.mitigations import parse_mitigation
 from mlthreat.assess.report import write_report
 from mlthreat.assess.runner import Assessment
 from mlthreat.assess.techniques import TechniqueRun, run_classes
-from mlthreat.events import QueryLog
+from mlthreat.events import QueryLog, query_event_schema
 from mlthreat.schemas import schema
 
 
@@ -101,6 +101,10 @@ def test_query_log_holds_every_query(tmp_path, demo_data, demo_targets, embedded
     assert {e["client_id"] for e in attack} == {"demo-logreg-extraction-equations",
                                                "demo-mlp-extraction-equations"}
     assert len(attack[0]["input"]) == 64 and len(attack[0]["output"]["scores"]) == 10
+    validator = Draft202012Validator(query_event_schema())
+    for event in events:
+        validator.validate(event)
+    assert not validator.is_valid({**events[0], "truth": "attack:T1059"})
     assert all(t.attach_log is not None and t._log is None for t in demo_targets)
 
 
