@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _model_server import ModelServer, serve_estimator
+from model_server import ModelServer, serve_estimator
 
 from mlthreat.assess.errors import QueryBudgetExceeded, TargetError
 from mlthreat.assess.target import Target

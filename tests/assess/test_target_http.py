@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from _model_server import ModelServer, serve_estimator
+from model_server import ModelServer, serve_estimator
 
 from mlthreat.assess.errors import TargetError
 from mlthreat.assess.targets import load_target

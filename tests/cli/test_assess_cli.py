@@ -1,0 +1,139 @@
+"""``mlthreat assess`` as a user runs it: real processes, real model files, a real local server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import skops.io as sio
+from model_server import ModelServer
+from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LogisticRegression
+
+
+def run(*args, stdin=None, timeout=600):
+    env = {**os.environ, "COLUMNS": "160"}
+    env.pop("MLTHREAT_ATLAS", None)
+    return subprocess.run([sys.executable, "-m", "mlthreat", "assess", *args],
+                          capture_output=True, text=True, env=env, timeout=timeout,
+                          stdin=stdin if stdin is not None else subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def cancer(tmp_path_factory):
+    """A binary logistic regression on breast-cancer data scaled to [0, 1] (30 features), saved
+    with skops, and the rows as CSV with a label column."""
+    folder = tmp_path_factory.mktemp("cancer")
+    x, y = load_breast_cancer(return_X_y=True)
+    x = (x - x.min(axis=0)) / (x.max(axis=0) - x.min(axis=0))
+    model = LogisticRegression(max_iter=5000).fit(x[:300], y[:300])
+    sio.dump(model, folder / "model.skops")
+    header = ",".join(f"f{i}" for i in range(30)) + ",label"
+    rows = [",".join(f"{v:.6f}" for v in row) + f",{label}" for row, label in zip(x, y,
+                                                                                 strict=True)]
+    (folder / "rows.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+    return folder, model
+
+
+def test_user_model_equation_solving(tmp_path, cancer):
+    folder, _ = cancer
+    out = tmp_path / "report"
+    res = run("--target", f"sklearn:{folder / 'model.skops'}", "--data", str(folder / "rows.csv"),
+              "--label-column", "label", "--techniques", "extraction-equations", "-o", str(out),
+              "--json", "--fail-on", "succeeded")
+    assert res.returncode == 1, res.stderr  # it succeeded, and --fail-on says so
+    report = json.loads(res.stdout)
+    finding, = report["findings"]
+    assert (finding["technique"], finding["status"], finding["queries"]) == (
+        "AML.T0024.002", "succeeded", 31)
+    assert finding["metrics"]["fidelity"]["value"] == 1.0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "layer.json", "queries.jsonl", "report.html", "report.json"]
+    lines = (out / "queries.jsonl").read_text().splitlines()
+    attack = [json.loads(line) for line in lines if "attack:AML.T0024.002" in line]
+    assert len(attack) == 31
+
+
+def test_http_target_equation_solving(tmp_path, cancer):
+    folder, model = cancer
+
+    def respond(payload, headers):
+        rows = np.asarray(payload["instances"], dtype="float64")
+        return {"predictions": model.predict_proba(rows).tolist()}
+
+    with ModelServer(respond) as server:
+        res = run("--target", server.url, "--data", str(folder / "rows.csv"), "--label-column",
+                  "label", "--techniques", "extraction-equations", "-o", str(tmp_path / "r"),
+                  "--json", "--yes", "--batch-size", "16")
+        assert res.returncode == 0, res.stderr
+        finding, = json.loads(res.stdout)["findings"]
+        assert (finding["status"], finding["queries"]) == ("succeeded", 31)
+        assert finding["metrics"]["fidelity"]["value"] == 1.0
+        assert len(server.requests) >= 2  # 31 rows in batches of 16
+
+
+def test_http_target_asks_first(cancer):
+    folder, _ = cancer
+    res = run("--target", "http://127.0.0.1:9/v1/models/m:predict", "--data",
+              str(folder / "rows.csv"), "--label-column", "label")
+    assert res.returncode == 2
+    assert "needs confirmation: pass --yes" in res.stderr
+
+
+def test_dry_run_and_list_send_nothing(tmp_path):
+    res = run("--dry-run", "--techniques", "extraction-equations,evasion-whitebox", "-o",
+              str(tmp_path / "r"))
+    assert res.returncode == 0, res.stderr
+    assert "nothing was sent" in res.stdout
+    assert not (tmp_path / "r").exists()
+    plan = json.loads(run("--list", "--json").stdout)["runs"]
+    by = {(p["target"], p["run"]): p for p in plan}
+    assert by[("demo-mlp", "evasion-whitebox")]["applicable"] is False
+    assert by[("demo-logreg", "extraction-equations")]["planned_queries"] == 65
+    assert by[("demo-logreg", "poisoning-backdoor")]["applicable"] is True  # the demo's fit
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--target", "sklearn:/nonexistent/model.skops", "--data", "x.csv"], "x.csv: no such file"),
+    (["--target", "onnx:/nonexistent.onnx", "--data", "/nonexistent.csv"], "no such file"),
+    (["--data", "x.csv"], "--data needs --target"),
+    (["--techniques", "AML.T9999"], "no technique run for AML.T9999"),
+    (["--mitigation", "shuffle"], "unknown mitigation 'shuffle'"),
+    (["--param", "nonsense"], "expected RUN.PARAM=VALUE"),
+    (["--fail-on", "failed"], "--fail-on takes 'succeeded'"),
+    (["--clip", "1,0"], "LOW < HIGH"),
+])
+def test_bad_input_is_one_line_exit_2(args, message):
+    res = run(*args)
+    assert res.returncode == 2, res.stdout
+    assert message in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+def test_pickle_needs_trust(tmp_path, cancer):
+    import pickle
+
+    folder, model = cancer
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(model))
+    res = run("--target", f"sklearn:{path}", "--data", str(folder / "rows.csv"),
+              "--label-column", "label", "--techniques", "extraction-equations")
+    assert res.returncode == 2 and "--trust-pickle" in res.stderr
+    res = run("--target", f"sklearn:{path}", "--data", str(folder / "rows.csv"),
+              "--label-column", "label", "--techniques", "extraction-equations",
+              "--trust-pickle", "-o", str(tmp_path / "r"), "-q")
+    assert res.returncode == 0, res.stderr
+
+
+def test_shape_mismatch(tmp_path, cancer):
+    folder, _ = cancer
+    short = tmp_path / "short.csv"
+    short.write_text("a,b,label\n0.1,0.2,0\n0.3,0.4,1\n0.5,0.6,0\n0.7,0.8,1\n")
+    res = run("--target", f"sklearn:{folder / 'model.skops'}", "--data", str(short),
+              "--label-column", "label")
+    assert res.returncode == 2
+    assert "has 2 features; the model takes inputs of shape (30,)" in res.stderr
