@@ -252,10 +252,11 @@ def test_extension_ids_validate(tmp_path):
 
 @pytest.fixture
 def release_server():
-    """Serves a GitHub-style latest-release answer naming v5.0.0, and that release's file."""
-    body = (RELEASES / "ATLAS-5.0.0.yaml").read_bytes()
-    routes = {"/latest": json.dumps({"tag_name": "v5.0.0"}).encode(),
-              "/v5.0.0/ATLAS.yaml": body}
+    """Serves a GitHub-style latest-release answer naming v5.6.1, and that release's file (an
+    older release would be refused: it holds fewer objects than the embedded data)."""
+    body = ATLAS_YAML.read_bytes()
+    routes = {"/latest": json.dumps({"tag_name": "v5.6.1"}).encode(),
+              "/v5.6.1/ATLAS.yaml": body}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -282,7 +283,7 @@ def test_update(release_server, tmp_path):
     doc = run_json("kb", "update", "--releases-api", f"{base}/latest",
                    "--raw-url", f"{base}/{{tag}}/ATLAS.yaml", "--timeout", "10",
                    env={"MLTHREAT_CACHE_DIR": str(tmp_path)})
-    assert (doc["version"], doc["tag"]) == ("5.0.0", "v5.0.0")
+    assert (doc["version"], doc["tag"]) == ("5.6.0", "v5.6.1")
     assert doc["sha256"] == hashlib.sha256(body).hexdigest() and doc["size"] == len(body)
     assert Path(doc["path"]).parent == tmp_path
     assert_valid(doc, "mlthreat.kb.update")

@@ -68,10 +68,6 @@ def query_event_schema() -> dict[str, Any]:
     return data
 
 
-def _round(values: Any, digits: int = 6) -> list[float]:
-    return [round(float(v), digits) for v in values]
-
-
 class QueryLog:
     """Appends QueryEvents to a JSONL file in batches (one write per ``log`` call).
 
@@ -99,16 +95,23 @@ class QueryLog:
         ``scores`` [n, n_classes] or None."""
         import numpy as np
 
-        x = np.asarray(inputs).reshape(len(inputs), -1)
+        # rounded and converted in bulk: per-value Python work would dominate a fast model
+        x = np.round(np.asarray(inputs, dtype="float64").reshape(len(inputs), -1), 6).tolist()
+        y = np.asarray(labels).tolist()
+        sc = None if scores is None else np.round(np.asarray(scores, dtype="float64"), 6).tolist()
+        stamp = round(ts, 6)
+        # the dicts QueryEvent.to_json writes, built directly: this runs for every query sent
+        head = {"ts": stamp, "client_id": client_id, "model_id": self.model_id}
+        dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
         lines = []
         for i in range(len(x)):
-            label = labels[i].item() if hasattr(labels[i], "item") else labels[i]
-            event = QueryEvent(
-                ts=round(ts, 6), client_id=client_id, model_id=self.model_id,
-                input=tuple(_round(x[i])), output_label=label,
-                output_scores=None if scores is None else tuple(_round(scores[i])), truth=truth,
-            )
-            lines.append(json.dumps(event.to_json(), separators=(",", ":")))
+            output: dict[str, Any] = {"label": y[i]}
+            if sc is not None:
+                output["scores"] = sc[i]
+            event: dict[str, Any] = {**head, "input": x[i], "output": output}
+            if truth is not None:
+                event["truth"] = truth
+            lines.append(dumps(event))
         with self._lock:
             if self._fh is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)

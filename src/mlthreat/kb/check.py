@@ -5,7 +5,8 @@ ATLAS 5.0), tactics renamed (``ml-attack-staging`` became ``ai-attack-staging``)
 sheet pairs an ID with the wrong name. Findings, each with the current ID and name to use:
 
 ``unknown-id``
-    A well-formed ID the data does not hold (with the ID it was retired from, or a close match).
+    A well-formed ID the data does not hold (with the ID it was retired from, or a close match
+    of the same kind).
 ``outdated-name``
     An ID written next to the name it had in an older release.
 ``name-mismatch``
@@ -14,22 +15,37 @@ sheet pairs an ID with the wrong name. Findings, each with the current ID and na
     A layer's ``tactic`` short name from an older release.
 ``wrong-tactic``
     A layer entry placing a technique under a tactic it does not belong to.
+``malformed-entry``
+    A layer entry that is not a mapping, has no ``techniqueID``, or whose ``techniqueID`` or
+    ``tactic`` is not a string (a number, null, a list); ``id`` is empty when there is no
+    technique ID to name.
+
+Hostile files stay cheap: each JSON/YAML container is walked once however often YAML aliases
+repeat it, at most ``MAX_NODES`` values are walked, and no step is quadratic in the file size.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
+import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlthreat.kb.errors import DataFileError
-from mlthreat.kb.ids import ID_PATTERN, find_ids
+from mlthreat.kb.ids import _ANY_ID, ID_PATTERN, find_ids, kind_of
 from mlthreat.kb.model import KnowledgeBase
 
-__all__ = ["CheckFinding", "CheckReport", "check_file"]
+__all__ = ["MAX_NODES", "CheckFinding", "CheckReport", "check_file"]
+
+MAX_NODES = 5_000_000  # containers and values walked in one JSON/YAML file
+_PATH_DEPTH = 64  # deeper locations are shown as the first 64 steps, "…", the last step
+_KEY_CLIP = 64  # characters of a mapping key shown in a location
+_CUTOFF = 0.85  # as KnowledgeBase._suggest
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,28 +109,136 @@ def _family(kind: str) -> str:
     return "technique" if kind == "sub-technique" else kind
 
 
-def _line_finder(text: str) -> Any:
-    """Line of the next occurrence of a value, walking forward so repeats get their own line."""
-    pos: dict[str, int] = {}
+class _Lines:
+    """Line numbers of values in the text. ``find`` gives the next occurrence of a value, walking
+    forward so repeats get their own line; ATLAS IDs are indexed in one pass, other values are
+    searched for within a budget of passes over the text, so no file makes this quadratic."""
 
-    def find(value: str) -> int | None:
-        start = pos.get(value, 0)
-        at = text.find(value, start)
-        if at < 0:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._starts: list[int] | None = None
+        self._ids: dict[str, list[int]] | None = None
+        self._budget = 64 * len(text) + (64 << 20)
+        self.reset()
+
+    def reset(self) -> None:
+        self._next: dict[str, int] = {}
+        self._absent: dict[str, int] = {}  # value -> a position after which it does not occur
+
+    def line(self, at: int | None) -> int | None:
+        if at is None:
             return None
-        pos[value] = at + len(value)
-        return text.count("\n", 0, at) + 1
+        if self._starts is None:
+            self._starts = [0, *(m.end() for m in re.finditer("\n", self.text))]
+        return bisect.bisect_right(self._starts, at)
 
-    return find
+    def _positions(self, value: str) -> list[int] | None:
+        if self._ids is None:
+            self._ids = {}
+            for m in _ANY_ID.finditer(self.text):
+                self._ids.setdefault(m.group(), []).append(m.start())
+        return self._ids.get(value)
+
+    def search(self, value: str, start: int) -> int | None:
+        """The first position of ``value`` from ``start``; None if absent or over budget."""
+        if not value or self._budget <= 0 or start >= self._absent.get(value, len(self.text) + 1):
+            return None
+        at = self.text.find(value, start)
+        self._budget -= (at + len(value) if at >= 0 else len(self.text)) - start
+        if at < 0:
+            self._absent[value] = start
+            return None
+        return at
+
+    def next_at(self, value: str, start: int) -> int | None:
+        positions = self._positions(value)
+        if positions is None:
+            return self.search(value, start)
+        i = bisect.bisect_left(positions, start)
+        return positions[i] if i < len(positions) else None
+
+    def find(self, value: str) -> int | None:
+        positions = self._positions(value)
+        if positions is not None:
+            i = self._next.get(value, 0)
+            self._next[value] = i + 1
+            return self.line(positions[i]) if i < len(positions) else None
+        at = self.search(value, self._next.get(value, 0))
+        if at is not None:
+            self._next[value] = at + len(value)
+        return self.line(at)
+
+
+class _Suggester:
+    """The closest known ID of the same kind as an unknown one, ranked as
+    ``KnowledgeBase._suggest`` ranks (difflib ratio at least 0.85), cached per ID.
+
+    For IDs of up to 13 characters (all ``AML`` IDs) a ratio of 0.85 leaves at most one
+    character of either unmatched, so the candidates of equal length are those sharing a
+    one-character deletion with it: found by index, not by comparing with every ID.
+    """
+
+    def __init__(self, kb: KnowledgeBase) -> None:
+        self.groups: dict[tuple[str | None, int], list[str]] = {}
+        self.deletions: dict[tuple[str | None, str], list[str]] = {}
+        for obj in kb:
+            kind, n = kind_of(obj.id), len(obj.id)
+            self.groups.setdefault((kind, n), []).append(obj.id)
+            for i in range(n):
+                self.deletions.setdefault((kind, obj.id[:i] + obj.id[i + 1:]), []).append(obj.id)
+        self.cache: dict[str, str | None] = {}
+
+    def __call__(self, atlas_id: str) -> str | None:
+        if atlas_id in self.cache:
+            return self.cache[atlas_id]
+        from difflib import get_close_matches
+
+        kind, n = kind_of(atlas_id), len(atlas_id)
+        candidates: list[str] = []
+        for (group_kind, length), ids in self.groups.items():
+            if group_kind != kind or 2.0 * min(n, length) / (n + length) < _CUTOFF:
+                continue
+            if length == n and 2.0 * (n - 2) / (2 * n) < _CUTOFF:
+                for i in range(n):
+                    candidates += self.deletions.get((kind, atlas_id[:i] + atlas_id[i + 1:]), ())
+            else:
+                candidates += ids
+        close = get_close_matches(atlas_id, list(dict.fromkeys(candidates)), n=1, cutoff=_CUTOFF)
+        self.cache[atlas_id] = close[0] if close else None
+        return self.cache[atlas_id]
+
+
+def _what(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {int: "a number", float: "a number", str: "a string", list: "a list",
+            dict: "a mapping"}.get(type(value), f"a {type(value).__name__}")
+
+
+def _show(value: Any) -> str:
+    """The ``found`` text of a malformed value, short however large the value is."""
+    small = not isinstance(value, list | dict) or (len(value) <= 3 and not any(
+        isinstance(v, list | dict) for v in (value.values() if isinstance(value, dict) else value)))
+    if small:
+        try:
+            return json.dumps(value[:60] if isinstance(value, str) else value, default=str)[:80]
+        except (ValueError, TypeError):
+            pass
+    size = f" of {len(value)}" if isinstance(value, list | dict) else ""
+    return f"<{_what(value)}{size}>"
 
 
 class _Checker:
     def __init__(self, kb: KnowledgeBase, text: str) -> None:
         self.kb = kb
         self.names = _Names(kb)
-        self.line_of = _line_finder(text)
+        self.lines = _Lines(text)
+        self.suggest = _Suggester(kb)
         self.findings: list[CheckFinding] = []
         self.checked = 0
+        self._tactics: dict[str, dict[str, str]] = {}
 
     def add(self, kind: str, line: int | None, loc: str, atlas_id: str, found: str, msg: str,
             suggestion: str | None = None) -> None:
@@ -124,24 +248,35 @@ class _Checker:
     def check_group(self, values: dict[str, str], loc: str, line_hint: int | None) -> None:
         """Check the IDs in one record (a JSON/YAML mapping, a CSV row) and the names beside
         them."""
-        ids: list[tuple[str, str, int | None]] = []
+        id_keys: list[str] = []
         for key, value in values.items():
             for atlas_id in find_ids(value):
                 prefix = atlas_id.split(".", 1)[0]
                 if prefix not in self.names.prefixes:
                     continue
-                line = self.line_of(atlas_id) or line_hint
+                line = self.lines.find(atlas_id) or line_hint
                 self.checked += 1
-                ids.append((atlas_id, key, line))
+                if not id_keys or id_keys[-1] != key:
+                    id_keys.append(key)
                 if atlas_id not in self.kb:
                     self._unknown(atlas_id, line, f"{loc}.{key}" if key else loc)
-        exact = [(i, k, ln) for i, k, ln in ids if values[k].strip() == i and i in self.kb]
-        if not exact:
+        # A value that is exactly a known ID pairs with the names beside it.
+        present = [v for v in (values[k].strip() for k in id_keys) if v in self.kb]
+        if not present:
             return
+        skip = set(id_keys)
+        current: set[str] = set()
+        former: dict[str, tuple[str, str]] = {}
         for key, value in values.items():
-            if not value or any(k == key for _, k, _ in ids) or not self.names.is_name(value):
+            if not value or key in skip or not self.names.is_name(value):
                 continue
-            self._pair(exact, value, f"{loc}.{key}" if key else loc, line_hint)
+            if not current:  # built once per record, so a record of many IDs stays linear
+                current = {self.kb.get(i).name.casefold() for i in present}
+                for i in present:
+                    for name, release in self.names.former.get(i, {}).items():
+                        former.setdefault(name, (i, release))
+            self._pair(present, current, former, value, f"{loc}.{key}" if key else loc,
+                       line_hint)
 
     def _unknown(self, atlas_id: str, line: int | None, loc: str) -> None:
         if atlas_id in self.names.removed:
@@ -150,26 +285,23 @@ class _Checker:
                      f"{atlas_id} ({name}) was last in ATLAS {release} and is gone from "
                      f"{self.kb.version}")
             return
-        close = self.kb._suggest(atlas_id)
         self.add("unknown-id", line, loc, atlas_id, atlas_id,
-                 f"{atlas_id} is not in ATLAS {self.kb.version}", close)
+                 f"{atlas_id} is not in ATLAS {self.kb.version}", self.suggest(atlas_id))
 
-    def _pair(self, ids: list[tuple[str, str, int | None]], text: str, loc: str,
-              line_hint: int | None) -> None:
+    def _pair(self, present: list[str], current: set[str], former: dict[str, tuple[str, str]],
+              text: str, loc: str, line_hint: int | None) -> None:
         key = text.strip().casefold()
-        present = [i for i, _, _ in ids]
-        if any(self.kb.get(i).name.casefold() == key for i in present):
+        if key in current:
             return
         # A CSV row knows its line; in JSON/YAML the name's own occurrence is searched for.
-        line = line_hint or self.line_of(text.strip())
-        for atlas_id in present:
-            release = self.names.former.get(atlas_id, {}).get(key)
-            if release:
-                current = self.kb.get(atlas_id).name
-                self.add("outdated-name", line, loc, atlas_id, text.strip(),
-                         f"'{text.strip()}' is the ATLAS {release} name of {atlas_id}; it is "
-                         f"now '{current}'", atlas_id)
-                return
+        line = line_hint or self.lines.find(text.strip())
+        if key in former:
+            atlas_id, release = former[key]
+            now = self.kb.get(atlas_id).name
+            self.add("outdated-name", line, loc, atlas_id, text.strip(),
+                     f"'{text.strip()}' is the ATLAS {release} name of {atlas_id}; it is "
+                     f"now '{now}'", atlas_id)
+            return
         if len(present) != 1:
             return  # a name beside several IDs cannot be paired with one of them
         atlas_id = present[0]
@@ -183,12 +315,15 @@ class _Checker:
                  f"{atlas_id} is '{self.kb.get(atlas_id).name}', but the name beside it, "
                  f"'{text.strip()}', belongs to {owner}", owner)
 
-    def check_layer_tactic(self, technique_id: str, tactic: str, loc: str) -> None:
+    def check_layer_tactic(self, technique_id: str, tactic: str, loc: str,
+                           line: int | None) -> None:
         if technique_id not in self.kb or self.kb.kind(technique_id) not in (
                 "technique", "sub-technique"):
             return
-        line = self.line_of(tactic)
-        valid = {t.shortname: t.id for t in self.kb.tactics_of(technique_id)}
+        valid = self._tactics.get(technique_id)
+        if valid is None:
+            valid = {t.shortname: t.id for t in self.kb.tactics_of(technique_id)}
+            self._tactics[technique_id] = valid
         if tactic in valid:
             return
         self.checked += 1
@@ -205,24 +340,112 @@ class _Checker:
             self.add("wrong-tactic", line, loc, technique_id, tactic,
                      f"'{tactic}' is not a tactic short name in ATLAS {self.kb.version}")
 
+    def check_layer(self, entries: list[Any]) -> None:
+        """The ``tactic`` of every layer entry, and entries of the wrong shape. Lines are found
+        walking forward: an entry's tactic after the previous entry's, its techniqueID after the
+        previous one."""
+        lines = self.lines
+        anchor = after = 0
+        for i, entry in enumerate(entries):
+            loc = f"techniques[{i}]"
+            if not isinstance(entry, dict):
+                self.add("malformed-entry", None, loc, "", _show(entry),
+                         f"a layer entry must be a mapping with a techniqueID, not {_what(entry)}")
+                continue
+            tid = entry.get("techniqueID")
+            if isinstance(tid, str):
+                at = lines.next_at(tid, anchor)
+            else:
+                at = lines.search("techniqueID", anchor)
+                if "techniqueID" not in entry:
+                    self.add("malformed-entry", None, loc, "", _show(entry),
+                             "the layer entry has no techniqueID")
+                else:
+                    self.add("malformed-entry", lines.line(at), f"{loc}.techniqueID", "",
+                             _show(tid), f"techniqueID must be a string such as 'AML.T0043', "
+                             f"not {_what(tid)}")
+            tactic = entry.get("tactic")
+            if tactic is None or tactic == "":  # no tactic: the technique under every one
+                anchor = anchor if at is None else at + 1
+                continue
+            if not isinstance(tactic, str):
+                self.add("malformed-entry", lines.line(at), f"{loc}.tactic",
+                         tid if isinstance(tid, str) and kind_of(tid) else "", _show(tactic),
+                         f"tactic must be a tactic short name (a string) such as "
+                         f"'ai-attack-staging', not {_what(tactic)}")
+            elif isinstance(tid, str):
+                found = lines.search(tactic, max(anchor, after))
+                if found is not None:
+                    after = found + len(tactic)
+                self.check_layer_tactic(tid, tactic, f"{loc}.tactic",
+                                        lines.line(found if found is not None else at))
+            anchor = anchor if at is None else at + 1
 
-def _walk(node: Any, path: str) -> Iterator[tuple[str, dict[str, str]]]:
-    """Every mapping (its scalar fields as strings) and every scalar list item, with its path."""
-    if isinstance(node, dict):
-        scalars = {str(k): str(v) for k, v in node.items()
-                   if isinstance(v, str | int | float) and not isinstance(v, bool)}
-        yield path or "$", scalars
-        for k, v in node.items():
-            if isinstance(v, dict | list):
-                yield from _walk(v, f"{path}.{k}" if path else str(k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            if isinstance(v, dict | list):
-                yield from _walk(v, f"{path}[{i}]")
-            elif isinstance(v, str):
-                yield f"{path}[{i}]", {"": v}
-    elif isinstance(node, str):
-        yield path or "text", {"": node}
+
+def _walk(root: Any, source: Path, chars: int,
+          limit: int | None = None) -> Iterator[tuple[str, dict[str, str]]]:
+    """Every mapping (its string fields) and every string list item, with its path, in document
+    order. Iterative, so depth costs nothing; each container is walked once, so YAML aliases
+    repeating one (a "billion laughs" file) are read once.
+
+    Raises
+    ------
+    DataFileError
+        When more than ``limit`` containers and values, or more than ``chars`` characters of
+        strings (aliases repeating one long string) would be walked.
+    """
+    if isinstance(root, str):
+        yield "text", {"": root}
+        return
+    limit = MAX_NODES if limit is None else limit
+    seen: set[int] = set()
+    walked = 0
+    # (node, path, depth, the path at _PATH_DEPTH once deeper); a str is a list item to yield
+    stack: list[tuple[Any, str, int, str]] = [(root, "", 0, "")]
+    while stack:
+        node, path, depth, head = stack.pop()
+        if isinstance(node, str):
+            chars -= len(node)
+            if chars < 0:
+                raise DataFileError(source, _TOO_MUCH_TEXT)
+            yield path, {"": node}
+            continue
+        if not isinstance(node, dict | list) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        walked += 1 + len(node)
+        if walked > limit:
+            raise DataFileError(source, f"more than {limit:,} values to check (an alias bomb?); "
+                                        "split the file")
+        if depth == _PATH_DEPTH:
+            head = path
+        children: list[tuple[Any, str]]
+        if isinstance(node, dict):
+            fields = {_key(k): v for k, v in node.items() if isinstance(v, str)}
+            chars -= sum(map(len, fields.values()))
+            if chars < 0:
+                raise DataFileError(source, _TOO_MUCH_TEXT)
+            yield path or "$", fields
+            children = [(v, f".{_key(k)[:_KEY_CLIP]}" if path else _key(k)[:_KEY_CLIP])
+                        for k, v in node.items() if isinstance(v, dict | list)]
+        else:
+            children = [(v, f"[{i}]") for i, v in enumerate(node)
+                        if isinstance(v, str | dict | list)]
+        for child, step in reversed(children):
+            stack.append((child, f"{head}…{step}" if head else path + step, depth + 1, head))
+
+
+_TOO_MUCH_TEXT = ("its aliases repeat more text than the file holds several times over (an alias "
+                  "bomb?); write the values out")
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    try:
+        return str(key)
+    except ValueError:  # an integer too long to print
+        return f"<{type(key).__name__}>"
 
 
 def check_file(kb: KnowledgeBase, path: str | Path) -> CheckReport:
@@ -236,7 +459,7 @@ def check_file(kb: KnowledgeBase, path: str | Path) -> CheckReport:
     Raises
     ------
     DataFileError
-        When the file cannot be read or parsed.
+        When the file cannot be read or parsed, or holds more than ``MAX_NODES`` values.
     """
     from mlthreat.kb.sources import read_structured
 
@@ -269,16 +492,15 @@ def check_file(kb: KnowledgeBase, path: str | Path) -> CheckReport:
             if path.suffix.lower() in (".json", ".yaml", ".yml", ".layer"):
                 raise
             data = text  # prose (Markdown, notes): check the IDs alone
+        except RecursionError:  # a parser without a depth guard of its own
+            raise DataFileError(path, "nested too deeply to read") from None
         is_layer = isinstance(data, dict) and isinstance(data.get("techniques"), list) and any(
             isinstance(e, dict) and "techniqueID" in e for e in data["techniques"])
         fmt = "layer" if is_layer else ("text" if isinstance(data, str | None) else "structured")
-        for loc, values in _walk(data, ""):
+        for loc, values in _walk(data, path, 4 * len(text) + (16 << 20)):
             checker.check_group(values, loc, None)
         if is_layer:
-            checker.line_of = _line_finder(text)
-            for i, entry in enumerate(data["techniques"]):
-                if isinstance(entry, dict) and isinstance(entry.get("tactic"), str):
-                    checker.check_layer_tactic(str(entry.get("techniqueID")), entry["tactic"],
-                                               f"techniques[{i}].tactic")
+            checker.lines.reset()
+            checker.check_layer(data["techniques"])
     findings = sorted(checker.findings, key=lambda f: (f.line or 0, f.location))
     return CheckReport(str(path), fmt, kb.version, checker.checked, tuple(findings))
