@@ -101,7 +101,7 @@ def load(
     if atlas is None:
         atlas = os.environ.get(ENV_ATLAS) or None
     if atlas is None and use_cache:
-        from mlthreat.kb.update import cached_release
+        from mlthreat.kb.cache import cached_release
 
         atlas = cached_release()
     if atlas is not None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlthreat.kb.cache import CACHE_FILE, META_FILE, cache_dir, cached_release
 from mlthreat.kb.errors import KnowledgeBaseError, UpdateError
 
 if TYPE_CHECKING:
@@ -37,8 +38,6 @@ __all__ = ["RELEASES_API", "Release", "cache_dir", "cached_release", "remove", "
 
 RELEASES_API = "https://api.github.com/repos/mitre-atlas/atlas-data/releases/latest"
 RAW_URL = "https://raw.githubusercontent.com/mitre-atlas/atlas-data/{tag}/dist/ATLAS.yaml"
-CACHE_FILE = "ATLAS.yaml"
-META_FILE = "release.json"
 MAX_RELEASE_BYTES = 1 << 20  # the release JSON: GitHub's is a few kB
 MAX_ATLAS_BYTES = 64 << 20  # ATLAS.yaml: 0.45 MB in 5.6.0
 DEADLINE_FACTOR = 4  # a whole request may take this many times ``timeout``
@@ -58,25 +57,6 @@ class Release:
     path: str
     sha256: str
     size: int
-
-
-def cache_dir() -> Path:
-    """``$MLTHREAT_CACHE_DIR``, else the platform's user cache directory for mlthreat."""
-    env = os.environ.get("MLTHREAT_CACHE_DIR")
-    if env:
-        return Path(env)
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("mlthreat"))
-
-
-def cached_release() -> Path | None:
-    """The path of the release ``update`` downloaded, or None if there is none."""
-    path = cache_dir() / CACHE_FILE
-    try:
-        return path if path.is_file() else None
-    except OSError:  # an unreadable cache directory holds no usable release
-        return None
 
 
 # -- HTTP ---------------------------------------------------------------------------------------
