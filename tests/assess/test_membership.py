@@ -156,3 +156,29 @@ def test_lira_scores_rank_members_first() -> None:
         for test in ("online", "offline"):
             s = lira_scores(phi, in_mask, target, variance, test)
             assert s[:25].min() > s[25:].max(), (variance, test)
+
+
+def test_regressor_membership_on_loss():
+    """A regressor is attacked on its squared error (Yeom et al. 2018): a deep tree that
+    memorised its training rows gives members near-zero loss."""
+    from sklearn.datasets import load_diabetes
+    from sklearn.tree import DecisionTreeRegressor
+
+    from mlthreat.assess.data import AssessmentData
+    from mlthreat.assess.runner import Assessment
+    from mlthreat.assess.targets.sklearn import SklearnTarget
+
+    x, y = load_diabetes(return_X_y=True)
+    x = ((x - x.min(axis=0)) / (x.max(axis=0) - x.min(axis=0))).astype("float32")
+    model = DecisionTreeRegressor(random_state=0).fit(x[:200], y[:200])
+    data = AssessmentData(x_pool=x[300:], y_pool=y[300:], x_eval=x[200:300],
+                          y_eval=y[200:300], clip_values=(0.0, 1.0), x_members=x[:200],
+                          y_members=y[:200], x_nonmembers=x[200:300], y_nonmembers=y[200:300])
+    target = SklearnTarget(model, model_id="tree")
+    result = Assessment([target], data, techniques=["membership-blackbox",
+                                                    "membership-lira"]).run()
+    (_, blackbox), (_, lira) = result.findings()
+    assert blackbox.status == "succeeded"
+    assert blackbox.metrics["auc"].value > 0.95  # members are fitted exactly
+    assert blackbox.queries == 300
+    assert lira.status == "not-applicable" and "regression" in lira.reason

@@ -140,6 +140,9 @@ class BlackBoxMembership(_MembershipRun):
     """Membership inference with ART's ``MembershipInferenceBlackBox`` (Shokri et al. 2017's
     attack-model idea, trained on known members and non-members directly).
 
+    A regressor is attacked on its loss instead (Yeom et al. 2018: a small squared error on a
+    row suggests the model trained on it), without ART.
+
     The target is wrapped as an ART ``BlackBoxClassifier`` whose ``predict`` is
     ``target.predict``, so every row ART looks at is a counted query. Split: the members and
     the non-members are each shuffled (by the seed) and cut in half; ART's random-forest attack
@@ -172,6 +175,7 @@ class BlackBoxMembership(_MembershipRun):
     """
 
     name = "membership-blackbox"
+    tasks = ("classification", "regression")
     title = "Membership inference (ART black-box, random-forest attack model)"
     defaults: ClassVar[dict[str, Any]] = {"min_auc": 0.6, "min_tpr_at_1pct": 0.1,
                                           "max_per_group": None, "n_boot": 200}
@@ -191,6 +195,8 @@ class BlackBoxMembership(_MembershipRun):
         reason = self.not_applicable(ctx.target, ctx.data)
         if reason:
             return self.finding(ctx, "not-applicable", reason, {}, started)
+        if ctx.target.task == "regression":
+            return self._regression(ctx, started)
         cand = self._candidates(ctx, ctx.budget)
         if isinstance(cand, str):
             return self.finding(ctx, "not-applicable", cand, {}, started)
@@ -217,6 +223,36 @@ class BlackBoxMembership(_MembershipRun):
         split = (f"; attack model trained on {len(tm)} members and {len(tn)} non-members, "
                  "evaluated on the other halves")
         return self._result(ctx, pos, neg, started, split)
+
+
+    def _regression(self, ctx: RunContext, started: float) -> Finding:
+        """The loss-threshold attack of Yeom et al. 2018 on a regressor: a row whose squared
+        error is small is guessed a member. One query per row tested; nothing to train."""
+        import numpy as np
+
+        data = ctx.data
+        if data.y_members is None or data.y_nonmembers is None:
+            return self.finding(ctx, "not-applicable", "needs the true values of the members "
+                                "and non-members (--label-column)", {}, started)
+        n_m, n_n = self._n_candidates(data)
+        if n_m + n_n > ctx.budget:
+            scale = ctx.budget / (n_m + n_n)
+            n_m, n_n = int(n_m * scale), int(n_n * scale)
+        if min(n_m, n_n) < 2:
+            return self.finding(ctx, "not-applicable", f"a query budget of {ctx.budget} leaves "
+                                "fewer than 2 members or non-members to test", {}, started)
+        assert data.x_members is not None and data.x_nonmembers is not None
+        rng = np.random.default_rng(ctx.seed)
+        im = rng.permutation(len(data.x_members))[:n_m]
+        inn = rng.permutation(len(data.x_nonmembers))[:n_n]
+        with ctx.attack():
+            pm = ctx.target.predict(np.asarray(data.x_members)[im])
+            pn = ctx.target.predict(np.asarray(data.x_nonmembers)[inn])
+        pos = -(pm - np.asarray(data.y_members, dtype="float64")[im]) ** 2
+        neg = -(pn - np.asarray(data.y_nonmembers, dtype="float64")[inn]) ** 2
+        return self._result(ctx, pos, neg, started,
+                            "; regressor: loss-threshold attack on the squared error "
+                            "(Yeom et al. 2018)")
 
 
 class LiraMembership(_MembershipRun):
