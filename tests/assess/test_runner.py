@@ -156,7 +156,7 @@ def test_bad_parameters_fail_before_any_query(demo_data, demo_targets, embedded)
     with pytest.raises(UsageError, match="n_samples"):
         Assessment(demo_targets, demo_data, techniques=["evasion-hopskipjump"],
                    params={"evasion-hopskipjump": {"n_samples": -1}}, kb=embedded).run()
-    with pytest.raises(UsageError, match="no technique run for AML.T9999"):
+    with pytest.raises(UsageError, match=r"no technique run for AML\.T9999"):
         Assessment(demo_targets, demo_data, techniques=["AML.T9999"], kb=embedded).run()
     with pytest.raises(UsageError, match="not selected"):
         Assessment(demo_targets, demo_data, techniques=["extraction-equations"],

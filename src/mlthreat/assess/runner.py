@@ -9,8 +9,8 @@ behind the mitigation) and the result carries both.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mlthreat.assess.errors import QueryBudgetExceeded
