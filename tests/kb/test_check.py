@@ -104,3 +104,115 @@ def test_unreadable_and_malformed_files(embedded, tmp_path):
     binary.write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(kbmod.DataFileError, match="not UTF-8"):
         check_file(embedded, binary)
+
+
+def test_alias_bomb_is_walked_once(embedded, tmp_path):
+    # "Billion laughs": nine levels of ten aliases, 10**9 leaves if aliases were expanded.
+    lines = ["a: &a [AML.T0199, AML.T0043, lol]"]
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 10) + "]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    report = check_file(embedded, bomb)
+    assert report.references_checked == 2
+    assert [(f.kind, f.id, f.line, f.location) for f in report.findings] == [
+        ("unknown-id", "AML.T0199", 1, "a[0]")]
+    # One long string repeated through aliases is refused, not scanned a thousand times.
+    text = "s: &s '" + "AML.T0043 " * 100_000 + "'\nm:\n" + "".join(
+        f"  k{i}: *s\n" for i in range(1000))
+    strings = tmp_path / "strings.yaml"
+    strings.write_text(text)
+    with pytest.raises(kbmod.DataFileError, match=r"strings.yaml: its aliases repeat more text"):
+        check_file(embedded, strings)
+
+
+def test_node_limit(tmp_path):
+    from mlthreat.kb.check import _walk
+
+    data = {"a": [[str(i)] for i in range(50)]}
+    assert len(list(_walk(data, tmp_path / "x.json", 10**6))) == 51
+    with pytest.raises(kbmod.DataFileError, match=r"x.json: more than 100 values"):
+        list(_walk(data, tmp_path / "x.json", 10**6, limit=100))
+
+
+def _deep(depth, leaf):
+    node = [leaf]
+    for _ in range(depth - 1):
+        node = [leaf, node]
+    return node
+
+
+def test_deep_nesting(embedded, tmp_path, monkeypatch):
+    # As deep as the JSON parser goes under pytest: the walk used to recurse past the limit.
+    path = tmp_path / "deep.json"
+    path.write_text(json.dumps(_deep(900, "AML.T0043")))
+    assert check_file(embedded, path).references_checked == 900
+    # Deeper than any parser here builds: the walk itself has no depth limit.
+    from mlthreat.kb import sources
+
+    monkeypatch.setattr(sources, "read_structured", lambda p: _deep(5000, "AML.T0199"))
+    report = check_file(embedded, path)
+    assert report.references_checked == 5000 and len(report.findings) == 5000
+    deepest = max((f.location for f in report.findings), key=len)
+    assert len(deepest) < 400 and "…" in deepest
+
+
+def test_malformed_layer_entries(embedded, tmp_path):
+    layer = {"name": "x", "domain": "atlas-atlas", "techniques": [
+        {"techniqueID": "AML.T0015", "tactic": "defense-evasion"},
+        {"techniqueID": 43},
+        {"techniqueID": None, "tactic": "impact"},
+        {"techniqueID": ["AML.T0015"]},
+        {"techniqueID": "AML.T0015", "tactic": ["a"]},
+        None,
+        {"techniqueID": "AML.T0015", "tactic": ""},  # no tactic: every tactic of the technique
+        {"techniqueID": "AML.T0015", "tactic": "reconnaissance"},
+    ]}
+    path = tmp_path / "layer.json"
+    path.write_text(json.dumps(layer, indent=2))
+    report = check_file(embedded, path)
+    assert report.file_format == "layer"
+    got = [(f.kind, f.location, f.found) for f in report.findings]
+    assert got == [
+        ("malformed-entry", "techniques[5]", "null"),
+        ("malformed-entry", "techniques[1].techniqueID", "43"),
+        ("malformed-entry", "techniques[2].techniqueID", "null"),
+        ("malformed-entry", "techniques[3].techniqueID", '["AML.T0015"]'),
+        ("malformed-entry", "techniques[4].tactic", '["a"]'),
+        ("wrong-tactic", "techniques[7].tactic", "reconnaissance"),
+    ]
+    lines = path.read_text().splitlines()
+    assert report.findings[0].line is None  # a bare null has nothing to find it by
+    assert [lines[f.line - 1].strip() for f in report.findings[1:]] == [
+        '"techniqueID": 43', '"techniqueID": null,', '"techniqueID": [',
+        '"tactic": [',
+        '"tactic": "reconnaissance"']
+    messages = [f.message for f in report.findings]
+    assert "not a number" in messages[1] and "not a list" in messages[4]
+    assert report.findings[4].id == "AML.T0015" and report.findings[1].id == ""
+
+
+def test_suggestions_stay_within_the_kind(embedded, tmp_path):
+    import difflib
+    import random
+
+    from mlthreat.kb.check import _Suggester
+    from mlthreat.kb.ids import kind_of
+
+    # The technique AML.T0017 is the closest string, but a tactic is wanted.
+    assert embedded._suggest("AML.TA0017") == "AML.T0017"
+    path = tmp_path / "notes.txt"
+    path.write_text("AML.TA0017 AML.TA0017\n")
+    report = check_file(embedded, path)
+    assert [(f.line, f.suggestion_id) for f in report.findings] == [
+        (1, "AML.TA0015"), (1, "AML.TA0015")]
+    # The deletion index finds exactly what difflib finds among IDs of the same kind.
+    suggest = _Suggester(embedded)
+    rng = random.Random(5)
+    for _ in range(1500):
+        shape = rng.choice(["AML.T{:04d}", "AML.T{:04d}.{:03d}", "AML.TA{:04d}", "AML.M{:04d}",
+                            "AML.CS{:04d}"])
+        atlas_id = shape.format(rng.randrange(120), rng.randrange(12))
+        same = [o.id for o in embedded if kind_of(o.id) == kind_of(atlas_id)]
+        want = difflib.get_close_matches(atlas_id, same, n=1, cutoff=0.85)
+        assert suggest(atlas_id) == (want[0] if want else None), atlas_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,10 +28,8 @@ def _http():
         def do_GET(self):
             route = routes.get(self.path, (404, b"not found"))
             if callable(route):
-                try:
+                with contextlib.suppress(OSError):  # the client gave up, as it should
                     route(self)
-                except OSError:  # the client gave up, as it should
-                    pass
                 return
             status, body = route
             self.send_response(status)

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from mlthreat.kb.errors import DataFileError
-from mlthreat.kb.ids import _ANY_ID, ID_PATTERN, find_ids, kind_of
+from mlthreat.kb.ids import ANY_ID, ID_PATTERN, find_ids, kind_of
 from mlthreat.kb.model import KnowledgeBase
 
 __all__ = ["MAX_NODES", "CheckFinding", "CheckReport", "check_file"]
@@ -135,7 +135,7 @@ class _Lines:
     def _positions(self, value: str) -> list[int] | None:
         if self._ids is None:
             self._ids = {}
-            for m in _ANY_ID.finditer(self.text):
+            for m in ANY_ID.finditer(self.text):
                 self._ids.setdefault(m.group(), []).append(m.start())
         return self._ids.get(value)
 
@@ -179,13 +179,13 @@ class _Suggester:
     """
 
     def __init__(self, kb: KnowledgeBase) -> None:
-        self.groups: dict[tuple[str | None, int], list[str]] = {}
-        self.deletions: dict[tuple[str | None, str], list[str]] = {}
+        # kind -> (length -> IDs, one-character deletion -> IDs of that length)
+        self.kinds: dict[str | None, tuple[dict[int, list[str]], dict[str, list[str]]]] = {}
         for obj in kb:
-            kind, n = kind_of(obj.id), len(obj.id)
-            self.groups.setdefault((kind, n), []).append(obj.id)
-            for i in range(n):
-                self.deletions.setdefault((kind, obj.id[:i] + obj.id[i + 1:]), []).append(obj.id)
+            by_length, deletions = self.kinds.setdefault(kind_of(obj.id), ({}, {}))
+            by_length.setdefault(len(obj.id), []).append(obj.id)
+            for i in range(len(obj.id)):
+                deletions.setdefault(obj.id[:i] + obj.id[i + 1:], []).append(obj.id)
         self.cache: dict[str, str | None] = {}
 
     def __call__(self, atlas_id: str) -> str | None:
@@ -193,17 +193,19 @@ class _Suggester:
             return self.cache[atlas_id]
         from difflib import get_close_matches
 
-        kind, n = kind_of(atlas_id), len(atlas_id)
+        by_length, deletions = self.kinds.get(kind_of(atlas_id), ({}, {}))
+        n = len(atlas_id)
         candidates: list[str] = []
-        for (group_kind, length), ids in self.groups.items():
-            if group_kind != kind or 2.0 * min(n, length) / (n + length) < _CUTOFF:
+        for length, ids in by_length.items():
+            if 2.0 * min(n, length) / (n + length) < _CUTOFF:
                 continue
             if length == n and 2.0 * (n - 2) / (2 * n) < _CUTOFF:
                 for i in range(n):
-                    candidates += self.deletions.get((kind, atlas_id[:i] + atlas_id[i + 1:]), ())
+                    candidates += deletions.get(atlas_id[:i] + atlas_id[i + 1:], ())
             else:
                 candidates += ids
-        close = get_close_matches(atlas_id, list(dict.fromkeys(candidates)), n=1, cutoff=_CUTOFF)
+        close = get_close_matches(atlas_id, list(dict.fromkeys(candidates)), n=1,
+                                  cutoff=_CUTOFF) if candidates else []
         self.cache[atlas_id] = close[0] if close else None
         return self.cache[atlas_id]
 
@@ -342,8 +344,8 @@ class _Checker:
 
     def check_layer(self, entries: list[Any]) -> None:
         """The ``tactic`` of every layer entry, and entries of the wrong shape. Lines are found
-        walking forward: an entry's tactic after the previous entry's, its techniqueID after the
-        previous one."""
+        walking forward: each entry's ``techniqueID`` key after the previous entry's, its tactic
+        after the previous entry's key and tactic."""
         lines = self.lines
         anchor = after = 0
         for i, entry in enumerate(entries):
@@ -352,34 +354,31 @@ class _Checker:
                 self.add("malformed-entry", None, loc, "", _show(entry),
                          f"a layer entry must be a mapping with a techniqueID, not {_what(entry)}")
                 continue
-            tid = entry.get("techniqueID")
-            if isinstance(tid, str):
-                at = lines.next_at(tid, anchor)
-            else:
-                at = lines.search("techniqueID", anchor)
-                if "techniqueID" not in entry:
-                    self.add("malformed-entry", None, loc, "", _show(entry),
-                             "the layer entry has no techniqueID")
-                else:
-                    self.add("malformed-entry", lines.line(at), f"{loc}.techniqueID", "",
-                             _show(tid), f"techniqueID must be a string such as 'AML.T0043', "
-                             f"not {_what(tid)}")
+            prev, tid = anchor, entry.get("techniqueID")
+            key = lines.search("techniqueID", anchor) if "techniqueID" in entry else None
+            anchor = anchor if key is None else key + 1
+            at = lines.next_at(tid, anchor) if isinstance(tid, str) else key
+            if "techniqueID" not in entry:
+                self.add("malformed-entry", None, loc, "", _show(entry),
+                         "the layer entry has no techniqueID")
+            elif not isinstance(tid, str):
+                self.add("malformed-entry", lines.line(at), f"{loc}.techniqueID", "", _show(tid),
+                         f"techniqueID must be a string such as 'AML.T0043', not {_what(tid)}")
             tactic = entry.get("tactic")
             if tactic is None or tactic == "":  # no tactic: the technique under every one
-                anchor = anchor if at is None else at + 1
                 continue
+            found = lines.search(tactic if isinstance(tactic, str) else "tactic",
+                                 max(prev, after))
+            if found is not None:
+                after = found + 1
+            line = lines.line(found if found is not None else at)
             if not isinstance(tactic, str):
-                self.add("malformed-entry", lines.line(at), f"{loc}.tactic",
+                self.add("malformed-entry", line, f"{loc}.tactic",
                          tid if isinstance(tid, str) and kind_of(tid) else "", _show(tactic),
-                         f"tactic must be a tactic short name (a string) such as "
+                         "tactic must be a tactic short name (a string) such as "
                          f"'ai-attack-staging', not {_what(tactic)}")
             elif isinstance(tid, str):
-                found = lines.search(tactic, max(anchor, after))
-                if found is not None:
-                    after = found + len(tactic)
-                self.check_layer_tactic(tid, tactic, f"{loc}.tactic",
-                                        lines.line(found if found is not None else at))
-            anchor = anchor if at is None else at + 1
+                self.check_layer_tactic(tid, tactic, f"{loc}.tactic", line)
 
 
 def _walk(root: Any, source: Path, chars: int,
@@ -488,12 +487,15 @@ def check_file(kb: KnowledgeBase, path: str | Path) -> CheckReport:
     else:
         try:
             data = read_structured(path)
-        except DataFileError:
+        except (DataFileError, RecursionError, ValueError) as exc:
+            # RecursionError (nesting) and ValueError (an integer too long to convert) come
+            # from the parsers themselves, past read_structured's own checks.
             if path.suffix.lower() in (".json", ".yaml", ".yml", ".layer"):
-                raise
+                if isinstance(exc, DataFileError):
+                    raise
+                why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+                raise DataFileError(path, f"cannot be parsed: {why}") from None
             data = text  # prose (Markdown, notes): check the IDs alone
-        except RecursionError:  # a parser without a depth guard of its own
-            raise DataFileError(path, "nested too deeply to read") from None
         is_layer = isinstance(data, dict) and isinstance(data.get("techniques"), list) and any(
             isinstance(e, dict) and "techniqueID" in e for e in data["techniques"])
         fmt = "layer" if is_layer else ("text" if isinstance(data, str | None) else "structured")

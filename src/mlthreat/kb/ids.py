@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-__all__ = ["ID_PATTERN", "Kind", "find_ids", "kind_of", "parent_id"]
+__all__ = ["ANY_ID", "ID_PATTERN", "Kind", "find_ids", "kind_of", "parent_id"]
 
 Kind = Literal["tactic", "technique", "sub-technique", "mitigation", "case-study"]
 
@@ -20,8 +20,8 @@ ID_PATTERN = re.compile(
     rf"^(?P<prefix>{_PREFIX})\.(?:(?P<tactic>TA\d{{4}})|(?P<technique>T\d{{4}})(?P<sub>\.\d{{3}})?"
     rf"|(?P<mitigation>M\d{{4}})|(?P<case>CS\d{{4}}))$"
 )
-# Used to find IDs inside free text, file cells and layer fields.
-_ANY_ID = re.compile(rf"\b{_PREFIX}\.(?:TA\d{{4}}|T\d{{4}}(?:\.\d{{3}})?|M\d{{4}}|CS\d{{4}})\b")
+# Finds IDs inside free text, file cells and layer fields.
+ANY_ID = re.compile(rf"\b{_PREFIX}\.(?:TA\d{{4}}|T\d{{4}}(?:\.\d{{3}})?|M\d{{4}}|CS\d{{4}})\b")
 
 
 def kind_of(atlas_id: str) -> Kind | None:
@@ -48,4 +48,4 @@ def parent_id(technique_id: str) -> str | None:
 
 def find_ids(text: str) -> list[str]:
     """Every ATLAS-shaped ID in ``text``, in order of appearance (repeats kept)."""
-    return _ANY_ID.findall(text)
+    return ANY_ID.findall(text)
