@@ -13,15 +13,14 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from atlas_paths import ATLAS_YAML, CASE_STUDY_LAYERS, RELEASES
+from builders import changed, write_extension
 from jsonschema import Draft202012Validator
+from route_server import Route, route_server
 
 from mlthreat import __version__
 from mlthreat.kb.ids import ID_PATTERN
@@ -31,24 +30,6 @@ from mlthreat.schemas import kinds, schema
 KINDS = ("mlthreat.kb.matrix", "mlthreat.kb.object", "mlthreat.kb.search", "mlthreat.kb.case-study",
          "mlthreat.kb.diff", "mlthreat.kb.check", "mlthreat.kb.update")
 ENVELOPE = ("kind", "schema_version", "mlthreat_version", "atlas_version", "atlas_source")
-EXTENSION = textwrap.dedent("""\
-    namespace: ACME
-    name: ACME additions
-    techniques:
-      - id: ACME.T0001
-        name: Scrape the feature store
-        description: Reads features from an unauthenticated internal store.
-        tactics: [AML.TA0009]
-      - id: ACME.T0001.000
-        name: Via notebook tokens
-        description: Uses tokens left in shared notebooks.
-        subtechnique-of: ACME.T0001
-    mitigations:
-      - id: ACME.M0001
-        name: Authenticate the feature store
-        description: Requires service identities for every read.
-        techniques: [ACME.T0001, {id: AML.T0024.002, use: Slows model theft.}]
-    """)
 STALE_CSV = (
     "technique_id,technique_name,control\n"
     "AML.T0015,Evade ML Model,WAF\n"
@@ -86,13 +67,19 @@ def assert_valid(doc: Any, kind: str) -> None:
 
 
 # -- the schemas themselves ----------------------------------------------------------------------
-@pytest.mark.parametrize("kind", KINDS)
-def test_schema_is_valid_draft_2020_12(kind):
+def named_schema(kind: str) -> dict[str, Any]:
+    """The schema of ``kind``, checked to be valid draft 2020-12 and named after the kind."""
     s = schema(kind)
     Draft202012Validator.check_schema(s)
     short = kind.removeprefix("mlthreat.")
     assert s["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert s["$id"] == f"https://mlthreat.invalid/schemas/{short}.schema.json"
+    return s
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_schema_is_valid_draft_2020_12(kind):
+    s = named_schema(kind)
     assert s["title"] and len(s["description"]) > 40
     assert s["properties"]["kind"] == {"const": kind}
     assert s["properties"]["schema_version"] == {"const": 1}
@@ -116,11 +103,7 @@ def test_loader_short_names_and_unknown_kind():
 @pytest.mark.parametrize("kind", kinds())
 def test_every_shipped_schema_is_valid_and_named_after_its_kind(kind):
     """Holds for every file in mlthreat/schemas, not only the kb ones."""
-    s = schema(kind)
-    Draft202012Validator.check_schema(s)
-    short = kind.removeprefix("mlthreat.")
-    assert s["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert s["$id"] == f"https://mlthreat.invalid/schemas/{short}.schema.json"
+    s = named_schema(kind)
     assert s.get("title") and s.get("description")
     if "kind" in s.get("properties", {}):
         assert s["properties"]["kind"] == {"const": kind}
@@ -241,8 +224,7 @@ def test_check_clean_file():
 
 
 def test_extension_ids_validate(tmp_path):
-    ext = tmp_path / "acme.yaml"
-    ext.write_text(EXTENSION, encoding="utf-8")
+    ext = write_extension(tmp_path)
     doc = run_json("kb", "matrix", "--subtechniques", "-x", str(ext))
     assert_valid(doc, "mlthreat.kb.matrix")
     assert doc["atlas_version"] == "5.6.0+ACME"
@@ -255,27 +237,10 @@ def release_server():
     """Serves a GitHub-style latest-release answer naming v5.6.1, and that release's file (an
     older release would be refused: it holds fewer objects than the embedded data)."""
     body = ATLAS_YAML.read_bytes()
-    routes = {"/latest": json.dumps({"tag_name": "v5.6.1"}).encode(),
-              "/v5.6.1/ATLAS.yaml": body}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            payload = routes.get(self.path)
-            self.send_response(200 if payload is not None else 404)
-            payload = payload if payload is not None else b"not found"
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", body
-    httpd.shutdown()
-    httpd.server_close()
+    routes: dict[str, Route] = {"/latest": (200, json.dumps({"tag_name": "v5.6.1"}).encode()),
+                                "/v5.6.1/ATLAS.yaml": (200, body)}
+    with route_server(routes) as base:
+        yield base, body
 
 
 def test_update(release_server, tmp_path):
@@ -340,18 +305,6 @@ def test_broken_envelope_fails(samples, kind, how):
     assert errors(_broken(samples[kind], how), kind)
 
 
-def _set(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
-    doc = copy.deepcopy(doc)
-    node = doc
-    for key in path[:-1]:
-        node = node[key]
-    if value is KeyError:
-        del node[path[-1]]
-    else:
-        node[path[-1]] = value
-    return doc
-
-
 PAYLOAD_BREAKS = [
     ("mlthreat.kb.matrix", ("tactics", 0, "id"), "AML.T0001"),
     ("mlthreat.kb.matrix", ("tactics", 0, "techniques", 0, "id"), "AML.T43"),
@@ -387,7 +340,7 @@ PAYLOAD_BREAKS = [
                          ids=[f"{k.removeprefix('mlthreat.kb.')}-{'.'.join(map(str, p))}"
                               for k, p, _ in PAYLOAD_BREAKS])
 def test_broken_payload_fails(samples, kind, path, value):
-    assert errors(_set(samples[kind], path, value), kind)
+    assert errors(changed(samples[kind], path, value), kind)
 
 
 def test_diff_change_rules(samples):

@@ -1,4 +1,5 @@
-"""Shared fixtures for assessment tests: the digits demo data and its two demo targets.
+"""Shared fixtures for assessment tests: the digits demo data and its two demo targets, and the
+plain digits arrays the target adapters are tested on.
 
 Training the targets takes several seconds, so both are session-scoped. The targets are shared:
 a test that attaches a query log must detach it (``target.attach_log(None)``) when done.
@@ -23,3 +24,12 @@ def demo_data() -> AssessmentData:
 def demo_targets(demo_data: AssessmentData) -> list[SklearnTarget]:
     """``[demo-logreg (white-box), demo-mlp (black-box)]`` trained on ``demo_data``."""
     return _demo_targets(demo_data, 0)
+
+
+@pytest.fixture(scope="module")
+def digits_xy():
+    """scikit-learn digits: ``x`` scaled to [0, 1] as float32, and the labels ``y``."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return (x / 16.0).astype("float32"), y

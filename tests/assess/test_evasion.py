@@ -3,30 +3,19 @@ demo targets, in a quick profile: a few samples and budgets of a few thousand qu
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
+from assess_helpers import by_id, execute, execute_logged
 
 from mlthreat.assess.finding import Finding
 from mlthreat.assess.techniques import run_class
-from mlthreat.assess.techniques.base import RunContext, TechniqueRun
 from mlthreat.assess.techniques.evasion import BoundaryEvasion, HopSkipJumpEvasion
 from mlthreat.assess.techniques.whitebox import GradientEvasion
 from mlthreat.errors import UsageError
-from mlthreat.events import QueryLog
 
 HSJ = {"n_samples": 5}
 HSJ_BUDGET = 3000  # 600 queries per sample; the run's 20 iterations end at about 540
-
-
-def by_id(targets: list[Any], model_id: str) -> Any:
-    return next(t for t in targets if t.model_id == model_id)
-
-
-def execute(run: TechniqueRun, target: Any, data: Any, budget: int, seed: int = 0) -> Finding:
-    ctx = RunContext(target, data, budget, seed, run_name=run.name, technique=run.technique)
-    return run.run(ctx)
 
 
 def metric_values(finding: Finding) -> dict[str, Any]:
@@ -38,16 +27,9 @@ def hsj_logged(demo_targets, demo_data, tmp_path_factory) -> tuple[Finding, list
     """HopSkipJump on demo-mlp with a query log attached: the finding, the logged events, and
     the queries the target counted."""
     target = by_id(demo_targets, "demo-mlp")
-    path = tmp_path_factory.mktemp("hsj") / "q.jsonl"
     before = target.total_queries
-    log = QueryLog(path, "demo-mlp")
-    target.attach_log(log)
-    try:
-        finding = execute(HopSkipJumpEvasion(**HSJ), target, demo_data, HSJ_BUDGET)
-    finally:
-        target.attach_log(None)
-        log.close()
-    events = [json.loads(line) for line in path.read_text().splitlines()]
+    finding, events = execute_logged(HopSkipJumpEvasion(**HSJ), target, demo_data, HSJ_BUDGET,
+                                     tmp_path_factory.mktemp("hsj") / "q.jsonl")
     return finding, events, target.total_queries - before
 
 

@@ -10,11 +10,11 @@ copied at R² 0.998.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 import pytest
+from assess_helpers import by_id, execute, execute_logged, value
 
 from mlthreat.assess.data import AssessmentData
 from mlthreat.assess.errors import QueryBudgetExceeded
@@ -22,27 +22,12 @@ from mlthreat.assess.finding import Finding
 from mlthreat.assess.target import Target
 from mlthreat.assess.targets.sklearn import SklearnTarget
 from mlthreat.assess.techniques import run_class
-from mlthreat.assess.techniques.base import RunContext, TechniqueRun
 from mlthreat.assess.techniques.extraction import (
     EquationSolvingExtraction,
     SurrogateExtraction,
     hadamard_design,
 )
 from mlthreat.errors import UsageError
-from mlthreat.events import QueryLog
-
-
-def by_id(targets: list[Any], model_id: str) -> Any:
-    return next(t for t in targets if t.model_id == model_id)
-
-
-def execute(run: TechniqueRun, target: Any, data: Any, budget: int, seed: int = 0) -> Finding:
-    ctx = RunContext(target, data, budget, seed, run_name=run.name, technique=run.technique)
-    return run.run(ctx)
-
-
-def value(finding: Finding, name: str) -> Any:
-    return finding.metrics[name].value
 
 
 def _split(x: np.ndarray, y: np.ndarray, **kw: Any) -> tuple[Any, AssessmentData]:
@@ -82,16 +67,8 @@ def diabetes_ridge() -> tuple[SklearnTarget, AssessmentData]:
 @pytest.fixture(scope="module")
 def mlp_logged(demo_targets, demo_data, tmp_path_factory) -> tuple[Finding, list[dict]]:
     """Surrogate extraction of demo-mlp with budget 447 and a query log attached."""
-    target = by_id(demo_targets, "demo-mlp")
-    path = tmp_path_factory.mktemp("extraction") / "q.jsonl"
-    log = QueryLog(path, target.model_id)
-    target.attach_log(log)
-    try:
-        finding = execute(SurrogateExtraction(), target, demo_data, 447)
-    finally:
-        target.attach_log(None)
-        log.close()
-    return finding, [json.loads(line) for line in path.read_text().splitlines()]
+    return execute_logged(SurrogateExtraction(), by_id(demo_targets, "demo-mlp"), demo_data, 447,
+                          tmp_path_factory.mktemp("extraction") / "q.jsonl")
 
 
 # -- equation-solving ---------------------------------------------------------------------------

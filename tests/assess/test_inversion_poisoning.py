@@ -13,28 +13,19 @@ features 0, 7 and 63 towards class 3: 399/404 (0.988), clean accuracy 0.933 -> 0
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Any
 
 import pytest
+from assess_helpers import by_id
+from assess_helpers import execute as _execute
 
-from mlthreat.assess.finding import Finding
 from mlthreat.assess.techniques import run_class
-from mlthreat.assess.techniques.base import RunContext, TechniqueRun
 from mlthreat.assess.techniques.inversion import ModelInversion
 from mlthreat.assess.techniques.poisoning import NO_FIT, BackdoorPoisoning, resolve_fit
 from mlthreat.errors import UsageError
 
-
-def by_id(targets: list[Any], model_id: str) -> Any:
-    return next(t for t in targets if t.model_id == model_id)
-
-
-def execute(run: TechniqueRun, target: Any, data: Any, budget: int = 10_000) -> Finding:
-    ctx = RunContext(target, data, budget, 0, run_name=run.name, technique=run.technique)
-    before = target.total_queries
-    finding = run.run(ctx)
-    assert finding.queries == target.total_queries - before
-    return finding
+execute = partial(_execute, attack_only=True)
 
 
 def fit_logreg(x: Any, y: Any, seed: int) -> Any:

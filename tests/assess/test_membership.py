@@ -15,15 +15,17 @@ Figures measured at seed 0 (900 members, 450 non-members; 447 pool rows):
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pytest
+from assess_helpers import by_id
+from assess_helpers import execute as _execute
 
 from mlthreat.assess.finding import Finding
 from mlthreat.assess.targets.sklearn import SklearnTarget
 from mlthreat.assess.techniques import run_class
-from mlthreat.assess.techniques.base import RunContext, TechniqueRun
 from mlthreat.assess.techniques.membership import (
     BlackBoxMembership,
     LiraMembership,
@@ -34,17 +36,7 @@ from mlthreat.errors import UsageError
 MEMBERSHIP_METRICS = {"auc", "membership_advantage", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"}
 
 
-def by_id(targets: list[Any], model_id: str) -> Any:
-    return next(t for t in targets if t.model_id == model_id)
-
-
-def execute(run: TechniqueRun, target: Any, data: Any, budget: int = 10_000) -> Finding:
-    ctx = RunContext(target, data, budget, 0, run_name=run.name, technique=run.technique)
-    before = target.total_queries
-    finding = run.run(ctx)
-    assert finding.queries == target.total_queries - before  # every query is the attack's
-    assert finding.evaluation_queries == 0
-    return finding
+execute = partial(_execute, attack_only=True)  # every query is the attack's
 
 
 def check_membership_finding(f: Finding, n_members: int, n_nonmembers: int) -> None:

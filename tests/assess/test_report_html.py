@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import changed
 from jsonschema import Draft202012Validator
 
 from mlthreat import __version__
@@ -289,15 +290,7 @@ def test_report_data_of_a_real_result_validates_and_renders(embedded):
     (("atlas_version",), KeyError),
 ])
 def test_broken_reports_fail_the_schema(report, path, value):
-    doc = copy.deepcopy(report)
-    node = doc
-    for key in path[:-1]:
-        node = node[key]
-    if value is KeyError:
-        del node[path[-1]]
-    else:
-        node[path[-1]] = value
-    assert errors(doc)
+    assert errors(changed(report, path, value))
 
 
 # -- what the page shows ------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from assess_helpers import UnpickleMarker
 
 from mlthreat.assess.errors import TargetError
 from mlthreat.assess.targets import load_target
@@ -19,28 +20,10 @@ pytestmark = pytest.mark.filterwarnings(
     r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
 
 
-class _Marker:
-    """Unpickling this creates ``path``: proof that a file was (or was not) unpickled."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
 @pytest.fixture(scope="module")
-def digits():
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    return (x / 16.0).astype("float32"), y
-
-
-@pytest.fixture(scope="module")
-def scripted(digits, tmp_path_factory):
+def scripted(digits_xy, tmp_path_factory):
     """A 64-32-10 MLP trained for a few epochs, saved as TorchScript."""
-    x, y = digits
+    x, y = digits_xy
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(),
                                 torch.nn.Linear(32, 10))
@@ -58,8 +41,8 @@ def scripted(digits, tmp_path_factory):
     return path, module
 
 
-def test_predictions_match_the_module(digits, scripted):
-    x, y = digits
+def test_predictions_match_the_module(digits_xy, scripted):
+    x, y = digits_xy
     path, module = scripted
     target = load_target(f"torch:{path}", input_shape=(64,))
     assert target.n_classes == 10 and target.total_queries == 0  # the probe is not a query
@@ -75,8 +58,8 @@ def test_predictions_match_the_module(digits, scripted):
     np.testing.assert_allclose(same.predict(x[:5]), target.predict(x[:5]))
 
 
-def test_art_estimator_gives_gradients(digits, scripted):
-    x, y = digits
+def test_art_estimator_gives_gradients(digits_xy, scripted):
+    x, y = digits_xy
     path, module = scripted
     target = load_target(f"torch:{path}", input_shape="64")
     art = target.art_estimator()
@@ -102,7 +85,7 @@ def test_needs_input_shape(scripted):
 def test_refuses_pickles_without_unpickling(tmp_path):
     marker = tmp_path / "unpickled"
     path = tmp_path / "checkpoint.pt"
-    torch.save({"model": _Marker(marker)}, path)
+    torch.save({"model": UnpickleMarker(marker)}, path)
     with pytest.raises(TargetError, match=r"torch\.save checkpoint, not a TorchScript module"):
         load_target(f"torch:{path}", input_shape=(4,))
     assert not marker.exists()

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from assess_helpers import UnpickleMarker
 
 from mlthreat.assess.errors import TargetError
 from mlthreat.assess.targets import load_target
@@ -17,40 +18,22 @@ def _double(x):  # a custom function: skops does not trust it
     return x * 2
 
 
-class _Marker:
-    """Unpickling this creates ``path``: proof that a file was (or was not) unpickled."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
 @pytest.fixture(scope="module")
-def digits():
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    return (x / 16.0).astype("float32"), y
-
-
-@pytest.fixture(scope="module")
-def logreg(digits):
+def logreg(digits_xy):
     from sklearn.linear_model import LogisticRegression
 
-    x, y = digits
+    x, y = digits_xy
     return LogisticRegression(max_iter=300).fit(x[:500], y[:500])
 
 
 # -- sklearn ------------------------------------------------------------------------------------
-def test_skops_refuses_untrusted_types_and_lists_them(tmp_path, digits):
+def test_skops_refuses_untrusted_types_and_lists_them(tmp_path, digits_xy):
     import skops.io as sio
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer
 
-    x, y = digits
+    x, y = digits_xy
     pipe = make_pipeline(FunctionTransformer(_double), LogisticRegression(max_iter=200))
     pipe.fit(x[:300], y[:300])
     path = tmp_path / "pipe.skops"
@@ -60,10 +43,10 @@ def test_skops_refuses_untrusted_types_and_lists_them(tmp_path, digits):
     assert str(path) in str(err.value)
 
 
-def test_skops_round_trip(tmp_path, digits, logreg):
+def test_skops_round_trip(tmp_path, digits_xy, logreg):
     import skops.io as sio
 
-    x, _ = digits
+    x, _ = digits_xy
     path = tmp_path / "lr.skops"
     sio.dump(logreg, path)
     target = load_target(f"sklearn:{path}")
@@ -71,11 +54,11 @@ def test_skops_round_trip(tmp_path, digits, logreg):
     assert target.access == "white-box"
 
 
-def test_pickle_needs_trust(tmp_path, digits, logreg):
-    x, _ = digits
+def test_pickle_needs_trust(tmp_path, digits_xy, logreg):
+    x, _ = digits_xy
     marker = tmp_path / "unpickled"
     hostile = tmp_path / "hostile.pkl"
-    hostile.write_bytes(pickle.dumps(_Marker(marker)))
+    hostile.write_bytes(pickle.dumps(UnpickleMarker(marker)))
     with pytest.raises(TargetError, match="--trust-pickle"):
         load_target(f"sklearn:{hostile}")
     assert not marker.exists()
@@ -104,8 +87,8 @@ def _to_onnx(model, x, path, **options):
 
 
 @pytest.mark.parametrize("zipmap", [True, False])
-def test_onnx_classifier_matches_sklearn(tmp_path, digits, logreg, zipmap):
-    x, _ = digits
+def test_onnx_classifier_matches_sklearn(tmp_path, digits_xy, logreg, zipmap):
+    x, _ = digits_xy
     path = tmp_path / "lr.onnx"
     _to_onnx(logreg, x, path, **({} if zipmap else {"zipmap": False}))
     target = load_target(f"onnx:{path}")
@@ -118,10 +101,10 @@ def test_onnx_classifier_matches_sklearn(tmp_path, digits, logreg, zipmap):
         target.predict(x[:2, :63])
 
 
-def test_onnx_string_classes(tmp_path, digits):
+def test_onnx_string_classes(tmp_path, digits_xy):
     from sklearn.linear_model import LogisticRegression
 
-    x, y = digits
+    x, y = digits_xy
     names = np.array(["low", "mid", "high"])[y[:400] % 3]
     model = LogisticRegression(max_iter=300).fit(x[:400], names)
     path = tmp_path / "str.onnx"
@@ -133,8 +116,8 @@ def test_onnx_string_classes(tmp_path, digits):
                                   [list(model.classes_).index(c) for c in ("mid", "high")])
 
 
-def test_onnx_labels_only(tmp_path, digits, logreg):
-    x, _ = digits
+def test_onnx_labels_only(tmp_path, digits_xy, logreg):
+    x, _ = digits_xy
     path = tmp_path / "labels.onnx"
     onx = _to_onnx(logreg, x, path)
     keep = [o for o in onx.graph.output if "label" in o.name]
@@ -146,10 +129,10 @@ def test_onnx_labels_only(tmp_path, digits, logreg):
     np.testing.assert_array_equal(target.predict(x[:20]), np.eye(10)[logreg.predict(x[:20])])
 
 
-def test_onnx_regressor(tmp_path, digits):
+def test_onnx_regressor(tmp_path, digits_xy):
     from sklearn.linear_model import Ridge
 
-    x, y = digits
+    x, y = digits_xy
     model = Ridge().fit(x[:500], y[:500].astype(float))
     path = tmp_path / "ridge.onnx"
     _to_onnx(model, x, path)
@@ -169,10 +152,10 @@ def test_onnx_garbage(tmp_path, content):
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
-def test_onnx_missing_file_and_class_count_conflict(tmp_path, digits, logreg):
+def test_onnx_missing_file_and_class_count_conflict(tmp_path, digits_xy, logreg):
     with pytest.raises(TargetError, match="no such model file"):
         load_target(f"onnx:{tmp_path / 'nope.onnx'}")
-    x, _ = digits
+    x, _ = digits_xy
     path = tmp_path / "lr.onnx"
     _to_onnx(logreg, x, path, zipmap=False)
     with pytest.raises(TargetError, match="disagrees"):
@@ -218,8 +201,8 @@ def user_module(tmp_path, monkeypatch):
     sys.modules.pop("user_model_mod", None)
 
 
-def test_python_scores_from_module_and_file(user_module, digits):
-    x, _ = digits
+def test_python_scores_from_module_and_file(user_module, digits_xy):
+    x, _ = digits_xy
     by_module = load_target("python:user_model_mod:scores", n_features=64)
     by_file = load_target(f"python:{user_module}:scores", n_features=64)
     a, b = by_module.predict(x[:6]), by_file.predict(x[:6])
@@ -229,8 +212,8 @@ def test_python_scores_from_module_and_file(user_module, digits):
     np.testing.assert_allclose(a.sum(axis=1), 1.0)
 
 
-def test_python_labels_need_n_classes(user_module, digits):
-    x, _ = digits
+def test_python_labels_need_n_classes(user_module, digits_xy):
+    x, _ = digits_xy
     with pytest.raises(TargetError, match="n_classes"):
         load_target("python:user_model_mod:labels", n_features=64).predict(x[:2])
     target = load_target("python:user_model_mod:labels", n_features=64, n_classes=10,
@@ -252,8 +235,8 @@ def test_python_bad_specs(user_module, spec, message):
         load_target(f"python:{spec}", n_features=64)
 
 
-def test_python_answers_checked(user_module, digits):
-    x, _ = digits
+def test_python_answers_checked(user_module, digits_xy):
+    x, _ = digits_xy
     with pytest.raises(TargetError, match="raised RuntimeError: model server down"):
         load_target("python:user_model_mod:broken", n_features=64).predict(x[:2])
     with pytest.raises(TargetError, match="answered 2 predictions for 3 inputs"):

@@ -9,48 +9,24 @@ it is 0.86.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import numpy as np
 import pytest
+from assess_helpers import by_id, execute, execute_logged, value
 
 from mlthreat.assess.finding import Finding
 from mlthreat.assess.targets.sklearn import SklearnTarget
 from mlthreat.assess.techniques import run_class
-from mlthreat.assess.techniques.base import RunContext, TechniqueRun
+from mlthreat.assess.techniques.base import RunContext
 from mlthreat.assess.techniques.extraction import SurrogateExtraction
 from mlthreat.assess.techniques.transfer import TransferEvasion, art_proxy
 from mlthreat.errors import UsageError
-from mlthreat.events import QueryLog
-
-
-def by_id(targets: list[Any], model_id: str) -> Any:
-    return next(t for t in targets if t.model_id == model_id)
-
-
-def execute(run: TechniqueRun, target: Any, data: Any, budget: int, seed: int = 0) -> Finding:
-    ctx = RunContext(target, data, budget, seed, run_name=run.name, technique=run.technique)
-    return run.run(ctx)
-
-
-def value(finding: Finding, name: str) -> Any:
-    return finding.metrics[name].value
 
 
 @pytest.fixture(scope="module")
 def transfer_logged(demo_targets, demo_data, tmp_path_factory) -> tuple[Finding, list[dict]]:
     """The default transfer run on demo-mlp (budget 1000) with a query log attached."""
-    target = by_id(demo_targets, "demo-mlp")
-    path = tmp_path_factory.mktemp("transfer") / "q.jsonl"
-    log = QueryLog(path, target.model_id)
-    target.attach_log(log)
-    try:
-        finding = execute(TransferEvasion(), target, demo_data, 1000)
-    finally:
-        target.attach_log(None)
-        log.close()
-    return finding, [json.loads(line) for line in path.read_text().splitlines()]
+    return execute_logged(TransferEvasion(), by_id(demo_targets, "demo-mlp"), demo_data, 1000,
+                          tmp_path_factory.mktemp("transfer") / "q.jsonl")
 
 
 def test_transfer_evades_demo_mlp(transfer_logged):

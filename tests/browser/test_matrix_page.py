@@ -7,20 +7,18 @@ is opened from a file (``file://``), so no network is involved.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import HOSTILE, hostile_kb
 
 from mlthreat.kb import KnowledgeBase
 from mlthreat.kb.export import html
 
 pytestmark = pytest.mark.browser
 
-HOSTILE = ('<img src=x onerror="window.__pwned=1;alert(1)">'
-           '<script>window.__pwned=2;alert(2)</script>"onmouseover="window.__pwned=3')
 SCRIPT_READY = "return !document.querySelector('.filter').hidden"
 VISIBLE_CELLS = """
 return Array.from(document.querySelectorAll('.cell'))
@@ -149,16 +147,8 @@ def test_hostile_text_is_shown_not_run(
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.by import By
 
-    techniques = tuple(
-        dataclasses.replace(t, name=HOSTILE, description=HOSTILE) if t.id == "AML.T0043" else t
-        for t in embedded.techniques
-    )
-    mitigations = (dataclasses.replace(embedded.mitigations[0], name=HOSTILE),
-                   *embedded.mitigations[1:])
-    kb = dataclasses.replace(embedded, techniques=techniques, mitigations=mitigations,
-                             source=HOSTILE)
     path = tmp_path / "hostile.html"
-    path.write_text(html.render(kb, title=HOSTILE), encoding="utf-8")
+    path.write_text(html.render(hostile_kb(embedded), title=HOSTILE), encoding="utf-8")
 
     entries = _open(driver, path)
     driver.find_element(By.ID, "filter-input").send_keys("<img src")

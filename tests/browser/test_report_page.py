@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import HOSTILE
 
 from mlthreat.assess.finding import Finding, Metric
 from mlthreat.assess.report import report_data
@@ -22,8 +23,6 @@ from mlthreat.kb import KnowledgeBase
 
 pytestmark = pytest.mark.browser
 
-HOSTILE = ('<img src=x onerror="window.__pwned=1;alert(1)">'
-           '<script>window.__pwned=2;alert(2)</script>"onmouseover="window.__pwned=3')
 #: The report's status colours (report.css, light scheme), as the browser computes them.
 COLOURS = {"succeeded": "rgb(180, 35, 24)", "failed": "rgb(26, 127, 55)",
            "error": "rgb(110, 119, 129)"}

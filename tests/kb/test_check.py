@@ -127,12 +127,12 @@ def test_alias_bomb_is_walked_once(embedded, tmp_path):
 
 
 def test_node_limit(tmp_path):
-    from mlthreat.kb.check import _walk
+    from mlthreat.kb._scan import walk
 
     data = {"a": [[str(i)] for i in range(50)]}
-    assert len(list(_walk(data, tmp_path / "x.json", 10**6))) == 51
+    assert len(list(walk(data, tmp_path / "x.json", 10**6))) == 51
     with pytest.raises(kbmod.DataFileError, match=r"x.json: more than 100 values"):
-        list(_walk(data, tmp_path / "x.json", 10**6, limit=100))
+        list(walk(data, tmp_path / "x.json", 10**6, limit=100))
 
 
 def _deep(depth, leaf):
@@ -196,7 +196,7 @@ def test_suggestions_stay_within_the_kind(embedded, tmp_path):
     import difflib
     import random
 
-    from mlthreat.kb.check import _Suggester
+    from mlthreat.kb._scan import Suggester
     from mlthreat.kb.ids import kind_of
 
     # The technique AML.T0017 is the closest string, but a tactic is wanted.
@@ -207,7 +207,7 @@ def test_suggestions_stay_within_the_kind(embedded, tmp_path):
     assert [(f.line, f.suggestion_id) for f in report.findings] == [
         (1, "AML.TA0015"), (1, "AML.TA0015")]
     # The deletion index finds exactly what difflib finds among IDs of the same kind.
-    suggest = _Suggester(embedded)
+    suggest = Suggester(embedded)
     rng = random.Random(5)
     for _ in range(1500):
         shape = rng.choice(["AML.T{:04d}", "AML.T{:04d}.{:03d}", "AML.TA{:04d}", "AML.M{:04d}",

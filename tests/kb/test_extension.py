@@ -2,53 +2,14 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
+from builders import ACME_EXTENSION, write_extension
 
 from mlthreat import kb as kbmod
 
-GOOD = textwrap.dedent("""\
-    namespace: ACME
-    name: ACME additions
-    techniques:
-      - id: ACME.T0001
-        name: Scrape the feature store
-        description: Reads features from an unauthenticated internal store.
-        tactics: [AML.TA0009]
-        maturity: demonstrated
-      - id: ACME.T0001.000
-        name: Via notebook tokens
-        description: Uses tokens left in shared notebooks.
-        subtechnique-of: ACME.T0001
-    mitigations:
-      - id: ACME.M0001
-        name: Authenticate the feature store
-        description: Requires service identities for every read.
-        techniques:
-          - ACME.T0001
-          - {id: AML.T0024.002, use: Slows model theft through stolen features.}
-    case-studies:
-      - id: ACME.CS0001
-        name: Feature store scraped
-        summary: A contractor account pulled features for a week.
-        incident-date: 2025-03-01
-        incident-date-granularity: MONTH
-        case-study-type: incident
-        procedure:
-          - {tactic: AML.TA0009, technique: ACME.T0001.000}
-          - {tactic: AML.TA0010, technique: AML.T0024.002}
-    """)
-
-
-def _write(tmp_path, text):
-    path = tmp_path / "acme.yaml"
-    path.write_text(text)
-    return path
-
 
 def test_merge_adds_objects_and_links(tmp_path):
-    merged = kbmod.load(extensions=[_write(tmp_path, GOOD)])
+    merged = kbmod.load(extensions=[write_extension(tmp_path)])
     assert merged.version == "5.6.0+ACME"
     assert merged.technique("ACME.T0001.000").parent == "ACME.T0001"
     assert [t.id for t in merged.tactics_of("ACME.T0001.000")] == ["AML.TA0009"]
@@ -82,8 +43,8 @@ def test_merge_adds_objects_and_links(tmp_path):
      9, "ACME.T0001", "colour", "unknown field"),
 ])
 def test_errors_name_file_line_entry_field(tmp_path, old, new, line, entry, field, message):
-    assert old in GOOD
-    path = _write(tmp_path, GOOD.replace(old, new, 1))
+    assert old in ACME_EXTENSION
+    path = write_extension(tmp_path, ACME_EXTENSION.replace(old, new, 1))
     with pytest.raises(kbmod.DataFileError) as info:
         kbmod.load(extensions=[path])
     err = info.value
@@ -92,18 +53,18 @@ def test_errors_name_file_line_entry_field(tmp_path, old, new, line, entry, fiel
 
 
 def test_duplicate_of_base_id_and_bad_yaml(tmp_path):
-    first = _write(tmp_path, GOOD)
+    first = write_extension(tmp_path)
     second = tmp_path / "again.yaml"
-    second.write_text(GOOD)
+    second.write_text(ACME_EXTENSION)
     with pytest.raises(kbmod.DataFileError, match=r"duplicate ID 'ACME.T0001'.*base"):
         kbmod.load(extensions=[first, second])
-    reserved = GOOD.replace("namespace: ACME", "namespace: AML").replace("ACME.", "AML.")
+    reserved = ACME_EXTENSION.replace("namespace: ACME", "namespace: AML").replace("ACME.", "AML.")
     with pytest.raises(kbmod.DataFileError, match=r"acme.yaml:1, field 'namespace': the AML "):
-        kbmod.load(extensions=[_write(tmp_path, reserved)])
+        kbmod.load(extensions=[write_extension(tmp_path, reserved)])
     with pytest.raises(kbmod.DataFileError, match=r"acme.yaml:3: invalid YAML"):
-        kbmod.load(extensions=[_write(tmp_path, "namespace: ACME\ntechniques: [\n")])
+        kbmod.load(extensions=[write_extension(tmp_path, "namespace: ACME\ntechniques: [\n")])
     with pytest.raises(kbmod.DataFileError, match="must be a mapping"):
-        kbmod.load(extensions=[_write(tmp_path, "- just a list\n")])
+        kbmod.load(extensions=[write_extension(tmp_path, "- just a list\n")])
 
 
 @pytest.mark.parametrize("old,new,message", [
@@ -117,11 +78,11 @@ def test_duplicate_of_base_id_and_bad_yaml(tmp_path):
     ("incident-date: 2025-03-01", "incident-date: 2025-13-45", "month must be in 1..12"),
 ])
 def test_structure_mistakes(tmp_path, old, new, message):
-    assert old in GOOD
+    assert old in ACME_EXTENSION
     with pytest.raises(kbmod.DataFileError, match=message):
-        kbmod.load(extensions=[_write(tmp_path, GOOD.replace(old, new, 1))])
+        kbmod.load(extensions=[write_extension(tmp_path, ACME_EXTENSION.replace(old, new, 1))])
 
 
 def test_extension_from_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLTHREAT_EXTENSIONS", str(_write(tmp_path, GOOD)))
+    monkeypatch.setenv("MLTHREAT_EXTENSIONS", str(write_extension(tmp_path)))
     assert "ACME.T0001" in kbmod.load()

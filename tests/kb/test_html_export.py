@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import re
 import subprocess
@@ -11,10 +10,11 @@ import sys
 from html.parser import HTMLParser
 
 import pytest
+from builders import hostile_kb
 
 from mlthreat import __version__
 from mlthreat.errors import UsageError
-from mlthreat.kb import KnowledgeBase, Reference, UnknownIdError
+from mlthreat.kb import KnowledgeBase, UnknownIdError
 from mlthreat.kb.export import exporter, html
 from mlthreat.render import render_page
 
@@ -77,26 +77,6 @@ def page(embedded: KnowledgeBase) -> str:
 @pytest.fixture(scope="module")
 def parsed(page: str) -> _Page:
     return _Page(page)
-
-
-def _hostile(kb: KnowledgeBase) -> KnowledgeBase:
-    """``kb`` with hostile text in a technique, a mitigation, a case study and the source."""
-    techniques = tuple(
-        dataclasses.replace(
-            t,
-            name=HOSTILE_NAME,
-            description=HOSTILE_TEXT,
-            references=(Reference(title=HOSTILE_TEXT, url="javascript:alert(5)"),),
-        )
-        if t.id == "AML.T0043"
-        else t
-        for t in kb.techniques
-    )
-    mitigations = (dataclasses.replace(kb.mitigations[0], name=HOSTILE_NAME), *kb.mitigations[1:])
-    case_studies = (dataclasses.replace(kb.case_studies[0], summary=HOSTILE_TEXT),
-                    *kb.case_studies[1:])
-    return dataclasses.replace(kb, techniques=techniques, mitigations=mitigations,
-                               case_studies=case_studies, source=HOSTILE_NAME)
 
 
 def test_registered_as_html_exporter() -> None:
@@ -163,7 +143,7 @@ def test_case_study_procedure_is_ordered_tactic_then_technique(
 
 
 def test_hostile_text_is_escaped(embedded: KnowledgeBase) -> None:
-    out = html.render(_hostile(embedded), title=HOSTILE_NAME)
+    out = html.render(hostile_kb(embedded, HOSTILE_NAME, HOSTILE_TEXT), title=HOSTILE_NAME)
     for raw in ("<script>alert", "<img src=x", "<svg", '"onmouseover="', "javascript:"):
         assert raw not in out
     escaped_name = ("&lt;script&gt;alert(1)&lt;/script&gt;&#34;onmouseover=&#34;alert(2)&#34; "
@@ -180,7 +160,7 @@ def test_hostile_text_is_escaped(embedded: KnowledgeBase) -> None:
 
 
 def test_unsafe_reference_urls_are_not_links(embedded: KnowledgeBase) -> None:
-    out = html.render(_hostile(embedded))
+    out = html.render(hostile_kb(embedded, HOSTILE_NAME, HOSTILE_TEXT))
     hrefs = [a["href"] or "" for _, a in _Page(out).with_attr("href")]
     assert all(h.startswith(("#", "https://", "http://", "data:")) for h in hrefs)
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
 from atlas_paths import STIX_BUNDLE
+from builders import write_extension
 from stix2validator import ValidationOptions, validate_string
 
 from mlthreat import kb as kbmod
@@ -200,40 +200,8 @@ def test_loads_back(export, tmp_path):
     assert Counter(links(back)) == Counter(set(links(src)))
 
 
-EXTENSION = textwrap.dedent("""\
-    namespace: ACME
-    name: ACME additions
-    techniques:
-      - id: ACME.T0001
-        name: Scrape the feature store
-        description: Reads features from an unauthenticated internal store.
-        tactics: [AML.TA0009]
-      - id: ACME.T0001.000
-        name: Via notebook tokens
-        description: Uses tokens left in shared notebooks.
-        subtechnique-of: ACME.T0001
-    mitigations:
-      - id: ACME.M0001
-        name: Authenticate the feature store
-        description: Requires service identities for every read.
-        techniques:
-          - ACME.T0001
-          - {id: AML.T0024.002, use: Slows model theft through stolen features.}
-    case-studies:
-      - id: ACME.CS0001
-        name: Feature store scraped
-        summary: A contractor account pulled features for a week.
-        incident-date: 2025-03-01
-        incident-date-granularity: MONTH
-        case-study-type: incident
-        procedure:
-          - {tactic: AML.TA0009, technique: ACME.T0001.000}
-          - {tactic: AML.TA0010, technique: AML.T0024.002}
-    """)
-
-
 def _small_base(base: kbmod.KnowledgeBase) -> kbmod.KnowledgeBase:
-    """The few ATLAS objects EXTENSION refers to, so its bundle validates fast."""
+    """The few ATLAS objects ACME_EXTENSION refers to, so its bundle validates fast."""
     techniques = ("AML.T0024", "AML.T0024.002")
     return replace(
         base,
@@ -248,9 +216,7 @@ def _small_base(base: kbmod.KnowledgeBase) -> kbmod.KnowledgeBase:
 def test_extension_objects(tmp_path, embedded, official_bundle):
     from mlthreat.kb.sources.extension import merge
 
-    path = tmp_path / "acme.yaml"
-    path.write_text(EXTENSION)
-    merged = merge(_small_base(embedded), path)
+    merged = merge(_small_base(embedded), write_extension(tmp_path))
     text = stix_export.render(merged)
     result = _validate(text)
     assert result.is_valid, [str(e) for e in result.errors]

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from atlas_paths import ATLAS_YAML, RELEASES
+from route_server import Route, route_server
 
 from mlthreat import kb as kbmod
 from mlthreat.kb import update as upd
@@ -22,31 +20,9 @@ OFFICIAL = ATLAS_YAML.read_bytes()
 @pytest.fixture(scope="module")
 def _http():
     """Routes map a path to ``(status, body)`` or to a function writing the answer itself."""
-    routes: dict[str, object] = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            route = routes.get(self.path, (404, b"not found"))
-            if callable(route):
-                with contextlib.suppress(OSError):  # the client gave up, as it should
-                    route(self)
-                return
-            status, body = route
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield base, routes
-    httpd.shutdown()
-    httpd.server_close()
+    routes: dict[str, Route] = {}
+    with route_server(routes) as base:
+        yield base, routes
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from typing import NoReturn
 
 from mlthreat.kb.errors import DataFileError
 from mlthreat.kb.ids import kind_of
+from mlthreat.kb.sources import read_text
 
 __all__ = ["Layer", "is_number", "read_layer"]
 
@@ -106,12 +107,7 @@ def read_layer(path: str | Path) -> Layer:
         field.
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise DataFileError(p, exc.strerror or str(exc)) from None
-    except UnicodeDecodeError:
-        raise DataFileError(p, "not UTF-8 text") from None
+    text = read_text(p, "utf-8-sig")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

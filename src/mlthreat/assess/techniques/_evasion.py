@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from mlthreat.assess.target import Target
 
 __all__ = ["Attacked", "EvasionRun", "distance", "feature_scale", "positive_int",
-           "positive_number"]
+           "positive_ints", "positive_number"]
 
 # Relative slack on ε comparisons: an attack projected onto the ε ball lands on its surface,
 # and float32 rounding may put it a hair outside.
@@ -43,6 +44,11 @@ _NORM_NAMES = {"l2": "L2", "linf": "L∞"}
 def positive_int(v: Any) -> bool:
     """A parameter check: an integer (not a bool) above 0."""
     return isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) > 0
+
+
+def positive_ints(*names: str) -> dict[str, tuple[Callable[[Any], bool], str]]:
+    """Constraint entries for parameters that must each be a positive integer."""
+    return {name: (positive_int, "must be a positive integer") for name in names}
 
 
 def positive_number(v: Any) -> bool:
@@ -88,7 +94,7 @@ class EvasionRun(TechniqueRun):
         "min_success_rate": 0.5,
     }
     _constraints: ClassVar[dict[str, Any]] = {
-        "n_samples": (positive_int, "must be a positive integer"),
+        **positive_ints("n_samples"),
         "norm": (lambda v: v in _NORM_NAMES, "must be 'l2' or 'linf'"),
         "eps_l2": (positive_number, "must be a number > 0 (relative to the feature range)"),
         "eps_linf": (positive_number, "must be a number > 0 (relative to the feature range)"),

@@ -21,6 +21,7 @@ from mlthreat.assess.techniques._evasion import (
     EvasionRun,
     feature_scale,
     positive_int,
+    positive_ints,
 )
 from mlthreat.errors import UsageError
 
@@ -100,7 +101,7 @@ class _DecisionEvasion(EvasionRun):
         **EvasionRun._constraints,
         "queries_per_sample": (lambda v: v is None or positive_int(v),
                                "must be a positive integer (or None: budget ÷ n_samples)"),
-        "init_size": (positive_int, "must be a positive integer"),
+        **positive_ints("init_size"),
     }
 
     def _art_attack(self, classifier: Any) -> Any:
@@ -224,9 +225,7 @@ class HopSkipJumpEvasion(_DecisionEvasion):
     }
     _constraints: ClassVar[dict[str, Any]] = {
         **_DecisionEvasion._constraints,
-        "max_iter": (positive_int, "must be a positive integer"),
-        "max_eval": (positive_int, "must be a positive integer"),
-        "init_eval": (positive_int, "must be a positive integer"),
+        **positive_ints("max_iter", "max_eval", "init_eval"),
     }
 
     def validate(self) -> None:
@@ -284,9 +283,7 @@ class BoundaryEvasion(_DecisionEvasion):
     }
     _constraints: ClassVar[dict[str, Any]] = {
         **_DecisionEvasion._constraints,
-        "max_iter": (positive_int, "must be a positive integer"),
-        "num_trial": (positive_int, "must be a positive integer"),
-        "sample_size": (positive_int, "must be a positive integer"),
+        **positive_ints("max_iter", "num_trial", "sample_size"),
     }
 
     def _art_attack(self, classifier: Any) -> Any:

@@ -19,6 +19,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlthreat.assess.finding import Finding, Metric
+from mlthreat.assess.techniques._lira import (
+    SHADOW_KINDS,
+    configure,
+    fresh_model,
+    lira_scores,
+    logit_confidence,
+)
 from mlthreat.assess.techniques.base import RunContext, TechniqueRun
 
 if TYPE_CHECKING:
@@ -28,8 +35,6 @@ if TYPE_CHECKING:
     from mlthreat.assess.target import Target
 
 __all__ = ["BlackBoxMembership", "LiraMembership", "lira_scores"]
-
-_SHADOW_KINDS = ("mlp", "logreg", "rf")
 
 
 def _positive_int_or_none(v: Any) -> bool:
@@ -50,7 +55,8 @@ _COMMON_CONSTRAINTS: _Constraints = {
 
 
 class _MembershipRun(TechniqueRun):
-    """What both membership runs share: candidates, metrics, rule and Finding."""
+    """What both membership runs share: the checks that start a run, candidates, metrics, rule
+    and Finding."""
 
     technique = "AML.T0024.000"
     needs_scores = True
@@ -61,26 +67,46 @@ class _MembershipRun(TechniqueRun):
                 f"{self.params['min_tpr_at_1pct']} (members and non-members evaluated as given "
                 "in each metric)")
 
+    def run(self, ctx: RunContext) -> Finding:
+        started = time.perf_counter()
+        self.validate()
+        reason = self.not_applicable(ctx.target, ctx.data)
+        if reason:
+            return self.finding(ctx, "not-applicable", reason, {}, started)
+        return self._attack(ctx, started)
+
+    def _attack(self, ctx: RunContext, started: float) -> Finding:
+        """The attack, once the parameters are valid and the run applies to the target."""
+        raise NotImplementedError
+
     def _n_candidates(self, data: AssessmentData) -> tuple[int, int]:
         assert data.x_members is not None and data.x_nonmembers is not None
         cap = self.params["max_per_group"]
         n_m, n_n = len(data.x_members), len(data.x_nonmembers)
         return (n_m, n_n) if cap is None else (min(n_m, cap), min(n_n, cap))
 
-    def _candidates(self, ctx: RunContext, budget: int) -> tuple[Any, ...] | str:
-        """Members and non-members to test (x_m, y_m, x_n, y_n), subsampled by
-        ``max_per_group`` and, keeping their ratio, to fit ``budget`` queries; or the reason
-        why too few are left."""
-        import numpy as np
-
-        data = ctx.data
-        n_m, n_n = self._n_candidates(data)
+    def _sizes(self, ctx: RunContext, budget: int) -> tuple[int, int] | str:
+        """How many members and non-members to test: at most ``max_per_group`` each and,
+        keeping their ratio, ``budget`` queries in all; or the reason why too few are left."""
+        n_m, n_n = self._n_candidates(ctx.data)
         if n_m + n_n > budget:
             scale = budget / (n_m + n_n)
             n_m, n_n = int(n_m * scale), int(n_n * scale)
         if min(n_m, n_n) < 2:
             return (f"a query budget of {ctx.budget} leaves fewer than 2 members or non-members "
                     "to test")
+        return n_m, n_n
+
+    def _candidates(self, ctx: RunContext, budget: int) -> tuple[Any, ...] | str:
+        """Members and non-members to test (x_m, y_m, x_n, y_n), as many as :meth:`_sizes`
+        allows, or the reason why too few are left."""
+        import numpy as np
+
+        sizes = self._sizes(ctx, budget)
+        if isinstance(sizes, str):
+            return sizes
+        n_m, n_n = sizes
+        data = ctx.data
         rng = np.random.default_rng(ctx.seed)
         assert data.x_members is not None and data.x_nonmembers is not None
         im = np.sort(rng.permutation(len(data.x_members))[:n_m])
@@ -185,16 +211,11 @@ class BlackBoxMembership(_MembershipRun):
         n_m, n_n = self._n_candidates(data)
         return min(budget, n_m + n_n)
 
-    def run(self, ctx: RunContext) -> Finding:
+    def _attack(self, ctx: RunContext, started: float) -> Finding:
         import numpy as np
         from art.attacks.inference.membership_inference import MembershipInferenceBlackBox
         from art.estimators.classification import BlackBoxClassifier
 
-        started = time.perf_counter()
-        self.validate()
-        reason = self.not_applicable(ctx.target, ctx.data)
-        if reason:
-            return self.finding(ctx, "not-applicable", reason, {}, started)
         if ctx.target.task == "regression":
             return self._regression(ctx, started)
         cand = self._candidates(ctx, ctx.budget)
@@ -224,7 +245,6 @@ class BlackBoxMembership(_MembershipRun):
                  "evaluated on the other halves")
         return self._result(ctx, pos, neg, started, split)
 
-
     def _regression(self, ctx: RunContext, started: float) -> Finding:
         """The loss-threshold attack of Yeom et al. 2018 on a regressor: a row whose squared
         error is small is guessed a member. One query per row tested; nothing to train."""
@@ -234,13 +254,10 @@ class BlackBoxMembership(_MembershipRun):
         if data.y_members is None or data.y_nonmembers is None:
             return self.finding(ctx, "not-applicable", "needs the true values of the members "
                                 "and non-members (--label-column)", {}, started)
-        n_m, n_n = self._n_candidates(data)
-        if n_m + n_n > ctx.budget:
-            scale = ctx.budget / (n_m + n_n)
-            n_m, n_n = int(n_m * scale), int(n_n * scale)
-        if min(n_m, n_n) < 2:
-            return self.finding(ctx, "not-applicable", f"a query budget of {ctx.budget} leaves "
-                                "fewer than 2 members or non-members to test", {}, started)
+        sizes = self._sizes(ctx, ctx.budget)
+        if isinstance(sizes, str):
+            return self.finding(ctx, "not-applicable", sizes, {}, started)
+        n_m, n_n = sizes
         assert data.x_members is not None and data.x_nonmembers is not None
         rng = np.random.default_rng(ctx.seed)
         im = rng.permutation(len(data.x_members))[:n_m]
@@ -319,7 +336,7 @@ class LiraMembership(_MembershipRun):
         **_COMMON_CONSTRAINTS,
         "n_shadow": (lambda v: isinstance(v, int) and v >= 2 and v % 2 == 0,
                      "must be an even integer >= 2 (16 or more recommended)"),
-        "shadow_model": (lambda v: v in _SHADOW_KINDS, f"must be one of {_SHADOW_KINDS}"),
+        "shadow_model": (lambda v: v in SHADOW_KINDS, f"must be one of {SHADOW_KINDS}"),
         "shadow_max_iter": (lambda v: v is None or (isinstance(v, int) and v >= 1),
                             "must be a positive integer or None"),
         "variance": (lambda v: v in ("global", "per-example"),
@@ -332,14 +349,9 @@ class LiraMembership(_MembershipRun):
         pool = len(data.x_pool) if data.y_pool is None else 0
         return min(budget, n_m + n_n + pool)
 
-    def run(self, ctx: RunContext) -> Finding:
+    def _attack(self, ctx: RunContext, started: float) -> Finding:
         import numpy as np
 
-        started = time.perf_counter()
-        self.validate()
-        reason = self.not_applicable(ctx.target, ctx.data)
-        if reason:
-            return self.finding(ctx, "not-applicable", reason, {}, started)
         data, target = ctx.data, ctx.target
         x_pool = np.asarray(data.x_pool)
         pool_cost = len(x_pool) if data.y_pool is None else 0
@@ -354,7 +366,7 @@ class LiraMembership(_MembershipRun):
                 target.class_index(data.y_pool)
         y_c = np.concatenate([y_m if y_m is not None else scores_c[: len(x_m)].argmax(1),
                               y_n if y_n is not None else scores_c[len(x_m):].argmax(1)])
-        phi_target = _phi(scores_c, y_c, np.arange(target.n_classes))
+        phi_target = logit_confidence(scores_c, y_c, np.arange(target.n_classes))
 
         x_att = np.concatenate([x_pool, x_c])
         y_att = np.concatenate([y_p, y_c])
@@ -365,11 +377,11 @@ class LiraMembership(_MembershipRun):
         prototype, kind = self._prototype(target)
         phi = np.empty((k, len(x_c)))
         for s in range(k):  # local training and scoring: no target queries
-            model = _configure(prototype, self.params["shadow_max_iter"], ctx.seed * 1000 + s)
+            model = configure(prototype, self.params["shadow_max_iter"], ctx.seed * 1000 + s)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # ConvergenceWarning at a small max_iter
                 model.fit(x_att[keep[s]], y_att[keep[s]])
-            phi[s] = _phi(model.predict_proba(x_c), y_c, np.asarray(model.classes_))
+            phi[s] = logit_confidence(model.predict_proba(x_c), y_c, np.asarray(model.classes_))
         score = lira_scores(phi, keep[:, len(x_pool):], phi_target, self.params["variance"],
                             self.params["test"])
         extra = (f"; {self.params['test']} test, {k} shadow models ({kind}) on halves of "
@@ -395,91 +407,4 @@ class LiraMembership(_MembershipRun):
                 pass
             else:
                 return model, f"clones of the target's {type(estimator).__name__}"
-        return _fresh(self.params["shadow_model"]), self.params["shadow_model"]
-
-
-def lira_scores(phi: np.ndarray, in_mask: np.ndarray, phi_target: np.ndarray,
-                variance: str = "per-example", test: str = "online") -> np.ndarray:
-    """LiRA membership scores from shadow statistics.
-
-    Parameters
-    ----------
-    phi : ndarray [n_shadow, n]
-        Each shadow model's logit-scaled confidence on each candidate.
-    in_mask : ndarray of bool [n_shadow, n]
-        Whether the shadow trained on the candidate (each column needs both kinds).
-    phi_target : ndarray [n]
-        The target's logit-scaled confidence on each candidate.
-    variance : {"per-example", "global"}
-    test : {"online", "offline"}
-
-    Returns
-    -------
-    ndarray [n]
-        Higher means more likely a member.
-    """
-    import numpy as np
-    from scipy.stats import norm
-
-    phi_in, phi_out = np.where(in_mask, phi, np.nan), np.where(~in_mask, phi, np.nan)
-    mu_in, mu_out = np.nanmean(phi_in, axis=0), np.nanmean(phi_out, axis=0)
-    g_in, g_out = np.nanstd(phi_in - mu_in), np.nanstd(phi_out - mu_out)
-    if variance == "global":
-        sd_in, sd_out = np.full_like(mu_in, g_in), np.full_like(mu_out, g_out)
-    else:
-        sd_in = np.maximum(np.nanstd(phi_in, axis=0), 0.25 * g_in)
-        sd_out = np.maximum(np.nanstd(phi_out, axis=0), 0.25 * g_out)
-    sd_in, sd_out = np.maximum(sd_in, 1e-3), np.maximum(sd_out, 1e-3)
-    if test == "offline":
-        return np.asarray((phi_target - mu_out) / sd_out)
-    return np.asarray(norm.logpdf(phi_target, mu_in, sd_in) -
-                      norm.logpdf(phi_target, mu_out, sd_out))
-
-
-def _fresh(kind: str) -> Any:
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neural_network import MLPClassifier
-
-    if kind == "logreg":
-        return LogisticRegression(max_iter=1000)
-    if kind == "rf":
-        return RandomForestClassifier(n_estimators=100)
-    return MLPClassifier(hidden_layer_sizes=(64,), alpha=1e-6, max_iter=300)
-
-
-def _configure(prototype: Any, max_iter: int | None, seed: int) -> Any:
-    """A fresh clone of ``prototype`` with its own seed (and ``max_iter`` when given), for the
-    estimator itself or any step of a Pipeline."""
-    from sklearn.base import clone
-
-    model = clone(prototype)
-    updates: dict[str, Any] = {}
-    for key in model.get_params(deep=True):
-        leaf = key.rsplit("__", 1)[-1]
-        if leaf == "random_state":
-            updates[key] = seed
-        elif leaf == "max_iter" and max_iter is not None:
-            updates[key] = max_iter
-    return model.set_params(**updates) if updates else model
-
-
-_EPS = 1e-6
-
-
-def _phi(scores: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Logit-scaled confidence on the true label, log(p_y + ε) - log(Σ_{j≠y} p_j + ε), for
-    score columns named by ``classes`` (a label absent from them has p_y = 0)."""
-    import numpy as np
-
-    scores = np.asarray(scores, dtype="float64")
-    column = {int(c): i for i, c in enumerate(classes)}
-    idx = np.array([column.get(int(y), -1) for y in labels])
-    rows = np.arange(len(scores))
-    known = idx >= 0
-    p_y = np.where(known, scores[rows, np.maximum(idx, 0)], 0.0)
-    # sum the other columns directly: 1 - p_y would round p_y = 1 - 1e-20 to 1
-    mask = np.ones_like(scores, dtype=bool)
-    mask[rows[known], idx[known]] = False
-    others = np.where(mask, scores, 0.0).sum(axis=1)
-    return np.asarray(np.log(p_y + _EPS) - np.log(others + _EPS))
+        return fresh_model(self.params["shadow_model"]), self.params["shadow_model"]

@@ -21,7 +21,7 @@ from mlthreat.assess.techniques._evasion import (
     Attacked,
     EvasionRun,
     feature_scale,
-    positive_int,
+    positive_ints,
 )
 from mlthreat.assess.techniques._surrogate import (
     Surrogate,
@@ -188,7 +188,7 @@ class TransferEvasion(EvasionRun):
         **EvasionRun._constraints,
         "proxy": (lambda v: v in PROXIES, "must be 'mlp' or 'logreg' (a differentiable proxy)"),
         "distill": (lambda v: isinstance(v, bool), "must be true or false"),
-        "max_iter": (positive_int, "must be a positive integer"),
+        **positive_ints("max_iter"),
     }
 
     def rule(self) -> str:

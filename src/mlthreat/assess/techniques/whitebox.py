@@ -18,7 +18,7 @@ from mlthreat.assess.techniques._evasion import (
     Attacked,
     EvasionRun,
     feature_scale,
-    positive_int,
+    positive_ints,
 )
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class GradientEvasion(EvasionRun):
     _constraints: ClassVar[dict[str, Any]] = {
         **EvasionRun._constraints,
         "method": (lambda v: v in ("pgd", "fgsm"), "must be 'pgd' or 'fgsm'"),
-        "max_iter": (positive_int, "must be a positive integer"),
+        **positive_ints("max_iter"),
     }
 
     def not_applicable(self, target: Target, data: AssessmentData) -> str | None:

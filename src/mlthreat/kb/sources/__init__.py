@@ -15,7 +15,7 @@ from typing import Any
 from mlthreat.kb.errors import DataFileError
 from mlthreat.kb.model import KnowledgeBase
 
-__all__ = ["SOURCES", "load_file", "read_structured"]
+__all__ = ["SOURCES", "load_file", "read_structured", "read_text"]
 
 
 def _sources() -> tuple[ModuleType, ...]:
@@ -28,6 +28,22 @@ SOURCES = ("snapshot", "stix-bundle", "atlas-yaml")
 
 
 MAX_BYTES = 256 * 1024 * 1024  # far above any matrix file; keeps a wrong path from eating RAM
+
+
+def read_text(path: Path, encoding: str = "utf-8") -> str:
+    """The text of ``path``, decoded with ``encoding`` (a UTF-8 codec).
+
+    Raises
+    ------
+    DataFileError
+        When the file cannot be read or is not UTF-8 text.
+    """
+    try:
+        return path.read_text(encoding=encoding)
+    except OSError as exc:
+        raise DataFileError(path, exc.strerror or str(exc)) from None
+    except UnicodeDecodeError:
+        raise DataFileError(path, "not UTF-8 text") from None
 
 
 def read_structured(path: str | Path) -> Any:

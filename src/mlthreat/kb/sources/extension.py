@@ -50,6 +50,7 @@ from mlthreat.kb.model import (
     Reference,
     Technique,
 )
+from mlthreat.kb.sources import read_text
 
 __all__ = ["load_extension", "merge"]
 
@@ -76,12 +77,7 @@ def _read_with_lines(path: Path) -> tuple[Any, dict[int, tuple[int, dict[str, in
     _LineLoader.add_constructor(
         yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _LineLoader.construct_mapping
     )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DataFileError(path, exc.strerror or str(exc)) from None
-    except UnicodeDecodeError:
-        raise DataFileError(path, "not UTF-8 text") from None
+    text = read_text(path)
     try:
         data = yaml.load(text, Loader=_LineLoader)
     except yaml.YAMLError as exc:
