@@ -90,9 +90,10 @@ class QueryLog:
         self._lock = threading.Lock()
 
     def log(self, inputs: Any, labels: Any, scores: Any | None, *, client_id: str,
-            truth: str | None, ts: float) -> None:
+            truth: str | None, ts: float, model_id: str | None = None) -> None:
         """Write one batch: ``inputs`` array [n, ...] (flattened per row), ``labels`` [n],
-        ``scores`` [n, n_classes] or None."""
+        ``scores`` [n, n_classes] or None; ``model_id`` overrides the log's own (one log may
+        hold the queries of several targets)."""
         import numpy as np
 
         # rounded and converted in bulk: per-value Python work would dominate a fast model
@@ -101,7 +102,7 @@ class QueryLog:
         sc = None if scores is None else np.round(np.asarray(scores, dtype="float64"), 6).tolist()
         stamp = round(ts, 6)
         # the dicts QueryEvent.to_json writes, built directly: this runs for every query sent
-        head = {"ts": stamp, "client_id": client_id, "model_id": self.model_id}
+        head = {"ts": stamp, "client_id": client_id, "model_id": model_id or self.model_id}
         dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
         lines = []
         for i in range(len(x)):

@@ -100,6 +100,9 @@ def test_query_log_holds_every_query(tmp_path, demo_data, demo_targets, embedded
     assert len(evaluation) == sum(f.evaluation_queries for f in findings)
     assert {e["client_id"] for e in attack} == {"demo-logreg-extraction-equations",
                                                "demo-mlp-extraction-equations"}
+    # one log holds both targets' queries, each under its own model
+    assert {e["client_id"].rsplit("-extraction", 1)[0] for e in events if
+            e["model_id"] == "demo-mlp"} == {"demo-mlp"}
     assert len(attack[0]["input"]) == 64 and len(attack[0]["output"]["scores"]) == 10
     validator = Draft202012Validator(query_event_schema())
     for event in events:
@@ -162,6 +165,31 @@ def test_bad_parameters_fail_before_any_query(demo_data, demo_targets, embedded)
         Assessment(demo_targets, demo_data, techniques=["extraction-equations"],
                    params={"evasion-boundary": {"n_samples": 2}}, kb=embedded).run()
     assert demo_targets[0].total_queries == before
+
+
+def test_parent_id_selects_its_subtechniques(demo_data, demo_targets, embedded):
+    plan = Assessment(demo_targets[:1], demo_data, techniques=["AML.T0043"], kb=embedded).plan()
+    assert {p.run for p in plan} == {"evasion-hopskipjump", "evasion-boundary",
+                                     "evasion-whitebox", "evasion-transfer"}
+
+
+def test_a_failing_target_stops_its_suite(demo_data, embedded):
+    from mlthreat.assess.errors import TargetError
+    from mlthreat.assess.target import Target
+
+    class Broken(Target):
+        input_shape, n_classes, clip_values, model_id = (64,), 10, (0.0, 1.0), "broken"
+
+        def _predict(self, x):
+            raise TargetError("http://127.0.0.1:9/: connection refused")
+
+    result = Assessment([Broken()], demo_data, techniques=["extraction-equations",
+                                                           "extraction-surrogate"],
+                        kb=embedded).run()
+    first, second = (f for _, f in result.findings())
+    assert first.status == "error" and "connection refused" in first.reason
+    assert second.status == "error" and second.reason.startswith("not run: the target failed")
+    assert result.target_errors == {"broken": "http://127.0.0.1:9/: connection refused"}
 
 
 def test_plan_lists_applicability(demo_data, demo_targets, embedded):

@@ -84,6 +84,27 @@ def test_http_target_asks_first(cancer):
     assert "needs confirmation: pass --yes" in res.stderr
 
 
+def test_unreachable_endpoint_exits_2(tmp_path, cancer):
+    folder, _ = cancer
+    res = run("--target", "http://127.0.0.1:9/v1/models/m:predict", "--data",
+              str(folder / "rows.csv"), "--label-column", "label", "--yes", "--retries", "0",
+              "--timeout", "2", "--techniques", "AML.T0024", "-o", str(tmp_path / "r"), "-q")
+    assert res.returncode == 2, res.stdout
+    assert "holds what ran" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert {f["status"] for f in report["findings"]} == {"error"}
+
+
+def test_fail_on_looks_behind_the_mitigation(tmp_path, cancer):
+    folder, _ = cancer
+    common = ("--target", f"sklearn:{folder / 'model.skops'}", "--data", str(folder / "rows.csv"),
+              "--label-column", "label", "--techniques", "extraction-equations", "-q",
+              "--fail-on", "succeeded")
+    assert run(*common, "-o", str(tmp_path / "a")).returncode == 1
+    # rounding defeats equation-solving: the mitigated deployment holds
+    assert run(*common, "--mitigation", "round:2", "-o", str(tmp_path / "b")).returncode == 0
+
+
 def test_dry_run_and_list_send_nothing(tmp_path):
     res = run("--dry-run", "--techniques", "extraction-equations,evasion-whitebox", "-o",
               str(tmp_path / "r"))

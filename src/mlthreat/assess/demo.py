@@ -7,10 +7,12 @@ from typing import Any
 from mlthreat.assess.data import AssessmentData
 from mlthreat.assess.targets.sklearn import SklearnTarget
 
-__all__ = ["DEMO_PARAMS", "demo_fit", "demo_targets"]
+__all__ = ["DEMO_PARAMS", "demo_targets"]
 
 # The digits are 8x8 images: the inversion run also reports SSIM on them.
-DEMO_PARAMS: dict[str, dict[str, Any]] = {"inversion-miface": {"image_shape": (8, 8)}}
+# The poisoning run retrains a clone of each demo model, so each target is poisoned as itself.
+DEMO_PARAMS: dict[str, dict[str, Any]] = {"inversion-miface": {"image_shape": (8, 8)},
+                                          "poisoning-backdoor": {"fit": "clone-target"}}
 
 
 def demo_targets(data: AssessmentData, seed: int = 0) -> list[SklearnTarget]:
@@ -39,11 +41,3 @@ def demo_targets(data: AssessmentData, seed: int = 0) -> list[SklearnTarget]:
                       description="demo: MLPClassifier(64) overfit on digits members"),
     ]
 
-
-def demo_fit(x: Any, y: Any, seed: int) -> Any:
-    """The demo's training entry point (``fit(X, y, seed) -> estimator``): the same logistic
-    regression as the demo target, so the poisoning run can show a backdoor planted through the
-    training data."""
-    from sklearn.linear_model import LogisticRegression
-
-    return LogisticRegression(max_iter=2000, C=10.0, random_state=seed).fit(x, y)

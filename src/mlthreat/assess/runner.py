@@ -1,6 +1,8 @@
 """Orchestration: plan the technique runs for each target, run them, collect the Findings.
 
-A crashing run is recorded as ``status: error`` with its cause and the others go on; Ctrl-C
+A crashing run is recorded as ``status: error`` with its cause and the others go on, except
+when the target itself fails (unreachable, answering garbage): the rest of that target's runs
+are recorded as not run, and ``target_errors`` says why. Ctrl-C
 stops the suite but keeps what finished (``interrupted`` is set on the result). Every query is
 logged to the query log when one is given. With a mitigation, the suite runs twice (as is, and
 behind the mitigation) and the result carries both.
@@ -9,11 +11,12 @@ behind the mitigation) and the result carries both.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mlthreat.assess.errors import QueryBudgetExceeded
+from mlthreat.assess.errors import QueryBudgetExceeded, TargetError
 from mlthreat.assess.finding import Finding
 from mlthreat.assess.techniques import RunContext, TechniqueRun, run_classes
 
@@ -86,7 +89,7 @@ class AssessmentResult:
     started: float = 0.0
     seconds: float = 0.0
     queries_total: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    target_errors: dict[str, str] = field(default_factory=dict)
 
     def findings(self, *, mitigated: bool = False) -> list[tuple[str, Finding]]:
         """(model_id, Finding) pairs from the plain runs, or the mitigated ones."""
@@ -194,6 +197,7 @@ class Assessment:
         results: list[TargetFindings] = []
         interrupted = False
         spent = 0
+        target_errors: dict[str, str] = {}
         suites: list[tuple[Target, str | None]] = [(t, None) for t in self.targets]
         if self.mitigation is not None:
             from mlthreat.assess.mitigations import MitigatedTarget
@@ -201,16 +205,28 @@ class Assessment:
             suites += [(MitigatedTarget(t, self.mitigation, self.seed), self.mitigation.label)
                        for t in self.targets]
         # Small models fit fastest on one BLAS thread; many threads crawl on busy cores.
-        with threadpool_limits(limits=1):
+        with threadpool_limits(limits=1), warnings.catch_warnings():
+            # ART announces at import that its torch-only verifiers are unavailable: not ours
+            warnings.filterwarnings("ignore", message=".*PyTorch not found.*")
             for target, label in suites:
                 findings: list[Finding] = []
                 target.attach_log(self.query_log)
                 try:
                     for run in runs:
+                        failed = target_errors.get(target.model_id)
+                        if failed is not None:  # an unreachable or broken target: stop asking
+                            findings.append(Finding(
+                                technique=run.technique, name=run.title, status="error",
+                                reason=f"not run: the target failed earlier ({failed})",
+                                rule=run.rule(), related_techniques=run.related,
+                                params=_plain(run.params), run=run.name))
+                            continue
                         budget = self._budget(run)
                         if self.total_budget is not None:
                             budget = min(budget, max(self.total_budget - spent, 0))
                         finding = self._one(target, run, budget, kb, reporter)
+                        if finding.status == "error" and finding.reason.startswith(_TARGET):
+                            target_errors[target.model_id] = finding.reason[len(_TARGET):]
                         spent += finding.queries
                         findings.append(finding)
                 except KeyboardInterrupt:
@@ -225,6 +241,7 @@ class Assessment:
             budget=self.budget, total_budget=self.total_budget, atlas_version=kb.version,
             interrupted=interrupted, mitigation=self.mitigation.label if self.mitigation else None,
             started=started, seconds=round(time.time() - started, 3), queries_total=spent,
+            target_errors=target_errors,
         )
 
     def _one(self, target: Target, run: TechniqueRun, budget: int, kb: KnowledgeBase,
@@ -253,6 +270,8 @@ class Assessment:
                 raise
             except QueryBudgetExceeded as exc:
                 finding = run.finding(ctx, "failed", f"stopped: {exc}", {}, t0)
+            except TargetError as exc:  # the model itself failed: later runs would too
+                finding = run.finding(ctx, "error", f"{_TARGET}{exc}", {}, t0)
             except Exception as exc:  # a crashing run is recorded; the suite goes on
                 finding = run.finding(ctx, "error", f"{type(exc).__name__}: {exc}", {}, t0)
         finding = replace(
@@ -266,6 +285,9 @@ class Assessment:
         )
         reporter.run_finished(finding)
         return finding
+
+
+_TARGET = "target failed: "
 
 
 def _plain(params: dict[str, Any]) -> dict[str, Any]:

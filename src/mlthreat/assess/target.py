@@ -132,6 +132,7 @@ class Target:
             labels = y.argmax(axis=1)
             scores = y if self.output_kind == "scores" else None
         self._log.log(x, labels, scores, client_id=account.client_id, truth=account.truth,
+                      model_id=self.model_id,
                       ts=time.time())
 
     @contextmanager

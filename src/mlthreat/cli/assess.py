@@ -74,7 +74,7 @@ class _Progress:
         )
 
         self.quiet = quiet
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(),
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=16),
                                  MofNCompleteColumn(), TextColumn("queries"),
                                  TimeElapsedColumn(), console=console(), transient=False,
                                  disable=quiet)
@@ -88,7 +88,7 @@ class _Progress:
         self._bar.__exit__(None, None, None)
 
     def run_started(self, target: str, run: str, technique: str, budget: int) -> None:
-        self.task = self._bar.add_task(f"{target} · {run} ({technique})", total=budget)
+        self.task = self._bar.add_task(f"{target} {run}", total=budget)
 
     def progress(self, queries_used: int) -> None:
         if self.task is not None:
@@ -97,10 +97,11 @@ class _Progress:
     def run_finished(self, finding: Finding) -> None:
         if self.task is not None:
             style = STATUS_STYLE.get(finding.status, "")
-            self._bar.update(self.task, completed=finding.queries,
-                                 total=max(finding.queries, 1),
-                                 description=self._bar.tasks[-1].description
-                                 + f" [{style}]{finding.status}[/{style}]")
+            self._bar.update(self.task, completed=max(finding.queries, 1),
+                             total=max(finding.queries, 1),
+                             description=self._bar.tasks[-1].description
+                             + f" [{style}]{finding.status}[/{style}]")
+            self._bar.stop_task(self.task)  # the clock stops with the run
             self.task = None
 
 
@@ -156,7 +157,8 @@ def assess(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before attacking an "
                                       "http(s) target.")] = False,
     fail_on: Annotated[str | None, typer.Option(help="'succeeded': exit 1 when any technique "
-                                                "succeeded.")] = None,
+                                                "succeeded (behind --mitigation when one is "
+                                                "given).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     atlas: AtlasOpt = None,
     extension: ExtensionOpt = None,
@@ -172,18 +174,19 @@ def assess(
     kb = load_kb(atlas, extension)
     fit_fn: Any = None
     demo_params: dict[str, dict[str, Any]] = {}
-    selection = [t.strip() for t in techniques.split(",") if t.strip()] if techniques else None
+    # ATLAS IDs in any case; run names as written
+    selection = [t.strip().upper() if t.strip().upper().startswith("AML.") else t.strip()
+                 for t in techniques.split(",") if t.strip()] if techniques else None
     clip_values = _parse_clip(clip)
     if target is None:
         if data is not None:
             raise UsageError("--data needs --target (the demo uses its own data)")
-        from mlthreat.assess.demo import DEMO_PARAMS, demo_fit
+        from mlthreat.assess.demo import DEMO_PARAMS
 
         dataset = api.digits_demo(seed)
         targets: list[Any] = list(api.demo_targets(dataset, seed))
-        demo_params = DEMO_PARAMS
-        if fit is None:
-            fit_fn = demo_fit
+        demo_params = DEMO_PARAMS if fit is None else {
+            k: v for k, v in DEMO_PARAMS.items() if k != "poisoning-backdoor"}
     else:
         if data is None:
             raise UsageError("--target needs --data (rows to attack with and evaluate on)")
@@ -203,8 +206,11 @@ def assess(
                                              if v is not None})]
         if targets[0].input_shape != (dataset.n_features,) and \
                 int(_prod(targets[0].input_shape)) != dataset.n_features:
+            hint = ("; is one column the label? name it with --label-column"
+                    if label_column is None and
+                    dataset.n_features == int(_prod(targets[0].input_shape)) + 1 else "")
             raise UsageError(f"{data} has {dataset.n_features} features; the model takes "
-                             f"inputs of shape {targets[0].input_shape}")
+                             f"inputs of shape {targets[0].input_shape}{hint}")
     if fit is not None:
         from mlthreat.assess.targets.python import load_callable
 
@@ -229,9 +235,10 @@ def assess(
         from rich.table import Table
 
         table = Table("Target", "Run", "Technique", "Applies", "Queries at most", "Why not")
+        for column in table.columns[:4]:
+            column.no_wrap = True
         for p in plan:
-            table.add_row(p.target, p.run, f"{p.technique} {kb.get(p.technique).name}"
-                          if p.technique in kb else p.technique,
+            table.add_row(p.target, p.run, p.technique,
                           "yes" if p.applicable else "no",
                           str(p.planned_queries) if p.applicable else "", p.reason)
         con = console()
@@ -257,11 +264,16 @@ def assess(
             log.close()
     paths = api.write_report(result, out, kb)
     report = json.loads(paths["json"].read_text("utf-8"))
-    succeeded = report["summary"]["succeeded"]
+    # With --mitigation the question is whether the mitigated deployment holds.
+    succeeded = sum(1 for f in report["findings"] if f["status"] == "succeeded"
+                    and bool(f["mitigation"]) == bool(mitigation))
     if as_json:
         print_json(report)
     else:
         _print_summary(report, paths, kb)
+    if result.target_errors:
+        model, cause = next(iter(result.target_errors.items()))
+        raise api.TargetError(f"{model}: {cause} (the report in {out} holds what ran)")
     if result.interrupted:
         raise typer.Exit(130)
     if fail_on == "succeeded" and succeeded:
@@ -311,9 +323,11 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], kb: Any) -> N
                         _fmt(row["after"]), f"{row['status_before']} → {row['status_after']}")
         con.print(cmp)
     s = report["summary"]
+    where = " (as deployed, without the mitigation)" if report["mitigation"] else ""
     con.print(f"{s['succeeded']} succeeded, {s['failed']} failed, {s['not-applicable']} not "
-              f"applicable, {s['error']} errors; {report['queries_total']} attack queries in "
-              f"{report['seconds']:.0f} s. ATLAS data {report['atlas_version']}.")
+              f"applicable, {s['error']} errors{where}; {report['queries_total']} attack "
+              f"queries in all in {report['seconds']:.0f} s. ATLAS data "
+              f"{report['atlas_version']}.")
     if report["interrupted"]:
         con.print("[yellow]Interrupted: the report holds the runs that finished.[/yellow]")
     con.print("Report: " + ", ".join(str(p) for p in paths.values()))

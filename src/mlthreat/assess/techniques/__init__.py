@@ -34,7 +34,8 @@ def run_class(path: str) -> type[TechniqueRun]:
 
 
 def run_classes(selection: list[str] | None = None) -> list[type[TechniqueRun]]:
-    """The run classes, all or those whose run name or ATLAS technique ID is in ``selection``.
+    """The run classes, all or those whose run name or ATLAS technique ID is in ``selection``
+    (a technique's ID also selects the runs of its sub-techniques: ``AML.T0043``).
 
     Raises
     ------
@@ -44,9 +45,13 @@ def run_classes(selection: list[str] | None = None) -> list[type[TechniqueRun]]:
     classes = [run_class(p) for p in RUNS]
     if not selection:
         return classes
-    chosen = [c for c in classes if c.name in selection or c.technique in selection]
+    def picks(cls: type[TechniqueRun], item: str) -> bool:
+        # a parent technique ID selects the runs of its sub-techniques
+        return item in (cls.name, cls.technique) or cls.technique.startswith(item + ".")
+
+    chosen = [c for c in classes if any(picks(c, item) for item in selection)]
+    unknown = [s for s in selection if not any(picks(c, s) for c in classes)]
     known = {c.name for c in classes} | {c.technique for c in classes}
-    unknown = [s for s in selection if s not in known]
     if unknown:
         raise UsageError(f"no technique run for {', '.join(unknown)}; known: "
                          f"{', '.join(sorted(known))}")

@@ -29,6 +29,30 @@ __all__ = ["BackdoorPoisoning", "resolve_fit"]
 NO_FIT = "needs a training entry point (--fit python:module:function)"
 
 
+# ``fit="clone-target"``: retrain a clone of the target's own in-process estimator (the demo,
+# whose training pipeline mlthreat owns).
+CLONE_TARGET = "clone-target"
+
+
+def _clone_fit(estimator: Any) -> Callable[..., Any]:
+    from sklearn.base import clone
+
+    if estimator is None:
+        raise UsageError("fit='clone-target' needs an in-process scikit-learn target")
+
+    def fit(x: Any, y: Any, seed: int) -> Any:
+        model = clone(estimator)
+        if "random_state" in model.get_params():
+            model.set_params(random_state=seed)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence chatter of a deliberate retrain
+            return model.fit(x, y)
+
+    return fit
+
+
 def resolve_fit(fit: Callable[..., Any] | str) -> Callable[..., Any]:
     """The training function named by ``fit``: a callable as is, or ``"[python:]module:function"``
     imported.
@@ -77,7 +101,8 @@ class BackdoorPoisoning(TechniqueRun):
     Parameters
     ----------
     fit : callable or str or None, default None
-        ``fit(X, y, seed) -> estimator`` with ``predict``, or ``"python:module:function"``.
+        ``fit(X, y, seed) -> estimator`` with ``predict``, ``"python:module:function"``, or
+        ``"clone-target"`` to retrain a clone of the target's own scikit-learn estimator.
         None: the run is not applicable.
     target_class : int, default 0
         Label the trigger should produce.
@@ -181,7 +206,8 @@ class BackdoorPoisoning(TechniqueRun):
         reason = self.not_applicable(ctx.target, data)
         if reason:
             return self.finding(ctx, "not-applicable", reason, {}, started)
-        fit = resolve_fit(self.params["fit"])
+        fit = (_clone_fit(ctx.target.estimator) if self.params["fit"] == CLONE_TARGET
+               else resolve_fit(self.params["fit"]))
         if data.x_train is not None:
             x_train, y_train = np.asarray(data.x_train), np.asarray(data.y_train)
         else:
@@ -223,15 +249,15 @@ class BackdoorPoisoning(TechniqueRun):
 
         drop = acc_clean - acc_poisoned
         metrics = {
+            "trigger_success_rate": Metric(round(hits / n_vic, 4), "fraction", n=n_vic,
+                                           ci=clopper_pearson(hits, n_vic),
+                                           note=f"{hits}/{n_vic} stamped evaluation rows not "
+                                           f"of class {tc!r} labelled {tc!r}"),
             "clean_accuracy": Metric(round(acc_poisoned, 4), "fraction", n=n_eval,
                                      note="poisoned model on the clean evaluation rows"),
             "clean_accuracy_drop": Metric(round(drop, 4), "fraction", n=n_eval,
                                           note=f"clean model {acc_clean:.4f} minus poisoned "
                                           f"model {acc_poisoned:.4f}, same fit and seed"),
-            "trigger_success_rate": Metric(round(hits / n_vic, 4), "fraction", n=n_vic,
-                                           ci=clopper_pearson(hits, n_vic),
-                                           note=f"{hits}/{n_vic} stamped evaluation rows not "
-                                           f"of class {tc!r} labelled {tc!r}"),
             "clean_model_trigger_rate": Metric(round(control / n_vic, 4), "fraction", n=n_vic,
                                                note="control: the clean model on the same "
                                                "stamped rows"),
