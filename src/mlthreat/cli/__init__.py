@@ -19,6 +19,7 @@ import typer  # noqa: E402
 
 from mlthreat import __version__  # noqa: E402
 from mlthreat.cli import assess as assess_cli  # noqa: E402
+from mlthreat.cli import detect as detect_cli  # noqa: E402
 from mlthreat.cli import kb as kb_cli  # noqa: E402
 from mlthreat.errors import MlthreatError  # noqa: E402
 
@@ -33,6 +34,7 @@ app = typer.Typer(
 )
 app.add_typer(kb_cli.app, name="kb")
 app.command("assess")(assess_cli.assess)
+app.add_typer(detect_cli.app, name="detect")
 
 
 def _version(value: bool) -> None:

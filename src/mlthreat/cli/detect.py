@@ -1,0 +1,214 @@
+"""``mlthreat detect``: find attacks in inference logs; alerts keyed by ATLAS techniques."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mlthreat.cli._common import (
+    AtlasOpt,
+    ExtensionOpt,
+    JsonOpt,
+    console,
+    expect_exit,
+    load_kb,
+    print_json,
+)
+from mlthreat.errors import UsageError
+
+app = typer.Typer(help="Find attacks in inference logs (QueryEvents or serving logs).",
+                  no_args_is_help=True)
+
+CALIBRATION_KIND = "mlthreat.detect.calibration"
+
+LogsArg = Annotated[list[Path], typer.Argument(help="Log files (JSONL, CSV, Parquet), read in "
+                                               "the order given.")]
+MappingOpt = Annotated[str | None, typer.Option(help="kserve, sagemaker, or a YAML mapping "
+                                                "file, for serving logs.")]
+DetectorsOpt = Annotated[str | None, typer.Option("--detectors", help="Comma-separated "
+                                                  "detectors (default: all).")]
+QuarantineOpt = Annotated[Path | None, typer.Option(help="Where malformed lines go (JSONL).")]
+
+
+def _batches(logs: list[Path], mapping: str | None, quarantine: Path | None,
+             stats: list[Any]) -> Any:
+    from mlthreat.detect.readers import LogReader
+
+    for path in logs:
+        reader = LogReader(path, mapping=mapping, quarantine=quarantine)
+        yield from reader
+        stats.append(reader.stats)
+
+
+def _names(detectors: str | None) -> list[str] | None:
+    return [d.strip() for d in detectors.split(",") if d.strip()] if detectors else None
+
+
+def _load_calibration(path: Path) -> dict[str, Any]:
+    from mlthreat.detect.errors import CalibrationError
+
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CalibrationError(f"{path}: cannot read calibration: {exc}") from None
+    if not isinstance(data, dict) or data.get("kind") != CALIBRATION_KIND or \
+            not isinstance(data.get("detectors"), dict):
+        raise CalibrationError(f"{path}: not an mlthreat calibration file (kind "
+                               f"{CALIBRATION_KIND})")
+    detectors: dict[str, Any] = data["detectors"]
+    return detectors
+
+
+def _summary(stats: list[Any]) -> list[dict[str, Any]]:
+    return [{"source": s.source, "lines": s.lines, "events": s.events,
+             "skipped": dict(s.skipped)} for s in stats]
+
+
+@app.command()
+def run(
+    logs: LogsArg,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Alert destination: a "
+                                                "file (JSONL), '-' for stdout, "
+                                                "syslog://host:port, or an http(s) collector "
+                                                "(Splunk HEC; token from "
+                                                "MLTHREAT_HEC_TOKEN).")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl, ocsf, ecs or stix.")
+                   ] = "jsonl",
+    detectors: DetectorsOpt = None,
+    calibration: Annotated[Path | None, typer.Option(help="Calibration from "
+                                                     "'mlthreat detect calibrate'.")] = None,
+    mapping: MappingOpt = None,
+    quarantine: QuarantineOpt = None,
+    allow: Annotated[list[str] | None, typer.Option(help="Client ID (or glob) never alerted "
+                                                    "on, e.g. a known bulk client "
+                                                    "(repeatable).")] = None,
+    suppress_window: Annotated[float, typer.Option(min=0, help="Seconds: one alert per client "
+                                                   "and technique per window.")] = 3600.0,
+    include_inputs: Annotated[bool, typer.Option(help="Put raw inputs in alerts (off: "
+                                                 "fingerprints and statistics only).")
+                              ] = False,
+    atlas: AtlasOpt = None,
+    extension: ExtensionOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the detectors over logs and deliver alerts. Exits 1 when any alert was raised."""
+    from mlthreat.detect.alerts import FORMATS
+    from mlthreat.detect.engine import build_detectors, run_detectors
+    from mlthreat.detect.sinks import deliver, open_sink
+
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown alert format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    kb = load_kb(atlas, extension)
+    dets = build_detectors(_names(detectors))
+    if calibration is not None:
+        saved = _load_calibration(calibration)
+        for d in dets:
+            if d.name in saved:
+                d.load_calibration(saved[d.name])
+    stats: list[Any] = []
+    result = run_detectors(_batches(logs, mapping, quarantine, stats), dets, kb,
+                           allow_list=allow or (), suppression_window=suppress_window,
+                           include_inputs=include_inputs)
+    if output is not None or not as_json:
+        sink = open_sink(str(output) if output is not None else "-")
+        try:
+            deliver(result.alerts, sink, fmt)
+        finally:
+            sink.close()
+    flagged = {(s.detector, s.client_id) for s in result.statuses if s.verdict == "flagged"}
+    expect_exit(1 if result.alerts else 0)
+    if as_json:
+        print_json({
+            "kind": "mlthreat.detect.run", "schema_version": 1, "atlas_version": kb.version,
+            "events": result.events, "alerts": len(result.alerts),
+            "suppression": result.suppression, "read": _summary(stats),
+            "untested": [vars(s) for s in result.statuses if s.verdict == "untested"],
+            "flagged": sorted(f"{d}:{c}" for d, c in flagged),
+        })
+    else:
+        con = console()
+        skipped = sum(s.skipped_total for s in stats)
+        untested = sum(1 for s in result.statuses if s.verdict == "untested")
+        con.print(f"{result.events} events, {len(result.alerts)} alerts, "
+                  f"{len(flagged)} flagged client/detector pairs, {untested} untested, "
+                  f"{skipped} malformed lines skipped"
+                  + (f" (see {quarantine})" if quarantine and skipped else "")
+                  + f". ATLAS data {kb.version}.", highlight=False)
+    if result.alerts:
+        raise typer.Exit(1)
+
+
+@app.command()
+def calibrate(
+    logs: LogsArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Calibration file to write.")
+                      ] = Path("calibration.json"),
+    target_fpr: Annotated[float, typer.Option(min=0.0, max=0.5, help="Fraction of benign "
+                                              "clients allowed to be flagged.")] = 0.001,
+    detectors: DetectorsOpt = None,
+    mapping: MappingOpt = None,
+    quarantine: QuarantineOpt = None,
+) -> None:
+    """Set detector thresholds from benign traffic and save them."""
+    from mlthreat import __version__
+    from mlthreat.detect.engine import build_detectors
+
+    dets = build_detectors(_names(detectors))
+    saved: dict[str, Any] = {}
+    for d in dets:
+        stats: list[Any] = []
+        saved[d.name] = d.calibrate(_batches(logs, mapping, quarantine, stats), target_fpr)
+    data = {"kind": CALIBRATION_KIND, "schema_version": 1, "mlthreat_version": __version__,
+            "target_fpr": target_fpr, "logs": [str(p) for p in logs], "detectors": saved}
+    try:
+        output.write_text(json.dumps(data, indent=2) + "\n", "utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
+    console().print(f"wrote {output} ({', '.join(saved)})", highlight=False)
+
+
+@app.command()
+def evaluate(
+    logs: LogsArg,
+    detectors: DetectorsOpt = None,
+    calibration: Annotated[Path | None, typer.Option(help="Calibration from "
+                                                     "'mlthreat detect calibrate'.")] = None,
+    mapping: MappingOpt = None,
+    quarantine: QuarantineOpt = None,
+    atlas: AtlasOpt = None,
+    extension: ExtensionOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score detectors on labelled logs (a 'truth' per event): TPR per attack, FPR on benign
+    clients, median queries to detection."""
+    from mlthreat.detect.engine import build_detectors
+    from mlthreat.detect.evaluate import evaluate as run_evaluation
+
+    kb = load_kb(atlas, extension)
+    dets = build_detectors(_names(detectors))
+    if calibration is not None:
+        saved = _load_calibration(calibration)
+        for d in dets:
+            if d.name in saved:
+                d.load_calibration(saved[d.name])
+    stats: list[Any] = []
+    scores = run_evaluation(_batches(logs, mapping, quarantine, stats), dets, kb)
+    if as_json:
+        print_json({"kind": "mlthreat.detect.evaluation", "schema_version": 1,
+                    "atlas_version": kb.version, "read": _summary(stats),
+                    "scores": [vars(s) for s in scores]})
+        return
+    from rich.table import Table
+
+    table = Table("Detector", "Clients", "n", "Flagged", "Rate", "95 % CI", "Median queries")
+    for column in table.columns[:2]:
+        column.no_wrap = True
+    for s in scores:
+        label = "FPR" if s.truth == "benign" else "TPR"
+        table.add_row(s.detector, s.truth, str(s.clients), str(s.flagged),
+                      f"{label} {s.rate:.3f}", f"{s.ci95[0]:.3f}-{s.ci95[1]:.3f}",
+                      "" if s.median_queries is None else f"{s.median_queries:g}")
+    console().print(table)

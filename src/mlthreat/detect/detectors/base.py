@@ -1,0 +1,111 @@
+"""What a detector is: per-client state fed batches of events in time order, detections out.
+
+A detector follows scikit-learn's manners: the constructor stores parameters; ``validate``
+checks them; ``calibrate(benign, target_fpr)`` sets thresholds from benign traffic (the
+defaults are the source paper's parameters, scaled to the input dimension, so calibration is
+optional); state and calibration are plain JSON-ready data (``checkpoint`` / ``restore``,
+``calibration`` / ``load_calibration``), so a restarted detector loses nothing.
+
+Per-client state is bounded: at most ``max_clients`` clients are tracked, and the
+longest-idle one is evicted first (and counted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from mlthreat.errors import UsageError
+
+if TYPE_CHECKING:
+    from mlthreat.detect.batch import EventBatch
+
+__all__ = ["ClientStatus", "Detection", "Detector"]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detector's verdict that one client is attacking.
+
+    ``technique`` is the ATLAS ID the pattern indicates (tactics are resolved later through the
+    knowledge base, never written here); ``score`` and ``threshold`` are in the detector's own
+    unit, named in ``unit`` (``score >= threshold`` raised it, unless ``unit`` says lower is
+    worse); ``evidence`` holds statistics and fingerprints, never raw inputs.
+    """
+
+    detector: str
+    technique: str
+    client_id: str
+    model_id: str
+    first_seen: float
+    last_seen: float
+    queries_observed: int
+    score: float
+    threshold: float
+    unit: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClientStatus:
+    """How a detector left one client at the end of a run: ``verdict`` is ``flagged``,
+    ``clear`` (tested, nothing found), or ``untested`` with the ``reason`` (too few queries,
+    degenerate statistics…), never silently benign."""
+
+    detector: str
+    client_id: str
+    model_id: str
+    verdict: str
+    queries_observed: int
+    reason: str = ""
+
+
+class Detector:
+    """Base class. Subclasses declare ``name``, ``technique`` (primary ATLAS ID), ``related``,
+    ``defaults`` and ``_constraints`` (parameter → (check, message)), and implement
+    ``observe``, ``statuses``, ``calibrate``, and the state methods."""
+
+    name: ClassVar[str]
+    technique: ClassVar[str]
+    related: ClassVar[tuple[str, ...]] = ()
+    defaults: ClassVar[dict[str, Any]] = {"max_clients": 100_000}
+    _constraints: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {}
+
+    def __init__(self, **params: Any) -> None:
+        self.params = {**self.defaults, **params}
+
+    def validate(self) -> None:
+        """Check parameters. Raises UsageError naming the parameter."""
+        unknown = set(self.params) - set(self.defaults)
+        if unknown:
+            raise UsageError(f"{self.name}: unknown parameter(s) {', '.join(sorted(unknown))}")
+        for key, (check, message) in self._constraints.items():
+            if not check(self.params[key]):
+                raise UsageError(f"{self.name}: parameter {key}={self.params[key]!r}: {message}")
+
+    def observe(self, batch: EventBatch) -> list[Detection]:
+        """Feed events (time order); return the detections they complete."""
+        raise NotImplementedError
+
+    def statuses(self) -> list[ClientStatus]:
+        """Every tracked client's verdict so far."""
+        raise NotImplementedError
+
+    def calibrate(self, benign: Iterable[EventBatch], target_fpr: float) -> dict[str, Any]:
+        """Set thresholds so that about ``target_fpr`` of benign clients would be flagged;
+        return the calibration (also kept on the detector)."""
+        raise NotImplementedError
+
+    def calibration(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_calibration(self, data: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def checkpoint(self) -> dict[str, Any]:
+        """All per-client state as JSON-ready data."""
+        raise NotImplementedError
+
+    def restore(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError

@@ -1,0 +1,600 @@
+"""Blacklight: stateful detection of query-based black-box attacks by near-duplicate queries.
+
+Query-based attacks (HopSkipJump, boundary and score-based searches, label-only membership
+probing) send many queries that are near-duplicates of each other. Blacklight fingerprints
+every query and flags a client whose queries keep nearly matching stored fingerprints.
+
+Algorithm (per query, vectorised over a batch)
+-----------------------------------------------
+1. Quantise: ``q = floor(x / quantization)`` (integers).
+2. Slide a window of ``window`` values with ``step`` over the flattened input and hash each
+   window: ``mix(c + sum(q[k] * key[k]))`` with one odd 64-bit key per position and the
+   splitmix64 finaliser as ``mix`` (wrapping uint64 arithmetic on the whole batch, no Python
+   call per window).
+3. Fingerprint = the ``top_n`` largest distinct window hashes.
+4. The query *matches* when it shares at least ``match_threshold`` hashes with the stored
+   fingerprint of one earlier, different input (of any client). Exact repeats of a stored
+   input (same float32 values, recognised by a 64-bit digest) are neither matched nor stored
+   again: a client's own retries and copies of popular inputs between clients are normal
+   traffic (measured: counting them flags every benign client). Different inputs that
+   quantise to the same fingerprint do match (overlap ``top_n``): HopSkipJump's binary
+   search sends many of them.
+5. A client is flagged once ``min_matches`` of its queries matched.
+
+Scaling to the input dimension ``d`` (the paper's parameters are for images: 20-wide window,
+step 1, top 50 hashes, threshold 25, quantisation step 50 on 0..255)
+---------------------------------------------------------------------------------------
+- ``window`` (default ``None``): ``20`` when ``d >= 160``, else ``max(2, d // 8)``; so one
+  changed value breaks at most ``window / n_windows`` of the windows: 8 of 57 (14 %) for
+  ``d = 64`` instead of 20 of 45 (44 %) with the image window.
+- ``step`` (default 1, as the paper).
+- ``top_n`` (default ``None``): ``min(50, n_windows // 2)``, i.e. half the windows for small
+  inputs, the paper's 50 for images (28 for ``d = 64``).
+- ``match_threshold`` (default ``None``): half of ``top_n``, the paper's 25 of 50 (14 of 28).
+- ``quantization`` (default ``0.2``): the paper's step 50 of 256 grey levels (about 0.2 of the
+  range), for inputs scaled to [0, 1] (5 levels); scale it with the input range.
+
+Bounded state
+-------------
+At most ``max_fingerprints`` distinct fingerprints are stored (the oldest evicted first), at
+most ``max_clients`` clients (longest-idle evicted first). A hash shared by many stored queries
+(blank regions, common strokes) links only to its ``max_postings`` most recent ones; it is
+weak evidence and would otherwise make matching quadratic. Per stored query: ``8 * top_n``
+bytes of fingerprint plus its index entries (about 1 KB in all for ``d = 64``, see
+``benchmarks/bench_detect.py``).
+
+Not done: reporting AML.T0024.000 (label-only membership probing) separately; every alert
+carries AML.T0043.001.
+
+References
+----------
+Huiying Li, Shawn Shan, Emily Wenger, Jiayun Zhang, Haitao Zheng, Ben Y. Zhao. "Blacklight:
+Scalable Defense for Neural Networks against Query-Based Black-Box Attacks". USENIX Security
+2022.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from mlthreat.detect.detectors.base import ClientStatus, Detection, Detector
+from mlthreat.detect.errors import CalibrationError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mlthreat.detect.batch import EventBatch
+
+__all__ = ["BlacklightDetector", "fingerprints"]
+
+_M1 = 0xBF58476D1CE4E5B9
+_M2 = 0x94D049BB133111EB
+_GOLD = 0x9E3779B97F4A7C15
+
+
+def _splitmix(k: int) -> int:
+    h = (_GOLD * (k + 1)) & 0xFFFFFFFFFFFFFFFF
+    h = ((h ^ (h >> 30)) * _M1) & 0xFFFFFFFFFFFFFFFF
+    h = ((h ^ (h >> 27)) * _M2) & 0xFFFFFFFFFFFFFFFF
+    return h ^ (h >> 31)
+
+
+# one odd 64-bit key per window position: a window hashes to mix(GOLD + sum(q[k] * key[k]))
+_WINDOW_KEYS = tuple(_splitmix(k) | 1 for k in range(256))
+
+
+def _pos_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _auto_or_pos_int(v: Any) -> bool:
+    return v is None or _pos_int(v)
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser on uint64 (wrapping)."""
+    import numpy as np
+
+    h = h ^ (h >> np.uint64(30))
+    h = h * np.uint64(_M1)
+    h = h ^ (h >> np.uint64(27))
+    h = h * np.uint64(_M2)
+    return h ^ (h >> np.uint64(31))
+
+
+def fingerprints(x: np.ndarray, quantization: float, window: int, step: int,
+                 top_n: int) -> np.ndarray:
+    """Fingerprints of inputs ``x`` [n, d]: array [n, top_n] uint64, each row the largest
+    distinct window hashes in decreasing order, padded with 0 (no hash is 0 in practice)."""
+    import numpy as np
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        q = np.floor(np.asarray(x, dtype=np.float64) / quantization)
+        q = np.nan_to_num(q, nan=0.0, posinf=2.0**62, neginf=-(2.0**62))
+        qi = q.astype(np.int64).view(np.uint64)
+        win = sliding_window_view(qi, window, axis=1)[:, ::step, :]  # [n, W, window]
+        h = win[:, :, 0] * np.uint64(_WINDOW_KEYS[0]) + np.uint64(_GOLD)
+        for k in range(1, window):  # window is small: a loop over positions, not events
+            h += win[:, :, k] * np.uint64(_WINDOW_KEYS[k % len(_WINDOW_KEYS)])
+        h = _mix(h)
+    h.sort(axis=1)
+    h = h[:, ::-1]
+    dup = np.zeros(h.shape, dtype=bool)
+    dup[:, 1:] = h[:, 1:] == h[:, :-1]
+    h[dup] = 0
+    # distinct values first (largest first), zeros after: stable sort on the duplicate mask
+    order = np.argsort(dup, axis=1, kind="stable")
+    kept: np.ndarray = np.take_along_axis(h, order, axis=1)[:, :top_n]
+    if kept.shape[1] < top_n:
+        kept = np.pad(kept, ((0, 0), (0, top_n - kept.shape[1])))
+    return np.ascontiguousarray(kept)
+
+
+def _digests(x: np.ndarray) -> list[int]:
+    """One 64-bit digest per input row, of its exact float32 values (equal rows, equal
+    digests): how exact repeats are recognised."""
+    import numpy as np
+
+    v = np.ascontiguousarray(np.asarray(x, dtype=np.float32)).view(np.uint32).astype(np.uint64)
+    d = np.zeros(len(v), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(v.shape[1]):
+            d = _mix(d ^ (v[:, k] + np.uint64((_GOLD * (k + 1)) & 0xFFFFFFFFFFFFFFFF)))
+    out: list[int] = d.tolist()
+    return out
+
+
+def _expand(ends: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenated ranges ``[ends[i] - counts[i], ends[i])`` as one index array."""
+    import numpy as np
+
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    first = ends - counts
+    excl = np.cumsum(counts) - counts
+    return np.repeat(first - excl, counts) + np.arange(total, dtype=np.int64)
+
+
+class BlacklightDetector(Detector):
+    """Blacklight (Li et al. 2022) over query logs; see the module docstring for the algorithm,
+    the parameters' scaling rule and the state bounds.
+
+    Parameters
+    ----------
+    quantization : float
+        Quantisation step in input units (default 0.2: 5 levels on [0, 1]).
+    window, step, top_n, match_threshold : int or None
+        Sliding window width, its stride, fingerprint size, and the shared hashes that make a
+        match; ``None`` scales them to the input dimension at the first batch.
+    min_matches : int
+        Matched queries that flag a client (default 3).
+    max_fingerprints, max_clients, max_postings : int
+        State bounds: stored fingerprints (oldest evicted), tracked clients (longest-idle
+        evicted), stored queries one hash links to (most recent kept).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mlthreat.detect.batch import EventBatch
+    >>> rng = np.random.default_rng(0)
+    >>> x0 = rng.random(64, dtype=np.float32)
+    >>> x = np.clip(x0 + rng.normal(0, 0.01, (6, 64)), 0, 1).astype(np.float32)
+    >>> n = len(x)
+    >>> batch = EventBatch(ts=np.arange(n, dtype=float), client_id=np.array(["c"] * n, object),
+    ...                    model_id=np.array(["m"] * n, object), x=x, label=np.zeros(n, int))
+    >>> det = BlacklightDetector()
+    >>> det.validate()
+    >>> [d.client_id for d in det.observe(batch)]
+    ['c']
+    """
+
+    name: ClassVar[str] = "blacklight"
+    technique: ClassVar[str] = "AML.T0043.001"
+    related: ClassVar[tuple[str, ...]] = ("AML.T0015", "AML.T0024.000")
+    defaults: ClassVar[dict[str, Any]] = {
+        "max_clients": 100_000, "quantization": 0.2, "window": None, "step": 1, "top_n": None,
+        "match_threshold": None, "min_matches": 3, "max_fingerprints": 100_000,
+        "max_postings": 8}
+    _constraints: ClassVar[dict[str, Any]] = {
+        "max_clients": (_pos_int, "must be an integer >= 1"),
+        "quantization": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                         and v > 0, "must be a number > 0"),
+        "window": (_auto_or_pos_int, "must be None (scaled) or an integer >= 1"),
+        "step": (_pos_int, "must be an integer >= 1"),
+        "top_n": (_auto_or_pos_int, "must be None (scaled) or an integer >= 1"),
+        "match_threshold": (_auto_or_pos_int, "must be None (scaled) or an integer >= 1"),
+        "min_matches": (_pos_int, "must be an integer >= 1"),
+        "max_fingerprints": (_pos_int, "must be an integer >= 1"),
+        "max_postings": (_pos_int, "must be an integer >= 1"),
+    }
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._reset()
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def _reset(self) -> None:
+        self._cfg: dict[str, Any] | None = None
+        # (model_id, client_id) -> [queries, matches, first_seen, last_seen, flagged,
+        #                           max_overlap, earliest_other_client, exact_repeats]
+        self._clients: OrderedDict[tuple[str, str], list[Any]] = OrderedDict()
+        self._evicted_clients = 0
+        self._next = 0                      # sequence number of the next stored fingerprint
+        self._fp: Any = None                # ring [max_fingerprints, top_n] uint64
+        self._fp_client: list[str] = []     # ring: client of each stored fingerprint
+        self._fp_digest: list[int] = []     # ring: digest of each stored fingerprint
+        self._digests: dict[int, int] = {}  # digest -> sequence number (live ones)
+        self._index: dict[int, list[int]] = {}  # hash -> sequence numbers, most recent last
+        self._record: dict[tuple[str, str], list[int]] | None = None
+
+    def _resolve(self, dim: int) -> dict[str, Any]:
+        p = self.params
+        window = p["window"] or (20 if dim >= 160 else max(2, dim // 8))
+        window = min(window, dim)
+        n_windows = (dim - window) // p["step"] + 1
+        top_n = p["top_n"] or max(1, min(50, n_windows // 2))
+        thr = p["match_threshold"] or max(1, top_n // 2)
+        return {"dim": dim, "quantization": float(p["quantization"]), "window": int(window),
+                "step": int(p["step"]), "top_n": int(top_n), "match_threshold": int(thr),
+                "min_matches": int(p["min_matches"])}
+
+    def _config(self, batch: EventBatch) -> dict[str, Any]:
+        import numpy as np
+
+        dim = batch.dim
+        if self._cfg is None:
+            if dim < 1:
+                raise CalibrationError(f"{self.name}: inputs must be 2-D [n, d] with d >= 1")
+            self._cfg = self._resolve(dim)
+        if dim != self._cfg["dim"]:
+            where = batch.source or "batch"
+            if batch.line is not None and len(batch.line):
+                where += f":{int(batch.line[0])}"
+            raise CalibrationError(f"{self.name}: input dimension {dim} at {where} does not "
+                                   f"match the detector's {self._cfg['dim']}")
+        if self._fp is None:
+            m = self.params["max_fingerprints"]
+            self._fp = np.zeros((m, self._cfg["top_n"]), dtype=np.uint64)
+            self._fp_client = [""] * m
+            self._fp_digest = [0] * m
+        return self._cfg
+
+    # -- matching ------------------------------------------------------------------------------
+
+    def _match(self, fp: np.ndarray, digests: list[int],
+               clients: list[str]) -> tuple[list[int], list[str | None]]:
+        """Match and store a batch of fingerprints, exactly as one at a time in order.
+
+        Returns, per row, the largest overlap with the stored fingerprint of another input
+        (-1 for an exact repeat of a stored input, which is not stored again), and the client
+        of the earliest stored fingerprint from another client that overlaps by at least
+        ``match_threshold``."""
+        import numpy as np
+
+        cfg = self._cfg
+        assert cfg is not None
+        m = self.params["max_fingerprints"]
+        cap = self.params["max_postings"]
+        b, n = fp.shape
+        start = self._next
+        # sequential dedup and ring bookkeeping: one dict operation per event
+        seq_l = [-1] * b
+        dmap, ring_d = self._digests, self._fp_digest
+        nxt = start
+        for i, d in enumerate(digests):
+            if d in dmap:
+                continue  # an exact repeat of a stored input: a retry or a copy
+            slot = nxt % m
+            if nxt >= m:
+                od = ring_d[slot]
+                if dmap.get(od) == nxt - m:
+                    del dmap[od]
+            dmap[d] = nxt
+            ring_d[slot] = d
+            seq_l[i] = nxt
+            nxt += 1
+        self._next = nxt
+        seq = np.asarray(seq_l, dtype=np.int64)
+        stored_now = (seq >= 0).astype(np.int64)
+        lo = start - m + np.cumsum(stored_now) - stored_now  # live range's start at each row
+        ins = np.flatnonzero(seq >= 0)
+        over = np.where(seq >= 0, 0, -1).astype(np.int64)
+        other: list[str | None] = [None] * b
+        if len(ins):
+            # flat (hash, seq, row) of the stored rows, sorted by hash then seq
+            f = fp[ins]
+            rows_f = np.repeat(ins, n)
+            seq_f = np.repeat(seq[ins], n)
+            h_f = f.ravel()
+            keep = h_f != 0
+            rows_f, seq_f, h_f = rows_f[keep], seq_f[keep], h_f[keep]
+            order = np.argsort(h_f, kind="stable")  # seq_f already increases along h_f
+            hs, ss, rs = h_f[order], seq_f[order], rows_f[order]
+            k = len(hs)
+            first = np.ones(k, dtype=bool)
+            first[1:] = hs[1:] != hs[:-1]
+            starts = np.flatnonzero(first)
+            gid = np.cumsum(first) - 1
+            pos = np.arange(k, dtype=np.int64) - starts[gid]   # earlier rows in this batch
+            # one dict operation per distinct hash: stored tails, then the batch's postings
+            uniq = hs[starts].tolist()
+            bounds = np.append(starts, k).tolist()
+            ss_l = ss.tolist()
+            cat: list[int] = []
+            ends_l: list[int] = []
+            index = self._index
+            get = index.get
+            cap2 = 2 * cap
+            for u, a, z in zip(uniq, bounds, bounds[1:]):  # noqa: B905 (one shorter)
+                lst = get(u)
+                if lst is None:
+                    index[u] = ss_l[max(a, z - cap):z]
+                else:
+                    cat.extend(lst[-cap:])
+                    lst.extend(ss_l[a:z])
+                    if len(lst) > cap2:
+                        del lst[:-cap]
+                ends_l.append(len(cat))
+            ends = np.asarray(ends_l, dtype=np.int64)
+            stored = np.asarray(cat, dtype=np.int64)
+            avail = np.diff(np.concatenate(([0], ends)))[gid]
+            kb = np.minimum(pos, cap)
+            ks = np.minimum(avail, cap - kb)
+            idx = np.arange(k, dtype=np.int64)
+            pr = np.concatenate((np.repeat(rs, kb), np.repeat(rs, ks)))
+            pc = np.concatenate((ss[_expand(idx, kb)], stored[_expand(ends[gid], ks)]))
+            live = pc >= lo[pr]
+            pr, pc = pr[live], pc[live]
+            if len(pr):
+                base = int(pc.min())
+                key = (pr << 40) | (pc - base)
+                key.sort()
+                cut = np.flatnonzero(key[1:] != key[:-1]) + 1
+                kfirst = np.concatenate(([0], cut))
+                counts = np.diff(np.concatenate((kfirst, [len(key)])))
+                key = key[kfirst]
+                krow = key >> 40
+                kcand = (key & ((1 << 40) - 1)) + base
+                rstart = np.flatnonzero(np.r_[True, krow[1:] != krow[:-1]])
+                over[krow[rstart]] = np.maximum.reduceat(counts, rstart)
+                hit = counts >= cfg["match_threshold"]
+                self._earliest_other(krow[hit], kcand[hit], clients, seq, start, other)
+        self._write(fp, seq, ins, clients)
+        if len(self._index) > 4 * m * n + 1024:
+            self._rebuild_index()
+        return over.tolist(), other
+
+    def _earliest_other(self, rows: np.ndarray, cands: np.ndarray, clients: list[str],
+                        seq: np.ndarray, start: int, out: list[str | None]) -> None:
+        """Fill ``out[row]`` with the client of the earliest matching fingerprint sent by
+        another client (pairs come sorted by row, then sequence number)."""
+        if not len(rows):
+            return
+        ins_rows = {int(s): i for i, s in enumerate(seq.tolist()) if s >= start}
+        ring_c, m = self._fp_client, self.params["max_fingerprints"]
+        for r, c in zip(rows.tolist(), cands.tolist(), strict=True):
+            if out[r] is not None:
+                continue
+            owner = clients[ins_rows[c]] if c >= start else ring_c[c % m]
+            if owner != clients[r]:
+                out[r] = owner
+
+    def _write(self, fp: np.ndarray, seq: np.ndarray, ins: np.ndarray,
+               clients: list[str]) -> None:
+        m = self.params["max_fingerprints"]
+        ins = ins[-m:]  # a batch larger than the store keeps its last rows
+        if len(ins):
+            slots = seq[ins] % m
+            self._fp[slots] = fp[ins]
+            ring_c = self._fp_client
+            for slot, i in zip(slots.tolist(), ins.tolist(), strict=True):
+                ring_c[slot] = clients[i]
+
+    def _live(self) -> range:
+        return range(max(0, self._next - self.params["max_fingerprints"]), self._next)
+
+    def _rebuild_index(self) -> None:
+        """The hash index of the live fingerprints, as incremental updates would leave it."""
+        cap = self.params["max_postings"]
+        m = self.params["max_fingerprints"]
+        index: dict[int, list[int]] = {}
+        for s in self._live():
+            for h in self._fp[s % m].tolist():
+                if h:
+                    index.setdefault(h, []).append(s)
+        self._index = {h: lst[-cap:] for h, lst in index.items()}
+
+    # -- the Detector interface ----------------------------------------------------------------
+
+    def observe(self, batch: EventBatch) -> list[Detection]:
+        """Fingerprint, match and store the batch's queries; flag clients that reach
+        ``min_matches`` matched queries (one Detection per client).
+
+        Raises
+        ------
+        CalibrationError
+            When the inputs' dimension differs from the detector's (set by its calibration or
+            its first batch).
+        """
+        if len(batch) == 0:
+            return []
+        cfg = self._config(batch)
+        fp = fingerprints(batch.x, cfg["quantization"], cfg["window"], cfg["step"],
+                          cfg["top_n"])
+        clients = [str(c) for c in batch.client_id.tolist()]
+        over, other = self._match(fp, _digests(batch.x), clients)
+        thr, need = cfg["match_threshold"], cfg["min_matches"]
+        max_clients = self.params["max_clients"]
+        table, record = self._clients, self._record
+        out: list[Detection] = []
+        for i, (client, model, ts) in enumerate(zip(clients, batch.model_id.tolist(),
+                                                    batch.ts.tolist(), strict=True)):
+            key = (str(model), client)
+            st = table.get(key)
+            if st is None:
+                st = table[key] = [0, 0, ts, ts, False, 0, None, 0]
+                if len(table) > max_clients:
+                    table.popitem(last=False)
+                    self._evicted_clients += 1
+            else:
+                table.move_to_end(key)
+            st[0] += 1
+            st[3] = ts
+            o = over[i]
+            if record is not None:
+                record.setdefault(key, []).append(o)
+            if o < 0:
+                st[7] += 1
+                continue
+            if o > st[5]:
+                st[5] = o
+            if o >= thr:
+                st[1] += 1
+                if st[6] is None and other[i] is not None:
+                    st[6] = other[i]
+                if st[1] >= need and not st[4]:
+                    st[4] = True
+                    out.append(self._detection(key, st))
+        return out
+
+    def _detection(self, key: tuple[str, str], st: list[Any]) -> Detection:
+        cfg = self._cfg
+        assert cfg is not None
+        return Detection(
+            detector=self.name, technique=self.technique, client_id=key[1], model_id=key[0],
+            first_seen=float(st[2]), last_seen=float(st[3]), queries_observed=int(st[0]),
+            score=float(st[1]), threshold=float(cfg["min_matches"]), unit="matched queries",
+            evidence={"match_threshold": cfg["match_threshold"], "top_n": cfg["top_n"],
+                      "window": cfg["window"], "max_overlap": int(st[5]),
+                      "exact_repeats": int(st[7]),
+                      "earliest_other_client": st[6]})
+
+    def statuses(self) -> list[ClientStatus]:
+        need = self._cfg["min_matches"] if self._cfg else self.params["min_matches"]
+        out = []
+        for (model, client), st in self._clients.items():
+            if st[4]:
+                verdict, reason = "flagged", ""
+            elif st[0] - st[7] >= need:
+                verdict, reason = "clear", ""
+            else:
+                verdict = "untested"
+                reason = (f"{st[0] - st[7]} distinct queries, fewer than min_matches={need} "
+                          f"({st[7]} exact repeats ignored)")
+            out.append(ClientStatus(self.name, client, model, verdict, int(st[0]), reason))
+        return out
+
+    @property
+    def evicted_clients(self) -> int:
+        """Clients dropped for ``max_clients`` so far."""
+        return self._evicted_clients
+
+    def stored_fingerprints(self) -> int:
+        """Fingerprints held now (at most ``max_fingerprints``)."""
+        return len(self._live())
+
+    def calibrate(self, benign: Iterable[EventBatch], target_fpr: float) -> dict[str, Any]:
+        """Set ``match_threshold`` to the smallest overlap that would flag at most
+        ``target_fpr`` of the benign clients.
+
+        A client's score is its ``min_matches``-th largest per-query overlap (the overlap
+        threshold at or below which it would be flagged); the threshold is the smallest
+        integer above the scores of all but ``target_fpr`` of the clients.
+
+        Raises
+        ------
+        CalibrationError
+            With no benign traffic, or when no threshold up to ``top_n`` meets the target.
+        """
+        import math
+
+        if not 0.0 <= target_fpr < 1.0:
+            raise CalibrationError(f"{self.name}: target_fpr must be in [0, 1)")
+        probe = type(self)(**self.params)
+        probe.validate()
+        probe._record = {}
+        for batch in benign:
+            probe.observe(batch)
+        if probe._cfg is None or not probe._record:
+            raise CalibrationError(f"{self.name}: no benign events to calibrate on")
+        need = probe._cfg["min_matches"]
+        scores = sorted(
+            (sorted(v, reverse=True)[need - 1] if len(v) >= need else 0)
+            for v in probe._record.values())
+        allowed = math.floor(target_fpr * len(scores))
+        # the (allowed+1)-th largest score must fall below the threshold
+        k = len(scores) - allowed - 1
+        thr = max(1, scores[k] + 1) if k >= 0 else 1
+        if thr > probe._cfg["top_n"]:
+            raise CalibrationError(f"{self.name}: benign clients overlap fully (top_n="
+                                   f"{probe._cfg['top_n']}); no threshold meets {target_fpr}")
+        cfg = dict(probe._cfg, match_threshold=int(thr))
+        self._reset()
+        self._cfg = cfg
+        return self.calibration()
+
+    def calibration(self) -> dict[str, Any]:
+        if self._cfg is None:
+            return {"detector": self.name, "dim": None}
+        return {"detector": self.name, **self._cfg}
+
+    def load_calibration(self, data: dict[str, Any]) -> None:
+        keys = ("dim", "quantization", "window", "step", "top_n", "match_threshold",
+                "min_matches")
+        if data.get("detector") != self.name:
+            raise CalibrationError(f"{self.name}: calibration is for {data.get('detector')!r}")
+        if data.get("dim") is None:
+            self._cfg = None
+            return
+        missing = [k for k in keys if k not in data]
+        if missing:
+            raise CalibrationError(f"{self.name}: calibration lacks {', '.join(missing)}")
+        if self._fp is not None and self._cfg and data["top_n"] != self._cfg["top_n"]:
+            raise CalibrationError(f"{self.name}: calibration changes top_n of a running "
+                                   "detector")
+        self._cfg = {k: data[k] for k in keys}
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Calibration, stored fingerprints (hex) and per-client state, JSON-ready."""
+        m = self.params["max_fingerprints"]
+        fps = []
+        if self._fp is not None:
+            for s in self._live():
+                row = self._fp[s % m].tolist()
+                fps.append([s, self._fp_client[s % m], f"{self._fp_digest[s % m]:016x}",
+                            "".join(f"{v:016x}" for v in row)])
+        clients = [[model, client, *st] for (model, client), st in self._clients.items()]
+        return {"version": 1, "calibration": self.calibration(), "next": self._next,
+                "fingerprints": fps, "clients": clients,
+                "evicted_clients": self._evicted_clients}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        import numpy as np
+
+        if state.get("version") != 1:
+            raise CalibrationError(f"{self.name}: unknown checkpoint version "
+                                   f"{state.get('version')!r}")
+        self._reset()
+        self.load_calibration(state["calibration"])
+        self._next = int(state["next"])
+        self._evicted_clients = int(state["evicted_clients"])
+        if self._cfg is not None:
+            m = self.params["max_fingerprints"]
+            n = self._cfg["top_n"]
+            self._fp = np.zeros((m, n), dtype=np.uint64)
+            self._fp_client = [""] * m
+            self._fp_digest = [0] * m
+            for s, client, digest, hexrow in state["fingerprints"]:
+                row = [int(hexrow[j:j + 16], 16) for j in range(0, 16 * n, 16)]
+                self._fp[s % m] = np.asarray(row, dtype=np.uint64)
+                self._fp_client[s % m] = client
+                self._fp_digest[s % m] = int(digest, 16)
+                self._digests[int(digest, 16)] = s
+            self._rebuild_index()
+        for model, client, *st in state["clients"]:
+            self._clients[(model, client)] = list(st)

@@ -1,0 +1,104 @@
+"""The local engine: stream batches of events through detectors, turn detections into alerts.
+
+Detectors see every event in time order; the engine resolves each detection's technique and
+tactics through the knowledge base, drops allow-listed clients, keeps one alert per client and
+technique per suppression window, and collects each detector's final verdict per client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from mlthreat.errors import UsageError
+
+if TYPE_CHECKING:
+    from mlthreat.detect.alerts import Alert
+    from mlthreat.detect.batch import EventBatch
+    from mlthreat.detect.detectors.base import ClientStatus, Detector
+    from mlthreat.kb.model import KnowledgeBase
+
+__all__ = ["DETECTORS", "DetectionResult", "build_detectors", "run_detectors"]
+
+# name -> "module:Class"; a new detector is one more line here.
+DETECTORS: dict[str, str] = {
+    "prada": "mlthreat.detect.detectors.prada:PradaDetector",
+    "blacklight": "mlthreat.detect.detectors.blacklight:BlacklightDetector",
+    "ood": "mlthreat.detect.detectors.ood:OodDetector",
+    "volume": "mlthreat.detect.detectors.volume:VolumeDetector",
+}
+
+
+def build_detectors(names: Iterable[str] | None = None,
+                    params: dict[str, dict[str, Any]] | None = None) -> list[Detector]:
+    """Instantiate and validate detectors by name (default: all that are installed).
+
+    Raises
+    ------
+    UsageError
+        For an unknown detector name or a bad parameter.
+    """
+    params = params or {}
+    chosen = list(names) if names else list(DETECTORS)
+    unknown = [n for n in chosen if n not in DETECTORS]
+    if unknown:
+        raise UsageError(f"unknown detector {', '.join(unknown)}; choose from "
+                         f"{', '.join(DETECTORS)}")
+    out = []
+    for name in chosen:
+        module, _, cls_name = DETECTORS[name].partition(":")
+        detector = getattr(import_module(module), cls_name)(**params.get(name, {}))
+        detector.validate()
+        out.append(detector)
+    return out
+
+
+@dataclass
+class DetectionResult:
+    """Alerts raised, each detector's final verdict per client, and suppression counts."""
+
+    alerts: list[Alert] = field(default_factory=list)
+    statuses: list[ClientStatus] = field(default_factory=list)
+    events: int = 0
+    suppression: dict[str, int] = field(default_factory=dict)
+
+
+def run_detectors(batches: Iterable[EventBatch], detectors: list[Detector], kb: KnowledgeBase,
+                  *, allow_list: Iterable[str] = (), suppression_window: float = 3600.0,
+                  include_inputs: bool = False, on_alert: Any = None) -> DetectionResult:
+    """Feed ``batches`` (time order) to every detector and collect alerts.
+
+    Parameters
+    ----------
+    on_alert : callable, optional
+        Called with each admitted Alert as soon as it is raised (streaming delivery).
+
+    Events whose ``truth`` is ``evaluation`` (queries an assessment spent measuring itself) are
+    skipped: they are not traffic anyone would send.
+    """
+    from mlthreat.detect.alerts import Alert, Suppressor
+
+    suppressor = Suppressor(suppression_window, list(allow_list))
+    result = DetectionResult()
+    for batch in batches:
+        if batch.truth is not None:
+            keep = batch.truth != "evaluation"
+            if not keep.all():
+                batch = batch.take(keep)
+        if len(batch) == 0:
+            continue
+        result.events += len(batch)
+        for detector in detectors:
+            for detection in detector.observe(batch):
+                if not suppressor.admit(detection):
+                    continue
+                alert = Alert.from_detection(detection, kb, include_inputs=include_inputs)
+                result.alerts.append(alert)
+                if on_alert is not None:
+                    on_alert(alert)
+    for detector in detectors:
+        result.statuses.extend(detector.statuses())
+    result.suppression = dict(suppressor.counts)
+    return result

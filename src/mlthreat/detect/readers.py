@@ -1,0 +1,504 @@
+"""Read inference logs as :class:`~mlthreat.detect.batch.EventBatch` chunks.
+
+Formats, chosen by suffix (``.jsonl``, ``.ndjson``, ``.json``, ``.log``, ``.csv``, ``.parquet``,
+``.pq``; ``.gz`` for compressed JSONL/CSV) or, failing that, by content:
+
+- JSONL: one QueryEvent per line (:mod:`mlthreat.events`), or one serving-log record per line
+  when a mapping is given (:mod:`mlthreat.detect.mappings`).
+- CSV: a header with the flat columns :data:`mlthreat.events.FLAT_COLUMNS` (``output_scores``
+  and ``truth`` optional); ``input`` and ``output_scores`` are JSON arrays. A record is one
+  physical line (quoted fields must not span lines).
+- Parquet: the same columns, ``input`` / ``output_scores`` as lists; read by record batches of
+  ``batch_size`` rows, never the whole file.
+
+JSONL and CSV are streamed line by line; memory holds one batch. ``ts`` may be epoch seconds
+(number or numeric text), RFC 3339 text (an offset-less time is taken as UTC) or a Parquet
+timestamp; it becomes epoch seconds (float64). Events are assumed to be in time order within a
+file, as serving systems write them; the reader does not sort (KServe events are emitted when
+request and response are both seen, so they may be slightly out of order).
+
+Normalisation: inputs are flattened to float32; the first good event fixes the input dimension
+``d`` and the first event with scores fixes ``k``. Labels become int64: integers and integral
+numbers as they are, ``None`` as ``-1``, a non-integral number (a regressor's output) as ``-1``,
+and class-name strings as codes in order of first appearance (:attr:`LogReader.label_names`).
+A batch has ``scores`` when any of its events has them; the rows of events without are NaN.
+
+Bad records never stop a read and are never dropped silently: each is counted under its reason
+in :class:`ReadStats` and, when ``quarantine`` is given, appended to that JSONL file as
+``{"source", "line", "reason", "detail", "raw"}`` with the line verbatim. Reasons:
+:data:`REASONS`. Whole-file problems (missing or unreadable file, unknown format, missing CSV or
+Parquet columns, bad mapping) raise :class:`~mlthreat.detect.errors.LogFormatError` when
+iteration starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import math
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from mlthreat.detect.batch import EventBatch
+from mlthreat.detect.errors import LogFormatError
+from mlthreat.detect.mappings import BadRecord, Item, Mapping, resolve_mapping
+
+__all__ = ["REASONS", "LogReader", "ReadStats", "detect_format", "read_events"]
+
+#: why a record was skipped
+REASONS = ("bad_encoding", "bad_json", "not_object", "missing_field", "bad_ts", "bad_value",
+           "non_finite", "dim_mismatch", "no_input", "unmatched")
+_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".log": "jsonl",
+             ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+_REQUIRED = ("ts", "client_id", "model_id", "input", "output_label")
+
+
+@dataclass
+class ReadStats:
+    """Counts of one read, updated as it proceeds.
+
+    ``lines`` counts records read (JSONL lines and CSV rows, not counting blank lines or the CSV
+    header; Parquet rows); without a mapping ``lines == events + skipped_total``.
+    """
+
+    source: str = ""
+    lines: int = 0
+    blank: int = 0
+    events: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+    def summary(self) -> str:
+        """One line for the end of a run."""
+        why = ", ".join(f"{r} {n}" for r, n in sorted(self.skipped.items()))
+        return (f"{self.source}: {self.lines} lines, {self.events} events, "
+                f"{self.skipped_total} skipped" + (f" ({why})" if why else ""))
+
+
+def detect_format(path: str | Path) -> str:
+    """``jsonl``, ``csv`` or ``parquet``: by suffix, else by the first bytes."""
+    path = Path(path)
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes.pop()
+    if suffixes and suffixes[-1] in _SUFFIXES:
+        return _SUFFIXES[suffixes[-1]]
+    try:
+        with _open_binary(path) as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise LogFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    text = head.lstrip()
+    if text.startswith(b"{"):
+        return "jsonl"
+    first = text.split(b"\n", 1)[0]
+    if b"," in first and b"client_id" in first:
+        return "csv"
+    raise LogFormatError(f"{path}: unknown log format (expected JSONL, CSV or Parquet)")
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    if path.suffix.lower() == ".gz":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return path.open("rb")
+
+
+class LogReader:
+    """Iterate over a log file as :class:`EventBatch` chunks of at most ``batch_size`` events.
+
+    Parameters
+    ----------
+    path : path
+        The log file.
+    mapping : {"kserve", "sagemaker"}, path of a YAML mapping, a mapping object, or None
+        How to turn serving-log records into QueryEvents (None: the file holds QueryEvents).
+    batch_size : int
+        Events per batch (the last one may be smaller).
+    quarantine : path or text file, optional
+        Where bad records go, appended as JSONL.
+
+    Attributes
+    ----------
+    stats : ReadStats
+        Counts of the current (or last) read.
+    label_names : list of str
+        Class names of string labels, indexed by their code.
+
+    Examples
+    --------
+    >>> reader = LogReader("queries.jsonl", quarantine="bad.jsonl")  # doctest: +SKIP
+    >>> for batch in reader: ...                                       # doctest: +SKIP
+    >>> print(reader.stats.summary())                                  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | Path, *, mapping: str | Path | Mapping | None = None,
+                 batch_size: int = 4096, quarantine: str | Path | IO[str] | None = None) -> None:
+        self.path = path
+        self.mapping = mapping
+        self.batch_size = batch_size
+        self.quarantine = quarantine
+        self.stats = ReadStats(source=str(path))
+        self.label_names: list[str] = []
+
+    def __iter__(self) -> Iterator[EventBatch]:
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
+                or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        path = Path(self.path)
+        if not path.is_file():
+            raise LogFormatError(f"{path}: no such file")
+        fmt = detect_format(path)
+        mapping = resolve_mapping(self.mapping, path)
+        self.stats = ReadStats(source=str(path))
+        self.label_names = []
+        records = {"jsonl": self._jsonl, "csv": self._csv, "parquet": self._parquet}[fmt](path)
+        return self._run(records, mapping, fmt)
+
+    # -- records -----------------------------------------------------------------------------
+
+    def _lines(self, path: Path) -> Iterator[tuple[int, str | BadRecord, str]]:
+        """(line number, decoded text or the decoding error, raw text) of non-blank lines."""
+        try:
+            fh = _open_binary(path)
+        except OSError as exc:
+            raise LogFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+        def gen() -> Iterator[tuple[int, str | BadRecord, str]]:
+            with fh:
+                for number, data in enumerate(fh, 1):
+                    data = data.rstrip(b"\r\n")
+                    if not data.strip():
+                        self.stats.blank += 1
+                        continue
+                    raw = data.decode("utf-8", errors="replace")
+                    try:
+                        yield number, data.decode("utf-8"), raw
+                    except UnicodeDecodeError as exc:
+                        yield number, BadRecord("bad_encoding", str(exc)), raw
+        return gen()
+
+    def _jsonl(self, path: Path) -> Iterator[Item]:
+        for number, text, raw in self._lines(path):
+            if isinstance(text, BadRecord):
+                yield number, raw, text
+                continue
+            try:
+                obj = json.loads(text)
+            except (ValueError, RecursionError) as exc:
+                yield number, raw, BadRecord("bad_json", str(exc))
+                continue
+            yield number, raw, obj if isinstance(obj, dict) else BadRecord(
+                "not_object", f"a JSON {type(obj).__name__}, not an object")
+
+    def _csv(self, path: Path) -> Iterator[Item]:
+        lines = self._lines(path)
+        first = next(lines, None)
+        if first is None:
+            return iter(())
+        header = [h.strip() for h in next(csv.reader([first[1]]))] \
+            if isinstance(first[1], str) else []
+        missing = [c for c in _REQUIRED if c not in header]
+        if missing:
+            raise LogFormatError(f"{path}: CSV header lacks column(s) {', '.join(missing)}")
+
+        def gen() -> Iterator[Item]:
+            for number, text, raw in lines:
+                if isinstance(text, BadRecord):
+                    yield number, raw, text
+                    continue
+                cells = next(csv.reader([text]))
+                if len(cells) != len(header):
+                    yield number, raw, BadRecord(
+                        "missing_field", f"{len(cells)} fields, the header has {len(header)}")
+                    continue
+                yield number, raw, {h: (c if c != "" else None) for h, c in zip(header, cells,
+                                                                                  strict=True)}
+        return gen()
+
+    def _parquet(self, path: Path) -> Iterator[Item]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            pf = pq.ParquetFile(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise LogFormatError(f"{path}: not a readable Parquet file ({exc})") from None
+        missing = [c for c in _REQUIRED if c not in pf.schema_arrow.names]
+        if missing:
+            raise LogFormatError(f"{path}: Parquet file lacks column(s) {', '.join(missing)}")
+
+        def gen() -> Iterator[Item]:
+            number = 0
+            for rb in pf.iter_batches(batch_size=self.batch_size):
+                for row in rb.to_pylist():
+                    number += 1
+                    yield number, json.dumps(row, default=str), row
+        return gen()
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _run(self, records: Iterator[Item], mapping: Mapping | None,
+             fmt: str) -> Iterator[EventBatch]:
+        quarantine, close = _Quarantine.open(self.quarantine)
+        builder = _Builder(self, str(self.path))
+        try:
+            for number, raw, obj in records:
+                self.stats.lines += 1
+                if isinstance(obj, BadRecord):
+                    quarantine.write(self.stats, str(self.path), number, raw, obj)
+                    continue
+                try:
+                    if mapping is not None:
+                        items = mapping.feed(obj, number, raw)
+                    else:
+                        items = [(number, raw, _from_native(obj) if fmt == "jsonl" else obj)]
+                except BadRecord as bad:
+                    quarantine.write(self.stats, str(self.path), number, raw, bad)
+                    continue
+                yield from self._add(items, builder, quarantine)
+            if mapping is not None:
+                yield from self._add(mapping.finish(), builder, quarantine)
+            if builder.size:
+                yield builder.flush()
+        finally:
+            if close:
+                quarantine.close()
+
+    def _add(self, items: list[Item], builder: _Builder,
+             quarantine: _Quarantine) -> Iterator[EventBatch]:
+        for number, raw, rec in items:
+            try:
+                if isinstance(rec, BadRecord):
+                    raise rec
+                builder.add(number, rec)
+            except BadRecord as bad:
+                quarantine.write(self.stats, str(self.path), number, raw, bad)
+                continue
+            self.stats.events += 1
+            if builder.size >= self.batch_size:
+                yield builder.flush()
+
+
+def read_events(path: str | Path, *, mapping: str | Path | Mapping | None = None,
+                batch_size: int = 4096,
+                quarantine: str | Path | IO[str] | None = None) -> Iterator[EventBatch]:
+    """The batches of one log file (see :class:`LogReader`, which also exposes the counts)."""
+    return iter(LogReader(path, mapping=mapping, batch_size=batch_size, quarantine=quarantine))
+
+
+class _Quarantine:
+    def __init__(self, fh: IO[str] | None) -> None:
+        self.fh = fh
+
+    @classmethod
+    def open(cls, target: str | Path | IO[str] | None) -> tuple[_Quarantine, bool]:
+        if target is None:
+            return cls(None), False
+        if isinstance(target, str | Path):
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            return cls(Path(target).open("a", encoding="utf-8")), True
+        return cls(target), False
+
+    def write(self, stats: ReadStats, source: str, line: int, raw: str, bad: BadRecord) -> None:
+        stats.skipped[bad.reason] += 1
+        if self.fh is not None:
+            self.fh.write(json.dumps({"source": source, "line": line, "reason": bad.reason,
+                                      "detail": bad.detail, "raw": raw},
+                                     ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+
+
+def _from_native(obj: dict[str, Any]) -> dict[str, Any]:
+    """A JSONL QueryEvent in the flat form."""
+    output = obj.get("output")
+    if output is None:
+        raise BadRecord("missing_field", "output")
+    if not isinstance(output, dict):
+        raise BadRecord("bad_value", "output is not an object")
+    if "label" not in output and "scores" not in output:
+        raise BadRecord("missing_field", "output.label")
+    return {"ts": obj.get("ts"), "client_id": obj.get("client_id"),
+            "model_id": obj.get("model_id"), "input": obj.get("input"),
+            "input_ref": obj.get("input_ref"), "output_label": output.get("label"),
+            "output_scores": output.get("scores"), "truth": obj.get("truth")}
+
+
+class _Builder:
+    """Validates flat records and collects them into arrays."""
+
+    def __init__(self, reader: LogReader, source: str) -> None:
+        self.reader = reader
+        self.source = source
+        self.dim: int | None = None
+        self.k: int | None = None
+        self.codes: dict[str, int] = {}
+        self._clear()
+
+    def _clear(self) -> None:
+        self.ts: list[float] = []
+        self.client: list[str] = []
+        self.model: list[str] = []
+        self.x: list[np.ndarray] = []
+        self.label: list[int] = []
+        self.scores: list[np.ndarray | None] = []
+        self.truth: list[str | None] = []
+        self.line: list[int] = []
+
+    @property
+    def size(self) -> int:
+        return len(self.ts)
+
+    def add(self, number: int, rec: dict[str, Any]) -> None:
+        ts = _epoch(rec.get("ts"))
+        client = _ident(rec.get("client_id"), "client_id")
+        model = _ident(rec.get("model_id"), "model_id")
+        if rec.get("input") is None:
+            if rec.get("input_ref") is not None:
+                raise BadRecord("no_input", "input_ref without the input itself")
+            raise BadRecord("missing_field", "input")
+        x = _vector(rec["input"], "input")
+        if self.dim is not None and len(x) != self.dim:
+            raise BadRecord("dim_mismatch", f"input has {len(x)} values, the file {self.dim}")
+        scores = None
+        if rec.get("output_scores") is not None:
+            scores = _vector(rec["output_scores"], "output_scores")
+            if self.k is not None and len(scores) != self.k:
+                raise BadRecord("dim_mismatch",
+                                f"output_scores has {len(scores)} values, the file {self.k}")
+        label = self._label(rec.get("output_label"))
+        truth = rec.get("truth")
+        if truth is not None and not isinstance(truth, str):
+            raise BadRecord("bad_value", "truth is not text")
+        # all checks passed: commit
+        self.dim = len(x)
+        if scores is not None:
+            self.k = len(scores)
+        self.ts.append(ts)
+        self.client.append(client)
+        self.model.append(model)
+        self.x.append(x)
+        self.label.append(label)
+        self.scores.append(scores)
+        self.truth.append(truth or None)
+        self.line.append(number)
+
+    def _label(self, value: Any) -> int:
+        if value is None:
+            return -1
+        if isinstance(value, bool):
+            raise BadRecord("bad_value", "output_label is a boolean")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                return int(text)
+            except ValueError:
+                pass
+            try:
+                value = float(text)
+            except ValueError:
+                if text not in self.codes:
+                    self.codes[text] = len(self.codes)
+                    self.reader.label_names.append(text)
+                return self.codes[text]
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise BadRecord("non_finite", "output_label")
+            return int(value) if value.is_integer() else -1
+        raise BadRecord("bad_value", f"output_label is a {type(value).__name__}")
+
+    def flush(self) -> EventBatch:
+        n = self.size
+        scores = None
+        if any(s is not None for s in self.scores):
+            scores = np.full((n, self.k or 0), np.nan, dtype=np.float32)
+            for i, s in enumerate(self.scores):
+                if s is not None:
+                    scores[i] = s
+        truth = None
+        if any(t is not None for t in self.truth):
+            truth = np.array(self.truth, dtype=object)
+        batch = EventBatch(
+            ts=np.array(self.ts, dtype=np.float64),
+            client_id=np.array(self.client, dtype=object),
+            model_id=np.array(self.model, dtype=object),
+            x=np.stack(self.x).astype(np.float32, copy=False),
+            label=np.array(self.label, dtype=np.int64), scores=scores, truth=truth,
+            line=np.array(self.line, dtype=np.int64), source=self.source)
+        self._clear()
+        return batch
+
+
+def _epoch(value: Any) -> float:
+    if value is None or value == "":
+        raise BadRecord("missing_field", "ts")
+    if isinstance(value, bool):
+        raise BadRecord("bad_ts", "ts is a boolean")
+    if isinstance(value, int | float):
+        out = float(value)
+    elif isinstance(value, datetime):
+        out = (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    elif isinstance(value, str):
+        try:
+            out = float(value)
+        except ValueError:
+            try:
+                stamp = datetime.fromisoformat(value.strip())
+            except ValueError:
+                raise BadRecord("bad_ts", f"ts {value[:40]!r} is neither epoch seconds nor "
+                                          "RFC 3339") from None
+            out = (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+    else:
+        raise BadRecord("bad_ts", f"ts is a {type(value).__name__}")
+    if not math.isfinite(out):
+        raise BadRecord("bad_ts", "ts is not finite")
+    return out
+
+
+def _ident(value: Any, name: str) -> str:
+    if value is None or value == "":
+        raise BadRecord("missing_field", name)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise BadRecord("bad_value", f"{name} is a {type(value).__name__}")
+
+
+def _vector(value: Any, name: str) -> np.ndarray:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise BadRecord("bad_value", f"{name} is not a JSON array") from None
+    if not isinstance(value, list | tuple):
+        raise BadRecord("bad_value", f"{name} is not a list")
+    try:
+        arr = np.array(value)
+    except (ValueError, TypeError):
+        raise BadRecord("bad_value", f"{name} is ragged") from None
+    if arr.size == 0:
+        raise BadRecord("bad_value", f"{name} is empty")
+    if arr.dtype.kind not in "iuf":
+        raise BadRecord("bad_value", f"{name} holds non-numeric values")
+    with np.errstate(over="ignore"):
+        out = arr.astype(np.float32).ravel()
+    if not np.isfinite(out).all():
+        raise BadRecord("non_finite", f"{name} holds NaN or infinite values")
+    return out

@@ -1,0 +1,210 @@
+"""Where rendered alerts go: a JSONL file, stdout, syslog, or an HTTP collector.
+
+Every sink has ``send(record, *, time=None)`` for one rendered alert (a JSON-ready dict from
+:func:`mlthreat.detect.alerts.render`; ``time`` is the alert's epoch seconds) and ``close()``;
+:func:`deliver` renders and sends a run's alerts; :func:`open_sink` turns a command-line
+destination into a sink. Delivery failures raise :class:`~mlthreat.detect.errors.DetectError`
+with one line naming the destination.
+
+``syslog`` follows RFC 5424 over UDP (RFC 5426): ``<PRI>1 TIMESTAMP HOSTNAME mlthreat - alert -
+BOM+JSON``, one datagram per alert. ``hec`` posts in the Splunk HTTP Event Collector style:
+``{"event": record, "sourcetype": "mlthreat:alert", "time": epoch}`` with ``Authorization:
+Splunk <token>``, the token read from the environment variable ``MLTHREAT_HEC_TOKEN`` only (never
+an argument, so it stays out of shell history and process lists, and never in a message).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time as _time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+from mlthreat.detect.alerts import render, rfc3339
+from mlthreat.detect.errors import DetectError
+
+if TYPE_CHECKING:
+    from mlthreat.detect.alerts import Alert
+
+__all__ = [
+    "HEC_TOKEN_ENV", "FileSink", "HecSink", "Sink", "StdoutSink", "SyslogSink", "deliver",
+    "open_sink",
+]
+
+HEC_TOKEN_ENV = "MLTHREAT_HEC_TOKEN"
+SOURCETYPE = "mlthreat:alert"
+
+
+def _line(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+class Sink(Protocol):
+    def send(self, record: dict[str, Any], *, time: float | None = None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FileSink:
+    """Append one JSON line per alert to ``path`` (created with its directory if missing)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fh: IO[str] | None = None
+
+    def send(self, record: dict[str, Any], *, time: float | None = None) -> None:
+        try:
+            if self._fh is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = self.path.open("a", encoding="utf-8")
+            self._fh.write(_line(record) + "\n")
+            self._fh.flush()
+        except OSError as exc:
+            reason = exc.strerror or exc
+            raise DetectError(f"cannot write alerts to {self.path}: {reason}") from None
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class StdoutSink:
+    """One JSON line per alert on standard output (or the given stream)."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream
+
+    def send(self, record: dict[str, Any], *, time: float | None = None) -> None:
+        out = self.stream if self.stream is not None else sys.stdout
+        out.write(_line(record) + "\n")
+        out.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class SyslogSink:
+    """RFC 5424 messages over UDP to ``host:port``.
+
+    ``facility`` defaults to 10 (security/authorization), ``severity`` to 4 (warning).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 514, *, facility: int = 10,
+                 severity: int = 4, app_name: str = "mlthreat",
+                 hostname: str | None = None) -> None:
+        self.host, self.port = host, port
+        self.facility, self.severity = facility, severity
+        self.app_name = app_name
+        self.hostname = hostname
+        self._sock: socket.socket | None = None
+
+    def format(self, record: dict[str, Any], time: float | None = None) -> bytes:
+        """The RFC 5424 message for one record (pure)."""
+        pri = self.facility * 8 + self.severity
+        stamp = rfc3339(time) if time is not None else "-"
+        host = (self.hostname or socket.gethostname() or "-")[:255].replace(" ", "_")
+        header = f"<{pri}>1 {stamp} {host} {self.app_name} - alert -"
+        return header.encode("ascii", "replace") + b" \xef\xbb\xbf" + _line(record).encode()
+
+    def send(self, record: dict[str, Any], *, time: float | None = None) -> None:
+        where = f"syslog://{self.host}:{self.port}"
+        try:
+            if self._sock is None:
+                family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+                self._sock = socket.socket(family, socket.SOCK_DGRAM)
+            self._sock.sendto(self.format(record, time), (self.host, self.port))
+        except OSError as exc:
+            raise DetectError(f"cannot send alert to {where}: {exc.strerror or exc}") from None
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+class HecSink:
+    """POST alerts to an HTTP collector in the Splunk HEC style.
+
+    Parameters
+    ----------
+    url : str
+        The collector endpoint (``https://splunk:8088/services/collector/event``).
+    retries : int
+        Attempts after the first on a connection error, HTTP 429 or 5xx; other 4xx fail at once.
+    backoff : float
+        Seconds before the first retry, doubled for each next one.
+    timeout : float
+        Seconds per request.
+    """
+
+    def __init__(self, url: str, *, retries: int = 3, backoff: float = 0.5,
+                 timeout: float = 10.0, sourcetype: str = SOURCETYPE) -> None:
+        self.url = url
+        self.retries, self.backoff, self.timeout = retries, backoff, timeout
+        self.sourcetype = sourcetype
+
+    def _token(self) -> str:
+        token = os.environ.get(HEC_TOKEN_ENV, "")
+        if not token:
+            raise DetectError(f"HTTP collector {self.url}: set {HEC_TOKEN_ENV} to its token")
+        return token
+
+    def send(self, record: dict[str, Any], *, time: float | None = None) -> None:
+        body: dict[str, Any] = {"event": record, "sourcetype": self.sourcetype}
+        if time is not None:
+            body["time"] = round(time, 3)
+        data = _line(body).encode()
+        headers = {"Authorization": f"Splunk {self._token()}",
+                   "Content-Type": "application/json"}
+        problem = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                _time.sleep(self.backoff * 2 ** (attempt - 1))
+            request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    response.read()
+                return
+            except urllib.error.HTTPError as exc:
+                problem = f"HTTP {exc.code}"
+                if exc.code != 429 and exc.code < 500:
+                    break
+            except (urllib.error.URLError, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                problem = str(reason).replace("\n", " ")
+        tries = attempt + 1
+        raise DetectError(f"cannot deliver alert to {self.url}: {problem} "
+                          f"({tries} attempt{'s' if tries > 1 else ''})")
+
+    def close(self) -> None:
+        pass
+
+
+def open_sink(destination: str) -> Sink:
+    """A sink for a command-line destination: ``-`` or ``stdout``, ``syslog://HOST[:PORT]``,
+    ``http(s)://…`` (HEC), or a file path."""
+    if destination in ("-", "stdout"):
+        return StdoutSink()
+    parts = urlsplit(destination)
+    if parts.scheme == "syslog":
+        return SyslogSink(parts.hostname or "127.0.0.1", parts.port or 514)
+    if parts.scheme in ("http", "https"):
+        return HecSink(destination)
+    return FileSink(destination)
+
+
+def deliver(alerts: Iterable[Alert], sink: Sink, fmt: str = "jsonl") -> int:
+    """Render each alert in ``fmt`` and send it to ``sink``; return how many were sent."""
+    n = 0
+    for alert in alerts:
+        sink.send(render(alert, fmt), time=alert.last_seen)
+        n += 1
+    return n
