@@ -28,8 +28,10 @@ LogsArg = Annotated[list[Path], typer.Argument(help="Log files (JSONL, CSV, Parq
                                                "the order given.")]
 MappingOpt = Annotated[str | None, typer.Option(help="kserve, sagemaker, or a YAML mapping "
                                                 "file, for serving logs.")]
-DetectorsOpt = Annotated[str | None, typer.Option("--detectors", help="Comma-separated "
-                                                  "detectors (default: all).")]
+DetectorsOpt = Annotated[str | None, typer.Option("--detectors", help="Comma-separated: "
+                                                  "prada, blacklight, ood, volume, knn "
+                                                  "(default: prada, blacklight, volume, and "
+                                                  "any in --calibration).")]
 QuarantineOpt = Annotated[Path | None, typer.Option(help="Where malformed lines go (JSONL).")]
 
 
@@ -60,6 +62,21 @@ def _load_calibration(path: Path) -> dict[str, Any]:
                                f"{CALIBRATION_KIND})")
     detectors: dict[str, Any] = data["detectors"]
     return detectors
+
+
+def _calibrated(names: list[str] | None, calibration: Path | None) -> list[Any]:
+    """The detectors to run (named, else the defaults plus every calibrated one), with their
+    calibration loaded."""
+    from mlthreat.detect.engine import DEFAULT_DETECTORS, build_detectors
+
+    saved = _load_calibration(calibration) if calibration is not None else {}
+    if names is None:
+        names = list(dict.fromkeys([*DEFAULT_DETECTORS, *saved]))
+    dets = build_detectors(names)
+    for d in dets:
+        if d.name in saved:
+            d.load_calibration(saved[d.name])
+    return dets
 
 
 def _summary(stats: list[Any]) -> list[dict[str, Any]]:
@@ -96,18 +113,13 @@ def run(
 ) -> None:
     """Run the detectors over logs and deliver alerts. Exits 1 when any alert was raised."""
     from mlthreat.detect.alerts import FORMATS
-    from mlthreat.detect.engine import build_detectors, run_detectors
+    from mlthreat.detect.engine import run_detectors
     from mlthreat.detect.sinks import deliver, open_sink
 
     if fmt not in FORMATS:
         raise UsageError(f"unknown alert format {fmt!r}; choose one of {', '.join(FORMATS)}")
     kb = load_kb(atlas, extension)
-    dets = build_detectors(_names(detectors))
-    if calibration is not None:
-        saved = _load_calibration(calibration)
-        for d in dets:
-            if d.name in saved:
-                d.load_calibration(saved[d.name])
+    dets = _calibrated(_names(detectors), calibration)
     stats: list[Any] = []
     result = run_detectors(_batches(logs, mapping, quarantine, stats), dets, kb,
                            allow_list=allow or (), suppression_window=suppress_window,
@@ -154,9 +166,9 @@ def calibrate(
 ) -> None:
     """Set detector thresholds from benign traffic and save them."""
     from mlthreat import __version__
-    from mlthreat.detect.engine import build_detectors
+    from mlthreat.detect.engine import DETECTORS, build_detectors
 
-    dets = build_detectors(_names(detectors))
+    dets = build_detectors(_names(detectors) or list(DETECTORS))  # calibrate them all
     saved: dict[str, Any] = {}
     for d in dets:
         stats: list[Any] = []
@@ -184,16 +196,10 @@ def evaluate(
 ) -> None:
     """Score detectors on labelled logs (a 'truth' per event): TPR per attack, FPR on benign
     clients, median queries to detection."""
-    from mlthreat.detect.engine import build_detectors
     from mlthreat.detect.evaluate import evaluate as run_evaluation
 
     kb = load_kb(atlas, extension)
-    dets = build_detectors(_names(detectors))
-    if calibration is not None:
-        saved = _load_calibration(calibration)
-        for d in dets:
-            if d.name in saved:
-                d.load_calibration(saved[d.name])
+    dets = _calibrated(_names(detectors), calibration)
     stats: list[Any] = []
     scores = run_evaluation(_batches(logs, mapping, quarantine, stats), dets, kb)
     if as_json:

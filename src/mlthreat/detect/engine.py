@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from mlthreat.detect.detectors.base import ClientStatus, Detector
     from mlthreat.kb.model import KnowledgeBase
 
-__all__ = ["DETECTORS", "DetectionResult", "build_detectors", "run_detectors"]
+__all__ = ["DEFAULT_DETECTORS", "DETECTORS", "DetectionResult", "build_detectors",
+           "run_detectors"]
 
 # name -> "module:Class"; a new detector is one more line here.
 DETECTORS: dict[str, str] = {
@@ -28,12 +29,18 @@ DETECTORS: dict[str, str] = {
     "blacklight": "mlthreat.detect.detectors.blacklight:BlacklightDetector",
     "ood": "mlthreat.detect.detectors.ood:OodDetector",
     "volume": "mlthreat.detect.detectors.volume:VolumeDetector",
+    "knn": "mlthreat.detect.detectors.knn:KnnDetector",
 }
+
+
+# What runs when none are named: the detectors that work without calibration. ``ood`` learns
+# the benign distribution first; ``knn`` is the slower alternative to ``blacklight``.
+DEFAULT_DETECTORS: tuple[str, ...] = ("prada", "blacklight", "volume")
 
 
 def build_detectors(names: Iterable[str] | None = None,
                     params: dict[str, dict[str, Any]] | None = None) -> list[Detector]:
-    """Instantiate and validate detectors by name (default: all that are installed).
+    """Instantiate and validate detectors by name (default: :data:`DEFAULT_DETECTORS`).
 
     Raises
     ------
@@ -41,7 +48,7 @@ def build_detectors(names: Iterable[str] | None = None,
         For an unknown detector name or a bad parameter.
     """
     params = params or {}
-    chosen = list(names) if names else list(DETECTORS)
+    chosen = list(names) if names else list(DEFAULT_DETECTORS)
     unknown = [n for n in chosen if n not in DETECTORS]
     if unknown:
         raise UsageError(f"unknown detector {', '.join(unknown)}; choose from "

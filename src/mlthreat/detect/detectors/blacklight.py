@@ -38,10 +38,13 @@ Bounded state
 -------------
 At most ``max_fingerprints`` distinct fingerprints are stored (the oldest evicted first), at
 most ``max_clients`` clients (longest-idle evicted first). A hash shared by many stored queries
-(blank regions, common strokes) links only to its ``max_postings`` most recent ones; it is
-weak evidence and would otherwise make matching quadratic. Per stored query: ``8 * top_n``
-bytes of fingerprint plus its index entries (about 1 KB in all for ``d = 64``, see
-``benchmarks/bench_detect.py``).
+(blank regions, common strokes) links only to its ``max_postings`` (8) most recent ones; it is
+weak evidence and would otherwise make matching quadratic (HopSkipJump on digits is caught at
+the same query with 4 or 32). Per stored query: ``8 * top_n`` bytes of fingerprint (a ring
+allocated at the first batch), an exact-repeat digest and its index entries: about 575 bytes
+for ``d = 64``; about 370 bytes per tracked client (``benchmarks/bench_detect.py``). The
+result does not depend on how events are cut into batches. One fingerprint store serves
+every model in the log.
 
 Not done: reporting AML.T0024.000 (label-only membership probing) separately; every alert
 carries AML.T0043.001.
@@ -504,7 +507,8 @@ class BlacklightDetector(Detector):
 
         A client's score is its ``min_matches``-th largest per-query overlap (the overlap
         threshold at or below which it would be flagged); the threshold is the smallest
-        integer above the scores of all but ``target_fpr`` of the clients.
+        integer above the scores of all but ``target_fpr`` of the clients. Window, step and
+        ``top_n`` are kept (scaled or given); the detector's stored state is cleared.
 
         Raises
         ------
