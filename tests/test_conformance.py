@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import itertools
 import socket
 import tempfile
@@ -12,12 +13,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pytest
 
 import mlthreat.render
 import mlthreat.testing
+from mlthreat.detect.batch import EventBatch
+from mlthreat.detect.engine import DETECTORS
 from mlthreat.kb.export import EXPORTERS, exporter
-from mlthreat.testing import check_exporter
+from mlthreat.testing import check_detector, check_exporter
 
 
 @pytest.mark.parametrize("name", list(EXPORTERS))
@@ -28,7 +32,7 @@ def test_registered_exporter_conforms(name, embedded):
 
 
 def test_public_names():
-    assert "check_exporter" in mlthreat.testing.__all__
+    assert {"check_detector", "check_exporter", "check_target"} <= set(mlthreat.testing.__all__)
     for name in mlthreat.testing.__all__:
         assert callable(getattr(mlthreat.testing, name))
 
@@ -145,3 +149,50 @@ def test_loading_own_templates_once_is_allowed(embedded):
         return _OWN_TEMPLATE.read_text(encoding="utf-8")
 
     check_exporter(_fake(render=lambda kb: kb.version + template()[:0]), embedded)
+
+
+# -- check_detector over every registered detector ------------------------------------------------
+def _events(ts: Any, clients: Any, x: Any, labels: Any) -> EventBatch:
+    n = len(ts)
+    return EventBatch(ts=np.asarray(ts, dtype=np.float64),
+                      client_id=np.asarray(clients, dtype=object),
+                      model_id=np.full(n, "digits", dtype=object),
+                      x=np.asarray(x, dtype=np.float32).reshape(n, -1),
+                      label=np.asarray(labels, dtype=np.int64))
+
+
+@pytest.fixture(scope="module")
+def detector_traffic() -> tuple[list[EventBatch], list[EventBatch]]:
+    """Benign: 30 clients x 120 queries of digits scaled to [0, 1] (PRADA calibrates on
+    clients with 100 distances). Attack: 3 clients sending 150 uniform random queries at 5/s,
+    and one probing a row with 150 near-duplicates."""
+    from sklearn.datasets import load_digits
+
+    from mlthreat.detect.evaluate import benign_events
+
+    digits = load_digits()
+    x = digits.data / 16.0
+    events = benign_events(x, n_clients=30, queries=120, model_id="digits", seed=1)
+    benign = _events([e["ts"] for e in events], [e["client_id"] for e in events],
+                     [e["input"] for e in events], [e["output"]["label"] for e in events])
+    rng = np.random.default_rng(2)
+    n = 150
+    start = events[0]["ts"] + 10.0
+    ts = np.concatenate([start + np.arange(n) * 0.2 + 0.01 * c for c in range(3)])
+    clients = [f"random-{c}" for c in range(3) for _ in range(n)]
+    random = _events(ts, clients, rng.random((3 * n, 64)), rng.integers(0, 10, 3 * n))
+    probe = np.clip(x[5] + rng.normal(0.0, 0.01, (n, 64)), 0.0, 1.0)
+    near = _events(start + 1.0 + np.arange(n) * 0.5, ["probe"] * n, probe,
+                   np.full(n, digits.target[5]))
+    size = 500
+    return ([benign.take(slice(s, s + size)) for s in range(0, len(benign), size)],
+            [random, near])
+
+
+@pytest.mark.parametrize("name", list(DETECTORS))
+def test_registered_detector_conforms(name, detector_traffic):
+    module, _, cls_name = DETECTORS[name].partition(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    assert cls.name == name
+    benign, attack = detector_traffic
+    check_detector(cls, benign, attack)

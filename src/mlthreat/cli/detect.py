@@ -13,6 +13,7 @@ from mlthreat.cli._common import (
     ExtensionOpt,
     JsonOpt,
     console,
+    envelope,
     expect_exit,
     load_kb,
     print_json,
@@ -133,13 +134,12 @@ def run(
     flagged = {(s.detector, s.client_id) for s in result.statuses if s.verdict == "flagged"}
     expect_exit(1 if result.alerts else 0)
     if as_json:
-        print_json({
-            "kind": "mlthreat.detect.run", "schema_version": 1, "atlas_version": kb.version,
+        print_json(envelope("mlthreat.detect.run", kb, {
             "events": result.events, "alerts": len(result.alerts),
             "suppression": result.suppression, "read": _summary(stats),
             "untested": [vars(s) for s in result.statuses if s.verdict == "untested"],
             "flagged": sorted(f"{d}:{c}" for d, c in flagged),
-        })
+        }))
     else:
         con = console()
         skipped = sum(s.skipped_total for s in stats)
@@ -203,9 +203,8 @@ def evaluate(
     stats: list[Any] = []
     scores = run_evaluation(_batches(logs, mapping, quarantine, stats), dets, kb)
     if as_json:
-        print_json({"kind": "mlthreat.detect.evaluation", "schema_version": 1,
-                    "atlas_version": kb.version, "read": _summary(stats),
-                    "scores": [vars(s) for s in scores]})
+        print_json(envelope("mlthreat.detect.evaluation", kb, {
+            "read": _summary(stats), "scores": [vars(s) for s in scores]}))
         return
     from rich.table import Table
 
