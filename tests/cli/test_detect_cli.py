@@ -112,3 +112,13 @@ def test_bad_calibration_file(tmp_path, logs):
     bad.write_text('{"kind": "something else"}')
     res = run("run", str(logs / "benign.jsonl"), "--calibration", str(bad))
     assert res.returncode == 2 and "not an mlthreat calibration file" in res.stderr
+
+
+def test_evaluate_scores_each_detector_on_its_own(logs):
+    """Two detectors that both catch HopSkipJump clients: each is credited with all of them,
+    whichever raised its alert first."""
+    res = run("evaluate", str(logs / "benign.jsonl"), str(logs / "attack.jsonl"),
+              "--detectors", "blacklight,knn", "--json")
+    scores = {(s["detector"], s["truth"]): s for s in json.loads(res.stdout)["scores"]}
+    assert scores[("blacklight", "AML.T0043.001")]["flagged"] == 4
+    assert scores[("knn", "AML.T0043.001")]["flagged"] == 4

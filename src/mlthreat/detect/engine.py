@@ -74,20 +74,26 @@ class DetectionResult:
 
 def run_detectors(batches: Iterable[EventBatch], detectors: list[Detector], kb: KnowledgeBase,
                   *, allow_list: Iterable[str] = (), suppression_window: float = 3600.0,
-                  include_inputs: bool = False, on_alert: Any = None) -> DetectionResult:
+                  include_inputs: bool = False, on_alert: Any = None,
+                  per_detector: bool = False) -> DetectionResult:
     """Feed ``batches`` (time order) to every detector and collect alerts.
 
     Parameters
     ----------
     on_alert : callable, optional
         Called with each admitted Alert as soon as it is raised (streaming delivery).
+    per_detector : bool
+        Suppress per detector rather than per client and technique across detectors (for
+        evaluation, where each detector must be scored on its own).
 
     Events whose ``truth`` is ``evaluation`` (queries an assessment spent measuring itself) are
     skipped: they are not traffic anyone would send.
     """
     from mlthreat.detect.alerts import Alert, Suppressor
 
-    suppressor = Suppressor(suppression_window, list(allow_list))
+    shared = Suppressor(suppression_window, list(allow_list))
+    suppressors = {d.name: (Suppressor(suppression_window, list(allow_list)) if per_detector
+                            else shared) for d in detectors}
     result = DetectionResult()
     for batch in batches:
         if batch.truth is not None:
@@ -99,7 +105,7 @@ def run_detectors(batches: Iterable[EventBatch], detectors: list[Detector], kb: 
         result.events += len(batch)
         for detector in detectors:
             for detection in detector.observe(batch):
-                if not suppressor.admit(detection):
+                if not suppressors[detector.name].admit(detection):
                     continue
                 alert = Alert.from_detection(detection, kb, include_inputs=include_inputs)
                 result.alerts.append(alert)
@@ -107,5 +113,9 @@ def run_detectors(batches: Iterable[EventBatch], detectors: list[Detector], kb: 
                     on_alert(alert)
     for detector in detectors:
         result.statuses.extend(detector.statuses())
-    result.suppression = dict(suppressor.counts)
+    totals: dict[str, int] = {}
+    for suppressor in {id(x): x for x in suppressors.values()}.values():
+        for key, value in suppressor.counts.items():
+            totals[key] = totals.get(key, 0) + value
+    result.suppression = totals
     return result

@@ -70,7 +70,8 @@ def evaluate(batches: Iterable[EventBatch], detectors: list[Detector], kb: Knowl
                     truth_of[client] = str(truth)
             yield batch
 
-    result = run_detectors(labelled(batches), detectors, kb, suppression_window=float("inf"))
+    result = run_detectors(labelled(batches), detectors, kb, suppression_window=float("inf"),
+                           per_detector=True)
     first: dict[tuple[str, str], int] = {}
     for alert in result.alerts:
         key = (alert.detector, alert.client_id)
