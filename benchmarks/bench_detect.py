@@ -22,7 +22,8 @@ from collections import Counter
 import numpy as np
 
 from mlthreat.detect.batch import EventBatch
-from mlthreat.detect.detectors.blacklight import _WINDOW_KEYS, BlacklightDetector
+from mlthreat.detect.detectors._fingerprints import WINDOW_KEYS as _WINDOW_KEYS
+from mlthreat.detect.detectors.blacklight import BlacklightDetector
 from mlthreat.detect.detectors.knn import KnnDetector
 
 

@@ -191,10 +191,10 @@ def test_memory_bounds(benign: EventBatch) -> None:
     det = BlacklightDetector(max_fingerprints=200, max_clients=10, max_postings=4)
     _run(det, benign, chunk=250)
     assert det.stored_fingerprints() == 200
-    assert len(det._digests) <= 200
+    assert len(det._store.digests) <= 200
     assert len(det._clients) == 10 and det.evicted_clients >= 90
-    assert all(len(v) <= 8 for v in det._index.values())
-    assert len(det._index) <= 4 * 200 * 28 + 1024
+    assert all(len(v) <= 8 for v in det._store.index.values())
+    assert len(det._store.index) <= 4 * 200 * 28 + 1024
     assert len(det.checkpoint()["fingerprints"]) == 200
 
 

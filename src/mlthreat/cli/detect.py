@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -46,6 +48,41 @@ def _batches(logs: list[Path], mapping: str | None, quarantine: Path | None,
         stats.append(reader.stats)
 
 
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[Callable[[], bool]]:
+    """While following: Ctrl-C (SIGINT) or SIGTERM ends the run cleanly at the next poll
+    (state written, summary printed) instead of raising mid-batch."""
+    import signal
+
+    requested: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        requested.append(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: bool(requested)
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _never() -> bool:
+    return False
+
+
+def _then_follow(batches: Any, path: Path, mapping: str | None, quarantine: Path | None,
+                 stats: list[Any], poll_interval: float, max_seconds: float | None,
+                 stop: Callable[[], bool]) -> Iterator[Any]:
+    from mlthreat.detect.follow import FollowStats, follow
+
+    yield from batches
+    followed = FollowStats(str(path))
+    stats.append(followed)
+    yield from follow(path, mapping=mapping, quarantine=quarantine, poll_interval=poll_interval,
+                      max_seconds=max_seconds, stop=stop, stats=followed)
+
+
 def _names(detectors: str | None) -> list[str] | None:
     return [d.strip() for d in detectors.split(",") if d.strip()] if detectors else None
 
@@ -65,14 +102,16 @@ def _load_calibration(path: Path) -> dict[str, Any]:
     return detectors
 
 
-def _calibrated(names: list[str] | None, calibration: Path | None) -> list[Any]:
-    """The detectors to run (named, else the defaults plus every calibrated one), with their
-    calibration loaded."""
-    from mlthreat.detect.engine import DEFAULT_DETECTORS, build_detectors
+def _calibrated(names: list[str] | None, calibration: Path | None,
+                extra: list[str] | None = None) -> list[Any]:
+    """The detectors to run (named, else the defaults plus every calibrated one and every
+    one in ``extra``), with their calibration loaded."""
+    from mlthreat.detect.engine import DEFAULT_DETECTORS, DETECTORS, build_detectors
 
     saved = _load_calibration(calibration) if calibration is not None else {}
     if names is None:
-        names = list(dict.fromkeys([*DEFAULT_DETECTORS, *saved]))
+        names = list(dict.fromkeys([*DEFAULT_DETECTORS, *saved,
+                                    *(n for n in extra or () if n in DETECTORS)]))
     dets = build_detectors(names)
     for d in dets:
         if d.name in saved:
@@ -108,28 +147,72 @@ def run(
     include_inputs: Annotated[bool, typer.Option(help="Put raw inputs in alerts (off: "
                                                  "fingerprints and statistics only).")
                               ] = False,
+    state: Annotated[Path | None, typer.Option(help="Detector state file: restored before "
+                                               "reading when it exists, written (atomically) "
+                                               "after the run, so a restarted run loses "
+                                               "nothing.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", help="After reading the logs, keep "
+                                         "reading lines appended to the last one (JSONL "
+                                         "only) until Ctrl-C.")] = False,
+    poll_interval: Annotated[float, typer.Option(min=0.01, help="Seconds between polls "
+                                                 "with --follow.")] = 1.0,
+    max_seconds: Annotated[float | None, typer.Option(min=0, help="Stop following after "
+                                                      "this many seconds.")] = None,
     atlas: AtlasOpt = None,
     extension: ExtensionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the detectors over logs and deliver alerts. Exits 1 when any alert was raised."""
+    """Run the detectors over logs and deliver alerts as they are raised. Exits 1 when any
+    alert was raised."""
     from mlthreat.detect.alerts import FORMATS
-    from mlthreat.detect.engine import run_detectors
+    from mlthreat.detect.engine import run_detectors, save_state
     from mlthreat.detect.sinks import deliver, open_sink
 
     if fmt not in FORMATS:
         raise UsageError(f"unknown alert format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if follow:
+        from mlthreat.detect.follow import check_followable
+
+        check_followable(logs[-1])
     kb = load_kb(atlas, extension)
-    dets = _calibrated(_names(detectors), calibration)
+    saved_state = None
+    if state is not None and state.exists():
+        from mlthreat.detect.engine import load_state
+
+        saved_state = load_state(state)
+    held = saved_state.get("detectors") if saved_state is not None else None
+    dets = _calibrated(_names(detectors), calibration,
+                       extra=list(held) if isinstance(held, dict) else [])
+    if saved_state is not None:
+        from mlthreat.detect.engine import restore_detectors
+
+        restore_detectors(dets, saved_state, str(state))
+        if calibration is not None:  # an explicit calibration wins over the saved one
+            saved = _load_calibration(calibration)
+            for d in dets:
+                if d.name in saved:
+                    d.load_calibration(saved[d.name])
     stats: list[Any] = []
-    result = run_detectors(_batches(logs, mapping, quarantine, stats), dets, kb,
-                           allow_list=allow or (), suppression_window=suppress_window,
-                           include_inputs=include_inputs)
-    if output is not None or not as_json:
-        sink = open_sink(str(output) if output is not None else "-")
-        try:
-            deliver(result.alerts, sink, fmt)
-        finally:
+    sink = open_sink(str(output) if output is not None else "-") \
+        if output is not None or not as_json else None
+
+    def on_alert(alert: Any) -> None:
+        if sink is not None:
+            deliver([alert], sink, fmt)
+
+    try:
+        with _stop_on_signals() if follow else contextlib.nullcontext(_never) as stop:
+            batches = _batches(logs[:-1] if follow else logs, mapping, quarantine, stats)
+            if follow:
+                batches = _then_follow(batches, logs[-1], mapping, quarantine, stats,
+                                       poll_interval, max_seconds, stop)
+            result = run_detectors(batches, dets, kb, allow_list=allow or (),
+                                   suppression_window=suppress_window,
+                                   include_inputs=include_inputs, on_alert=on_alert)
+        if state is not None:  # only after a complete (or cleanly stopped) run
+            save_state(state, dets)
+    finally:
+        if sink is not None:
             sink.close()
     flagged = {(s.detector, s.client_id) for s in result.statuses if s.verdict == "flagged"}
     expect_exit(1 if result.alerts else 0)

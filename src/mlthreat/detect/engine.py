@@ -7,9 +7,14 @@ technique per suppression window, and collects each detector's final verdict per
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import import_module
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlthreat.errors import UsageError
@@ -20,8 +25,9 @@ if TYPE_CHECKING:
     from mlthreat.detect.detectors.base import ClientStatus, Detector
     from mlthreat.kb.model import KnowledgeBase
 
-__all__ = ["DEFAULT_DETECTORS", "DETECTORS", "DetectionResult", "build_detectors",
-           "run_detectors"]
+__all__ = ["DEFAULT_DETECTORS", "DETECTORS", "STATE_KIND", "DetectionResult", "build_detectors",
+           "checkpoint_detectors", "load_state", "restore_detectors", "run_detectors",
+           "save_state"]
 
 # name -> "module:Class"; a new detector is one more line here.
 DETECTORS: dict[str, str] = {
@@ -119,3 +125,98 @@ def run_detectors(batches: Iterable[EventBatch], detectors: list[Detector], kb: 
             totals[key] = totals.get(key, 0) + value
     result.suppression = totals
     return result
+
+
+STATE_KIND = "mlthreat.detect.state"
+STATE_SCHEMA_VERSION = 1
+
+
+def checkpoint_detectors(detectors: list[Detector]) -> dict[str, Any]:
+    """Every detector's calibration and per-client state, as a JSON-ready state document."""
+    from mlthreat import __version__
+
+    return {"kind": STATE_KIND, "schema_version": STATE_SCHEMA_VERSION,
+            "mlthreat_version": __version__,
+            "detectors": {d.name: {"calibration": d.calibration(), "state": d.checkpoint()}
+                          for d in detectors}}
+
+
+def restore_detectors(detectors: list[Detector], data: Any, source: str = "state") -> None:
+    """Restore each detector's calibration and state from a :func:`checkpoint_detectors`
+    document (detectors it does not hold start afresh; ones it holds but not running are
+    ignored).
+
+    Raises
+    ------
+    DetectError
+        Naming ``source``, for anything but a well-formed state document.
+    """
+    from mlthreat.detect.errors import DetectError
+
+    if not isinstance(data, dict) or data.get("kind") != STATE_KIND or \
+            not isinstance(data.get("detectors"), dict):
+        raise DetectError(f"{source}: not an mlthreat detector state file (kind {STATE_KIND})")
+    if data.get("schema_version") != STATE_SCHEMA_VERSION:
+        raise DetectError(f"{source}: unsupported state schema_version "
+                          f"{data.get('schema_version')!r}")
+    for detector in detectors:
+        entry = data["detectors"].get(detector.name)
+        if entry is None:
+            continue
+        try:
+            if not isinstance(entry, dict) or not isinstance(entry.get("state"), dict):
+                raise ValueError("no 'state' object")
+            if isinstance(entry.get("calibration"), dict):
+                detector.load_calibration(entry["calibration"])
+            detector.restore(entry["state"])
+        except DetectError as exc:
+            raise DetectError(f"{source}: bad state for detector {detector.name}: {exc}"
+                              ) from None
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise DetectError(f"{source}: bad state for detector {detector.name}: {what}"
+                              ) from None
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """Read a state file (DetectError naming it if unreadable or not JSON)."""
+    from mlthreat.detect.errors import DetectError
+
+    try:
+        data = json.loads(Path(path).read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DetectError(f"{path}: cannot read detector state: {exc}") from None
+    if not isinstance(data, dict):
+        raise DetectError(f"{path}: not an mlthreat detector state file (kind {STATE_KIND})")
+    return data
+
+
+def save_state(path: str | Path, detectors: list[Detector]) -> None:
+    """Write the detectors' checkpoint to ``path`` atomically (temporary file, then replace)."""
+    from mlthreat.detect.errors import DetectError
+
+    path = Path(path)
+    text = json.dumps(checkpoint_detectors(detectors), default=_json_default) + "\n"
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise DetectError(f"cannot write detector state {path}: {exc.strerror or exc}"
+                          ) from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -62,30 +62,14 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from mlthreat.detect.detectors._fingerprints import FingerprintStore, digests, fingerprints
 from mlthreat.detect.detectors.base import ClientStatus, Detection, Detector
 from mlthreat.detect.errors import CalibrationError
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from mlthreat.detect.batch import EventBatch
 
 __all__ = ["BlacklightDetector", "fingerprints"]
-
-_M1 = 0xBF58476D1CE4E5B9
-_M2 = 0x94D049BB133111EB
-_GOLD = 0x9E3779B97F4A7C15
-
-
-def _splitmix(k: int) -> int:
-    h = (_GOLD * (k + 1)) & 0xFFFFFFFFFFFFFFFF
-    h = ((h ^ (h >> 30)) * _M1) & 0xFFFFFFFFFFFFFFFF
-    h = ((h ^ (h >> 27)) * _M2) & 0xFFFFFFFFFFFFFFFF
-    return h ^ (h >> 31)
-
-
-# one odd 64-bit key per window position: a window hashes to mix(GOLD + sum(q[k] * key[k]))
-_WINDOW_KEYS = tuple(_splitmix(k) | 1 for k in range(256))
 
 
 def _pos_int(v: Any) -> bool:
@@ -94,72 +78,6 @@ def _pos_int(v: Any) -> bool:
 
 def _auto_or_pos_int(v: Any) -> bool:
     return v is None or _pos_int(v)
-
-
-def _mix(h: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser on uint64 (wrapping)."""
-    import numpy as np
-
-    h = h ^ (h >> np.uint64(30))
-    h = h * np.uint64(_M1)
-    h = h ^ (h >> np.uint64(27))
-    h = h * np.uint64(_M2)
-    return h ^ (h >> np.uint64(31))
-
-
-def fingerprints(x: np.ndarray, quantization: float, window: int, step: int,
-                 top_n: int) -> np.ndarray:
-    """Fingerprints of inputs ``x`` [n, d]: array [n, top_n] uint64, each row the largest
-    distinct window hashes in decreasing order, padded with 0 (no hash is 0 in practice)."""
-    import numpy as np
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    with np.errstate(over="ignore", invalid="ignore"):
-        q = np.floor(np.asarray(x, dtype=np.float64) / quantization)
-        q = np.nan_to_num(q, nan=0.0, posinf=2.0**62, neginf=-(2.0**62))
-        qi = q.astype(np.int64).view(np.uint64)
-        win = sliding_window_view(qi, window, axis=1)[:, ::step, :]  # [n, W, window]
-        h = win[:, :, 0] * np.uint64(_WINDOW_KEYS[0]) + np.uint64(_GOLD)
-        for k in range(1, window):  # window is small: a loop over positions, not events
-            h += win[:, :, k] * np.uint64(_WINDOW_KEYS[k % len(_WINDOW_KEYS)])
-        h = _mix(h)
-    h.sort(axis=1)
-    h = h[:, ::-1]
-    dup = np.zeros(h.shape, dtype=bool)
-    dup[:, 1:] = h[:, 1:] == h[:, :-1]
-    h[dup] = 0
-    # distinct values first (largest first), zeros after: stable sort on the duplicate mask
-    order = np.argsort(dup, axis=1, kind="stable")
-    kept: np.ndarray = np.take_along_axis(h, order, axis=1)[:, :top_n]
-    if kept.shape[1] < top_n:
-        kept = np.pad(kept, ((0, 0), (0, top_n - kept.shape[1])))
-    return np.ascontiguousarray(kept)
-
-
-def _digests(x: np.ndarray) -> list[int]:
-    """One 64-bit digest per input row, of its exact float32 values (equal rows, equal
-    digests): how exact repeats are recognised."""
-    import numpy as np
-
-    v = np.ascontiguousarray(np.asarray(x, dtype=np.float32)).view(np.uint32).astype(np.uint64)
-    d = np.zeros(len(v), dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for k in range(v.shape[1]):
-            d = _mix(d ^ (v[:, k] + np.uint64((_GOLD * (k + 1)) & 0xFFFFFFFFFFFFFFFF)))
-    out: list[int] = d.tolist()
-    return out
-
-
-def _expand(ends: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenated ranges ``[ends[i] - counts[i], ends[i])`` as one index array."""
-    import numpy as np
-
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    first = ends - counts
-    excl = np.cumsum(counts) - counts
-    return np.repeat(first - excl, counts) + np.arange(total, dtype=np.int64)
 
 
 class BlacklightDetector(Detector):
@@ -227,12 +145,8 @@ class BlacklightDetector(Detector):
         #                           max_overlap, earliest_other_client, exact_repeats]
         self._clients: OrderedDict[tuple[str, str], list[Any]] = OrderedDict()
         self._evicted_clients = 0
-        self._next = 0                      # sequence number of the next stored fingerprint
-        self._fp: Any = None                # ring [max_fingerprints, top_n] uint64
-        self._fp_client: list[str] = []     # ring: client of each stored fingerprint
-        self._fp_digest: list[int] = []     # ring: digest of each stored fingerprint
-        self._digests: dict[int, int] = {}  # digest -> sequence number (live ones)
-        self._index: dict[int, list[int]] = {}  # hash -> sequence numbers, most recent last
+        self._store = FingerprintStore(self.params["max_fingerprints"],
+                                       self.params["max_postings"])
         self._record: dict[tuple[str, str], list[int]] | None = None
 
     def _resolve(self, dim: int) -> dict[str, Any]:
@@ -247,8 +161,6 @@ class BlacklightDetector(Detector):
                 "min_matches": int(p["min_matches"])}
 
     def _config(self, batch: EventBatch) -> dict[str, Any]:
-        import numpy as np
-
         dim = batch.dim
         if self._cfg is None:
             if dim < 1:
@@ -260,158 +172,11 @@ class BlacklightDetector(Detector):
                 where += f":{int(batch.line[0])}"
             raise CalibrationError(f"{self.name}: input dimension {dim} at {where} does not "
                                    f"match the detector's {self._cfg['dim']}")
-        if self._fp is None:
-            m = self.params["max_fingerprints"]
-            self._fp = np.zeros((m, self._cfg["top_n"]), dtype=np.uint64)
-            self._fp_client = [""] * m
-            self._fp_digest = [0] * m
+        if self._store.fp is None:
+            self._store.allocate(self._cfg["top_n"])
         return self._cfg
 
     # -- matching ------------------------------------------------------------------------------
-
-    def _match(self, fp: np.ndarray, digests: list[int],
-               clients: list[str]) -> tuple[list[int], list[str | None]]:
-        """Match and store a batch of fingerprints, exactly as one at a time in order.
-
-        Returns, per row, the largest overlap with the stored fingerprint of another input
-        (-1 for an exact repeat of a stored input, which is not stored again), and the client
-        of the earliest stored fingerprint from another client that overlaps by at least
-        ``match_threshold``."""
-        import numpy as np
-
-        cfg = self._cfg
-        assert cfg is not None
-        m = self.params["max_fingerprints"]
-        cap = self.params["max_postings"]
-        b, n = fp.shape
-        start = self._next
-        # sequential dedup and ring bookkeeping: one dict operation per event
-        seq_l = [-1] * b
-        dmap, ring_d = self._digests, self._fp_digest
-        nxt = start
-        for i, d in enumerate(digests):
-            if d in dmap:
-                continue  # an exact repeat of a stored input: a retry or a copy
-            slot = nxt % m
-            if nxt >= m:
-                od = ring_d[slot]
-                if dmap.get(od) == nxt - m:
-                    del dmap[od]
-            dmap[d] = nxt
-            ring_d[slot] = d
-            seq_l[i] = nxt
-            nxt += 1
-        self._next = nxt
-        seq = np.asarray(seq_l, dtype=np.int64)
-        stored_now = (seq >= 0).astype(np.int64)
-        lo = start - m + np.cumsum(stored_now) - stored_now  # live range's start at each row
-        ins = np.flatnonzero(seq >= 0)
-        over = np.where(seq >= 0, 0, -1).astype(np.int64)
-        other: list[str | None] = [None] * b
-        if len(ins):
-            # flat (hash, seq, row) of the stored rows, sorted by hash then seq
-            f = fp[ins]
-            rows_f = np.repeat(ins, n)
-            seq_f = np.repeat(seq[ins], n)
-            h_f = f.ravel()
-            keep = h_f != 0
-            rows_f, seq_f, h_f = rows_f[keep], seq_f[keep], h_f[keep]
-            order = np.argsort(h_f, kind="stable")  # seq_f already increases along h_f
-            hs, ss, rs = h_f[order], seq_f[order], rows_f[order]
-            k = len(hs)
-            first = np.ones(k, dtype=bool)
-            first[1:] = hs[1:] != hs[:-1]
-            starts = np.flatnonzero(first)
-            gid = np.cumsum(first) - 1
-            pos = np.arange(k, dtype=np.int64) - starts[gid]   # earlier rows in this batch
-            # one dict operation per distinct hash: stored tails, then the batch's postings
-            uniq = hs[starts].tolist()
-            bounds = np.append(starts, k).tolist()
-            ss_l = ss.tolist()
-            cat: list[int] = []
-            ends_l: list[int] = []
-            index = self._index
-            get = index.get
-            cap2 = 2 * cap
-            for u, a, z in zip(uniq, bounds, bounds[1:]):  # noqa: B905 (one shorter)
-                lst = get(u)
-                if lst is None:
-                    index[u] = ss_l[max(a, z - cap):z]
-                else:
-                    cat.extend(lst[-cap:])
-                    lst.extend(ss_l[a:z])
-                    if len(lst) > cap2:
-                        del lst[:-cap]
-                ends_l.append(len(cat))
-            ends = np.asarray(ends_l, dtype=np.int64)
-            stored = np.asarray(cat, dtype=np.int64)
-            avail = np.diff(np.concatenate(([0], ends)))[gid]
-            kb = np.minimum(pos, cap)
-            ks = np.minimum(avail, cap - kb)
-            idx = np.arange(k, dtype=np.int64)
-            pr = np.concatenate((np.repeat(rs, kb), np.repeat(rs, ks)))
-            pc = np.concatenate((ss[_expand(idx, kb)], stored[_expand(ends[gid], ks)]))
-            live = pc >= lo[pr]
-            pr, pc = pr[live], pc[live]
-            if len(pr):
-                base = int(pc.min())
-                key = (pr << 40) | (pc - base)
-                key.sort()
-                cut = np.flatnonzero(key[1:] != key[:-1]) + 1
-                kfirst = np.concatenate(([0], cut))
-                counts = np.diff(np.concatenate((kfirst, [len(key)])))
-                key = key[kfirst]
-                krow = key >> 40
-                kcand = (key & ((1 << 40) - 1)) + base
-                rstart = np.flatnonzero(np.r_[True, krow[1:] != krow[:-1]])
-                over[krow[rstart]] = np.maximum.reduceat(counts, rstart)
-                hit = counts >= cfg["match_threshold"]
-                self._earliest_other(krow[hit], kcand[hit], clients, seq, start, other)
-        self._write(fp, seq, ins, clients)
-        if len(self._index) > 4 * m * n + 1024:
-            self._rebuild_index()
-        return over.tolist(), other
-
-    def _earliest_other(self, rows: np.ndarray, cands: np.ndarray, clients: list[str],
-                        seq: np.ndarray, start: int, out: list[str | None]) -> None:
-        """Fill ``out[row]`` with the client of the earliest matching fingerprint sent by
-        another client (pairs come sorted by row, then sequence number)."""
-        if not len(rows):
-            return
-        ins_rows = {int(s): i for i, s in enumerate(seq.tolist()) if s >= start}
-        ring_c, m = self._fp_client, self.params["max_fingerprints"]
-        for r, c in zip(rows.tolist(), cands.tolist(), strict=True):
-            if out[r] is not None:
-                continue
-            owner = clients[ins_rows[c]] if c >= start else ring_c[c % m]
-            if owner != clients[r]:
-                out[r] = owner
-
-    def _write(self, fp: np.ndarray, seq: np.ndarray, ins: np.ndarray,
-               clients: list[str]) -> None:
-        m = self.params["max_fingerprints"]
-        ins = ins[-m:]  # a batch larger than the store keeps its last rows
-        if len(ins):
-            slots = seq[ins] % m
-            self._fp[slots] = fp[ins]
-            ring_c = self._fp_client
-            for slot, i in zip(slots.tolist(), ins.tolist(), strict=True):
-                ring_c[slot] = clients[i]
-
-    def _live(self) -> range:
-        return range(max(0, self._next - self.params["max_fingerprints"]), self._next)
-
-    def _rebuild_index(self) -> None:
-        """The hash index of the live fingerprints, as incremental updates would leave it."""
-        cap = self.params["max_postings"]
-        m = self.params["max_fingerprints"]
-        index: dict[int, list[int]] = {}
-        for s in self._live():
-            for h in self._fp[s % m].tolist():
-                if h:
-                    index.setdefault(h, []).append(s)
-        self._index = {h: lst[-cap:] for h, lst in index.items()}
-
     # -- the Detector interface ----------------------------------------------------------------
 
     def observe(self, batch: EventBatch) -> list[Detection]:
@@ -430,8 +195,8 @@ class BlacklightDetector(Detector):
         fp = fingerprints(batch.x, cfg["quantization"], cfg["window"], cfg["step"],
                           cfg["top_n"])
         clients = [str(c) for c in batch.client_id.tolist()]
-        over, other = self._match(fp, _digests(batch.x), clients)
         thr, need = cfg["match_threshold"], cfg["min_matches"]
+        over, other = self._store.match(fp, digests(batch.x), clients, thr)
         max_clients = self.params["max_clients"]
         table, record = self._clients, self._record
         out: list[Detection] = []
@@ -499,7 +264,7 @@ class BlacklightDetector(Detector):
 
     def stored_fingerprints(self) -> int:
         """Fingerprints held now (at most ``max_fingerprints``)."""
-        return len(self._live())
+        return len(self._store.live())
 
     def calibrate(self, benign: Iterable[EventBatch], target_fpr: float) -> dict[str, Any]:
         """Set ``match_threshold`` to the smallest overlap that would flag at most
@@ -558,47 +323,28 @@ class BlacklightDetector(Detector):
         missing = [k for k in keys if k not in data]
         if missing:
             raise CalibrationError(f"{self.name}: calibration lacks {', '.join(missing)}")
-        if self._fp is not None and self._cfg and data["top_n"] != self._cfg["top_n"]:
+        if self._store.fp is not None and self._cfg and data["top_n"] != self._cfg["top_n"]:
             raise CalibrationError(f"{self.name}: calibration changes top_n of a running "
                                    "detector")
         self._cfg = {k: data[k] for k in keys}
 
     def checkpoint(self) -> dict[str, Any]:
         """Calibration, stored fingerprints (hex) and per-client state, JSON-ready."""
-        m = self.params["max_fingerprints"]
-        fps = []
-        if self._fp is not None:
-            for s in self._live():
-                row = self._fp[s % m].tolist()
-                fps.append([s, self._fp_client[s % m], f"{self._fp_digest[s % m]:016x}",
-                            "".join(f"{v:016x}" for v in row)])
+        fps = self._store.rows()
         clients = [[model, client, *st] for (model, client), st in self._clients.items()]
-        return {"version": 1, "calibration": self.calibration(), "next": self._next,
+        return {"version": 1, "calibration": self.calibration(), "next": self._store.next,
                 "fingerprints": fps, "clients": clients,
                 "evicted_clients": self._evicted_clients}
 
     def restore(self, state: dict[str, Any]) -> None:
-        import numpy as np
-
         if state.get("version") != 1:
             raise CalibrationError(f"{self.name}: unknown checkpoint version "
                                    f"{state.get('version')!r}")
         self._reset()
         self.load_calibration(state["calibration"])
-        self._next = int(state["next"])
+        self._store.next = int(state["next"])
         self._evicted_clients = int(state["evicted_clients"])
         if self._cfg is not None:
-            m = self.params["max_fingerprints"]
-            n = self._cfg["top_n"]
-            self._fp = np.zeros((m, n), dtype=np.uint64)
-            self._fp_client = [""] * m
-            self._fp_digest = [0] * m
-            for s, client, digest, hexrow in state["fingerprints"]:
-                row = [int(hexrow[j:j + 16], 16) for j in range(0, 16 * n, 16)]
-                self._fp[s % m] = np.asarray(row, dtype=np.uint64)
-                self._fp_client[s % m] = client
-                self._fp_digest[s % m] = int(digest, 16)
-                self._digests[int(digest, 16)] = s
-            self._rebuild_index()
+            self._store.load_rows(state["fingerprints"], self._cfg["top_n"])
         for model, client, *st in state["clients"]:
             self._clients[(model, client)] = list(st)

@@ -1,0 +1,162 @@
+"""``mlthreat detect run --state`` (a restarted run loses nothing) and ``--follow`` (tailing a
+growing JSONL log, alerts delivered as raised), as real processes on real traffic.
+
+Benign traffic: scikit-learn's digits scaled to [0, 1], drawn by the documented generator
+(:func:`mlthreat.detect.evaluate.benign_events`). The probing client sends near-duplicates of one
+digit (Gaussian noise, sigma 0.01, clipped to [0, 1]) every 2 s, the black-box evasion pattern.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from mlthreat.detect.evaluate import benign_events
+
+DETECTORS = "prada,blacklight,volume"
+
+
+def cli(*args, **kwargs):
+    env = {**os.environ, "COLUMNS": "160"}
+    return subprocess.run([sys.executable, "-m", "mlthreat", "detect", *args],
+                          capture_output=True, text=True, env=env, timeout=600, **kwargs)
+
+
+def probe_events(x, start, n=80, client="prober-1", seed=7):
+    rng = np.random.default_rng(seed)
+    base = x[3]
+    rows = np.clip(base + rng.normal(0, 0.01, (n, x.shape[1])), 0, 1)
+    return [{"ts": start + 2.0 * i, "client_id": client, "model_id": "digits",
+             "input": [round(float(v), 6) for v in row], "output": {"label": 3}}
+            for i, row in enumerate(rows)]
+
+
+def lines(events):
+    return "".join(json.dumps(e) + "\n" for e in events)
+
+
+@pytest.fixture(scope="module")
+def traffic():
+    x = load_digits().data / 16.0
+    benign = benign_events(x, n_clients=30, queries=100, model_id="digits", seed=3)
+    start = min(e["ts"] for e in benign)
+    events = sorted(benign + probe_events(x, start + 20.0), key=lambda e: e["ts"])
+    return x, events
+
+
+def read_alerts(path):
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_split_run_with_state_equals_one_run(tmp_path, traffic):
+    _, events = traffic
+    probe_ts = [e["ts"] for e in events if e["client_id"] == "prober-1"]
+    cut = next(i for i, e in enumerate(events) if e["ts"] > probe_ts[len(probe_ts) // 2])
+    whole, part1, part2 = tmp_path / "all.jsonl", tmp_path / "p1.jsonl", tmp_path / "p2.jsonl"
+    whole.write_text(lines(events))
+    part1.write_text(lines(events[:cut]))
+    part2.write_text(lines(events[cut:]))
+    # the probe straddles the split
+    assert any(e["client_id"] == "prober-1" for e in events[:cut])
+    assert any(e["client_id"] == "prober-1" for e in events[cut:])
+
+    once = tmp_path / "once.jsonl"
+    res = cli("run", str(whole), "--detectors", DETECTORS, "-o", str(once))
+    assert res.returncode == 1, res.stderr
+    expected = read_alerts(once)
+    assert "prober-1" in {a["client_id"] for a in expected}
+    assert not any(a["client_id"].startswith("benign") for a in expected)
+
+    state, split = tmp_path / "state.json", tmp_path / "split.jsonl"
+    first = cli("run", str(part1), "--detectors", DETECTORS, "--state", str(state),
+                "-o", str(split))
+    assert first.returncode in (0, 1), first.stderr
+    saved = json.loads(state.read_text())
+    assert saved["kind"] == "mlthreat.detect.state" and saved["schema_version"] == 1
+    assert saved["mlthreat_version"]
+    assert set(saved["detectors"]) == {"prada", "blacklight", "volume"}
+    assert all({"calibration", "state"} <= set(v) for v in saved["detectors"].values())
+    second = cli("run", str(part2), "--detectors", DETECTORS, "--state", str(state),
+                 "-o", str(split))
+    assert second.returncode in (0, 1), second.stderr
+    assert read_alerts(split) == expected
+    assert not list(tmp_path.glob(".state.json.*"))  # no temporary file left behind
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "cannot read detector state"),
+    ('{"kind": "something else"}', "not an mlthreat detector state file"),
+    ('{"kind": "mlthreat.detect.state", "schema_version": 1, "detectors": '
+     '{"volume": {"state": {"clients": []}}}}', "bad state for detector volume"),
+])
+def test_malformed_state_file_one_line_exit_2(tmp_path, traffic, content, message):
+    log, state = tmp_path / "log.jsonl", tmp_path / "state.json"
+    log.write_text(lines(traffic[1][:50]))
+    state.write_text(content)
+    res = cli("run", str(log), "--state", str(state))
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr and str(state) in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert state.read_text() == content  # left as it was
+
+
+def test_follow_rejects_csv(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("ts,client_id,model_id,input\n")
+    res = cli("run", str(log), "--follow", "--max-seconds", "1")
+    assert res.returncode == 2 and "JSONL only" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_follow_delivers_alerts_as_raised(tmp_path, traffic):
+    x, events = traffic
+    benign = [e for e in events if e["client_id"] != "prober-1"]
+    log, alerts, state = tmp_path / "live.jsonl", tmp_path / "alerts.jsonl", tmp_path / "s.json"
+    log.write_text(lines(benign))
+    env = {**os.environ, "COLUMNS": "160"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlthreat", "detect", "run", str(log), "--follow",
+         "--max-seconds", "6", "--poll-interval", "0.2", "--detectors", DETECTORS,
+         "--state", str(state), "-o", str(alerts)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        time.sleep(1.0)
+        probe = lines(probe_events(x, max(e["ts"] for e in benign) + 1.0))
+        half = len(probe) // 2 + 7  # mid-line: the reader must wait for the newline
+        with log.open("a") as fh:
+            fh.write(probe[:half])
+            fh.flush()
+            time.sleep(0.6)
+            fh.write(probe[half:])
+        seen_running = False
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            running = proc.poll() is None
+            if any(a["client_id"] == "prober-1" for a in read_alerts(alerts)):
+                seen_running = running
+                break
+            if not running:
+                break
+            time.sleep(0.1)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err
+    found = read_alerts(alerts)
+    assert "prober-1" in {a["client_id"] for a in found}
+    assert not any(a["client_id"].startswith("benign") for a in found)
+    assert seen_running  # delivered while still following, not at the end
+    assert "skipped" not in err
+    assert "0 malformed lines skipped" in out  # the split line was read whole
+    assert json.loads(state.read_text())["kind"] == "mlthreat.detect.state"
