@@ -70,7 +70,10 @@ class Detector:
     technique: ClassVar[str]
     related: ClassVar[tuple[str, ...]] = ()
     defaults: ClassVar[dict[str, Any]] = {"max_clients": 100_000}
-    _constraints: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {}
+    _constraints: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {
+        "max_clients": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                        "must be an integer >= 1"),
+    }
 
     def __init__(self, **params: Any) -> None:
         self.params = {**self.defaults, **params}

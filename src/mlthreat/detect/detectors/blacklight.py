@@ -121,7 +121,7 @@ class BlacklightDetector(Detector):
         "match_threshold": None, "min_matches": 3, "max_fingerprints": 100_000,
         "max_postings": 8}
     _constraints: ClassVar[dict[str, Any]] = {
-        "max_clients": (_pos_int, "must be an integer >= 1"),
+        **Detector._constraints,
         "quantization": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
                          and v > 0, "must be a number > 0"),
         "window": (_auto_or_pos_int, "must be None (scaled) or an integer >= 1"),

@@ -69,7 +69,7 @@ class KnnDetector(Detector):
     defaults: ClassVar[dict[str, Any]] = {"max_clients": 100_000, "k": 10, "buffer_size": 100,
                                           "threshold": None}
     _constraints: ClassVar[dict[str, Any]] = {
-        "max_clients": (_pos_int, "must be an integer >= 1"),
+        **Detector._constraints,
         "k": (_pos_int, "must be an integer >= 1"),
         "buffer_size": (_pos_int, "must be an integer >= 1"),
         "threshold": (lambda v: v is None or (isinstance(v, (int, float))

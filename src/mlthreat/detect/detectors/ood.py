@@ -95,10 +95,10 @@ class OodDetector(Detector):
     defaults: ClassVar[dict[str, Any]] = {"quantile": 0.99, "fraction": 0.5,
                                           "min_queries": 20, "max_clients": 100_000}
     _constraints: ClassVar[dict[str, Any]] = {
+        **Detector._constraints,
         "quantile": (lambda v: isinstance(v, float) and 0.5 <= v < 1, "must be in [0.5, 1)"),
         "fraction": (lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "must be in (0, 1]"),
         "min_queries": (lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1"),
-        "max_clients": (lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1"),
     }
 
     def __init__(self, **params: Any) -> None:

@@ -135,9 +135,9 @@ class PradaDetector(Detector):
     defaults: ClassVar[dict[str, Any]] = {"delta": 0.92, "min_queries": 100,
                                           "max_clients": 100_000}
     _constraints: ClassVar[dict[str, Any]] = {
+        **Detector._constraints,
         "delta": (lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "must be in (0, 1]"),
         "min_queries": (lambda v: isinstance(v, int) and v >= 3, "must be an integer >= 3"),
-        "max_clients": (lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1"),
     }
 
     def __init__(self, **params: Any) -> None:

@@ -80,10 +80,10 @@ class VolumeDetector(Detector):
     defaults: ClassVar[dict[str, Any]] = {"window_seconds": 60.0, "max_per_window": 600,
                                           "margin": 2.0, "max_clients": 100_000}
     _constraints: ClassVar[dict[str, Any]] = {
+        **Detector._constraints,
         "window_seconds": (lambda v: isinstance(v, (int, float)) and v > 0, "must be > 0"),
         "max_per_window": (lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1"),
         "margin": (lambda v: isinstance(v, (int, float)) and v >= 1, "must be >= 1"),
-        "max_clients": (lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1"),
     }
 
     def __init__(self, **params: Any) -> None:
