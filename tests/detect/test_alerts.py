@@ -328,3 +328,24 @@ def test_open_sink(tmp_path):
     assert isinstance(syslog, SyslogSink) and syslog.port == 5514
     assert isinstance(open_sink("https://splunk:8088/services/collector"), HecSink)
     assert isinstance(open_sink(str(tmp_path / "a.jsonl")), FileSink)
+
+
+def test_suppressor_checkpoint_keeps_open_windows():
+    """A restarted run keeps the windows open: a second alert inside the window stays
+    suppressed after checkpoint and restore through JSON."""
+    import json as _json
+
+    from mlthreat.detect.alerts import Suppressor
+    from mlthreat.detect.detectors.base import Detection
+
+    def detection(ts):
+        return Detection("prada", "AML.T0024.002", "c1", "m", ts - 5, ts, 120, 0.8, 0.92)
+
+    first = Suppressor(window_seconds=3600)
+    assert first.admit(detection(1000.0))
+    saved = _json.loads(_json.dumps(first.checkpoint()))
+    assert saved == {"last": [["c1", "AML.T0024.002", 1000.0]]}
+    second = Suppressor(window_seconds=3600)
+    second.restore(saved)
+    assert not second.admit(detection(2000.0))  # inside the window opened before the restart
+    assert second.admit(detection(5000.0))

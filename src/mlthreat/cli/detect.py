@@ -119,6 +119,23 @@ def _calibrated(names: list[str] | None, calibration: Path | None,
     return dets
 
 
+def _suppression(saved: dict[str, Any] | None, path: Path | None) -> dict[str, Any] | None:
+    """The open suppression windows a state file holds, checked entry by entry."""
+    from mlthreat.detect.errors import DetectError
+
+    data = (saved or {}).get("suppression") or None
+    if data is None:
+        return None
+    rows = data.get("last") if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not all(
+            isinstance(r, list) and len(r) == 3 and isinstance(r[0], str)
+            and isinstance(r[1], str) and isinstance(r[2], int | float)
+            and not isinstance(r[2], bool) for r in rows):
+        raise DetectError(f"{path}: bad 'suppression' in detector state: expected "
+                          "{'last': [[client_id, technique, last_seen], ...]}")
+    return data
+
+
 def _summary(stats: list[Any]) -> list[dict[str, Any]]:
     return [{"source": s.source, "lines": s.lines, "events": s.events,
              "skipped": dict(s.skipped)} for s in stats]
@@ -208,9 +225,10 @@ def run(
                                        poll_interval, max_seconds, stop)
             result = run_detectors(batches, dets, kb, allow_list=allow or (),
                                    suppression_window=suppress_window,
-                                   include_inputs=include_inputs, on_alert=on_alert)
+                                   include_inputs=include_inputs, on_alert=on_alert,
+                                   suppression_state=_suppression(saved_state, state))
         if state is not None:  # only after a complete (or cleanly stopped) run
-            save_state(state, dets)
+            save_state(state, dets, result.suppression_state)
     finally:
         if sink is not None:
             sink.close()

@@ -387,6 +387,15 @@ class Suppressor:
         self.counts = {"admitted": 0, "suppressed": 0, "allow_listed": 0}
         self._last: dict[tuple[str, str], float] = {}
 
+    def checkpoint(self) -> dict[str, Any]:
+        """The open suppression windows as JSON-ready data (for a restart that loses
+        nothing)."""
+        return {"last": [[c, t, ts] for (c, t), ts in sorted(self._last.items())]}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Reopen the windows :meth:`checkpoint` saved."""
+        self._last = {(str(c), str(t)): float(ts) for c, t, ts in data.get("last", [])}
+
     def allowed(self, client_id: str) -> bool:
         """Whether ``client_id`` is on the allow list (exact or glob)."""
         return any(client_id == p or fnmatchcase(client_id, p) for p in self.allow_list)

@@ -76,12 +76,14 @@ class DetectionResult:
     statuses: list[ClientStatus] = field(default_factory=list)
     events: int = 0
     suppression: dict[str, int] = field(default_factory=dict)
+    suppression_state: dict[str, Any] = field(default_factory=dict)
 
 
 def run_detectors(batches: Iterable[EventBatch], detectors: list[Detector], kb: KnowledgeBase,
                   *, allow_list: Iterable[str] = (), suppression_window: float = 3600.0,
                   include_inputs: bool = False, on_alert: Any = None,
-                  per_detector: bool = False) -> DetectionResult:
+                  per_detector: bool = False,
+                  suppression_state: dict[str, Any] | None = None) -> DetectionResult:
     """Feed ``batches`` (time order) to every detector and collect alerts.
 
     Parameters
@@ -91,6 +93,8 @@ def run_detectors(batches: Iterable[EventBatch], detectors: list[Detector], kb: 
     per_detector : bool
         Suppress per detector rather than per client and technique across detectors (for
         evaluation, where each detector must be scored on its own).
+    suppression_state : dict, optional
+        Open suppression windows from an earlier run (``DetectionResult.suppression_state``).
 
     Events whose ``truth`` is ``evaluation`` (queries an assessment spent measuring itself) are
     skipped: they are not traffic anyone would send.
@@ -98,6 +102,8 @@ def run_detectors(batches: Iterable[EventBatch], detectors: list[Detector], kb: 
     from mlthreat.detect.alerts import Alert, Suppressor
 
     shared = Suppressor(suppression_window, list(allow_list))
+    if suppression_state:
+        shared.restore(suppression_state)
     suppressors = {d.name: (Suppressor(suppression_window, list(allow_list)) if per_detector
                             else shared) for d in detectors}
     result = DetectionResult()
@@ -124,6 +130,7 @@ def run_detectors(batches: Iterable[EventBatch], detectors: list[Detector], kb: 
         for key, value in suppressor.counts.items():
             totals[key] = totals.get(key, 0) + value
     result.suppression = totals
+    result.suppression_state = shared.checkpoint()
     return result
 
 
@@ -131,14 +138,17 @@ STATE_KIND = "mlthreat.detect.state"
 STATE_SCHEMA_VERSION = 1
 
 
-def checkpoint_detectors(detectors: list[Detector]) -> dict[str, Any]:
-    """Every detector's calibration and per-client state, as a JSON-ready state document."""
+def checkpoint_detectors(detectors: list[Detector],
+                         suppression: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every detector's calibration and per-client state, and the open suppression windows,
+    as a JSON-ready state document."""
     from mlthreat import __version__
 
     return {"kind": STATE_KIND, "schema_version": STATE_SCHEMA_VERSION,
             "mlthreat_version": __version__,
             "detectors": {d.name: {"calibration": d.calibration(), "state": d.checkpoint()}
-                          for d in detectors}}
+                          for d in detectors},
+            "suppression": suppression or {}}
 
 
 def restore_detectors(detectors: list[Detector], data: Any, source: str = "state") -> None:
@@ -191,12 +201,14 @@ def load_state(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def save_state(path: str | Path, detectors: list[Detector]) -> None:
+def save_state(path: str | Path, detectors: list[Detector],
+               suppression: dict[str, Any] | None = None) -> None:
     """Write the detectors' checkpoint to ``path`` atomically (temporary file, then replace)."""
     from mlthreat.detect.errors import DetectError
 
     path = Path(path)
-    text = json.dumps(checkpoint_detectors(detectors), default=_json_default) + "\n"
+    text = json.dumps(checkpoint_detectors(detectors, suppression),
+                      default=_json_default) + "\n"
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
