@@ -12,16 +12,39 @@ longest-idle one is evicted first (and counted).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from mlthreat.errors import UsageError
 
 if TYPE_CHECKING:
     from mlthreat.detect.batch import EventBatch
 
-__all__ = ["ClientStatus", "Detection", "Detector"]
+__all__ = ["ClientStatus", "Detection", "Detector", "client_state"]
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def client_state(table: OrderedDict[_K, _V], key: _K, limit: int, new: Callable[..., _V],
+                 *args: Any) -> tuple[_V, int]:
+    """The bounded per-client state every detector keeps: ``table[key]``, created with
+    ``new(*args)`` when absent, and marked most recently seen. While the table holds more than
+    ``limit`` clients the longest-idle one is dropped. Returns the state and how many clients
+    were dropped (for the detector's eviction count)."""
+    state = table.get(key)
+    if state is not None:
+        table.move_to_end(key)
+        return state, 0
+    state = table[key] = new(*args)
+    dropped = 0
+    while len(table) > limit:
+        table.popitem(last=False)
+        dropped += 1
+    return state, dropped
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mlthreat.detect.detectors.base import ClientStatus, Detection, Detector
+from mlthreat.detect.detectors.base import ClientStatus, Detection, Detector, client_state
 from mlthreat.detect.errors import CalibrationError
 
 if TYPE_CHECKING:
@@ -46,6 +46,13 @@ __all__ = ["KnnDetector"]
 def _pos_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
+
+
+def _new_client(ts: float, dim: int) -> list[Any]:
+    # queries, tested, first seen, last seen, flagged, lowest score, repeats, buffer, next slot
+    import numpy as np
+
+    return [0, 0, ts, ts, False, math.inf, 0, np.zeros((0, dim), dtype=np.float32), 0]
 
 class KnnDetector(Detector):
     """Per-client k-NN distance detector (Chen, Carlini & Wagner 2020); see the module
@@ -125,15 +132,9 @@ class KnnDetector(Detector):
                                                     batch.model_id.tolist(),
                                                     batch.ts.tolist(), strict=True)):
             key = (str(model), str(client))
-            st = table.get(key)
-            if st is None:
-                st = table[key] = [0, 0, ts, ts, False, math.inf, 0,
-                                   np.zeros((0, cfg["dim"]), dtype=np.float32), 0]
-                if len(table) > self.params["max_clients"]:
-                    table.popitem(last=False)
-                    self._evicted_clients += 1
-            else:
-                table.move_to_end(key)
+            st, dropped = client_state(table, key, self.params["max_clients"], _new_client,
+                                       ts, cfg["dim"])
+            self._evicted_clients += dropped
             st[0] += 1
             st[3] = ts
             buf = st[7]

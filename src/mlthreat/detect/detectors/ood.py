@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from mlthreat.detect.detectors.base import ClientStatus, Detection, Detector
+from mlthreat.detect.detectors.base import ClientStatus, Detection, Detector, client_state
 from mlthreat.detect.errors import CalibrationError
 
 if TYPE_CHECKING:
@@ -57,6 +57,11 @@ def _mahalanobis(x: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.n
     z = x - mean
     return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", z, precision, z), 0.0))
 
+
+
+def _new_client(ts: float) -> list[Any]:
+    # first seen, last seen, queries, queries outside, flagged
+    return [ts, ts, 0, 0, False]
 
 class OodDetector(Detector):
     """Mahalanobis out-of-distribution detector over a Ledoit-Wolf benign model.
@@ -129,16 +134,10 @@ class OodDetector(Detector):
         for i, (cid, mid) in enumerate(zip(batch.client_id.tolist(), batch.model_id.tolist(),
                                            strict=True)):
             key = (cid, mid)
-            st = self._clients.get(key)
             ts = float(batch.ts[i])
-            if st is None:
-                st = [ts, ts, 0, 0, False]
-                self._clients[key] = st
-                while len(self._clients) > self.params["max_clients"]:
-                    self._clients.popitem(last=False)
-                    self.evicted += 1
-            else:
-                self._clients.move_to_end(key)
+            st, dropped = client_state(self._clients, key, self.params["max_clients"],
+                                       _new_client, ts)
+            self.evicted += dropped
             st[1] = ts
             st[2] += 1
             st[3] += int(outside[i])

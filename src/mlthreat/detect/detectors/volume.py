@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from mlthreat.detect.detectors.base import ClientStatus, Detection, Detector
+from mlthreat.detect.detectors.base import ClientStatus, Detection, Detector, client_state
 from mlthreat.detect.errors import CalibrationError
 
 if TYPE_CHECKING:
@@ -102,15 +102,9 @@ class VolumeDetector(Detector):
         for ts, cid, mid in zip(ts_all, batch.client_id.tolist(), batch.model_id.tolist(),
                                 strict=True):
             key = (cid, mid)
-            c = self._clients.get(key)
-            if c is None:
-                c = _Client(ts, limit)
-                self._clients[key] = c
-                while len(self._clients) > self.params["max_clients"]:
-                    self._clients.popitem(last=False)
-                    self.evicted += 1
-            else:
-                self._clients.move_to_end(key)
+            c, dropped = client_state(self._clients, key, self.params["max_clients"], _Client,
+                                      ts, limit)
+            self.evicted += dropped
             c.n += 1
             c.last_seen = ts
             w = c.window
