@@ -141,6 +141,31 @@ def _summary(stats: list[Any]) -> list[dict[str, Any]]:
              "skipped": dict(s.skipped)} for s in stats]
 
 
+def _report(result: Any, stats: list[Any], kb: Any, as_json: bool,
+            quarantine: Path | None) -> None:
+    """The end of a run: JSON envelope or one summary line; exit 1 when alerts were raised."""
+    flagged = {(s.detector, s.client_id) for s in result.statuses if s.verdict == "flagged"}
+    expect_exit(1 if result.alerts else 0)
+    if as_json:
+        print_json(envelope("mlthreat.detect.run", kb, {
+            "events": result.events, "alerts": len(result.alerts),
+            "suppression": result.suppression, "read": _summary(stats),
+            "untested": [vars(s) for s in result.statuses if s.verdict == "untested"],
+            "flagged": sorted(f"{d}:{c}" for d, c in flagged),
+        }))
+    else:
+        con = console()
+        skipped = sum(s.skipped_total for s in stats)
+        untested = sum(1 for s in result.statuses if s.verdict == "untested")
+        con.print(f"{result.events} events, {len(result.alerts)} alerts, "
+                  f"{len(flagged)} flagged client/detector pairs, {untested} untested, "
+                  f"{skipped} malformed lines skipped"
+                  + (f" (see {quarantine})" if quarantine and skipped else "")
+                  + f". ATLAS data {kb.version}.", highlight=False)
+    if result.alerts:
+        raise typer.Exit(1)
+
+
 @app.command()
 def run(
     logs: LogsArg,
@@ -175,6 +200,9 @@ def run(
                                                  "with --follow.")] = 1.0,
     max_seconds: Annotated[float | None, typer.Option(min=0, help="Stop following after "
                                                       "this many seconds.")] = None,
+    engine: Annotated[str, typer.Option(help="local (this process) or spark (PySpark; "
+                                        "MLTHREAT_SPARK_MASTER picks the cluster, default "
+                                        "local[*]).")] = "local",
     atlas: AtlasOpt = None,
     extension: ExtensionOpt = None,
     as_json: JsonOpt = False,
@@ -187,6 +215,11 @@ def run(
 
     if fmt not in FORMATS:
         raise UsageError(f"unknown alert format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if engine not in ("local", "spark"):
+        raise UsageError(f"unknown engine {engine!r}; choose local or spark")
+    if engine == "spark" and (follow or state is not None):
+        raise UsageError("--engine spark keeps no --state and cannot --follow; for a live "
+                         "feed on Spark use 'mlthreat detect stream FOLDER --checkpoint DIR'")
     if follow:
         from mlthreat.detect.follow import check_followable
 
@@ -223,35 +256,82 @@ def run(
             if follow:
                 batches = _then_follow(batches, logs[-1], mapping, quarantine, stats,
                                        poll_interval, max_seconds, stop)
-            result = run_detectors(batches, dets, kb, allow_list=allow or (),
+            if engine == "spark":
+                from mlthreat.detect import spark
+
+                result = spark.run(logs, dets, kb, mapping=mapping, quarantine=quarantine,
+                                   stats=stats, allow_list=allow or (),
                                    suppression_window=suppress_window,
-                                   include_inputs=include_inputs, on_alert=on_alert,
-                                   suppression_state=_suppression(saved_state, state))
+                                   include_inputs=include_inputs, on_alert=on_alert)
+            else:
+                result = run_detectors(batches, dets, kb, allow_list=allow or (),
+                                       suppression_window=suppress_window,
+                                       include_inputs=include_inputs, on_alert=on_alert,
+                                       suppression_state=_suppression(saved_state, state))
         if state is not None:  # only after a complete (or cleanly stopped) run
             save_state(state, dets, result.suppression_state)
     finally:
         if sink is not None:
             sink.close()
-    flagged = {(s.detector, s.client_id) for s in result.statuses if s.verdict == "flagged"}
-    expect_exit(1 if result.alerts else 0)
-    if as_json:
-        print_json(envelope("mlthreat.detect.run", kb, {
-            "events": result.events, "alerts": len(result.alerts),
-            "suppression": result.suppression, "read": _summary(stats),
-            "untested": [vars(s) for s in result.statuses if s.verdict == "untested"],
-            "flagged": sorted(f"{d}:{c}" for d, c in flagged),
-        }))
-    else:
-        con = console()
-        skipped = sum(s.skipped_total for s in stats)
-        untested = sum(1 for s in result.statuses if s.verdict == "untested")
-        con.print(f"{result.events} events, {len(result.alerts)} alerts, "
-                  f"{len(flagged)} flagged client/detector pairs, {untested} untested, "
-                  f"{skipped} malformed lines skipped"
-                  + (f" (see {quarantine})" if quarantine and skipped else "")
-                  + f". ATLAS data {kb.version}.", highlight=False)
-    if result.alerts:
-        raise typer.Exit(1)
+    _report(result, stats, kb, as_json, quarantine)
+
+
+@app.command()
+def stream(
+    folder: Annotated[Path, typer.Argument(help="Folder that new QueryEvent JSONL log files "
+                                           "arrive in.")],
+    checkpoint: Annotated[Path, typer.Option(help="Folder for the stream's state (files read, "
+                                             "per-client detector state, fingerprints, "
+                                             "suppression windows); reuse it to resume.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Alert destination, "
+                                                "as for 'detect run'.")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl, ocsf, ecs or stix.")
+                   ] = "jsonl",
+    detectors: DetectorsOpt = None,
+    calibration: Annotated[Path | None, typer.Option(help="Calibration from "
+                                                     "'mlthreat detect calibrate'.")] = None,
+    quarantine: QuarantineOpt = None,
+    allow: Annotated[list[str] | None, typer.Option(help="Client ID (or glob) never alerted "
+                                                    "on (repeatable).")] = None,
+    suppress_window: Annotated[float, typer.Option(min=0, help="Seconds: one alert per client "
+                                                   "and technique per window.")] = 3600.0,
+    files_per_batch: Annotated[int, typer.Option(min=1, help="New files per micro-batch.")
+                               ] = 1,
+    available_now: Annotated[bool, typer.Option("--available-now", help="Process the files "
+                                                "already there, then stop (otherwise run "
+                                                "until Ctrl-C).")] = False,
+    include_inputs: Annotated[bool, typer.Option(help="Put raw inputs in alerts.")] = False,
+    atlas: AtlasOpt = None,
+    extension: ExtensionOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Watch a folder of logs with Spark Structured Streaming: each new file is a micro-batch
+    through the same detectors as 'detect run', state kept under --checkpoint. Exits 1 when any
+    alert was raised."""
+    from mlthreat.detect import spark
+    from mlthreat.detect.alerts import FORMATS
+    from mlthreat.detect.sinks import deliver, open_sink
+
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown alert format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: not a folder")
+    kb = load_kb(atlas, extension)
+    dets = _calibrated(_names(detectors), calibration)
+    stats: list[Any] = []
+    sink = open_sink(str(output) if output is not None else "-") \
+        if output is not None or not as_json else None
+    try:
+        result = spark.stream(
+            folder, dets, kb, checkpoint=checkpoint, quarantine=quarantine, stats=stats,
+            allow_list=allow or (), suppression_window=suppress_window,
+            include_inputs=include_inputs, files_per_batch=files_per_batch,
+            available_now=available_now,
+            on_alert=(lambda a: deliver([a], sink, fmt)) if sink is not None else None)
+    finally:
+        if sink is not None:
+            sink.close()
+    _report(result, stats, kb, as_json, quarantine)
 
 
 @app.command()

@@ -115,14 +115,18 @@ def run_detectors(batches: Iterable[EventBatch], detectors: list[Detector], kb: 
         if len(batch) == 0:
             continue
         result.events += len(batch)
-        for detector in detectors:
-            for detection in detector.observe(batch):
-                if not suppressors[detector.name].admit(detection):
-                    continue
-                alert = Alert.from_detection(detection, kb, include_inputs=include_inputs)
-                result.alerts.append(alert)
-                if on_alert is not None:
-                    on_alert(alert)
+        found = [d for detector in detectors for d in detector.observe(batch)]
+        # time order, then detector order: how the Spark engine orders them too, so that a
+        # suppression window keeps the same alert whichever engine ran and however the log was
+        # cut into batches
+        found.sort(key=lambda d: d.last_seen)
+        for detection in found:
+            if not suppressors[detection.detector].admit(detection):
+                continue
+            alert = Alert.from_detection(detection, kb, include_inputs=include_inputs)
+            result.alerts.append(alert)
+            if on_alert is not None:
+                on_alert(alert)
     for detector in detectors:
         result.statuses.extend(detector.statuses())
     totals: dict[str, int] = {}

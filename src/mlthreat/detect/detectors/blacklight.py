@@ -172,8 +172,6 @@ class BlacklightDetector(Detector):
                 where += f":{int(batch.line[0])}"
             raise CalibrationError(f"{self.name}: input dimension {dim} at {where} does not "
                                    f"match the detector's {self._cfg['dim']}")
-        if self._store.fp is None:
-            self._store.allocate(self._cfg["top_n"])
         return self._cfg
 
     # -- matching ------------------------------------------------------------------------------
@@ -192,11 +190,23 @@ class BlacklightDetector(Detector):
         if len(batch) == 0:
             return []
         cfg = self._config(batch)
+        if self._store.fp is None:
+            self._store.allocate(cfg["top_n"])
         fp = fingerprints(batch.x, cfg["quantization"], cfg["window"], cfg["step"],
                           cfg["top_n"])
         clients = [str(c) for c in batch.client_id.tolist()]
+        over, other = self._store.match(fp, digests(batch.x), clients, cfg["match_threshold"])
+        return self.account(batch, over, other)
+
+    def account(self, batch: EventBatch, over: list[int],
+                other: list[str | None]) -> list[Detection]:
+        """The per-client half of :meth:`observe`: count each client's matched queries given
+        every query's overlap with the store (``over``, -1 for an exact repeat) and the
+        earliest other client it matched (``other``). The Spark engine computes ``over`` and
+        ``other`` with a join on hash values and calls this per client."""
+        cfg = self._config(batch)
+        clients = [str(c) for c in batch.client_id.tolist()]
         thr, need = cfg["match_threshold"], cfg["min_matches"]
-        over, other = self._store.match(fp, digests(batch.x), clients, thr)
         max_clients = self.params["max_clients"]
         table, record = self._clients, self._record
         out: list[Detection] = []
