@@ -1,0 +1,773 @@
+"""Pickle analyser: every global a pickle stream imports, found without unpickling it.
+
+Covers plain pickles (protocols 0-5), ``joblib.dump`` files (raw array bytes inside the
+stream) and legacy ``torch.save(..., _use_new_zipfile_serialization=False)`` files (several
+pickles back to back followed by raw storage bytes).
+
+The reader is a streaming opcode interpreter built on the opcode table of
+:mod:`pickletools` (names and argument layouts). It follows the semantics of CPython's
+``Lib/pickle.py`` ``_Unpickler`` (the ``load_*`` methods), PEP 3154 (protocol 4: framing,
+``STACK_GLOBAL``, ``MEMOIZE``) and PEP 574 (protocol 5: out-of-band buffers), simulating the
+stack, the mark stack and the memo just far enough to name every imported global. It never
+imports or calls anything the stream names.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import codecs
+import pickletools
+import re
+import struct
+from dataclasses import dataclass, field
+from typing import IO, Any, Protocol
+
+from mlthreat.scan.findings import TECHNIQUES, Finding, FormatError, Limits
+from mlthreat.scan.policy import Policy
+
+__all__ = ["ByteSource", "analyze", "analyze_stream"]
+
+
+class ByteSource(Protocol):
+    """What the analysers need of a file: ``read`` and (forward) ``seek``."""
+
+    def read(self, n: int = ..., /) -> bytes: ...
+
+    def seek(self, where: int, whence: int = ..., /) -> int: ...
+
+
+FORMAT = "pickle"
+
+# torch/serialization.py: the first pickle of a legacy torch.save file is this integer.
+_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
+# Legacy torch files hold 5 pickles (magic, protocol, sys info, object, storage keys), then
+# raw storage bytes that are not pickle.
+_TORCH_LEGACY_STREAMS = 5
+
+_JOBLIB_WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
+_CHUNK = 1 << 16
+# Strings longer than this are never module or attribute names: skip, do not hold them.
+_MAX_KEPT_STR = 1 << 20
+# Longest LONG1/LONG4 argument decoded to an int; longer ones are skipped.
+_MAX_LONG_BYTES = 64
+# Containers keep at most this many simulated items (memory bound on hostile streams).
+_MAX_ITEMS = 4096
+# numpy's NPY_ITEM_REFCOUNT flag (dtype state tuple, index 7): the dtype holds objects.
+_NPY_ITEM_REFCOUNT = 0x01
+
+_OPCODES: dict[int, pickletools.OpcodeInfo] = {
+    ord(op.code): op for op in pickletools.opcodes
+}
+# Opcodes that push their own argument (ints, floats, strings, bytes).
+_PUSH_ARG = frozenset({
+    "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT", "BINFLOAT",
+    "STRING", "BINSTRING", "SHORT_BINSTRING", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8",
+    "BYTEARRAY8", "UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"})
+_RULE = {"payload": "pickle.payload-global", "dangerous": "pickle.dangerous-global",
+         "unknown": "pickle.global-not-allowed"}
+_TECH = {"payload": TECHNIQUES["malware"], "dangerous": TECHNIQUES["unsafe"],
+         "unknown": TECHNIQUES["unsafe"]}
+_SEVERITY = {"payload": "critical", "dangerous": "critical", "unknown": "high"}
+
+
+class _Truncated(Exception):
+    """Raised by the reader at end of data; turned into FormatError with the offset."""
+
+
+class _Input:
+    """Forward-only buffered reader over ``fh[start:end]`` that can skip without reading.
+
+    Offsets are absolute positions in ``fh``. ``fh`` may be a forward-seekable stream
+    (a zip member): the reader only ever seeks forward.
+    """
+
+    def __init__(self, fh: ByteSource, start: int, end: int) -> None:
+        self.fh = fh
+        self.pos = start
+        self.end = end
+        self._buf = b""
+        self._bufstart = start
+        self._fhpos = -1
+
+    def _seek_fh(self, where: int) -> None:
+        if self._fhpos != where:
+            self.fh.seek(where)
+            self._fhpos = where
+
+    def _fetch(self, where: int, n: int) -> bytes:
+        self._seek_fh(where)
+        data = self.fh.read(n)
+        self._fhpos = where + len(data)
+        return data
+
+    def at_end(self) -> bool:
+        return self.pos >= self.end
+
+    def read(self, n: int) -> bytes:
+        """Exactly ``n`` bytes; raises _Truncated when the data ends first."""
+        if n < 0 or self.pos + n > self.end:
+            raise _Truncated
+        off = self.pos - self._bufstart
+        if off >= 0 and off + n <= len(self._buf):
+            self.pos += n
+            return self._buf[off:off + n]
+        if n > _CHUNK:
+            data = self._fetch(self.pos, n)
+        else:
+            self._buf = self._fetch(self.pos, min(_CHUNK, self.end - self.pos))
+            self._bufstart = self.pos
+            data = self._buf[:n]
+        if len(data) != n:
+            raise _Truncated
+        self.pos += n
+        return data
+
+    def readline(self, limit: int) -> bytes:
+        """Bytes up to and including ``\\n``; FormatError if longer than ``limit``."""
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            off = self.pos - self._bufstart
+            if not 0 <= off < len(self._buf):
+                if self.pos >= self.end:
+                    raise _Truncated
+                self._buf = self._fetch(self.pos, min(_CHUNK, self.end - self.pos))
+                self._bufstart = self.pos
+                off = 0
+                if not self._buf:
+                    raise _Truncated
+            nl = self._buf.find(b"\n", off)
+            stop = len(self._buf) if nl < 0 else nl + 1
+            parts.append(self._buf[off:stop])
+            total += stop - off
+            self.pos += stop - off
+            if total > limit:
+                raise FormatError(f"line argument longer than {limit} bytes")
+            if nl >= 0:
+                return b"".join(parts)
+
+    def skip(self, n: int) -> None:
+        """Move ``n`` bytes forward without reading them (bounded memory)."""
+        if n < 0 or self.pos + n > self.end:
+            raise _Truncated
+        self.pos += n
+
+
+@dataclass(eq=False)
+class _Global:
+    module: str
+    name: str
+
+
+@dataclass(eq=False)
+class _Obj:
+    """Result of calling something (REDUCE, NEWOBJ, INST, OBJ); ``state`` set by BUILD."""
+
+    func: Any
+    args: Any
+    state: Any = None
+
+
+@dataclass(eq=False)
+class _Blob:
+    """An argument that was skipped, not read (bytes, or a string too long to be a name)."""
+
+    kind: str
+    size: int
+
+
+class _Opaque:
+    """A value the simulation does not model (persistent IDs, buffers, arrays)."""
+
+
+_OPAQUE = _Opaque()
+
+
+@dataclass
+class _Hit:
+    severity: str
+    kind: str
+    rule: str
+    location: str
+    message: str
+    count: int = 1
+    raw: str = ""
+
+
+@dataclass
+class _StreamState:
+    index: int
+    stack: list[Any] = field(default_factory=list)
+    metastack: list[list[Any]] = field(default_factory=list)
+    memo: dict[int, Any] = field(default_factory=dict)
+    proto: int = 0
+    hits: dict[tuple[str, str], _Hit] = field(default_factory=dict)
+
+
+class _Analyzer:
+    def __init__(self, inp: _Input, *, path: str, fmt: str, base: int, limits: Limits,
+                 policy: Policy) -> None:
+        self.inp = inp
+        self.path = path
+        self.fmt = fmt
+        self.base = base
+        self.limits = limits
+        self.policy = policy
+        self.keep = min(limits.max_header_bytes, _MAX_KEPT_STR)
+        self.findings: list[Finding] = []
+        self.streams = 0
+
+    # ---- findings -------------------------------------------------------------------
+    def _loc(self, offset: int, opname: str) -> str:
+        return f"offset {offset - self.base} ({opname})"
+
+    def _hit(self, st: _StreamState, key: tuple[str, str], hit: _Hit) -> None:
+        old = st.hits.get(key)
+        if old is None:
+            st.hits[key] = hit
+        else:
+            old.count += 1
+
+    def _flush(self, st: _StreamState) -> None:
+        for (rule, symbol), h in st.hits.items():
+            details: dict[str, Any] = {"count": h.count, "stream": st.index}
+            if h.raw and h.raw != symbol:
+                details["as_written"] = h.raw
+            tech = TECHNIQUES["unsafe"] if rule == "pickle.unresolved-global" else _TECH[h.kind]
+            self.findings.append(Finding(
+                path=self.path, format=self.fmt, severity=h.severity, rule=rule,
+                message=h.message, technique=tech, location=h.location, symbol=symbol,
+                details=details))
+        st.hits.clear()
+
+    def _check_global(self, st: _StreamState, module: str, name: str, offset: int,
+                      opname: str) -> _Global:
+        raw = f"{module}.{name}"
+        # find_class in Lib/pickle.py maps Python 2 names for protocols < 3
+        # (fix_imports=True by default), so "__builtin__.eval" imports builtins.eval.
+        if st.proto < 3:
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            elif module in _compat_pickle.IMPORT_MAPPING:
+                module = _compat_pickle.IMPORT_MAPPING[module]
+        symbol = f"{module}.{name}"
+        verdict = self.policy.verdict(module, name)
+        if verdict is None and "." in name:
+            # Protocol 4+ resolves dotted names attribute by attribute, so an allowed module
+            # can be a path to a dangerous one ("sklearn.base" + "os.system").
+            parts = name.split(".")
+            for i in range(len(parts) - 1):
+                v = self.policy.verdict(".".join(parts[i:-1]), parts[-1])
+                if v is not None and v[1] in ("payload", "dangerous"):
+                    verdict = v
+                    break
+        if verdict is not None:
+            _, kind = verdict
+            rule = _RULE[kind]
+            what = {"payload": "a global that unpacks hidden code",
+                    "dangerous": "a global that runs code",
+                    "unknown": "a global not on the allow-list"}[kind]
+            self._hit(st, (rule, symbol), _Hit(
+                severity=_SEVERITY[kind], kind=kind, rule=rule,
+                location=self._loc(offset, opname),
+                message=f"pickle imports {symbol}: {what}", raw=raw))
+        return _Global(module, name)
+
+    def _unresolved(self, st: _StreamState, offset: int, opname: str, what: str) -> None:
+        rule = "pickle.unresolved-global"
+        self._hit(st, (rule, what), _Hit(
+            severity="high", kind="unknown", rule=rule, location=self._loc(offset, opname),
+            message=f"pickle imports a global whose name cannot be resolved statically "
+                    f"({what})"))
+
+    # ---- driver ---------------------------------------------------------------------
+    def run(self) -> list[Finding]:
+        """Analyse streams until the data ends (or a recognised non-pickle tail)."""
+        first = self._stream()
+        legacy_torch = type(first) is int and first == _TORCH_MAGIC
+        while not self.inp.at_end():
+            if legacy_torch and self.streams >= _TORCH_LEGACY_STREAMS:
+                break  # raw storage bytes follow the storage-key list
+            start = self.inp.pos
+            try:
+                self._stream()
+            except FormatError as exc:
+                if legacy_torch:
+                    raise
+                # Data after a complete pickle that is not a pickle: note it, keep what the
+                # partial stream already showed.
+                self.findings.append(Finding(
+                    path=self.path, format=self.fmt, severity="low",
+                    rule="pickle.trailing-data",
+                    message=f"{self.inp.end - start} bytes after the end of the pickle are "
+                            f"not a complete pickle ({exc})",
+                    technique=TECHNIQUES["tampered"],
+                    location=f"offset {start - self.base}",
+                    details={"bytes": self.inp.end - start}))
+                break
+        return self.findings
+
+    def _stream(self) -> Any:
+        st = _StreamState(index=self.streams)
+        self.streams += 1
+        try:
+            return self._loop(st)
+        except _Truncated:
+            raise self._error(st, "truncated pickle: data ends before STOP",
+                              self.inp.pos) from None
+        except FormatError as exc:
+            raise self._error(st, str(exc), self.inp.pos, exc.location) from None
+        finally:
+            self._flush(st)
+
+    def _error(self, st: _StreamState, msg: str, offset: int | None,
+               location: str = "") -> FormatError:
+        self._flush(st)
+        loc = location or (f"offset {offset - self.base}" if offset is not None else "")
+        worst = [f for f in self.findings if f.severity in ("critical", "high")]
+        if worst:
+            msg += " (before that: " + ", ".join(sorted({f.symbol for f in worst})) + ")"
+        err = FormatError(msg, loc)
+        # Findings made before the parse error would otherwise be lost with the exception.
+        err.findings = list(self.findings)  # type: ignore[attr-defined]
+        return err
+
+    # ---- argument decoding ----------------------------------------------------------
+    def _arg(self, op: pickletools.OpcodeInfo, offset: int) -> Any:
+        arg = op.arg
+        if arg is None:
+            return None
+        name = arg.name
+        inp = self.inp
+        if name == "uint1":
+            return inp.read(1)[0]
+        if name == "uint2":
+            return int.from_bytes(inp.read(2), "little")
+        if name == "int4":
+            return int.from_bytes(inp.read(4), "little", signed=True)
+        if name in ("uint4", "uint8"):
+            return int.from_bytes(inp.read(arg.n), "little")
+        if name == "float8":
+            return struct.unpack(">d", inp.read(8))[0]
+        if name in ("long1", "long4"):
+            n = (inp.read(1)[0] if name == "long1"
+                 else int.from_bytes(inp.read(4), "little", signed=True))
+            if n < 0:
+                raise FormatError("negative LONG4 length", self._loc(offset, op.name))
+            if n > _MAX_LONG_BYTES:
+                inp.skip(n)
+                return _OPAQUE
+            return int.from_bytes(inp.read(n), "little", signed=True)
+        if name in ("string1", "string4", "bytes1", "bytes4", "bytes8", "bytearray8",
+                    "unicodestring1", "unicodestring4", "unicodestring8"):
+            width = {"1": 1, "4": 4, "8": 8}[name[-1]]
+            n = int.from_bytes(inp.read(width), "little", signed=(name == "string4"))
+            if n < 0:
+                raise FormatError(f"negative {op.name} length", self._loc(offset, op.name))
+            if name.startswith("bytes"):
+                inp.skip(n)
+                return _Blob("bytes", n)
+            if n > self.keep:
+                inp.skip(n)
+                return _Blob("str", n)
+            data = inp.read(n)
+            if name.startswith("unicode"):
+                try:
+                    return data.decode("utf-8", "surrogatepass")
+                except UnicodeDecodeError:
+                    raise FormatError(f"{op.name} is not UTF-8",
+                                      self._loc(offset, op.name)) from None
+            # Python 2 str: the default unpickler decodes it (encoding="ASCII"); latin-1
+            # keeps every byte so a non-ASCII name is still reported, never dropped.
+            return data.decode("latin-1")
+        # Newline-terminated arguments (protocol 0 text opcodes).
+        line = inp.readline(self.keep)
+        if name == "stringnl_noescape_pair":
+            line2 = inp.readline(self.keep)
+            return (self._text(line[:-1], op, offset), self._text(line2[:-1], op, offset))
+        body = line[:-1]
+        if name == "stringnl_noescape":
+            return self._text(body, op, offset)
+        try:
+            if name == "stringnl":
+                if len(body) >= 2 and body[:1] == body[-1:] and body[:1] in (b"'", b'"'):
+                    return codecs.escape_decode(body[1:-1])[0].decode("latin-1")
+                raise FormatError("STRING argument is not quoted", self._loc(offset, op.name))
+            if name == "unicodestringnl":
+                return body.decode("raw-unicode-escape")
+            if name == "decimalnl_short":
+                if body == b"00":
+                    return False
+                if body == b"01":
+                    return True
+                return int(body)
+            if name == "decimalnl_long":
+                return int(body[:-1] if body.endswith(b"L") else body)
+            if name == "floatnl":
+                return float(body)
+        except ValueError:  # includes UnicodeDecodeError
+            raise FormatError(f"bad {op.name} argument", self._loc(offset, op.name)) from None
+        raise FormatError(f"unsupported argument type {name}", self._loc(offset, op.name))
+
+    def _text(self, raw: bytes, op: pickletools.OpcodeInfo, offset: int) -> str:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormatError(f"{op.name} name is not UTF-8",
+                              self._loc(offset, op.name)) from None
+
+    # ---- the interpreter ------------------------------------------------------------
+    def _loop(self, st: _StreamState) -> Any:
+        inp = self.inp
+        stack = st.stack
+        count = 0
+
+        def pop(offset: int, opname: str) -> Any:
+            if not st.stack:
+                raise FormatError("stack underflow", self._loc(offset, opname))
+            return st.stack.pop()
+
+        def pop_mark(offset: int, opname: str) -> list[Any]:
+            if not st.metastack:
+                raise FormatError("no MARK on the stack", self._loc(offset, opname))
+            items = st.stack
+            st.stack = st.metastack.pop()
+            return items
+
+        while True:
+            count += 1
+            if count > self.limits.max_opcodes:
+                raise FormatError(f"more than {self.limits.max_opcodes} opcodes in one pickle "
+                                  "stream", f"offset {inp.pos - self.base}")
+            offset = inp.pos
+            code = inp.read(1)[0]
+            op = _OPCODES.get(code)
+            if op is None:
+                raise FormatError(f"unknown pickle opcode 0x{code:02x}",
+                                  f"offset {offset - self.base}")
+            arg = self._arg(op, offset)
+            name = op.name
+            stack = st.stack
+
+            if name == "STOP":
+                return pop(offset, name)
+            if name == "PROTO":
+                st.proto = arg
+            elif name in ("FRAME", "READONLY_BUFFER"):
+                pass
+            elif name == "MARK":
+                st.metastack.append(st.stack)
+                st.stack = []
+            elif name == "POP":
+                if stack:
+                    stack.pop()
+                else:
+                    pop_mark(offset, name)
+            elif name == "POP_MARK":
+                pop_mark(offset, name)
+            elif name == "DUP":
+                if not stack:
+                    raise FormatError("stack underflow", self._loc(offset, name))
+                stack.append(stack[-1])
+            elif name in ("NONE", "NEWTRUE", "NEWFALSE"):
+                stack.append({"NONE": None, "NEWTRUE": True, "NEWFALSE": False}[name])
+            elif name in _PUSH_ARG:
+                stack.append(arg)
+            elif name == "NEXT_BUFFER":
+                stack.append(_OPAQUE)
+            elif name in ("EMPTY_LIST", "EMPTY_DICT", "EMPTY_TUPLE", "EMPTY_SET"):
+                stack.append({"EMPTY_LIST": [], "EMPTY_DICT": {}, "EMPTY_TUPLE": (),
+                              "EMPTY_SET": _OPAQUE}[name])
+            elif name in ("TUPLE", "LIST", "FROZENSET"):
+                items = pop_mark(offset, name)
+                stack = st.stack
+                stack.append(tuple(items) if name == "TUPLE" else
+                             items[:_MAX_ITEMS] if name == "LIST" else _OPAQUE)
+            elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+                n = int(name[-1])
+                if len(stack) < n:
+                    raise FormatError("stack underflow", self._loc(offset, name))
+                items = stack[-n:]
+                del stack[-n:]
+                stack.append(tuple(items))
+            elif name == "DICT":
+                items = pop_mark(offset, name)
+                d: dict[Any, Any] = {}
+                _set_pairs(d, items)
+                st.stack.append(d)
+            elif name == "APPEND":
+                value = pop(offset, name)
+                target = stack[-1] if stack else None
+                if isinstance(target, list) and len(target) < _MAX_ITEMS:
+                    target.append(value)
+                elif not stack:
+                    raise FormatError("stack underflow", self._loc(offset, name))
+            elif name == "APPENDS":
+                items = pop_mark(offset, name)
+                if not st.stack:
+                    raise FormatError("stack underflow", self._loc(offset, name))
+                target = st.stack[-1]
+                if isinstance(target, list):
+                    target.extend(items[:max(0, _MAX_ITEMS - len(target))])
+            elif name == "SETITEM":
+                value = pop(offset, name)
+                key = pop(offset, name)
+                if not stack:
+                    raise FormatError("stack underflow", self._loc(offset, name))
+                if isinstance(stack[-1], dict):
+                    _set_pairs(stack[-1], [key, value])
+            elif name == "SETITEMS":
+                items = pop_mark(offset, name)
+                if not st.stack:
+                    raise FormatError("stack underflow", self._loc(offset, name))
+                if isinstance(st.stack[-1], dict):
+                    _set_pairs(st.stack[-1], items)
+            elif name == "ADDITEMS":
+                pop_mark(offset, name)
+                if not st.stack:
+                    raise FormatError("stack underflow", self._loc(offset, name))
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                idx = int(arg) if name == "PUT" else arg
+                if idx < 0:
+                    raise FormatError("negative memo index", self._loc(offset, name))
+                if not stack:
+                    raise FormatError("stack underflow", self._loc(offset, name))
+                st.memo[idx] = stack[-1]
+            elif name == "MEMOIZE":
+                # Lib/pickle.py load_memoize: the index is len(memo), not a counter; a stream
+                # that mixes BINPUT and MEMOIZE relies on exactly this.
+                if not stack:
+                    raise FormatError("stack underflow", self._loc(offset, name))
+                st.memo[len(st.memo)] = stack[-1]
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                idx = int(arg) if name == "GET" else arg
+                if idx not in st.memo:
+                    raise FormatError(f"memo index {idx} was never stored",
+                                      self._loc(offset, name))
+                stack.append(st.memo[idx])
+            elif name == "GLOBAL":
+                module, gname = arg
+                stack.append(self._check_global(st, module, gname, offset, name))
+            elif name == "STACK_GLOBAL":
+                gname = pop(offset, name)
+                module = pop(offset, name)
+                if isinstance(module, str) and isinstance(gname, str):
+                    st.stack.append(self._check_global(st, module, gname, offset, name))
+                else:
+                    self._unresolved(st, offset, name,
+                                     f"{_describe(module)}.{_describe(gname)}")
+                    st.stack.append(_OPAQUE)
+            elif name == "INST":
+                module, gname = arg
+                items = pop_mark(offset, name)
+                cls = self._check_global(st, module, gname, offset, name)
+                st.stack.append(_Obj(cls, tuple(items)))
+            elif name == "OBJ":
+                items = pop_mark(offset, name)
+                if not items:
+                    raise FormatError("OBJ without a class", self._loc(offset, name))
+                st.stack.append(_Obj(items[0], tuple(items[1:])))
+            elif name == "NEWOBJ":
+                args = pop(offset, name)
+                cls = pop(offset, name)
+                st.stack.append(_Obj(cls, args))
+            elif name == "NEWOBJ_EX":
+                pop(offset, name)
+                args = pop(offset, name)
+                cls = pop(offset, name)
+                st.stack.append(_Obj(cls, args))
+            elif name == "REDUCE":
+                args = pop(offset, name)
+                func = pop(offset, name)
+                st.stack.append(_Obj(func, args))
+            elif name == "BUILD":
+                state = pop(offset, name)
+                if not st.stack:
+                    raise FormatError("stack underflow", self._loc(offset, name))
+                inst = st.stack[-1]
+                if isinstance(inst, _Obj):
+                    inst.state = state
+                    if _is_joblib_wrapper(inst):
+                        self._skip_joblib_array(inst, offset)
+                        st.stack[-1] = _OPAQUE
+            elif name == "PERSID":
+                stack.append(_OPAQUE)
+            elif name == "BINPERSID":
+                pop(offset, name)
+                st.stack.append(_OPAQUE)
+            elif name in ("EXT1", "EXT2", "EXT4"):
+                # copyreg's extension registry is empty unless the loading program fills it;
+                # what the code names depends on that program.
+                self._unresolved(st, offset, name, f"extension code {arg}")
+                stack.append(_OPAQUE)
+            else:
+                raise FormatError(f"unsupported opcode {name}", self._loc(offset, name))
+
+    # ---- joblib ---------------------------------------------------------------------
+    def _skip_joblib_array(self, wrapper: _Obj, offset: int) -> None:
+        """Skip the array joblib writes right after a NumpyArrayWrapper BUILD.
+
+        Layout (joblib/numpy_pickle.py, ``NumpyArrayWrapper.write_array``): for object
+        dtypes a nested pickle stream; otherwise, when ``numpy_array_alignment_bytes`` is
+        set, one byte ``p`` then ``p`` padding bytes, then ``prod(shape) * itemsize`` raw
+        bytes.
+        """
+        loc = self._loc(offset, "BUILD")
+        state = wrapper.state
+        if not isinstance(state, dict):
+            raise FormatError("joblib array wrapper without a state dict", loc)
+        shape = state.get("shape")
+        if not isinstance(shape, tuple) or not all(
+                type(x) is int and x >= 0 for x in shape):
+            raise FormatError("joblib array wrapper with an unreadable shape", loc)
+        itemsize, hasobject = _dtype_layout(state.get("dtype"))
+        if itemsize is None:
+            raise FormatError("joblib array wrapper with an unreadable dtype", loc)
+        if hasobject:
+            nested = _Analyzer(self.inp, path=self.path, fmt=self.fmt, base=self.base,
+                               limits=self.limits, policy=self.policy)
+            nested.streams = self.streams
+            try:
+                nested._stream()
+            finally:
+                self.streams = nested.streams
+                self.findings.extend(nested.findings)
+            return
+        align = state.get("numpy_array_alignment_bytes")
+        if align is not None:
+            pad = self.inp.read(1)[0]
+            # joblib writes 1..alignment padding bytes; any other value (a valid opcode, for
+            # one) means the bytes are meant for another reader, so do not skip them.
+            if type(align) is not int or not 1 <= pad <= align <= 256:
+                raise FormatError(f"joblib padding length {pad} does not fit alignment "
+                                  f"{align!r}", self._loc(self.inp.pos - 1, "BUILD"))
+            self.inp.skip(pad)
+        count = 1
+        for x in shape:
+            count *= x
+        self.inp.skip(count * itemsize)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, _Blob):
+        return f"<{value.kind} of {value.size} bytes>"
+    if isinstance(value, _Global):
+        return f"<{value.module}.{value.name}>"
+    return f"<{type(value).__name__.lstrip('_').lower()}>"
+
+
+def _set_pairs(d: dict[Any, Any], items: list[Any]) -> None:
+    for i in range(0, len(items) - 1, 2):
+        if len(d) >= _MAX_ITEMS:
+            return
+        try:
+            d[items[i]] = items[i + 1]
+        except TypeError:  # unhashable simulated key: the value is not needed
+            continue
+
+
+def _is_global(value: Any, module: str, name: str) -> bool:
+    return isinstance(value, _Global) and value.module == module and value.name == name
+
+
+def _is_joblib_wrapper(inst: _Obj) -> bool:
+    if _is_global(inst.func, *_JOBLIB_WRAPPER):
+        return True
+    # Protocols 0-1 build instances with copyreg._reconstructor(cls, base, state).
+    return (_is_global(inst.func, "copyreg", "_reconstructor") and isinstance(inst.args, tuple)
+            and bool(inst.args) and _is_global(inst.args[0], *_JOBLIB_WRAPPER))
+
+
+def _dtype_layout(dtype: Any) -> tuple[int | None, bool]:
+    """(itemsize in bytes, holds Python objects) of a simulated ``numpy.dtype(...)`` call.
+
+    numpy pickles a dtype as ``numpy.dtype(descr, False, True)`` plus a BUILD state tuple
+    ``(version, byteorder, subdescr, names, fields, elsize, alignment, flags[, metadata])``;
+    ``elsize`` is -1 for fixed-size types, whose size is the digits of ``descr``.
+    """
+    if not isinstance(dtype, _Obj) or not isinstance(dtype.func, _Global):
+        return None, False
+    if (dtype.func.module, dtype.func.name) not in (("numpy", "dtype"),):
+        return None, False
+    args = dtype.args
+    if not isinstance(args, tuple) or not args or not isinstance(args[0], str):
+        return None, False
+    descr = args[0]
+    state = dtype.state if isinstance(dtype.state, tuple) else ()
+    flags = state[7] if len(state) > 7 and type(state[7]) is int else 0
+    hasobject = descr.startswith("O") or bool(flags & _NPY_ITEM_REFCOUNT)
+    elsize = state[5] if len(state) > 5 and type(state[5]) is int else -1
+    if elsize > 0:
+        return elsize, hasobject
+    m = re.fullmatch(r"[a-zA-Z?](\d*)", descr)
+    if m is None:
+        return None, hasobject
+    if m.group(1):
+        return int(m.group(1)), hasobject
+    if descr in ("M", "m", "?"):
+        return (8 if descr != "?" else 1), hasobject
+    return None, hasobject
+
+
+def analyze_stream(fh: ByteSource, *, path: str, size: int, limits: Limits, policy: Policy,
+                   start: int = 0, base: int | None = None,
+                   fmt: str = FORMAT) -> list[Finding]:
+    """Analyse the pickle stream(s) in ``fh[start:size]``; offsets in findings are relative
+    to ``base`` (default ``start``).
+
+    Used by the numpy analyser (object arrays: a pickle after the ``.npy`` header) and the
+    PyTorch zip analyser (``data.pkl`` members). See :func:`analyze` for findings and errors.
+    """
+    inp = _Input(fh, start, size)
+    return _Analyzer(inp, path=path, fmt=fmt, base=start if base is None else base,
+                     limits=limits, policy=policy).run()
+
+
+def analyze(fh: IO[bytes], *, path: str, size: int, limits: Limits,
+            policy: Policy) -> list[Finding]:
+    """Every global a pickle file imports, judged by ``policy``; the file is never unpickled.
+
+    Parameters
+    ----------
+    fh : binary file object
+        Seekable, at offset 0; read forward in chunks of at most 64 KiB or one argument
+        (never more than ``limits.max_header_bytes``); large byte arguments are skipped by
+        seeking.
+    path : str
+        Reported in findings.
+    size : int
+        Bytes in the file.
+    limits : Limits
+        ``max_opcodes`` per pickle stream; ``max_header_bytes`` for the largest argument read.
+    policy : Policy
+        Decides each global: allowed (no finding), ``payload`` (critical,
+        ``pickle.payload-global``, AML.T0018.002), ``dangerous`` (critical,
+        ``pickle.dangerous-global``, AML.T0011.000) or ``unknown`` (high,
+        ``pickle.global-not-allowed``, AML.T0011.000).
+
+    Returns
+    -------
+    list of Finding
+        One per distinct (rule, global) per stream, ``details["count"]`` occurrences,
+        ``location`` ``offset N (OPCODE)`` of the first. A ``STACK_GLOBAL`` whose operands
+        are not strings gives ``pickle.unresolved-global`` (high). Several pickles back to
+        back are each analysed; data after the last one that is not a pickle gives
+        ``pickle.trailing-data`` (low), except the raw storage bytes of a legacy
+        ``torch.save`` file and the raw array bytes of a ``joblib.dump`` file, which are
+        skipped.
+
+    Raises
+    ------
+    FormatError
+        Truncated or corrupt first stream, unknown opcode, stack or memo misuse, more than
+        ``limits.max_opcodes`` opcodes; ``location`` gives the offset. Findings made before
+        the error are attached as ``exc.findings`` (list of Finding).
+
+    Notes
+    -----
+    Opcode semantics follow CPython ``Lib/pickle.py`` (``_Unpickler``), PEP 3154 and
+    PEP 574, including Python 2 name mapping (``_compat_pickle``) for protocols < 3.
+    """
+    return analyze_stream(fh, path=path, size=size, limits=limits, policy=policy)
