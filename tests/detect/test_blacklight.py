@@ -159,6 +159,50 @@ def test_hopskipjump_clients_flagged_within_20_queries(benign: EventBatch, hsj: 
     assert flagged == attackers
 
 
+def augmentation_prober(records: np.ndarray, copies: int = 10, sigma: float = 0.02,
+                        client: str = "aug-prober", t0: float = 2e6) -> EventBatch:
+    """Label-only membership inference by augmentation (Choquette-Choo et al. 2021, noise
+    variant): each record, then ``copies`` noisy copies of it."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for r in records:
+        rows.append(r)
+        rows.extend(np.clip(r + rng.normal(0, sigma, (copies, r.shape[0])), 0, 1))
+    return _batch(np.asarray(rows), [client] * len(rows), t0=t0)
+
+
+def test_label_only_membership_probing_reported_as_t0024_000(digits: Any, benign: EventBatch,
+                                                              hsj: EventBatch) -> None:
+    det = BlacklightDetector()
+    prober = augmentation_prober(digits.x_members[:30])
+    found = _run(det, _interleave(benign, hsj), prober)
+    mine = [(d.technique, d.queries_observed, d.score) for d in found
+            if d.client_id == "aug-prober"]
+    assert mine[0][0] == "AML.T0043.001"
+    assert mine[1] == ("AML.T0024.000", 214, 20.0)  # the 20th record's 5th query: 19*11+5
+    membership = [d for d in found if d.technique == "AML.T0024.000"]
+    assert [d.client_id for d in membership] == ["aug-prober"]
+    assert membership[0].evidence["mean_matched_per_cluster"] <= 15
+    assert membership[0].evidence["also_consistent_with"] == "AML.T0043.001"
+    # HopSkipJump evasion clients are flagged as evasion only
+    assert {d.technique for d in found if d.client_id != "aug-prober"} == {"AML.T0043.001"}
+    # fewer records than membership_clusters: probing, not reported as membership
+    det = BlacklightDetector()
+    few = _run(det, augmentation_prober(digits.x_members[:15], client="few"))
+    assert [d.technique for d in few] == ["AML.T0043.001"]
+    # state survives a checkpoint half-way through
+    det = BlacklightDetector()
+    half = len(prober) // 2
+    first = det.observe(prober.take(np.arange(half)))
+    again = BlacklightDetector()
+    again.restore(json.loads(json.dumps(det.checkpoint())))
+    rest = again.observe(prober.take(np.arange(half, len(prober))))
+    whole = _run(BlacklightDetector(), prober)
+    assert [(d.technique, d.queries_observed) for d in first + rest] == \
+        [(d.technique, d.queries_observed) for d in whole] == \
+        [("AML.T0043.001", 5), ("AML.T0024.000", 214)]
+
+
 def test_cross_client_match_reports_earliest_other_client() -> None:
     rng = np.random.default_rng(0)
     x0 = rng.random(64).astype(np.float32)

@@ -274,9 +274,11 @@ def match(frame: DataFrame, cal: dict[str, Any], max_postings: int,
     Returns
     -------
     (overlaps, hashes, digests)
-        ``overlaps``: ``pos, over, other`` per query (``over`` -1 for an exact repeat, else the
-        largest count of hashes shared with one earlier distinct input; ``other`` the client of
-        the earliest such input from another client sharing at least ``match_threshold``);
+        ``overlaps``: ``pos, over, other, best`` per query (``over`` -1 for an exact repeat,
+        else the largest count of hashes shared with one earlier distinct input; ``other`` the
+        client of the earliest such input from another client sharing at least
+        ``match_threshold``; ``best`` the position of the earliest input with the largest
+        overlap, -1 for none);
         ``hashes`` and ``digests``: what this frame adds to the history.
     """
     from pyspark.sql import Window
@@ -311,12 +313,17 @@ def match(frame: DataFrame, cal: dict[str, Any], max_postings: int,
                            F.col("b.pos").alias("cand"),
                            F.col("b.client_id").alias("owner")).count()
     best = counts.groupBy("pos").agg(F.max("count").alias("best"))
+    # the earliest candidate with the largest overlap: the query's cluster for membership
+    first_best = (counts.join(best, "pos").filter(F.col("count") == F.col("best"))
+                  .groupBy("pos").agg(F.min("cand").alias("best_id")))
     other = (counts.filter((F.col("count") >= cal["match_threshold"])
                            & (F.col("owner") != F.col("client")))
              .groupBy("pos").agg(F.min_by("owner", "cand").alias("other")))
     overlaps = (fps.select("pos", "stored").join(best, "pos", "left").join(other, "pos", "left")
+                .join(first_best, "pos", "left")
                 .select("pos", F.when(F.col("stored"), F.coalesce(F.col("best"), F.lit(0)))
-                        .otherwise(F.lit(-1)).alias("over"), "other"))
+                        .otherwise(F.lit(-1)).alias("over"), "other",
+                        F.coalesce(F.col("best_id"), F.lit(-1)).alias("best")))
     return overlaps, hashes, stored.select("digest")
 
 
@@ -360,9 +367,10 @@ def _per_client(key: tuple[Any, ...], frame: pd.DataFrame, saved: pd.DataFrame,
             batch = _to_batch(frame, sources)
             for det in detectors:
                 if det.name == "blacklight":
-                    found = det.account(batch, frame["over"].astype(int).tolist(),  # type: ignore[attr-defined]
-                                        [o if isinstance(o, str) else None
-                                         for o in frame["other"].tolist()])
+                    found = det.account(  # type: ignore[attr-defined]
+                        batch, frame["over"].astype(int).tolist(),
+                        [o if isinstance(o, str) else None for o in frame["other"].tolist()],
+                        frame["best"].astype(int).tolist(), frame["pos"].astype(int).tolist())
                 else:
                     found = det.observe(batch)
                 out += [("detection", det.name, json.dumps(asdict(d))) for d in found]
@@ -396,7 +404,8 @@ def detect(frame: DataFrame, job: SparkRun, *, sources: dict[int, str] | None = 
         frame = frame.join(overlaps, "pos", "left")
         new_history = (hashes, digests)
     else:
-        frame = frame.withColumn("over", F.lit(0)).withColumn("other", F.lit(None).cast("string"))
+        frame = (frame.withColumn("over", F.lit(0)).withColumn("best", F.lit(-1))
+                 .withColumn("other", F.lit(None).cast("string")))
     if state is None:
         state = spark.createDataFrame([], _EMPTY_STATE)
     spec = job.spec

@@ -125,13 +125,16 @@ class FingerprintStore:
         self.ring_digest = [0] * m
 
     def match(self, fp: np.ndarray, digests: list[int], clients: list[str],
-              match_threshold: int) -> tuple[list[int], list[str | None]]:
+              match_threshold: int
+              ) -> tuple[list[int], list[str | None], list[int], list[int]]:
         """Match and store a batch of fingerprints, exactly as one at a time in order.
 
-        Returns, per row, the largest overlap with the stored fingerprint of another input
-        (-1 for an exact repeat of a stored input, which is not stored again), and the client
-        of the earliest stored fingerprint from another client that overlaps by at least
-        ``match_threshold``."""
+        Returns, per row: the largest overlap with the stored fingerprint of another input
+        (-1 for an exact repeat of a stored input, which is not stored again); the client of
+        the earliest stored fingerprint from another client that overlaps by at least
+        ``match_threshold``; the sequence number of the earliest stored fingerprint with the
+        largest overlap (-1 when none overlaps); the row's own sequence number (-1 when not
+        stored)."""
         import numpy as np
 
         m = self.max_fingerprints
@@ -160,6 +163,7 @@ class FingerprintStore:
         lo = start - m + np.cumsum(stored_now) - stored_now  # live range's start at each row
         ins = np.flatnonzero(seq >= 0)
         over = np.where(seq >= 0, 0, -1).astype(np.int64)
+        best = np.full(b, -1, dtype=np.int64)
         other: list[str | None] = [None] * b
         if len(ins):
             # flat (hash, seq, row) of the stored rows, sorted by hash then seq
@@ -218,12 +222,17 @@ class FingerprintStore:
                 kcand = (key & ((1 << 40) - 1)) + base
                 rstart = np.flatnonzero(np.r_[True, krow[1:] != krow[:-1]])
                 over[krow[rstart]] = np.maximum.reduceat(counts, rstart)
+                # candidates come in increasing sequence within a row: the first at the row's
+                # maximum is the earliest best match
+                tops = np.flatnonzero(counts == over[krow])
+                firsts = tops[np.r_[True, krow[tops][1:] != krow[tops][:-1]]]
+                best[krow[firsts]] = kcand[firsts]
                 hit = counts >= match_threshold
                 self._earliest_other(krow[hit], kcand[hit], clients, seq, start, other)
         self._write(fp, seq, ins, clients)
         if len(self.index) > 4 * m * n + 1024:
             self.rebuild_index()
-        return over.tolist(), other
+        return over.tolist(), other, best.tolist(), seq.tolist()
 
     def _earliest_other(self, rows: np.ndarray, cands: np.ndarray, clients: list[str],
                         seq: np.ndarray, start: int, out: list[str | None]) -> None:

@@ -46,14 +46,29 @@ for ``d = 64``; about 370 bytes per tracked client (``benchmarks/bench_detect.py
 result does not depend on how events are cut into batches. One fingerprint store serves
 every model in the log.
 
-Not done: reporting AML.T0024.000 (label-only membership probing) separately; every alert
-carries AML.T0043.001.
+Label-only membership probing (AML.T0024.000)
+--------------------------------------------
+The augmentation form of label-only membership inference (Choquette-Choo et al. 2021) sends,
+for each candidate record, the record and a handful of slightly perturbed copies: many small
+clusters of near-duplicates. Each matched query joins the cluster of its best match (the
+earliest stored query with the largest overlap); a client with ``membership_clusters`` (20)
+clusters of at least ``membership_cluster_size`` (5) queries, averaging at most
+``membership_max_mean`` (15) matched queries per such cluster, gets a second detection,
+AML.T0024.000. Measured on the digits demo: a 30-record prober (10 copies each, noise 0.02)
+is reported at query 228; none of ten HopSkipJump evasion clients is (3 to 20 clusters, but
+24 to 170 matched queries per cluster: a boundary search revisits its clusters). The
+decision-boundary form (ART's ``LabelOnlyDecisionBoundary``, a HopSkipJump run per record)
+looks like evasion and is reported as AML.T0043.001 only. Cluster bookkeeping keeps at most
+``max_cluster_ids`` identities per client and is dropped once the client is reported.
 
 References
 ----------
 Huiying Li, Shawn Shan, Emily Wenger, Jiayun Zhang, Haitao Zheng, Ben Y. Zhao. "Blacklight:
 Scalable Defense for Neural Networks against Query-Based Black-Box Attacks". USENIX Security
 2022.
+
+Christopher A. Choquette-Choo, Florian Tramèr, Nicholas Carlini, Nicolas Papernot.
+"Label-Only Membership Inference Attacks". ICML 2021.
 """
 
 from __future__ import annotations
@@ -93,6 +108,9 @@ class BlacklightDetector(Detector):
         match; ``None`` scales them to the input dimension at the first batch.
     min_matches : int
         Matched queries that flag a client (default 3).
+    membership_clusters, membership_cluster_size, membership_max_mean, max_cluster_ids
+        The AML.T0024.000 rule (see the module docstring): clusters needed, queries that make
+        a cluster, largest mean matched queries per cluster, identities kept per client.
     max_fingerprints, max_clients, max_postings : int
         State bounds: stored fingerprints (oldest evicted), tracked clients (longest-idle
         evicted), stored queries one hash links to (most recent kept).
@@ -119,7 +137,8 @@ class BlacklightDetector(Detector):
     defaults: ClassVar[dict[str, Any]] = {
         "max_clients": 100_000, "quantization": 0.2, "window": None, "step": 1, "top_n": None,
         "match_threshold": None, "min_matches": 3, "max_fingerprints": 100_000,
-        "max_postings": 8}
+        "max_postings": 8, "membership_clusters": 20, "membership_cluster_size": 5,
+        "membership_max_mean": 15.0, "max_cluster_ids": 4096}
     _constraints: ClassVar[dict[str, Any]] = {
         **Detector._constraints,
         "quantization": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -131,6 +150,12 @@ class BlacklightDetector(Detector):
         "min_matches": (_pos_int, "must be an integer >= 1"),
         "max_fingerprints": (_pos_int, "must be an integer >= 1"),
         "max_postings": (_pos_int, "must be an integer >= 1"),
+        "membership_clusters": (_pos_int, "must be an integer >= 1"),
+        "membership_cluster_size": (lambda v: _pos_int(v) and v >= 2,
+                                    "must be an integer >= 2"),
+        "membership_max_mean": (lambda v: isinstance(v, (int, float))
+                                and not isinstance(v, bool) and v > 0, "must be a number > 0"),
+        "max_cluster_ids": (_pos_int, "must be an integer >= 1"),
     }
 
     def __init__(self, **params: Any) -> None:
@@ -195,18 +220,25 @@ class BlacklightDetector(Detector):
         fp = fingerprints(batch.x, cfg["quantization"], cfg["window"], cfg["step"],
                           cfg["top_n"])
         clients = [str(c) for c in batch.client_id.tolist()]
-        over, other = self._store.match(fp, digests(batch.x), clients, cfg["match_threshold"])
-        return self.account(batch, over, other)
+        over, other, best, ids = self._store.match(fp, digests(batch.x), clients,
+                                                   cfg["match_threshold"])
+        return self.account(batch, over, other, best, ids)
 
-    def account(self, batch: EventBatch, over: list[int],
-                other: list[str | None]) -> list[Detection]:
-        """The per-client half of :meth:`observe`: count each client's matched queries given
-        every query's overlap with the store (``over``, -1 for an exact repeat) and the
-        earliest other client it matched (``other``). The Spark engine computes ``over`` and
-        ``other`` with a join on hash values and calls this per client."""
+    def account(self, batch: EventBatch, over: list[int], other: list[str | None],
+                best: list[int], ids: list[int]) -> list[Detection]:
+        """The per-client half of :meth:`observe`: count each client's matched queries and
+        near-duplicate clusters given, per query, its overlap with the store (``over``, -1 for
+        an exact repeat), the earliest other client it matched (``other``), the identity of
+        its best-matching stored query (``best``, -1 for none) and its own identity (``ids``).
+        Identities only need to be unique and increasing in log order: the local store uses
+        its sequence numbers, the Spark engine (which computes all four with a join on hash
+        values) the events' log positions."""
         cfg = self._config(batch)
         clients = [str(c) for c in batch.client_id.tolist()]
         thr, need = cfg["match_threshold"], cfg["min_matches"]
+        size, wanted = self.params["membership_cluster_size"], self.params["membership_clusters"]
+        mean = self.params["membership_max_mean"]
+        cap = self.params["max_cluster_ids"]
         max_clients = self.params["max_clients"]
         table, record = self._clients, self._record
         out: list[Detection] = []
@@ -217,7 +249,7 @@ class BlacklightDetector(Detector):
             # throughput (measured with benchmarks/bench_detect.py), and it has a target.
             st = table.get(key)
             if st is None:
-                st = table[key] = [0, 0, ts, ts, False, 0, None, 0]
+                st = table[key] = [0, 0, ts, ts, False, 0, None, 0, None, False, 0]
                 if len(table) > max_clients:
                     table.popitem(last=False)
                     self._evicted_clients += 1
@@ -240,7 +272,34 @@ class BlacklightDetector(Detector):
                 if st[1] >= need and not st[4]:
                     st[4] = True
                     out.append(self._detection(key, st))
+                if not st[9] and best[i] >= 0:
+                    # membership probing: the query joins its best match's cluster
+                    if st[8] is None:
+                        st[8] = ({}, {})
+                    root_of, sizes = st[8]
+                    if len(root_of) < cap:
+                        root = root_of.get(best[i], best[i])
+                        root_of.setdefault(best[i], root)
+                        root_of[ids[i]] = root
+                        n = sizes[root] = sizes.get(root, 1) + 1
+                        if n == size:
+                            st[10] += 1
+                            if st[10] >= wanted and st[1] <= mean * st[10]:
+                                st[9] = True
+                                st[8] = None
+                                out.append(self._membership(key, st))
         return out
+
+    def _membership(self, key: tuple[str, str], st: list[Any]) -> Detection:
+        return Detection(
+            detector=self.name, technique="AML.T0024.000", client_id=key[1], model_id=key[0],
+            first_seen=float(st[2]), last_seen=float(st[3]), queries_observed=int(st[0]),
+            score=float(st[10]), threshold=float(self.params["membership_clusters"]),
+            unit="near-duplicate clusters",
+            evidence={"cluster_size": self.params["membership_cluster_size"],
+                      "matched_queries": int(st[1]),
+                      "mean_matched_per_cluster": round(st[1] / st[10], 2),
+                      "also_consistent_with": self.technique})
 
     def _detection(self, key: tuple[str, str], st: list[Any]) -> Detection:
         cfg = self._cfg
@@ -343,7 +402,9 @@ class BlacklightDetector(Detector):
     def checkpoint(self) -> dict[str, Any]:
         """Calibration, stored fingerprints (hex) and per-client state, JSON-ready."""
         fps = self._store.rows()
-        clients = [[model, client, *st] for (model, client), st in self._clients.items()]
+        clients = [[model, client, *st[:8],
+                    None if st[8] is None else [list(st[8][0].items()), list(st[8][1].items())],
+                    *st[9:]] for (model, client), st in self._clients.items()]
         return {"version": 1, "calibration": self.calibration(), "next": self._store.next,
                 "fingerprints": fps, "clients": clients,
                 "evicted_clients": self._evicted_clients}
@@ -359,4 +420,9 @@ class BlacklightDetector(Detector):
         if self._cfg is not None:
             self._store.load_rows(state["fingerprints"], self._cfg["top_n"])
         for model, client, *st in state["clients"]:
+            if len(st) == 8:  # written before membership clusters were tracked
+                st += [None, False, 0]
+            if st[8] is not None:
+                st[8] = ({int(k): int(v) for k, v in st[8][0]},
+                         {int(k): int(v) for k, v in st[8][1]})
             self._clients[(model, client)] = list(st)
