@@ -1,0 +1,388 @@
+"""The scan: every input file recognised by its bytes, given to its analyser (and to the
+third-party engines), archives opened as containers; never a model loaded.
+
+Typical use::
+
+    report = Scanner(engines=()).run(["models/"])
+    print(report.to_dict()["counts"], report.exit_code("high"))
+
+A file whose format is not a model format (text, JSON, images …) is *skipped* and counted,
+not a finding. A file that claims a model format but cannot be parsed is never clean: it gets
+a ``scan.unparseable`` finding, plus whatever its analyser found before the error. A bug in
+one analyser becomes a ``scan.internal-error`` finding and the scan goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mlthreat.errors import UsageError
+from mlthreat.scan.engines import _SUPPORTED as _ENGINE_FORMATS
+from mlthreat.scan.engines import DEFAULT_MAX_ENGINE_BYTES, ENGINES, run_engines
+from mlthreat.scan.findings import SEVERITIES, Finding, FormatError, Limits, severity_rank
+from mlthreat.scan.formats import ANALYZERS
+from mlthreat.scan.policy import Policy
+from mlthreat.scan.sniff import CONTAINERS, sniff
+from mlthreat.scan.walk import (
+    Budget,
+    Member,
+    declared_bombs,
+    iter_inputs,
+    open_container,
+    violation,
+)
+
+__all__ = ["VERDICTS", "FileRecord", "ScanReport", "Scanner"]
+
+VERDICTS: tuple[str, ...] = ("clean", "findings", "error", "skipped")
+REPORT_KIND = "mlthreat.scan.report"
+SCHEMA_VERSION = 1
+
+Progress = Callable[[int, int | None, str], None]
+
+_DEFAULT_LIMITS = Limits()
+_HASH_CHUNK = 1 << 20
+# Rules that mean part of a file was not scanned: its verdict is "error", not "findings".
+_INCOMPLETE = ("scan.", "archive.")
+# Zip-based model formats: their analyser reads the zip whole (not unpacked as an archive).
+_ZIP_MODELS = frozenset({"pytorch-zip", "npz", "keras-zip", "skops"})
+# Our format name -> the name engines.py knows it by.
+_ENGINE_FORMAT = {"npz": "zip", "keras-zip": "keras"}
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One file the scan saw.
+
+    Attributes
+    ----------
+    path : str
+        As in findings (``archive!member`` for members).
+    format : str or None
+        As recognised by its bytes; ``None`` when not a model or archive format.
+    size : int
+        Bytes (of the unpacked member for archive members).
+    sha256 : str
+        Hex digest of the bytes, streamed; ``""`` when the file could not be read.
+    verdict : str
+        ``clean``, ``findings``, ``error`` (not completely scanned: unparseable, a bound hit,
+        an internal error) or ``skipped``.
+    note : str
+        Why a file was skipped (``not a model file``, ``symbolic link (not followed)`` …).
+    """
+
+    path: str
+    format: str | None
+    size: int
+    sha256: str
+    verdict: str
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ScanReport:
+    """What :meth:`Scanner.run` found.
+
+    Attributes
+    ----------
+    findings : list of Finding
+        Ours and the engines' (``engine`` says whose), most severe first, then by path.
+    files : list of FileRecord
+        Every file seen, in scan order.
+    engine_messages : list of str
+        ``"<path>: <engine>: <message>"`` for engines skipped or failed.
+    started : str
+        ISO 8601 UTC time the scan started.
+    seconds : float
+        Wall-clock duration.
+    """
+
+    findings: list[Finding] = field(default_factory=list)
+    files: list[FileRecord] = field(default_factory=list)
+    engine_messages: list[str] = field(default_factory=list)
+    started: str = ""
+    seconds: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        """Findings per severity (every severity present, zero or more)."""
+        out = dict.fromkeys(SEVERITIES, 0)
+        for f in self.findings:
+            out[f.severity] += 1
+        return out
+
+    def verdicts(self) -> dict[str, int]:
+        """Files per verdict."""
+        out = dict.fromkeys(VERDICTS, 0)
+        for r in self.files:
+            out[r.verdict] += 1
+        return out
+
+    def exit_code(self, fail_on: str = "high") -> int:
+        """1 when a finding is at least as severe as ``fail_on``, else 0.
+
+        Raises
+        ------
+        ValueError
+            For a ``fail_on`` not in :data:`~mlthreat.scan.findings.SEVERITIES`.
+        """
+        limit = severity_rank(fail_on)
+        return int(any(severity_rank(f.severity) <= limit for f in self.findings))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready report (``kind`` ``mlthreat.scan.report``, ``schema_version`` 1)."""
+        return {"kind": REPORT_KIND, "schema_version": SCHEMA_VERSION,
+                "started": self.started, "seconds": round(self.seconds, 3),
+                "counts": self.counts(), "verdicts": self.verdicts(),
+                "findings": [f.to_dict() for f in self.findings],
+                "files": [r.to_dict() for r in self.files],
+                "engine_messages": list(self.engine_messages)}
+
+
+class Scanner:
+    """Scan files, folders and archives for model files that run code when loaded.
+
+    Parameters are stored as given (scikit-learn style) and checked by :meth:`validate`.
+
+    Parameters
+    ----------
+    policy : Policy or None
+        Allow-list; ``None`` means :meth:`Policy.default`.
+    limits : Limits
+        Bounds on memory, time and archive unpacking.
+    engines : sequence of str
+        Third-party engines to run as well (subset of
+        :data:`~mlthreat.scan.engines.ENGINES`); empty for our analysers only.
+    max_engine_bytes : int
+        Files larger than this are not given to the engines (they hold a pickle in memory).
+    hash_files : bool
+        Record each file's SHA-256 (streamed). Hashing reads every byte, about 1-5 s per
+        GiB; analysers mostly seek, so ``False`` makes scans of huge files much faster
+        (``sha256`` is then ``""``).
+    """
+
+    def __init__(self, policy: Policy | None = None, limits: Limits = _DEFAULT_LIMITS,
+                 engines: Sequence[str] = ENGINES,
+                 max_engine_bytes: int = DEFAULT_MAX_ENGINE_BYTES,
+                 hash_files: bool = True) -> None:
+        self.policy = policy
+        self.limits = limits
+        self.engines = engines
+        self.max_engine_bytes = max_engine_bytes
+        self.hash_files = hash_files
+
+    def validate(self) -> Scanner:
+        """Check the parameters; returns ``self``.
+
+        Raises
+        ------
+        UsageError
+            Wrong types, an unknown engine, or a non-positive bound.
+        """
+        if self.policy is not None and not isinstance(self.policy, Policy):
+            raise UsageError(f"policy must be a Policy or None, not {type(self.policy).__name__}")
+        if not isinstance(self.limits, Limits):
+            raise UsageError(f"limits must be a Limits, not {type(self.limits).__name__}")
+        if isinstance(self.engines, str):
+            raise UsageError("engines must be a sequence of engine names, not a string")
+        unknown = [e for e in self.engines if e not in ENGINES]
+        if unknown:
+            raise UsageError(f"unknown engine(s) {', '.join(map(str, unknown))}; "
+                             f"known: {', '.join(ENGINES)}")
+        if not isinstance(self.max_engine_bytes, int) or self.max_engine_bytes < 0:
+            raise UsageError("max_engine_bytes must be a non-negative integer")
+        lim = self.limits
+        if lim.max_depth < 0 or lim.max_members < 1 or lim.max_ratio <= 0 \
+                or lim.max_unpacked_bytes < 0 or lim.seconds_per_file < 0:
+            raise UsageError(f"limits out of range: {lim}")
+        return self
+
+    def run(self, paths: Iterable[str | Path], progress: Progress | None = None) -> ScanReport:
+        """Scan ``paths`` (files and folders, recursively).
+
+        Parameters
+        ----------
+        paths : iterable of path
+            Files or folders; a missing path is a usage error.
+        progress : callable, optional
+            Called ``progress(done_files, total_files, path)`` after each top-level file
+            (``total_files`` is the number of top-level files found).
+
+        Returns
+        -------
+        ScanReport
+
+        Raises
+        ------
+        UsageError
+            Invalid parameters or a path that does not exist.
+        """
+        self.validate()
+        policy = self.policy if self.policy is not None else Policy.default()
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        t0 = time.monotonic()
+        try:
+            entries = list(iter_inputs(paths))
+        except FileNotFoundError as exc:
+            raise UsageError(str(exc)) from None
+        run = _Run(self, policy)
+        with tempfile.TemporaryDirectory(prefix="mlthreat-scan-") as work:
+            run.workdir = Path(work)
+            for done, entry in enumerate(entries, 1):
+                if entry.skipped:
+                    run.files.append(FileRecord(str(entry.path), None, 0, "", "skipped",
+                                                entry.skipped))
+                else:
+                    display = str(entry.path)
+                    run.scan_file(entry.path, display, 0, Budget(self.limits))
+                if progress is not None:
+                    progress(done, len(entries), str(entry.path))
+        findings = sorted(run.findings, key=lambda f: (severity_rank(f.severity), f.path))
+        return ScanReport(findings=findings, files=run.files, engine_messages=run.messages,
+                          started=started, seconds=time.monotonic() - t0)
+
+
+class _Run:
+    """State of one :meth:`Scanner.run` call."""
+
+    def __init__(self, scanner: Scanner, policy: Policy) -> None:
+        self.s = scanner
+        self.policy = policy
+        self.limits = scanner.limits
+        self.findings: list[Finding] = []
+        self.files: list[FileRecord] = []
+        self.messages: list[str] = []
+        self.workdir = Path(".")
+
+    def scan_file(self, real: Path, display: str, depth: int, budget: Budget) -> None:
+        """Scan one file (``real`` on disk, reported as ``display``), recursing into
+        containers. Never raises for the file's content."""
+        own: list[Finding] = []
+        fmt: str | None = None
+        size, digest = 0, ""
+        # a container's record comes before its members' records
+        slot = len(self.files)
+        self.files.append(FileRecord(display, None, 0, "", "error"))
+        try:
+            if self.s.hash_files:
+                size, digest = _digest(real)
+            else:
+                size = real.stat().st_size
+            with real.open("rb") as fh:
+                fmt = sniff(fh, display)
+            if fmt is None:
+                self.files[slot] = FileRecord(display, None, size, digest, "skipped",
+                                              "not a model or archive file")
+                return
+            if budget.expired():
+                own.append(violation("scan.timeout", display, fmt,
+                                     f"not scanned: the {self.limits.seconds_per_file:g} s "
+                                     "budget of its top-level file was spent"))
+            elif fmt in ANALYZERS:
+                own.extend(self._analyse(real, display, fmt, size, budget))
+            elif fmt in CONTAINERS:
+                own.extend(self._container(real, display, fmt, depth, budget))
+        except OSError as exc:
+            own.append(violation("scan.unparseable", display, fmt or "unknown",
+                                 f"cannot read the file: {exc.strerror or exc}"))
+        except Exception as exc:  # a bug must not stop the scan of the other files
+            own.append(_internal(display, fmt or "unknown", "scan", exc))
+        self.findings.extend(own)
+        self.files[slot] = FileRecord(display, fmt, size, digest, _verdict(own))
+
+    def _analyse(self, real: Path, display: str, fmt: str, size: int,
+                 budget: Budget) -> list[Finding]:
+        out: list[Finding] = []
+        module, _, func = ANALYZERS[fmt].partition(":")
+        analyze = getattr(importlib.import_module(module), func)
+        bombs: list[Finding] = []
+        with real.open("rb") as fh:
+            if fmt in _ZIP_MODELS:
+                bombs = declared_bombs(fh, display, fmt, self.limits)
+                out.extend(bombs)
+                fh.seek(0)
+            try:
+                out.extend(analyze(fh, path=display, size=size, limits=self.limits,
+                                   policy=self.policy))
+            except FormatError as exc:
+                out.extend(getattr(exc, "findings", []))
+                where = f" at {exc.location}" if exc.location else ""
+                out.append(violation("scan.unparseable", display, fmt,
+                                     f"cannot parse as {fmt}{where}: {exc}", exc.location))
+            except Exception as exc:  # an analyser bug: report it, scan on
+                out.append(_internal(display, fmt, ANALYZERS[fmt], exc))
+        if budget.expired():
+            out.append(violation("scan.timeout", display, fmt,
+                                 f"scanning took over {self.limits.seconds_per_file:g} s; "
+                                 "engines not run"))
+        elif not bombs:
+            # engines inflate zip members in memory: never hand them a declared bomb
+            out.extend(self._engines(real, display, fmt))
+        return out
+
+    def _engines(self, real: Path, display: str, fmt: str) -> list[Finding]:
+        efmt = _ENGINE_FORMAT.get(fmt, fmt)
+        names = [e for e in self.s.engines if efmt in _ENGINE_FORMATS[e]]
+        if not names:
+            return []
+        found, messages = run_engines(real, efmt, engines=names, limits=self.limits,
+                                      max_bytes=self.s.max_engine_bytes)
+        self.messages.extend(f"{display}: {m}" for m in messages)
+        # engines saw the temporary copy of a member: report it under its scan name
+        return [dataclasses.replace(f, path=display, format=fmt) for f in found]
+
+    def _container(self, real: Path, display: str, fmt: str, depth: int,
+                   budget: Budget) -> list[Finding]:
+        if depth >= self.limits.max_depth:
+            return [violation("archive.too-deep", display, fmt,
+                              f"archive nested {depth} levels deep; max_depth is "
+                              f"{self.limits.max_depth}, so its members are not scanned",
+                              depth=depth)]
+        out: list[Finding] = []
+        for item in open_container(real, fmt, display, budget, self.workdir):
+            if isinstance(item, Finding):
+                out.append(item)
+            elif isinstance(item, Member):
+                if item.path is None:
+                    self.files.append(FileRecord(item.display, None, 0, "", "skipped",
+                                                 item.note))
+                else:
+                    self.scan_file(item.path, item.display, depth + 1, budget)
+        return out
+
+
+def _internal(display: str, fmt: str, where: str, exc: BaseException) -> Finding:
+    return violation("scan.internal-error", display, fmt,
+                     f"internal error in {where}: {type(exc).__name__}: {exc}",
+                     exception=type(exc).__name__)
+
+
+def _verdict(findings: list[Finding]) -> str:
+    if any(f.rule.startswith(_INCOMPLETE) for f in findings):
+        return "error"
+    return "findings" if findings else "clean"
+
+
+def _digest(path: Path) -> tuple[int, str]:
+    """(size in bytes, sha256 hex) of a file, streamed through one reused 1 MiB buffer (no
+    allocation per chunk: multi-gigabyte files hash at disk speed)."""
+    h = hashlib.sha256()
+    buf = bytearray(_HASH_CHUNK)
+    view = memoryview(buf)
+    size = 0
+    with path.open("rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            h.update(view[:n])
+            size += n
+    return size, h.hexdigest()
