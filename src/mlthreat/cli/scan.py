@@ -1,0 +1,241 @@
+"""``mlthreat scan``: model files that run code when loaded, and tampered artifacts, found
+without loading them (a thin layer over :class:`mlthreat.scan.scanner.Scanner`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mlthreat.cli._common import (
+    AtlasOpt,
+    ExtensionOpt,
+    envelope,
+    expect_exit,
+    load_kb,
+    print_json,
+)
+from mlthreat.errors import UsageError
+
+FORMATS = ("table", "json", "sarif")
+FAIL_ON = ("critical", "high", "medium", "low", "info", "never")
+
+
+def _engines(text: str) -> tuple[str, ...]:
+    from mlthreat.scan.engines import ENGINES
+
+    if text.strip().lower() in ("", "none"):
+        return ()
+    if text.strip().lower() == "all":
+        return tuple(ENGINES)
+    return tuple(e.strip() for e in text.split(",") if e.strip())
+
+
+def _techniques(kb: Any, findings: list[Any]) -> dict[str, Any]:
+    """Name and mitigations (from the knowledge base; a parent's count for its
+    sub-techniques) of every technique the findings name."""
+    out: dict[str, Any] = {}
+    for tid in sorted({f.technique for f in findings}):
+        if tid not in kb:
+            out[tid] = {"name": "", "mitigations": []}
+            continue
+        out[tid] = {"name": kb.get(tid).name,
+                    "mitigations": [{"id": m.id, "name": m.name}
+                                    for m in kb.mitigations_of(tid)]}
+    return out
+
+
+def _write(text: str, output: Path | None) -> None:
+    if output is None or str(output) == "-":
+        sys.stdout.write(text)
+        return
+    try:
+        output.write_text(text, "utf-8")
+    except OSError as exc:
+        raise UsageError(f"{output}: cannot write ({exc.strerror or exc})") from None
+
+
+def _manifest(paths: list[Path], output: Path | None, as_json: bool) -> None:
+    """``mlthreat scan manifest PATH -o FILE``."""
+    from mlthreat.scan.manifest import write_manifest
+
+    if len(paths) != 1:
+        raise UsageError("scan manifest takes one folder (or file): mlthreat scan manifest "
+                         "PATH -o manifest.json")
+    root = paths[0]
+    if not root.exists():
+        raise UsageError(f"{root}: no such file or folder")
+    out = output or (root / "manifest.json" if root.is_dir() else
+                     root.with_name(root.name + ".manifest.json"))
+    doc = write_manifest(root if root.is_dir() else [root], out)
+    expect_exit(0)
+    if as_json:
+        print_json(doc)
+    else:
+        print(f"{len(doc.get('files', []))} files hashed (SHA-256) into {out}")
+
+
+def scan(
+    paths: Annotated[list[Path], typer.Argument(help="Model files, folders (recursive) and "
+                                                "archives; 'manifest PATH' writes a digest "
+                                                "manifest instead.", show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, json or sarif "
+                                     "(SARIF 2.1.0 for code scanning).")] = "table",
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report (or "
+                                                "the manifest) here instead of stdout.")
+                      ] = None,
+    fail_on: Annotated[str, typer.Option(help="Exit 1 when a finding is at least this severe: "
+                                         "critical, high, medium, low, info, or never.")
+                       ] = "high",
+    engines: Annotated[str, typer.Option(help="Third-party scanners to run as well: a comma "
+                                         "list of fickling, picklescan, modelscan; 'all' or "
+                                         "'none'.")] = "all",
+    policy: Annotated[Path | None, typer.Option(help="Allow-list policy YAML added to the "
+                                                "default one ('replace: true' to replace "
+                                                "it).")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="Check the files against this SHA-256 "
+                                                  "manifest (added, missing, changed).")
+                        ] = None,
+    signature: Annotated[Path | None, typer.Option(help="OpenSSF model signature (Sigstore "
+                                                   "bundle) of the scanned model folder.")
+                         ] = None,
+    public_key: Annotated[Path | None, typer.Option(help="PEM public key that made "
+                                                    "--signature.")] = None,
+    certificate: Annotated[list[Path] | None, typer.Option(help="PEM certificate chain "
+                                                           "that made --signature "
+                                                           "(repeatable).")] = None,
+    hash_files: Annotated[bool, typer.Option(help="Record every file's SHA-256 in the "
+                                             "report.")] = True,
+    seconds_per_file: Annotated[float, typer.Option(min=0.0, help="Time budget per "
+                                                    "top-level file.")] = 300.0,
+    show: Annotated[str, typer.Option(help="Least severe finding the table lists (JSON and "
+                                      "SARIF list all): the engines report every "
+                                      "non-standard import as low.")] = "medium",
+    atlas: AtlasOpt = None,
+    extension: ExtensionOpt = None,
+) -> None:
+    """Scan model files for code that runs when they are loaded (unsafe pickle globals,
+    Keras Lambda layers, template code …) and for tampering, without loading them. Exits 0
+    clean, 1 findings at or above --fail-on, 2 usage or input error."""
+    from dataclasses import replace
+
+    from mlthreat import __version__
+    from mlthreat.scan.findings import Limits
+    from mlthreat.scan.policy import Policy
+    from mlthreat.scan.scanner import Scanner
+
+    if as_json:
+        fmt = "json"
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if show not in FAIL_ON[:-1]:
+        raise UsageError(f"unknown severity {show!r} for --show; choose one of "
+                         f"{', '.join(FAIL_ON[:-1])}")
+    if fail_on not in FAIL_ON:
+        raise UsageError(f"unknown severity {fail_on!r} for --fail-on; choose one of "
+                         f"{', '.join(FAIL_ON)}")
+    if paths and str(paths[0]) == "manifest" and not paths[0].exists():
+        _manifest(paths[1:], output, fmt == "json")
+        return
+    if (public_key or certificate) and signature is None:
+        raise UsageError("--public-key and --certificate need --signature")
+    kb = load_kb(atlas, extension)
+    chosen = Policy.from_file(policy) if policy is not None else None
+    scanner = Scanner(policy=chosen, limits=replace(Limits(), seconds_per_file=seconds_per_file),
+                      engines=_engines(engines), hash_files=hash_files).validate()
+    report = scanner.run(paths, progress=_progress() if fmt == "table" else None)
+    extra = []
+    if manifest is not None:
+        from mlthreat.scan.manifest import check_manifest
+
+        if len(paths) != 1:
+            raise UsageError("--manifest checks one folder or file; give exactly one PATH")
+        extra += check_manifest(manifest, paths[0])
+    if signature is not None:
+        from mlthreat.scan.signing import verify_signature
+
+        if len(paths) != 1:
+            raise UsageError("--signature verifies one model folder; give exactly one PATH")
+        extra += verify_signature(paths[0], signature, public_key=public_key,
+                                  certificate_chain=list(certificate or []) or None)
+    if extra:
+        from mlthreat.scan.findings import severity_rank
+
+        report.findings = sorted(report.findings + extra,
+                                 key=lambda f: (severity_rank(f.severity), f.path))
+    code = 0 if fail_on == "never" else report.exit_code(fail_on)
+    expect_exit(code)
+    if fmt == "sarif":
+        from mlthreat.scan.sarif import to_sarif
+
+        doc = to_sarif(report.findings, kb=kb, tool_version=__version__,
+                       scanned=[str(p) for p in paths])
+        _write(json.dumps(doc, indent=2) + "\n", output)
+    elif fmt == "json":
+        body = report.to_dict()
+        for key in ("kind", "schema_version"):
+            body.pop(key)
+        doc = envelope("mlthreat.scan.report", kb,
+                       {**body, "techniques": _techniques(kb, report.findings),
+                        "fail_on": fail_on, "exit_code": code})
+        _write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", output)
+    else:
+        _table(report, kb, fail_on, show, output)
+    if code:
+        raise typer.Exit(code)
+
+
+def _progress() -> Any:
+    """A progress line on stderr while scanning, when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+
+    err = Console(stderr=True)
+
+    def show(done: int, total: int | None, path: str) -> None:
+        err.print(f"[{done}/{total}] {path}", end="\r", highlight=False, soft_wrap=True)
+
+    return show
+
+
+def _table(report: Any, kb: Any, fail_on: str, show: str, output: Path | None) -> None:
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from mlthreat.scan.findings import severity_rank
+
+    buffer = StringIO() if output is not None else None
+    con = Console(file=buffer, width=160) if buffer is not None else Console()
+    shown = [f for f in report.findings if severity_rank(f.severity) <= severity_rank(show)]
+    if shown:
+        table = Table()
+        for col in ("severity", "technique", "path", "rule", "symbol", "where"):
+            table.add_column(col, overflow="fold")
+        for f in shown:
+            where = f.location if f.engine == "mlthreat" else \
+                f"{f.location} ({f.engine})".strip()
+            table.add_row(f.severity, f.technique, f.path, f.rule, f.symbol, where)
+        con.print(table)
+        for tid, info in _techniques(kb, shown).items():
+            mits = ", ".join(f"{m['id']} {m['name']}" for m in info["mitigations"]) or "none"
+            con.print(f"{tid} {info['name']}: mitigations {mits}", highlight=False)
+    hidden = len(report.findings) - len(shown)
+    counts = ", ".join(f"{n} {s}" for s, n in report.counts().items() if n)
+    verdicts = report.verdicts()
+    con.print(f"{len(report.files)} files: {verdicts['clean']} clean, {verdicts['findings']} "
+              f"with findings, {verdicts['error']} not fully scanned, {verdicts['skipped']} "
+              f"skipped (not model files). Findings: {counts or 'none'}"
+              + (f" ({hidden} below {show} not listed; --show low lists them)" if hidden
+                 else "")
+              + f". Fail on {fail_on}. ATLAS data {kb.version}.", highlight=False)
+    for message in report.engine_messages:
+        con.print(f"note: {message}", highlight=False, style="dim")
+    if buffer is not None:
+        _write(buffer.getvalue(), output)

@@ -1,0 +1,159 @@
+"""``mlthreat scan`` from the command line: exit codes, table, JSON (against its schema), SARIF
+(against the vendored OASIS schema), manifests, policies and bad input. Every file is built in
+the test; none is ever loaded."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft7Validator, Draft202012Validator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scan"))
+
+from pickle_builders import call_p0, memo_confusion
+
+from mlthreat.schemas import schema
+
+SARIF_SCHEMA = Path(__file__).resolve().parents[1] / "data" / "sarif" / "sarif-schema-2.1.0.json"
+
+
+def scan(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "mlthreat", "scan", *args],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=cwd)
+
+
+@pytest.fixture()
+def models(tmp_path: Path) -> Path:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "good.pkl").write_bytes(pickle.dumps(LogisticRegression(max_iter=500).fit(x, y)))
+    (folder / "README.md").write_text("# a model card\n", "utf-8")
+    return folder
+
+
+def test_clean_folder_exits_0_and_json_validates(models: Path) -> None:
+    out = scan(str(models), "--json", "--engines", "none")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert list(Draft202012Validator(schema("mlthreat.scan.report")).iter_errors(doc)) == []
+    assert doc["verdicts"] == {"clean": 1, "findings": 0, "error": 0, "skipped": 1}
+    assert doc["counts"]["critical"] == doc["counts"]["high"] == 0
+    assert doc["findings"] == [] and doc["exit_code"] == 0
+
+
+def test_disguised_malicious_pickle_fails_with_technique_and_mitigations(models: Path) -> None:
+    (models / "weights.safetensors").write_bytes(call_p0("os", "system", "id"))
+    out = scan(str(models), "--json", "--engines", "none")
+    assert out.returncode == 1
+    doc = json.loads(out.stdout)
+    assert list(Draft202012Validator(schema("mlthreat.scan.report")).iter_errors(doc)) == []
+    [f] = doc["findings"]
+    assert (f["format"], f["severity"], f["rule"], f["symbol"], f["technique"]) == (
+        "pickle", "critical", "pickle.dangerous-global", "os.system", "AML.T0011.000")
+    assert f["path"].endswith("weights.safetensors") and f["location"] == "offset 0 (GLOBAL)"
+    mitigations = {m["id"] for m in doc["techniques"]["AML.T0011.000"]["mitigations"]}
+    assert {"AML.M0014", "AML.M0013", "AML.M0016", "AML.M0011"} <= mitigations
+    # the table names the same, and says which mitigations apply
+    table = scan(str(models), "--engines", "none")
+    assert table.returncode == 1
+    assert "os.system" in table.stdout and "AML.M0014 Verify AI Artifacts" in table.stdout
+    assert "Findings: 1 critical." in table.stdout
+
+
+@pytest.mark.parametrize(("fail_on", "code"), [("critical", 1), ("high", 1), ("never", 0)])
+def test_fail_on(models: Path, fail_on: str, code: int) -> None:
+    (models / "evil.bin").write_bytes(memo_confusion())
+    out = scan(str(models), "--engines", "none", "--fail-on", fail_on)
+    assert out.returncode == code, out.stderr
+
+
+def test_engines_report_alongside_ours(models: Path) -> None:
+    (models / "evil.pkl").write_bytes(call_p0("os", "system", "id"))
+    doc = json.loads(scan(str(models / "evil.pkl"), "--json").stdout)
+    critical = sorted(f["engine"] for f in doc["findings"] if f["severity"] == "critical")
+    assert critical == ["fickling", "mlthreat", "modelscan", "picklescan"]
+    assert {f["symbol"] for f in doc["findings"] if f["severity"] == "critical"} == {"os.system"}
+
+
+def test_sarif_validates_against_oasis_schema(models: Path, tmp_path: Path) -> None:
+    (models / "evil.pkl").write_bytes(call_p0("builtins", "eval", "1+1"))
+    sarif = tmp_path / "scan.sarif"
+    out = scan(str(models), "-f", "sarif", "-o", str(sarif), "--engines", "none")
+    assert out.returncode == 1 and out.stdout == ""
+    doc = json.loads(sarif.read_text("utf-8"))
+    oasis = json.loads(SARIF_SCHEMA.read_text("utf-8"))
+    assert list(Draft7Validator(oasis).iter_errors(doc)) == []
+    [result] = doc["runs"][0]["results"]
+    assert result["ruleId"] == "pickle.dangerous-global" and result["level"] == "error"
+    assert result["properties"]["technique"] == "AML.T0011.000"
+
+
+def test_manifest_write_then_check_reports_changed_added_missing(models: Path) -> None:
+    out = scan("manifest", str(models), "-o", str(models.parent / "manifest.json"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"2 files hashed (SHA-256) into {models.parent}/manifest.json"
+    same = scan(str(models), "--manifest", str(models.parent / "manifest.json"), "--json",
+                "--engines", "none")
+    assert same.returncode == 0 and json.loads(same.stdout)["findings"] == []
+    with (models / "good.pkl").open("ab") as fh:
+        fh.write(b"\0")
+    (models / "README.md").unlink()
+    (models / "extra.npy").write_bytes(b"\x93NUMPY\x01\x00v\x00" + b"{'descr': '<f4', "
+                                       b"'fortran_order': False, 'shape': (1,), }".ljust(117)
+                                       + b"\n" + b"\0\0\0\0")
+    out = scan(str(models), "--manifest", str(models.parent / "manifest.json"), "--json",
+               "--engines", "none")
+    assert out.returncode == 1
+    rules = sorted((f["rule"], Path(f["path"]).name, f["severity"], f["technique"])
+                   for f in json.loads(out.stdout)["findings"])
+    assert rules == [("manifest.added", "extra.npy", "medium", "AML.T0010.003"),
+                     ("manifest.changed", "good.pkl", "high", "AML.T0010.003"),
+                     ("manifest.missing", "README.md", "high", "AML.T0010.003"),
+                     # the byte appended after the pickle's STOP is seen by the analyser too
+                     ("pickle.trailing-data", "good.pkl", "low", "AML.T0010.003")]
+
+
+def test_policy_file_allows_a_reviewed_global(models: Path, tmp_path: Path) -> None:
+    (models / "thing.pkl").write_bytes(call_p0("mypkg.models", "Thing", "x"))
+    out = scan(str(models), "--json", "--engines", "none")
+    assert out.returncode == 1
+    assert [f["rule"] for f in json.loads(out.stdout)["findings"]] == [
+        "pickle.global-not-allowed"]
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("allowed:\n  - mypkg.models.Thing\n", "utf-8")
+    out = scan(str(models), "--json", "--engines", "none", "--policy", str(policy))
+    assert out.returncode == 0, out.stdout
+    policy.write_text("allowed: mypkg\n", "utf-8")
+    out = scan(str(models), "--policy", str(policy))
+    assert out.returncode == 2
+    assert out.stderr.strip() == (f"mlthreat: error: {policy}: field 'allowed' must be a list "
+                                  "of 'module.name' or 'module.*' strings")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["/no/such/models"], "mlthreat: error: no such file or folder: /no/such/models"),
+    (["{models}", "--fail-on", "severe"], "mlthreat: error: unknown severity 'severe' for "
+     "--fail-on; choose one of critical, high, medium, low, info, never"),
+    (["{models}", "--engines", "clamav"], "mlthreat: error: unknown engine(s) clamav; known: "
+     "fickling, picklescan, modelscan"),
+    (["{models}", "-f", "xml"], "mlthreat: error: unknown format 'xml'; choose one of table, "
+     "json, sarif"),
+    (["{models}", "--public-key", "k.pem"], "mlthreat: error: --public-key and --certificate "
+     "need --signature"),
+])
+def test_bad_usage_one_line_exit_2(models: Path, args: list[str], message: str) -> None:
+    out = scan(*[a.format(models=models) for a in args])
+    assert out.returncode == 2
+    assert out.stderr.strip() == message
+    assert "Traceback" not in out.stderr
