@@ -181,26 +181,29 @@ class FingerprintStore:
             starts = np.flatnonzero(first)
             gid = np.cumsum(first) - 1
             pos = np.arange(k, dtype=np.int64) - starts[gid]   # earlier rows in this batch
-            # one dict operation per distinct hash: stored tails, then the batch's postings
+            # one dict look-up per distinct hash (map: a C loop); hashes not seen before are
+            # inserted in one update, the others hand back their stored tails
             uniq = hs[starts].tolist()
-            bounds = np.append(starts, k).tolist()
+            b0 = starts.tolist()
+            b1 = np.append(starts[1:], k).tolist()
             ss_l = ss.tolist()
-            cat: list[int] = []
-            ends_l: list[int] = []
             index = self.index
-            get = index.get
+            lists = list(map(index.get, uniq))
+            index.update({uniq[i]: ss_l[max(b0[i], b1[i] - cap):b1[i]]
+                          for i, lst in enumerate(lists) if lst is None})
+            cat: list[int] = []
+            tail = [0] * len(uniq)
             cap2 = 2 * cap
-            for u, a, z in zip(uniq, bounds, bounds[1:]):  # noqa: B905 (one shorter)
-                lst = get(u)
+            for i, lst in enumerate(lists):
                 if lst is None:
-                    index[u] = ss_l[max(a, z - cap):z]
-                else:
-                    cat.extend(lst[-cap:])
-                    lst.extend(ss_l[a:z])
-                    if len(lst) > cap2:
-                        del lst[:-cap]
-                ends_l.append(len(cat))
-            ends = np.asarray(ends_l, dtype=np.int64)
+                    continue
+                t = lst[-cap:]
+                cat.extend(t)
+                tail[i] = len(t)
+                lst.extend(ss_l[b0[i]:b1[i]])
+                if len(lst) > cap2:
+                    del lst[:-cap]
+            ends = np.cumsum(np.asarray(tail, dtype=np.int64))
             stored = np.asarray(cat, dtype=np.int64)
             avail = np.diff(np.concatenate(([0], ends)))[gid]
             kb = np.minimum(pos, cap)
