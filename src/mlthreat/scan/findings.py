@@ -109,6 +109,9 @@ class Limits:
         Members per archive.
     max_ratio : float
         Largest uncompressed/compressed size ratio accepted for an archive member (zip bombs).
+    ratio_floor : int
+        Members unpacking to at most this many bytes are exempt from ``max_ratio`` (an array
+        of zeros compresses a thousandfold and is no bomb).
     max_unpacked_bytes : int
         Total bytes unpacked from one top-level file's archives.
     seconds_per_file : float
@@ -120,5 +123,11 @@ class Limits:
     max_depth: int = 4
     max_members: int = 100_000
     max_ratio: float = 200.0
+    ratio_floor: int = 1 << 20
     max_unpacked_bytes: int = 16 * 1024**3
     seconds_per_file: float = 300.0
+
+    def unpack_cap(self, compressed: int) -> int:
+        """Most bytes a member of ``compressed`` bytes may unpack to before it counts as a
+        decompression bomb."""
+        return max(int(self.max_ratio * max(compressed, 0)), self.ratio_floor)

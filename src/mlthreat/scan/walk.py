@@ -17,7 +17,7 @@ one top-level file never exceed ``Limits.max_unpacked_bytes``.
 
 Bounds (:class:`~mlthreat.scan.findings.Limits`): a member whose declared *or* actually
 inflated size exceeds ``max_ratio`` times its compressed size (members under
-:data:`RATIO_FLOOR` bytes are exempt: tiny files compress well and bomb nothing) or the
+``Limits.ratio_floor`` bytes are exempt: tiny files compress well and bomb nothing) or the
 remaining ``max_unpacked_bytes`` gives ``archive.bomb``; more than ``max_members`` members
 gives ``archive.too-many-members`` (the first ``max_members`` are still scanned); a container
 deeper than ``max_depth`` gives ``archive.too-deep``; ``seconds_per_file`` spent gives
@@ -47,11 +47,10 @@ from typing import IO, BinaryIO, Protocol
 from mlthreat.scan.findings import TECHNIQUES, Finding, FormatError, Limits
 from mlthreat.scan.sniff import COMPRESSIONS
 
-__all__ = ["RATIO_FLOOR", "Budget", "Entry", "Member", "declared_bombs", "iter_inputs",
+__all__ = ["Budget", "Entry", "Member", "declared_bombs", "iter_inputs",
            "member_name", "open_container", "violation"]
 
 CHUNK = 1 << 16
-RATIO_FLOOR = 1 << 20
 
 _ZIP_ERRORS = (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError,
                RuntimeError, struct.error, zlib.error, lzma.LZMAError)
@@ -157,10 +156,6 @@ def member_name(display: str) -> str:
     return base
 
 
-def _ratio_cap(limits: Limits, compressed: int) -> int:
-    return max(int(limits.max_ratio * max(compressed, 0)), RATIO_FLOOR)
-
-
 class _Bomb(Exception):
     pass
 
@@ -200,7 +195,7 @@ def declared_bombs(fh: IO[bytes], display: str, fmt: str, limits: Limits) -> lis
     for info in infos:
         total += max(info.file_size, 0)
         if info.compress_type != zipfile.ZIP_STORED and \
-                info.file_size > _ratio_cap(limits, info.compress_size):
+                info.file_size > limits.unpack_cap(info.compress_size):
             out.append(_ratio_bomb(display, fmt, info.filename, info.file_size,
                                    info.compress_size, limits))
     if total > limits.max_unpacked_bytes:
@@ -290,7 +285,7 @@ def _zip_members(src: Path, display: str, budget: Budget,
                 if budget.expired():
                     raise _Expired
                 if info.compress_type != zipfile.ZIP_STORED and \
-                        info.file_size > _ratio_cap(limits, info.compress_size):
+                        info.file_size > limits.unpack_cap(info.compress_size):
                     yield _ratio_bomb(display, "zip", name, info.file_size,
                                       info.compress_size, limits)
                     continue
@@ -300,7 +295,7 @@ def _zip_members(src: Path, display: str, budget: Budget,
                                     f"{budget.remaining} left of the unpacked-bytes budget",
                                     f"entry {name}", declared_bytes=info.file_size)
                     return
-                cap = min(_ratio_cap(limits, info.compress_size), budget.remaining)
+                cap = min(limits.unpack_cap(info.compress_size), budget.remaining)
                 read: Callable[[int], bytes]
                 if info.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
                     # our reader finds the data through the local header and skips the CRC
@@ -394,7 +389,7 @@ def _stream_member(src: Path, fmt: str, display: str, budget: Budget,
     name = member_name(display)
     try:
         size = src.stat().st_size
-        cap = min(_ratio_cap(budget.limits, size), budget.remaining)
+        cap = min(budget.limits.unpack_cap(size), budget.remaining)
         # the decompressors below only wrap ``raw``; closing ``raw`` releases everything
         with src.open("rb") as raw:
             stream: _Readable

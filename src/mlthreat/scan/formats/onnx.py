@@ -70,6 +70,25 @@ class _Stream:
         return self._buf[i]
 
     def varint(self) -> int:
+        # fast path: the whole varint is in the buffer (nearly always; tree ensembles hold
+        # millions of one-byte keys and values)
+        buf, i = self._buf, self.pos - self._start
+        if i >= 0 and i + 10 <= len(buf):
+            b = buf[i]
+            if b < 0x80:
+                self.pos += 1
+                return b
+            value, shift, j = b & 0x7F, 7, i + 1
+            while shift < 70:
+                b = buf[j]
+                j += 1
+                value |= (b & 0x7F) << shift
+                if b < 0x80:
+                    self.pos += j - i
+                    return value
+                shift += 7
+            raise FormatError("malformed protobuf varint (longer than 10 bytes)",
+                              f"offset {self.pos}")
         start, shift, value = self.pos, 0, 0
         while True:
             b = self._byte()
@@ -128,6 +147,59 @@ def _fields(s: _Stream, end: int) -> Iterator[tuple[int, int, int, int]]:
                               f"offset {at}")
     if s.pos != end:
         raise FormatError("protobuf message overruns its declared length", f"offset {s.pos}")
+
+
+def _delimited(data: bytes, base: int) -> list[tuple[int, int, int]]:
+    """``(field, start, length)`` of the length-delimited fields of one message held in
+    ``data`` (which starts at file offset ``base``); other fields are decoded only to be
+    skipped. Raises FormatError for a malformed or truncated message."""
+    out: list[tuple[int, int, int]] = []
+    i, n = 0, len(data)
+    try:
+        while i < n:
+            at = i
+            key = shift = 0
+            while True:
+                b = data[i]
+                i += 1
+                key |= (b & 0x7F) << shift
+                if b < 0x80:
+                    break
+                shift += 7
+                if shift >= 70:
+                    raise FormatError("malformed protobuf varint", f"offset {base + at}")
+            wire = key & 7
+            if key >> 3 == 0:
+                raise FormatError("malformed protobuf (field number 0)", f"offset {base + at}")
+            if wire == 0:
+                while data[i] >= 0x80:
+                    i += 1
+                i += 1
+            elif wire == 5:
+                i += 4
+            elif wire == 1:
+                i += 8
+            elif wire == 2:
+                length = shift = 0
+                while True:
+                    b = data[i]
+                    i += 1
+                    length |= (b & 0x7F) << shift
+                    if b < 0x80:
+                        break
+                    shift += 7
+                    if shift >= 70:
+                        raise FormatError("malformed protobuf varint", f"offset {base + i}")
+                out.append((key >> 3, base + i, length))
+                i += length
+            else:
+                raise FormatError(f"malformed protobuf (wire type {wire} in field {key >> 3})",
+                                  f"offset {base + at}")
+    except IndexError:
+        raise FormatError("truncated protobuf message", f"offset {base + n}") from None
+    if i != n:
+        raise FormatError("protobuf message overruns its declared length", f"offset {base + n}")
+    return out
 
 
 def _text(s: _Stream, n: int, limits: Limits) -> str:
@@ -216,9 +288,16 @@ class _Walk:
 
     def attribute(self, end: int, depth: int) -> list[tuple[str, _Tensor]]:
         name, found = "", []
-        for number, wire, start, n in _fields(self.s, end):
-            if wire != 2:
-                continue
+        start0 = self.s.pos
+        if end - start0 <= self.limits.max_header_bytes:
+            # an attribute can hold millions of scalars (tree ensembles): decode it from one
+            # bytes object in a tight loop instead of a generator step per field
+            fields = _delimited(self.s.read(end - start0), start0)
+        else:
+            fields = [(number, start, n) for number, wire, start, n in _fields(self.s, end)
+                      if wire == 2]
+        for number, start, n in fields:
+            self.s.pos = start
             if number == _ATTR_NAME:
                 name = _text(self.s, n, self.limits)
             elif number in (_ATTR_T, _ATTR_TENSORS):

@@ -131,8 +131,8 @@ def open_member(fh: IO[bytes], info: zipfile.ZipInfo, limits: Limits) -> MemberR
     fields = _LOCAL_HEADER.unpack(head)
     name_len, extra_len = fields[9], fields[10]
     data_start = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
-    if info.compress_type != zipfile.ZIP_STORED and info.compress_size > 0 and \
-            info.file_size / info.compress_size > limits.max_ratio:
+    if info.compress_type != zipfile.ZIP_STORED and \
+            info.file_size > limits.unpack_cap(info.compress_size):
         raise FormatError(f"{info.filename}: compression ratio above {limits.max_ratio} "
                           "(zip bomb?)", where)
     if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
