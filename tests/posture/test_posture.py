@@ -214,6 +214,22 @@ def test_assessment_that_succeeded_marks_technique_exposed_despite_mitigations(
     assert poison.status == "exposed"
 
 
+def test_successful_evasion_run_shows_the_model_evaded(tmp_path: Path,
+                                                       embedded: KnowledgeBase) -> None:
+    report = assessment_report(embedded, [("AML.T0043.001", "succeeded")])
+    (tmp_path / "runs").mkdir()
+    write_json(tmp_path / "runs", "report.json", report)
+    system = assess_posture(scoring(tmp_path, embedded, "[runs/report.json]"),
+                            embedded).system("scoring")
+    for tid in ("AML.T0043.001", "AML.T0015"):
+        t = system.technique(tid)
+        assert t.status == "exposed"
+        assert [o.detail for o in t.evidence] == ["succeeded: run-AML.T0043.001 against demo"]
+    gap = {g.technique: g for g in system.gaps}["AML.T0015"]
+    assert [v.command for v in gap.verify if v.tool == "assess"] == [
+        "mlthreat assess --target TARGET --techniques AML.T0043"]
+
+
 def test_measured_detection_replaces_declared_score(tmp_path: Path,
                                                     embedded: KnowledgeBase) -> None:
     doc = detection_evaluation(embedded, {

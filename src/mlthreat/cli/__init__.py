@@ -21,6 +21,7 @@ from mlthreat import __version__  # noqa: E402
 from mlthreat.cli import assess as assess_cli  # noqa: E402
 from mlthreat.cli import detect as detect_cli  # noqa: E402
 from mlthreat.cli import kb as kb_cli  # noqa: E402
+from mlthreat.cli import posture as posture_cli  # noqa: E402
 from mlthreat.cli import scan as scan_cli  # noqa: E402
 from mlthreat.errors import MlthreatError  # noqa: E402
 
@@ -36,6 +37,7 @@ app = typer.Typer(
 app.add_typer(kb_cli.app, name="kb")
 app.command("assess")(assess_cli.assess)
 app.add_typer(detect_cli.app, name="detect")
+app.add_typer(posture_cli.app, name="posture")
 app.command("scan")(scan_cli.scan)
 
 

@@ -305,10 +305,14 @@ def likelihood(kb: KnowledgeBase, technique_id: str) -> tuple[float, str, int]:
 
 def _verifications(technique_id: str, system: System) -> tuple[Verification, ...]:
     out: list[Verification] = []
+    from mlthreat.posture.evidence import DEMONSTRATES
+
     tested = _assess_techniques()
-    if technique_id in tested or any(t.startswith(technique_id + ".") for t in tested):
+    # evading the model is measured by the runs that craft adversarial data
+    runs = next((p for p, then in DEMONSTRATES.items() if then == technique_id), technique_id)
+    if runs in tested or any(t.startswith(runs + ".") for t in tested):
         out.append(Verification("assess", f"mlthreat assess --target TARGET --techniques "
-                                f"{technique_id}", "the model or its endpoint as --target"))
+                                f"{runs}", "the model or its endpoint as --target"))
     if _under(technique_id, DETECT_TECHNIQUES):
         out.append(Verification("detect", "mlthreat detect run INFERENCE_LOGS",
                                 "inference logs (telemetry: inference-logs)",

@@ -126,6 +126,17 @@ def parse_evidence(data: Any, source: str) -> Evidence:
     return Evidence(source, kind, int(version), tuple(reader(data, source)))
 
 
+# An assessment run is keyed by the technique it performs; one that succeeds also demonstrates
+# the technique it serves: adversarial data that fooled the target (AML.T0043.*) evaded it.
+DEMONSTRATES: dict[str, str] = {"AML.T0043": "AML.T0015"}
+
+
+def demonstrated_by(technique: str) -> str | None:
+    """The technique a successful run of ``technique`` also demonstrates, if any."""
+    return next((then for prefix, then in DEMONSTRATES.items()
+                 if technique == prefix or technique.startswith(prefix + ".")), None)
+
+
 def _assessment(data: dict[str, Any], source: str) -> list[Observation]:
     succeeded: dict[str, list[str]] = {}
     failed: dict[str, list[str]] = {}
@@ -137,6 +148,9 @@ def _assessment(data: dict[str, Any], source: str) -> list[Observation]:
             continue  # behind a mitigation, not applicable or errored: says nothing as deployed
         label = f"{f.get('run', '?')} against {f.get('target', '?')}"
         (succeeded if status == "succeeded" else failed).setdefault(technique, []).append(label)
+        also = demonstrated_by(technique)
+        if also is not None:
+            (succeeded if status == "succeeded" else failed).setdefault(also, []).append(label)
     out = [Observation(t, source, ASSESSMENT_KIND, "exposed",
                        "succeeded: " + ", ".join(runs)) for t, runs in succeeded.items()]
     out += [Observation(t, source, ASSESSMENT_KIND, "resisted", "failed: " + ", ".join(runs))
