@@ -122,3 +122,25 @@ def test_evaluate_scores_each_detector_on_its_own(logs):
     scores = {(s["detector"], s["truth"]): s for s in json.loads(res.stdout)["scores"]}
     assert scores[("blacklight", "AML.T0043.001")]["flagged"] == 4
     assert scores[("knn", "AML.T0043.001")]["flagged"] == 4
+
+
+def test_folder_and_all_garbage_logs_are_errors(tmp_path):
+    res = run("run", str(tmp_path))
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"mlthreat: error: {tmp_path}: a folder, not a log file"
+    garbage = tmp_path / "wrong.jsonl"
+    garbage.write_text("not json\n{\"ts\": 1}\n[1, 2]\n", "utf-8")
+    res = run("run", str(garbage), "--quarantine", str(tmp_path / "bad.jsonl"))
+    assert res.returncode == 2
+    assert res.stderr.strip() == (f"mlthreat: error: {garbage}: no valid QueryEvent in 3 "
+                                  f"malformed line(s); they are in {tmp_path / 'bad.jsonl'}")
+    assert len((tmp_path / "bad.jsonl").read_text("utf-8").splitlines()) == 3
+
+
+def test_summary_counts_evaluation_queries_it_ignored(tmp_path, logs):
+    res = run("run", str(logs / "attack.jsonl"), "--json", "--detectors", "volume")
+    doc = json.loads(res.stdout)
+    lines = [json.loads(x) for x in (logs / "attack.jsonl").read_text().splitlines()]
+    evaluation = sum(1 for e in lines if e.get("truth") == "evaluation")
+    assert evaluation > 0
+    assert doc["ignored"] == evaluation and doc["events"] == len(lines) - evaluation

@@ -157,3 +157,35 @@ def test_bad_usage_one_line_exit_2(models: Path, args: list[str], message: str) 
     assert out.returncode == 2
     assert out.stderr.strip() == message
     assert "Traceback" not in out.stderr
+
+
+def test_key_that_is_not_pem_is_a_one_line_error(models: Path, tmp_path: Path) -> None:
+    key = tmp_path / "key.pem"
+    key.write_text("notakey\n", "utf-8")
+    sig = tmp_path / "model.sig"
+    sig.write_text("{}", "utf-8")
+    out = scan(str(models), "--signature", str(sig), "--public-key", str(key))
+    assert out.returncode == 2
+    assert out.stderr.startswith(f"mlthreat: error: {key}: not a PEM EC public key (")
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_policy_replace_must_be_boolean(models: Path, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("replace: yes please\nallowed: []\n", "utf-8")
+    out = scan(str(models), "--policy", str(policy))
+    assert out.returncode == 2
+    assert out.stderr.strip() == (f"mlthreat: error: {policy}: field 'replace' must be true "
+                                  "or false")
+
+
+def test_failed_write_keeps_the_earlier_report(models: Path, tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    assert scan(str(models), "--json", "-o", str(report), "--engines", "none").returncode == 0
+    before = report.read_text("utf-8")
+    out = scan(str(models), "--json", "-o", str(tmp_path / "no" / "such" / "dir" / "r.json"))
+    assert out.returncode == 2 and "cannot write" in out.stderr
+    assert report.read_text("utf-8") == before
+    out = scan("manifest", str(models), "-o", str(tmp_path / "missing" / "m.json"))
+    assert out.returncode == 2
+    assert out.stderr.startswith(f"mlthreat: error: {tmp_path}/missing/m.json: cannot write")

@@ -257,3 +257,17 @@ def test_diff_rejects_other_documents(tmp_path, example):
     assert res.stderr.strip() == (f"mlthreat: error: {other}: kind: expected a profile or a "
                                   "saved posture.json (kind mlthreat.posture), not "
                                   "'mlthreat.kb.matrix'")
+
+
+def test_diff_checks_an_edited_saved_posture_against_its_schema(tmp_path: Path) -> None:
+    profile = tmp_path / "profile.yaml"
+    assert run("example", "-o", str(profile)).returncode == 0
+    saved = tmp_path / "posture.json"
+    out = run("report", str(profile), "--json")
+    doc = json.loads(out.stdout)
+    doc["systems"][0]["techniques"] = [{"junk": 1}]
+    saved.write_text(json.dumps(doc), "utf-8")
+    res = run("diff", str(saved), str(profile))
+    assert res.returncode == 2
+    assert res.stderr.strip() == (f"mlthreat: error: {saved}: systems[0].techniques[0]: "
+                                  "'id' is a required property")

@@ -188,9 +188,10 @@ def test_tar_gz_zip_pickle_nesting(tmp_path: Path) -> None:
     report = Scanner(engines=()).run([path])
     evil = f"{path}!x.tar!inner.zip!evil.pkl"
     assert records(report) == {
-        str(path): ("gzip", "clean"),
-        f"{path}!x.tar": ("tar", "clean"),
-        f"{path}!x.tar!inner.zip": ("zip", "clean"),
+        # an archive is as bad as its worst member
+        str(path): ("gzip", "findings"),
+        f"{path}!x.tar": ("tar", "findings"),
+        f"{path}!x.tar!inner.zip": ("zip", "findings"),
         evil: ("pickle", "findings"),
     }
     assert ours(report) == [(evil, "pickle.dangerous-global", "os.system")]
@@ -202,7 +203,7 @@ def test_nesting_beyond_max_depth(tmp_path: Path) -> None:
     path.write_bytes(zip_bytes({"b.zip": zip_bytes({"c.pkl": MALICIOUS})}))
     report = Scanner(engines=(), limits=Limits(max_depth=1)).run([path])
     assert ours(report) == [(f"{path}!b.zip", "archive.too-deep", "")]
-    assert records(report) == {str(path): ("zip", "clean"), f"{path}!b.zip": ("zip", "error")}
+    assert records(report) == {str(path): ("zip", "error"), f"{path}!b.zip": ("zip", "error")}
     assert report.findings[0].severity == "high"
     # the default depth reaches the pickle
     deep = Scanner(engines=()).run([path])
@@ -402,12 +403,12 @@ def test_compressed_single_streams_and_joblib(tmp_path: Path, sklearn_pickle: by
     joblib.dump(LogisticRegression(), tmp_path / "model.joblib", compress=("zlib", 3))
     report = Scanner(engines=()).run([tmp_path])
     assert records(report) == {
-        f"{tmp_path}/a.pkl.bz2": ("bz2", "clean"),
+        f"{tmp_path}/a.pkl.bz2": ("bz2", "findings"),
         f"{tmp_path}/a.pkl.bz2!a.pkl": ("pickle", "findings"),
-        f"{tmp_path}/b.pkl.xz": ("xz", "clean"),
+        f"{tmp_path}/b.pkl.xz": ("xz", "findings"),
         f"{tmp_path}/b.pkl.xz!b.pkl": ("pickle", "findings"),
-        f"{tmp_path}/c.tgz": ("gzip", "clean"),
-        f"{tmp_path}/c.tgz!c.tar": ("tar", "clean"),
+        f"{tmp_path}/c.tgz": ("gzip", "findings"),
+        f"{tmp_path}/c.tgz!c.tar": ("tar", "findings"),
         f"{tmp_path}/c.tgz!c.tar!d.pkl": ("pickle", "findings"),
         f"{tmp_path}/model.joblib": ("zlib", "clean"),
         f"{tmp_path}/model.joblib!model.joblib": ("pickle", "clean"),
@@ -426,3 +427,55 @@ def test_compressed_npz_of_zeros_is_no_bomb(tmp_path: Path) -> None:
     report = Scanner(engines=()).run([path])
     assert report.findings == []
     assert records(report) == {str(path): ("npz", "clean")}
+
+
+@pytest.mark.parametrize("prefix", [
+    b"\x80\x01",                     # PROTO 1: the unpickler takes any protocol up to 5
+    b"\x80\x00",                     # PROTO 0
+    b"\x8c\x01a0",                   # SHORT_BINUNICODE then POP, no PROTO: still loads
+    b"K\x010",                       # BININT1 then POP
+])
+def test_pickles_that_do_not_start_like_pickles_are_still_pickles(tmp_path: Path,
+                                                                  prefix: bytes) -> None:
+    path = tmp_path / "model.dat"
+    path.write_bytes(prefix + MALICIOUS)
+    report = Scanner(engines=()).run([path])
+    assert records(report) == {str(path): ("pickle", "findings")}
+    assert {f.symbol for f in report.findings} == {"os.system"}
+
+
+def test_framed_pickle_without_proto(tmp_path: Path) -> None:
+    path = tmp_path / "framed"
+    path.write_bytes(b"\x95" + struct.pack("<Q", len(MALICIOUS)) + MALICIOUS)
+    report = Scanner(engines=()).run([path])
+    assert {f.symbol for f in report.findings} == {"os.system"}
+
+
+@pytest.mark.parametrize("text", [b"# model card\nhello\n", b"cat\ndog and more\n",
+                                  b'{"a": 1}\n', b"a,b\n1,2\n", b"NOTICE\n"])
+def test_text_files_are_not_pickles(tmp_path: Path, text: bytes) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(text)
+    assert records(Scanner(engines=()).run([path])) == {str(path): (None, "skipped")}
+
+
+def test_file_named_like_a_model_with_unknown_bytes_is_a_finding(tmp_path: Path) -> None:
+    junk = tmp_path / "weights.pt"
+    junk.write_bytes(bytes(range(256)) * 16)
+    empty = tmp_path / "model.onnx"
+    empty.write_bytes(b"")
+    report = Scanner(engines=()).run([tmp_path])
+    assert sorted((Path(f.path).name, f.rule, f.severity) for f in report.findings) == [
+        ("model.onnx", "scan.unrecognised", "high"), ("weights.pt", "scan.unrecognised", "high")]
+    assert set(records(report).values()) == {(None, "error")}
+
+
+def test_hostile_file_names_are_reported_printable(tmp_path: Path) -> None:
+    folder = os.fsencode(tmp_path)
+    for raw in (b"bad\xffbyte.pkl", b"\x1b[31mred.pkl"):
+        with open(os.path.join(folder, raw), "wb") as fh:
+            fh.write(MALICIOUS)
+    report = Scanner(engines=()).run([tmp_path])
+    names = sorted(Path(f.path).name for f in report.findings)
+    assert names == ["\\x1b[31mred.pkl", "bad\\xffbyte.pkl"]
+    json.dumps(report.to_dict(), ensure_ascii=False).encode("utf-8")  # no lone surrogates

@@ -143,22 +143,34 @@ def _summary(stats: list[Any]) -> list[dict[str, Any]]:
 
 def _report(result: Any, stats: list[Any], kb: Any, as_json: bool,
             quarantine: Path | None) -> None:
-    """The end of a run: JSON envelope or one summary line; exit 1 when alerts were raised."""
+    """The end of a run: JSON envelope or one summary line; exit 1 when alerts were raised.
+
+    Raises LogFormatError when every line read was malformed (the wrong file, most likely)."""
+    skipped = sum(s.skipped_total for s in stats)
+    if skipped and not any(s.events for s in stats):
+        from mlthreat.detect.errors import LogFormatError
+
+        where = f"; they are in {quarantine}" if quarantine else \
+            "; --quarantine FILE keeps them"
+        raise LogFormatError(f"{', '.join(sorted({s.source for s in stats}))}: no valid "
+                             f"QueryEvent in {skipped} malformed line(s){where}")
     flagged = {(s.detector, s.client_id) for s in result.statuses if s.verdict == "flagged"}
     expect_exit(1 if result.alerts else 0)
     if as_json:
         print_json(envelope("mlthreat.detect.run", kb, {
-            "events": result.events, "alerts": len(result.alerts),
+            "events": result.events, "ignored": result.ignored, "alerts": len(result.alerts),
             "suppression": result.suppression, "read": _summary(stats),
             "untested": [vars(s) for s in result.statuses if s.verdict == "untested"],
             "flagged": sorted(f"{d}:{c}" for d, c in flagged),
         }))
     else:
         con = console()
-        skipped = sum(s.skipped_total for s in stats)
         untested = sum(1 for s in result.statuses if s.verdict == "untested")
-        con.print(f"{result.events} events, {len(result.alerts)} alerts, "
-                  f"{len(flagged)} flagged client/detector pairs, {untested} untested, "
+        con.print(f"{result.events} events"
+                  + (f" ({result.ignored} evaluation queries of an assessment ignored)"
+                     if result.ignored else "")
+                  + f", {len(result.alerts)} alerts, {len(flagged)} flagged client/detector "
+                  f"pairs, {untested} untested (too few queries to judge), "
                   f"{skipped} malformed lines skipped"
                   + (f" (see {quarantine})" if quarantine and skipped else "")
                   + f". ATLAS data {kb.version}.", highlight=False)
@@ -397,4 +409,8 @@ def evaluate(
         table.add_row(s.detector, s.truth, str(s.clients), str(s.flagged),
                       f"{label} {s.rate:.3f}", f"{s.ci95[0]:.3f}-{s.ci95[1]:.3f}",
                       "" if s.median_queries is None else f"{s.median_queries:g}")
-    console().print(table)
+    con = console()
+    con.print(table)
+    if not any(s.truth == "benign" for s in scores):
+        con.print("No benign clients in these logs (truth: benign): false-positive rates "
+                  "were not measured; add benign traffic to measure them.", highlight=False)

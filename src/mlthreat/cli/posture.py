@@ -58,13 +58,14 @@ def _assess(profile: Path, kb: Any, rules: list[Path] | None) -> dict[str, Any]:
     return posture_document(result, kb)
 
 
-def _fails(doc: dict[str, Any], fail_on: str) -> bool:
+def _failing(doc: dict[str, Any], fail_on: str) -> tuple[int, list[str]]:
+    """How many gaps are in ``fail_on``'s band or a higher one, and those bands."""
     if fail_on == "never":
-        return False
+        return 0, []
     from mlthreat.posture.report import BAND_ORDER
 
-    worst = BAND_ORDER[: BAND_ORDER.index(fail_on) + 1]
-    return any(g["band"] in worst for s in doc["systems"] for g in s["gaps"])
+    worst = list(BAND_ORDER[: BAND_ORDER.index(fail_on) + 1])
+    return sum(1 for s in doc["systems"] for g in s["gaps"] if g["band"] in worst), worst
 
 
 @app.command()
@@ -95,7 +96,7 @@ def report(
         from mlthreat.posture.report import write_outputs
 
         written = write_outputs(doc, kb, out, layer_version)
-    failing = _fails(doc, fail_on)
+    failing, worst = _failing(doc, fail_on)
     expect_exit(1 if failing else 0)
     if as_json:
         print_json(doc)
@@ -105,6 +106,8 @@ def report(
     else:
         _print_report(doc, kb, written, out)
     if failing:
+        _stderr().print(f"failing (--fail-on {fail_on}): {plural(failing, 'gap')} in the "
+                        f"{' or '.join(worst)} band")
         raise typer.Exit(1)
 
 
@@ -170,8 +173,16 @@ def _side(path: Path, kb: Any, rules: list[Path] | None) -> dict[str, Any]:
         if kind != "mlthreat.posture":
             raise UsageError(f"{path}: kind: expected a profile or a saved posture.json "
                              f"(kind mlthreat.posture), not {kind!r}")
-        if not isinstance(data.get("systems"), list):
-            raise UsageError(f"{path}: systems: missing from the posture document")
+        from jsonschema import Draft202012Validator
+
+        from mlthreat.schemas import schema
+
+        # a saved document may have been edited: check it whole before diffing it
+        error = next(iter(sorted(Draft202012Validator(schema("mlthreat.posture"))
+                                 .iter_errors(data), key=lambda e: list(e.path))), None)
+        if error is not None:
+            where = error.json_path.removeprefix("$.") if error.path else "document"
+            raise UsageError(f"{path}: {where}: {error.message[:200]}")
         return data
     return _assess(path, kb, rules)
 

@@ -49,12 +49,20 @@ def _techniques(kb: Any, findings: list[Any]) -> dict[str, Any]:
 
 
 def _write(text: str, output: Path | None) -> None:
+    """Write a report whole or not at all: encoded first (a stray surrogate from a file name
+    becomes an escape, not a crash half-way), then to a temporary file renamed over
+    ``output``, so a failure never leaves an earlier report truncated."""
+    data = text.encode("utf-8", "backslashreplace")
     if output is None or str(output) == "-":
-        sys.stdout.write(text)
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
         return
+    tmp = output.with_name(f".{output.name}.tmp")
     try:
-        output.write_text(text, "utf-8")
+        tmp.write_bytes(data)
+        tmp.replace(output)
     except OSError as exc:
+        tmp.unlink(missing_ok=True)
         raise UsageError(f"{output}: cannot write ({exc.strerror or exc})") from None
 
 
@@ -70,7 +78,10 @@ def _manifest(paths: list[Path], output: Path | None, as_json: bool) -> None:
         raise UsageError(f"{root}: no such file or folder")
     out = output or (root / "manifest.json" if root.is_dir() else
                      root.with_name(root.name + ".manifest.json"))
-    doc = write_manifest(root if root.is_dir() else [root], out)
+    try:
+        doc = write_manifest(root if root.is_dir() else [root], out)
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot write the manifest ({exc.strerror or exc})") from None
     expect_exit(0)
     if as_json:
         print_json(doc)
@@ -149,19 +160,25 @@ def scan(
                       engines=_engines(engines), hash_files=hash_files).validate()
     report = scanner.run(paths, progress=_progress() if fmt == "table" else None)
     extra = []
+    notes: list[str] = []
     if manifest is not None:
         from mlthreat.scan.manifest import check_manifest
 
         if len(paths) != 1:
             raise UsageError("--manifest checks one folder or file; give exactly one PATH")
-        extra += check_manifest(manifest, paths[0])
+        checked = check_manifest(manifest, paths[0])
+        extra += checked
+        notes.append(f"manifest {manifest}: " + (
+            f"{len(checked)} difference(s)" if checked else "every file matches"))
     if signature is not None:
         from mlthreat.scan.signing import verify_signature
 
         if len(paths) != 1:
             raise UsageError("--signature verifies one model folder; give exactly one PATH")
-        extra += verify_signature(paths[0], signature, public_key=public_key,
-                                  certificate_chain=list(certificate or []) or None)
+        bad = verify_signature(paths[0], signature, public_key=public_key,
+                               certificate_chain=list(certificate or []) or None)
+        extra += bad
+        notes.append(f"signature {signature}: " + ("does NOT verify" if bad else "verified"))
     if extra:
         from mlthreat.scan.findings import severity_rank
 
@@ -181,10 +198,10 @@ def scan(
             body.pop(key)
         doc = envelope("mlthreat.scan.report", kb,
                        {**body, "techniques": _techniques(kb, report.findings),
-                        "fail_on": fail_on, "exit_code": code})
+                        "checks": notes, "fail_on": fail_on, "exit_code": code})
         _write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", output)
     else:
-        _table(report, kb, fail_on, show, output)
+        _table(report, kb, fail_on, show, output, notes)
     if code:
         raise typer.Exit(code)
 
@@ -203,7 +220,8 @@ def _progress() -> Any:
     return show
 
 
-def _table(report: Any, kb: Any, fail_on: str, show: str, output: Path | None) -> None:
+def _table(report: Any, kb: Any, fail_on: str, show: str, output: Path | None,
+           notes: list[str]) -> None:
     from io import StringIO
 
     from rich.console import Console
@@ -216,7 +234,9 @@ def _table(report: Any, kb: Any, fail_on: str, show: str, output: Path | None) -
     shown = [f for f in report.findings if severity_rank(f.severity) <= severity_rank(show)]
     if shown:
         table = Table()
-        for col in ("severity", "technique", "path", "rule", "symbol", "where"):
+        table.add_column("severity", no_wrap=True)
+        table.add_column("technique", no_wrap=True)
+        for col in ("path", "rule", "symbol", "where"):
             table.add_column(col, overflow="fold")
         for f in shown:
             where = f.location if f.engine == "mlthreat" else \
@@ -232,9 +252,11 @@ def _table(report: Any, kb: Any, fail_on: str, show: str, output: Path | None) -
     con.print(f"{len(report.files)} files: {verdicts['clean']} clean, {verdicts['findings']} "
               f"with findings, {verdicts['error']} not fully scanned, {verdicts['skipped']} "
               f"skipped (not model files). Findings: {counts or 'none'}"
-              + (f" ({hidden} below {show} not listed; --show low lists them)" if hidden
-                 else "")
+              + (f" ({hidden} below {show} not listed; --show "
+                 f"{'info' if show == 'low' else 'low'} lists them)" if hidden else "")
               + f". Fail on {fail_on}. ATLAS data {kb.version}.", highlight=False)
+    for note in notes:
+        con.print(note, highlight=False)
     for message in report.engine_messages:
         con.print(f"note: {message}", highlight=False, style="dim")
     if buffer is not None:

@@ -75,6 +75,7 @@ class DetectionResult:
     alerts: list[Alert] = field(default_factory=list)
     statuses: list[ClientStatus] = field(default_factory=list)
     events: int = 0
+    ignored: int = 0
     suppression: dict[str, int] = field(default_factory=dict)
     suppression_state: dict[str, Any] = field(default_factory=dict)
 
@@ -111,6 +112,7 @@ def run_detectors(batches: Iterable[EventBatch], detectors: list[Detector], kb: 
         if batch.truth is not None:
             keep = batch.truth != "evaluation"
             if not keep.all():
+                result.ignored += int((~keep).sum())
                 batch = batch.take(keep)
         if len(batch) == 0:
             continue

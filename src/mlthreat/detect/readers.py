@@ -155,7 +155,8 @@ class LogReader:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         path = Path(self.path)
         if not path.is_file():
-            raise LogFormatError(f"{path}: no such file")
+            raise LogFormatError(f"{path}: " + ("a folder, not a log file" if path.is_dir()
+                                                else "no such file"))
         fmt = detect_format(path)
         mapping = resolve_mapping(self.mapping, path)
         self.stats = ReadStats(source=str(path))

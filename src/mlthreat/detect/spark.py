@@ -52,7 +52,8 @@ if TYPE_CHECKING:
     from mlthreat.detect.detectors.base import Detector
     from mlthreat.kb.model import KnowledgeBase
 
-__all__ = ["SparkRun", "detect", "events", "get_session", "match", "run", "stream"]
+__all__ = ["SparkRun", "check_logs", "detect", "events", "get_session", "match", "run",
+           "stream"]
 
 # a position is file index << 40 | line number: a trillion lines per file, a million files
 _LINE_BITS = 40
@@ -78,7 +79,8 @@ def get_session(master: str | None = None) -> SparkSession:
     try:
         from pyspark.sql import SparkSession
     except ImportError:
-        raise UsageError("the Spark engine needs PySpark: pip install 'mlthreat[spark]'"
+        raise UsageError("the Spark engine needs PySpark: pip install 'mlthreat[spark]' "
+                         "(from a checkout: pip install '.[spark]')"
                          ) from None
     active = SparkSession.getActiveSession()
     if active is not None:
@@ -191,12 +193,24 @@ def _meta(cols: list[str], index: int, doc: dict[str, Any]) -> pd.DataFrame:
                           "meta": json.dumps(doc)}], columns=cols)
 
 
+def check_logs(paths: Iterable[str | Path]) -> None:
+    """Fail fast, before Spark starts, on a log that is missing, a folder, or of an unknown
+    format (LogFormatError naming it)."""
+    from mlthreat.detect.errors import LogFormatError
+    from mlthreat.detect.readers import detect_format
+
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise LogFormatError(f"{path}: " + ("a folder, not a log file" if path.is_dir()
+                                                else "no such file"))
+        detect_format(path)
+
+
 def events(spark: SparkSession, paths: Iterable[str | Path], *, mapping: Any = None,
            quarantine: str | Path | None = None, stats: list[Any] | None = None,
            first_file: int = 0) -> DataFrame:
     """The QueryEvents of ``paths`` as a DataFrame (columns ``pos, ts, client_id, model_id,
-    x, label, truth``), queries an assessment spent measuring itself (``truth: evaluation``)
-    left out.
+    x, label, truth``).
 
     Malformed lines are appended to ``quarantine`` (JSONL) and each file's counts to ``stats``
     (:class:`~mlthreat.detect.readers.ReadStats`), on the driver.
@@ -209,13 +223,10 @@ def events(spark: SparkSession, paths: Iterable[str | Path], *, mapping: Any = N
     from pyspark.sql import functions as F
 
     from mlthreat.detect.errors import LogFormatError
-    from mlthreat.detect.readers import ReadStats, detect_format
+    from mlthreat.detect.readers import ReadStats
 
     files = [str(p) for p in paths]
-    for path in files:
-        if not Path(path).is_file():
-            raise LogFormatError(f"{path}: no such file")
-        detect_format(path)
+    check_logs(files)
     listing = spark.createDataFrame([(first_file + i, p) for i, p in enumerate(files)],
                                     "file long, path string")
     listing = listing.repartition(max(1, len(files)))
@@ -232,8 +243,14 @@ def events(spark: SparkSession, paths: Iterable[str | Path], *, mapping: Any = N
         if stats is not None:
             st = doc["stats"]
             stats.append(ReadStats(**{**st, "skipped": Counter(st["skipped"])}))
-    return (frame.filter(F.col("meta").isNull()).drop("meta")
-            .filter(F.col("truth").isNull() | (F.col("truth") != "evaluation")))
+    return frame.filter(F.col("meta").isNull()).drop("meta")
+
+
+def _traffic(frame: DataFrame) -> DataFrame:
+    """Leave out the queries an assessment spent measuring itself (``truth: evaluation``)."""
+    from pyspark.sql import functions as F
+
+    return frame.filter(F.col("truth").isNull() | (F.col("truth") != "evaluation"))
 
 
 # -- 2. Blacklight's cross-client match -----------------------------------------------------
@@ -498,12 +515,15 @@ def run(paths: Iterable[str | Path], detectors: list[Detector], kb: KnowledgeBas
     UsageError
         When PySpark is missing.
     """
+    paths = list(paths)
+    check_logs(paths)
     spark = spark or get_session()
     driver = _Driver(detectors, kb, allow_list=allow_list,
                      suppression_window=suppression_window, include_inputs=include_inputs,
                      on_alert=on_alert, per_detector=per_detector)
-    paths = list(paths)
-    frame = events(spark, paths, mapping=mapping, quarantine=quarantine, stats=stats)
+    read = events(spark, paths, mapping=mapping, quarantine=quarantine, stats=stats)
+    frame = _traffic(read)
+    driver.result.ignored = read.count() - frame.count()
     dim = _first_dim(frame)
     if dim is not None:
         driver.job.resolve(dim)
@@ -511,7 +531,7 @@ def run(paths: Iterable[str | Path], detectors: list[Detector], kb: KnowledgeBas
         out, _ = detect(frame, driver.job, sources=dict(enumerate(files)))
         driver.collect(out.filter("kind != 'state'").collect())
         driver.result.events = frame.count()
-    frame.unpersist()
+    read.unpersist()
     return driver.finish()
 
 
@@ -560,8 +580,10 @@ class _StreamState:
 
         driver = self.driver
         first = int(self.meta["files"])
-        frame = events(self.spark, paths, quarantine=quarantine, stats=stats,
-                       first_file=first)
+        read = events(self.spark, paths, quarantine=quarantine, stats=stats,
+                      first_file=first)
+        frame = _traffic(read)
+        driver.result.ignored += read.count() - frame.count()
         self.meta["files"] += len(paths)
         dim = _first_dim(frame)
         if dim is not None:
@@ -587,7 +609,7 @@ class _StreamState:
 
             shutil.rmtree(self.root / "clients", ignore_errors=True)
             fresh.rename(self.root / "clients")
-        frame.unpersist()
+        read.unpersist()
         self.meta["batch"] += 1
         self.meta["spec"] = driver.job.spec
         self.meta["suppression"] = driver.shared.checkpoint()

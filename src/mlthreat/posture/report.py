@@ -118,7 +118,10 @@ def render_markdown(doc: Doc) -> str:
         lines += ["", "### Tasks", ""]
         for g in s["gaps"]:
             lines.append(f"- [ ] **{g['technique']} {md(g['name'])}** ({g['band']}, priority "
-                         f"{g['priority']:g}, {g['status']}): implement {_todo(g)}")
+                         f"{g['priority']:g}, {g['status']}): "
+                         + (f"implement {_todo(g)}" if g["mitigations"] else
+                            "the matrix lists no mitigation for it; restrict access and "
+                            "monitor"))
             for v in g["verify"]:
                 ready = "" if v["ready"] else f" (needs {md(v['needs'])})"
                 lines.append(f"  - verify: `{v['command']}`{ready}")

@@ -14,7 +14,8 @@ from typing import Any
 
 from mlthreat.errors import MlthreatError
 
-__all__ = ["SEVERITIES", "TECHNIQUES", "Finding", "FormatError", "Limits", "severity_rank"]
+__all__ = ["SEVERITIES", "TECHNIQUES", "Finding", "FormatError", "Limits", "printable",
+           "severity_rank"]
 
 # Most severe first; ``--fail-on`` compares ranks.
 SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low", "info")
@@ -28,6 +29,18 @@ TECHNIQUES = {
     # the artifact is not what was published (digest or signature mismatch, tampered file)
     "tampered": "AML.T0010.003",
 }
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print and to encode as UTF-8: undecodable bytes of a file name (kept by
+    Python as lone surrogates) become ``\\xNN``, control characters (a terminal escape in a
+    hostile file name) their ``\\x``/``\\u`` escapes."""
+    if text.isprintable():
+        return text
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() or c == " " else
+                   (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+                   for c in text)
 
 
 def severity_rank(severity: str) -> int:

@@ -107,6 +107,8 @@ class Policy:
         unknown = set(data) - {"allowed", "dangerous", "payload", "replace"}
         if unknown:
             raise UsageError(f"{source}: unknown field(s) {', '.join(sorted(unknown))}")
+        if not isinstance(data.get("replace", False), bool):
+            raise UsageError(f"{source}: field 'replace' must be true or false")
         lists: dict[str, tuple[str, ...]] = {}
         for key in ("allowed", "dangerous", "payload"):
             value = data.get(key, [])

@@ -28,7 +28,14 @@ from typing import Any
 from mlthreat.errors import UsageError
 from mlthreat.scan.engines import _SUPPORTED as _ENGINE_FORMATS
 from mlthreat.scan.engines import DEFAULT_MAX_ENGINE_BYTES, ENGINES, run_engines
-from mlthreat.scan.findings import SEVERITIES, Finding, FormatError, Limits, severity_rank
+from mlthreat.scan.findings import (
+    SEVERITIES,
+    Finding,
+    FormatError,
+    Limits,
+    printable,
+    severity_rank,
+)
 from mlthreat.scan.formats import ANALYZERS
 from mlthreat.scan.policy import Policy
 from mlthreat.scan.sniff import CONTAINERS, sniff
@@ -55,6 +62,10 @@ _HASH_CHUNK = 1 << 20
 _INCOMPLETE = ("scan.", "archive.")
 # Zip-based model formats: their analyser reads the zip whole (not unpacked as an archive).
 _ZIP_MODELS = frozenset({"pytorch-zip", "npz", "keras-zip", "skops"})
+# Extensions model files go by: a file so named whose bytes match no format is a finding.
+MODEL_SUFFIXES = frozenset({".pkl", ".pickle", ".joblib", ".pt", ".pth", ".ckpt", ".bin",
+                            ".npy", ".npz", ".h5", ".hdf5", ".keras", ".onnx", ".safetensors",
+                            ".gguf", ".skops", ".sav", ".mar"})
 # Our format name -> the name engines.py knows it by.
 _ENGINE_FORMAT = {"npz": "zip", "keras-zip": "keras"}
 
@@ -240,11 +251,16 @@ class Scanner:
         with tempfile.TemporaryDirectory(prefix="mlthreat-scan-") as work:
             run.workdir = Path(work)
             for done, entry in enumerate(entries, 1):
-                if entry.skipped:
-                    run.files.append(FileRecord(str(entry.path), None, 0, "", "skipped",
+                display = printable(str(entry.path))
+                if entry.skipped.startswith("cannot"):
+                    # a folder we cannot list may hold anything: never "skipped" quietly
+                    run.findings.append(violation("scan.unreadable", display, "folder",
+                                                  f"not scanned: {entry.skipped}"))
+                    run.files.append(FileRecord(display, None, 0, "", "error", entry.skipped))
+                elif entry.skipped:
+                    run.files.append(FileRecord(display, None, 0, "", "skipped",
                                                 entry.skipped))
                 else:
-                    display = str(entry.path)
                     run.scan_file(entry.path, display, 0, Budget(self.limits))
                 if progress is not None:
                     progress(done, len(entries), str(entry.path))
@@ -273,33 +289,43 @@ class _Run:
         size, digest = 0, ""
         # a container's record comes before its members' records
         slot = len(self.files)
+        first = len(self.findings)  # members' findings land after this
         self.files.append(FileRecord(display, None, 0, "", "error"))
         try:
-            if self.s.hash_files:
-                size, digest = _digest(real)
-            else:
-                size = real.stat().st_size
+            size = real.stat().st_size
             with real.open("rb") as fh:
                 fmt = sniff(fh, display)
             if fmt is None:
-                self.files[slot] = FileRecord(display, None, size, digest, "skipped",
-                                              "not a model or archive file")
-                return
-            if budget.expired():
-                own.append(violation("scan.timeout", display, fmt,
-                                     f"not scanned: the {self.limits.seconds_per_file:g} s "
-                                     "budget of its top-level file was spent"))
-            elif fmt in ANALYZERS:
-                own.extend(self._analyse(real, display, fmt, size, budget))
-            elif fmt in CONTAINERS:
-                own.extend(self._container(real, display, fmt, depth, budget))
+                if Path(display).suffix.lower() in MODEL_SUFFIXES:
+                    # named like a model, but no model format's bytes: corrupt or disguised
+                    own.append(violation(
+                        "scan.unrecognised", display, "unknown",
+                        f"named like a model file ({Path(display).suffix}) but its bytes "
+                        "match no model format mlthreat reads"))
+                else:
+                    self.files[slot] = FileRecord(display, None, size, "", "skipped",
+                                                  "not a model or archive file")
+                    return
+            else:
+                if self.s.hash_files:  # only files that are scanned: skipped ones may be huge
+                    size, digest = _digest(real)
+                if budget.expired():
+                    own.append(violation("scan.timeout", display, fmt,
+                                         f"not scanned: the {self.limits.seconds_per_file:g} s "
+                                         "budget of its top-level file was spent"))
+                elif fmt in ANALYZERS:
+                    own.extend(self._analyse(real, display, fmt, size, budget))
+                elif fmt in CONTAINERS:
+                    own.extend(self._container(real, display, fmt, depth, budget))
         except OSError as exc:
             own.append(violation("scan.unparseable", display, fmt or "unknown",
                                  f"cannot read the file: {exc.strerror or exc}"))
         except Exception as exc:  # a bug must not stop the scan of the other files
             own.append(_internal(display, fmt or "unknown", "scan", exc))
+        # an archive is as bad as the worst of its members
+        members = self.findings[first:]
         self.findings.extend(own)
-        self.files[slot] = FileRecord(display, fmt, size, digest, _verdict(own))
+        self.files[slot] = FileRecord(display, fmt, size, digest, _verdict(own + members))
 
     def _analyse(self, real: Path, display: str, fmt: str, size: int,
                  budget: Budget) -> list[Finding]:

@@ -65,12 +65,17 @@ def verify_signature_result(model_path: str | Path, signature_path: str | Path, 
     from model_signing import verifying
 
     config = verifying.Config()
-    if public_key is not None:
-        method = "elliptic-key"
-        config.use_elliptic_key_verifier(public_key=Path(public_key))
-    else:
-        method = "certificate"
-        config.use_certificate_verifier(certificate_chain=materials)
+    try:
+        if public_key is not None:
+            method = "elliptic-key"
+            config.use_elliptic_key_verifier(public_key=Path(public_key))
+        else:
+            method = "certificate"
+            config.use_certificate_verifier(certificate_chain=materials)
+    except (ValueError, TypeError, OSError) as exc:  # cryptography's PEM parser says ValueError
+        what = "a PEM EC public key" if public_key is not None else "PEM certificates"
+        names = ", ".join(str(p) for p in materials)
+        raise UsageError(f"{names}: not {what} ({str(exc).splitlines()[0][:120]})") from None
     try:
         config.verify(model_path, signature_path)
     except Exception as exc:  # model_signing raises ValueError and crypto/protobuf errors

@@ -33,9 +33,8 @@ CONTAINERS: frozenset[str] = frozenset({"zip", "tar"}) | COMPRESSIONS
 _OPCODES: dict[int, pickletools.OpcodeInfo] = {ord(op.code): op for op in pickletools.opcodes}
 # Opcodes a protocol 0/1 pickle can plausibly start with (a value, a container, a mark or an
 # import). A text file's first character is rarely one of these *and* followed by opcodes.
-_P01_FIRST = frozenset(b"c(]})NILFSVGJKMUTXBCdlt")
 _DOTTED = re.compile(r"[A-Za-z_][\w.]*\Z")
-# Complete opcodes a protocol 0/1 head needs before it is called a pickle.
+# Complete opcodes a head without PROTO needs before it is called a pickle.
 _P01_MIN_OPCODES = 2
 # ModelProto (onnx.proto3) field numbers and their protobuf wire types.
 _ONNX_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
@@ -169,33 +168,38 @@ def _is_safetensors(head: bytes, size: int) -> bool:
 
 
 def _is_pickle(head: bytes, whole: bool) -> bool:
-    """Protocol 2-5: PROTO then a known opcode (or the end of the file). Protocol 0/1: the
-    head parses as opcodes (argument readers from :mod:`pickletools`) for at least
-    :data:`_P01_MIN_OPCODES` opcodes, with import names that look like dotted names; running
-    out of bytes is fine, an unknown opcode is not."""
+    """Whether the head parses as pickle opcodes (argument readers from :mod:`pickletools`).
+
+    The unpickler runs any opcode whatever PROTO declared (or whether it declared one), so
+    neither the first byte nor the protocol number decides: PROTO with a protocol 0-5 and a
+    known opcode after it is a pickle; without PROTO, at least :data:`_P01_MIN_OPCODES`
+    opcodes must parse and the head must show a pickle's shape (an import, a call, or STOP)
+    or run on for :data:`_LONG_RUN` opcodes, so that text files are not taken for pickles.
+    Running out of bytes in the head window is fine; an unknown opcode is not."""
     if head[0] == 0x80:
-        if len(head) < 2 or not 2 <= head[1] <= 5:
+        if len(head) < 2 or head[1] > 5:
             return False
         return len(head) == 2 or head[2] in _OPCODES
-    if head[0] not in _P01_FIRST:
-        return False
-    return _parses(head, whole)
+    return _parses(head, whole, need=_P01_MIN_OPCODES)
 
 
-def _parses(head: bytes, whole: bool) -> bool:
+# opcodes that import or call: what makes a byte string a pickle rather than text
+_SHAPE = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "BUILD", "NEWOBJ",
+                    "NEWOBJ_EX", "EXT1", "EXT2", "EXT4", "STOP"})
+_LONG_RUN = 8
+
+
+def _parses(head: bytes, whole: bool, need: int) -> bool:
     import io
 
     stream = io.BytesIO(head)
-    complete = 0
+    complete, shaped = 0, False
     while True:
         code = stream.read(1)
         if not code:
-            return complete >= _P01_MIN_OPCODES
+            return complete >= need and (shaped or complete >= _LONG_RUN or whole)
         op = _OPCODES.get(code[0])
         if op is None:
-            return False
-        if op.proto > 1:
-            # protocol 0/1 streams never use later opcodes; text files hit them by chance
             return False
         arg = None
         if op.arg is not None:
@@ -203,15 +207,16 @@ def _parses(head: bytes, whole: bool) -> bool:
                 arg = op.arg.reader(stream)
             except (ValueError, UnicodeDecodeError):
                 # out of bytes in the head window (or a truncated file): judge what parsed
-                return complete >= _P01_MIN_OPCODES and (stream.tell() >= len(head) - 1
-                                                          or whole)
+                return complete >= need and (shaped or complete >= _LONG_RUN) and (
+                    stream.tell() >= len(head) - 1 or whole)
         if op.name in ("GLOBAL", "INST") and isinstance(arg, str):
             parts = arg.split(" ")
             if len(parts) != 2 or not all(_DOTTED.match(p) for p in parts):
                 return False
         complete += 1
+        shaped = shaped or op.name in _SHAPE
         if op.name == "STOP":
-            return complete >= _P01_MIN_OPCODES
+            return complete >= need
 
 
 def _varint(head: bytes, pos: int) -> tuple[int, int] | None:

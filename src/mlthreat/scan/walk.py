@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, BinaryIO, Protocol
 
-from mlthreat.scan.findings import TECHNIQUES, Finding, FormatError, Limits
+from mlthreat.scan.findings import TECHNIQUES, Finding, FormatError, Limits, printable
 from mlthreat.scan.sniff import COMPRESSIONS
 
 __all__ = ["Budget", "Entry", "Member", "declared_bombs", "iter_inputs",
@@ -259,7 +259,7 @@ def _spill(read: Callable[[int], bytes], display: str, fmt: str, name: str, cap:
                             unpacked_bytes_at_stop=int(exc.args[0]))
             return
         budget.unpacked += n
-        yield Member(f"{display}!{name}", tmp, n)
+        yield Member(f"{display}!{printable(name)}", tmp, n)
     finally:
         _unlink(tmp)
 
@@ -335,7 +335,7 @@ def _tar_members(src: Path, display: str, budget: Budget,
                 if budget.expired():
                     raise _Expired
                 if not info.isreg():
-                    yield Member(f"{display}!{info.name}", None, 0,
+                    yield Member(f"{display}!{printable(info.name)}", None, 0,
                                  "tar link or special member (not followed)")
                     continue
                 if info.size > budget.remaining:
