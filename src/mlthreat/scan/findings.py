@@ -98,11 +98,20 @@ class Finding:
 
 class FormatError(MlthreatError):
     """A file that claims a format (by its bytes) but cannot be parsed as it: truncated,
-    corrupt, or beyond a limit. ``location`` says where parsing stopped."""
+    corrupt, or beyond a limit. ``location`` says where parsing stopped; ``findings`` holds
+    what the analyser had found before (a payload followed by garbage stays a payload)."""
 
-    def __init__(self, message: str, location: str = "") -> None:
+    def __init__(self, message: str, location: str = "",
+                 findings: list[Finding] | None = None) -> None:
         super().__init__(message)
         self.location = location
+        self.findings: list[Finding] = list(findings or [])
+
+    def within(self, member: str, before: list[Finding]) -> FormatError:
+        """This error as seen from the archive holding ``member``: the message and location
+        name the member, and the archive's findings so far come first."""
+        return FormatError(f"{member}: {self}", f"entry {member}, {self.location}".rstrip(", "),
+                           before + self.findings)
 
 
 @dataclass(frozen=True)

@@ -342,7 +342,7 @@ class _Run:
                 out.extend(analyze(fh, path=display, size=size, limits=self.limits,
                                    policy=self.policy))
             except FormatError as exc:
-                out.extend(getattr(exc, "findings", []))
+                out.extend(exc.findings)
                 where = f" at {exc.location}" if exc.location else ""
                 out.append(violation("scan.unparseable", display, fmt,
                                      f"cannot parse as {fmt}{where}: {exc}", exc.location))

@@ -14,10 +14,10 @@ load. Reading the HDF5 attributes and the zip member executes nothing.
 from __future__ import annotations
 
 import json
-import zipfile
 from typing import Any, BinaryIO
 
 from mlthreat.scan.findings import TECHNIQUES, Finding, FormatError, Limits
+from mlthreat.scan.formats._zipmeta import read_member
 from mlthreat.scan.policy import Policy
 
 __all__ = ["KERAS_MODULES", "analyze_config", "analyze_h5", "analyze_zip"]
@@ -175,28 +175,7 @@ def analyze_zip(fh: BinaryIO, *, path: str, size: int, limits: Limits,
         Not a zip, no ``config.json``, a member larger than ``limits.max_header_bytes`` (by its
         declared or its actual size), a config that is not UTF-8 JSON.
     """
-    try:
-        zf = zipfile.ZipFile(fh)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise FormatError(f"not a readable zip: {exc}", "offset 0") from None
-    with zf:
-        try:
-            info = zf.getinfo("config.json")
-        except KeyError:
-            raise FormatError("no config.json in the .keras archive", "entry config.json") \
-                from None
-        if info.file_size > limits.max_header_bytes:
-            raise FormatError(f"config.json of {info.file_size} bytes exceeds the header limit",
-                              "entry config.json")
-        try:
-            with zf.open(info) as member:
-                # the declared size may lie: never read more than the limit plus one byte
-                data = member.read(limits.max_header_bytes + 1)
-        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
-            raise FormatError(f"config.json cannot be read: {exc}", "entry config.json") \
-                from None
-        if len(data) > limits.max_header_bytes:
-            raise FormatError("config.json exceeds the header limit", "entry config.json")
+    data = read_member(fh, "config.json", limits, ".keras")
     config = _decode(data, "config.json", limits)
     return analyze_config(config, path=path, fmt="keras-zip", policy=policy,
                           source="config.json")

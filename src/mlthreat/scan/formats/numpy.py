@@ -160,9 +160,5 @@ def analyze_npz(fh: IO[bytes], *, path: str, size: int, limits: Limits,
                 findings.extend(analyze_npy(reader, path=f"{path}!{info.filename}",
                                             size=info.file_size, limits=limits, policy=policy))
             except FormatError as exc:
-                err = FormatError(f"{info.filename}: {exc}",
-                                  f"entry {info.filename}, {exc.location}".rstrip(", "))
-                err.findings = findings + list(  # type: ignore[attr-defined]
-                    getattr(exc, "findings", []))
-                raise err from None
+                raise exc.within(info.filename, findings) from None
     return findings

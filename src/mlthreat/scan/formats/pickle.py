@@ -327,10 +327,8 @@ class _Analyzer:
         worst = [f for f in self.findings if f.severity in ("critical", "high")]
         if worst:
             msg += " (before that: " + ", ".join(sorted({f.symbol for f in worst})) + ")"
-        err = FormatError(msg, loc)
-        # Findings made before the parse error would otherwise be lost with the exception.
-        err.findings = list(self.findings)  # type: ignore[attr-defined]
-        return err
+        # findings made before the parse error would otherwise be lost with the exception
+        return FormatError(msg, loc, self.findings)
 
     # ---- argument decoding ----------------------------------------------------------
     def _arg(self, op: pickletools.OpcodeInfo, offset: int) -> Any:

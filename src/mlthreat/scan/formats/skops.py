@@ -14,10 +14,10 @@ walked here as plain JSON instead.
 from __future__ import annotations
 
 import json
-import zipfile
 from typing import Any, BinaryIO
 
 from mlthreat.scan.findings import TECHNIQUES, Finding, FormatError, Limits
+from mlthreat.scan.formats._zipmeta import read_member
 from mlthreat.scan.policy import Policy
 
 __all__ = ["analyze", "schema_types"]
@@ -87,28 +87,7 @@ def analyze(fh: BinaryIO, *, path: str, size: int, limits: Limits,
         Not a zip, no ``schema.json``, a schema larger than ``limits.max_header_bytes``, not
         UTF-8 JSON, or with a malformed node.
     """
-    try:
-        zf = zipfile.ZipFile(fh)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise FormatError(f"not a readable zip: {exc}", "offset 0") from None
-    with zf:
-        try:
-            info = zf.getinfo("schema.json")
-        except KeyError:
-            raise FormatError("no schema.json in the skops archive", "entry schema.json") \
-                from None
-        if info.file_size > limits.max_header_bytes:
-            raise FormatError(f"schema.json of {info.file_size} bytes exceeds the header limit",
-                              "entry schema.json")
-        try:
-            with zf.open(info) as member:
-                # the declared size may lie (a zip bomb): read at most the limit plus one
-                data = member.read(limits.max_header_bytes + 1)
-        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
-            raise FormatError(f"schema.json cannot be read: {exc}", "entry schema.json") \
-                from None
-    if len(data) > limits.max_header_bytes:
-        raise FormatError("schema.json exceeds the header limit", "entry schema.json")
+    data = read_member(fh, "schema.json", limits, "skops")
     try:
         schema = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:

@@ -214,9 +214,5 @@ def analyze(fh: IO[bytes], *, path: str, size: int, limits: Limits,
                 findings.extend(analyze_stream(reader, path=member, size=info.file_size,
                                                limits=limits, policy=policy, fmt=FORMAT))
             except FormatError as exc:
-                err = FormatError(f"{info.filename}: {exc}",
-                                  f"entry {info.filename}, {exc.location}".rstrip(", "))
-                err.findings = findings + list(  # type: ignore[attr-defined]
-                    getattr(exc, "findings", []))
-                raise err from None
+                raise exc.within(info.filename, findings) from None
         return findings
