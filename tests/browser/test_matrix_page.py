@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from builders import HOSTILE, hostile_kb
+from page_helpers import severe
 
 from mlthreat.kb import KnowledgeBase
 from mlthreat.kb.export import html
@@ -46,13 +47,11 @@ def _open(driver: Any, path: Path) -> list[dict[str, Any]]:
     return list(driver.get_log("browser"))
 
 
-def _severe(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [e for e in entries if e.get("level") == "SEVERE"]
 
 
 def test_page_renders_without_console_errors(driver: Any, matrix_page: Path) -> None:
     entries = _open(driver, matrix_page)
-    assert not _severe(entries), entries
+    assert not severe(entries), entries
     assert driver.title == "Adversarial Threat Landscape for AI Systems"
 
 
@@ -162,4 +161,4 @@ def test_hostile_text_is_shown_not_run(
     with pytest.raises(NoAlertPresentException):
         _ = driver.switch_to.alert.text
     assert driver.title == HOSTILE
-    assert not _severe(entries + list(driver.get_log("browser")))
+    assert not severe(entries + list(driver.get_log("browser")))

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from builders import HOSTILE
+from page_helpers import open_page, severe, style
 
 from mlthreat.kb import KnowledgeBase
 from mlthreat.posture import assess_posture, example_profile_text, load_profile
@@ -46,22 +47,10 @@ def posture_page(embedded: KnowledgeBase, tmp_path_factory: pytest.TempPathFacto
     return _page(embedded, tmp_path_factory.mktemp("posture"), example_profile_text())
 
 
-def _open(driver: Any, path: Path) -> list[dict[str, Any]]:
-    """Load ``path`` fresh and return the console entries it made."""
-    driver.get("about:blank")
-    driver.get_log("browser")
-    driver.get(path.as_uri())
-    assert driver.execute_script("return document.readyState") == "complete"
-    return list(driver.get_log("browser"))
 
 
-def _severe(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [e for e in entries if e.get("level") == "SEVERE"]
 
 
-def _style(driver: Any, element: Any, prop: str) -> str:
-    return str(driver.execute_script(
-        "return getComputedStyle(arguments[0]).getPropertyValue(arguments[1])", element, prop))
 
 
 def _pick(driver: Any, value: str) -> None:
@@ -73,8 +62,8 @@ def _pick(driver: Any, value: str) -> None:
 
 def test_page_renders_without_console_errors(driver, posture_page):
     path, _ = posture_page
-    entries = _open(driver, path)
-    assert not _severe(entries), entries
+    entries = open_page(driver, path)
+    assert not severe(entries), entries
     assert driver.title == "ML security posture: Northwind Lending"
 
 
@@ -82,7 +71,7 @@ def test_heatmap_has_the_matrix_shape(driver, posture_page, embedded):
     from selenium.webdriver.common.by import By
 
     path, doc = posture_page
-    _open(driver, path)
+    open_page(driver, path)
     headers = driver.find_elements(By.CSS_SELECTOR, "table.heatmap thead th")
     assert [h.find_element(By.CSS_SELECTOR, ".tactic-name").text for h in headers] == [
         t.name for t in embedded.tactics]
@@ -106,7 +95,7 @@ def test_cells_are_coloured_by_status(driver, posture_page):
     from selenium.webdriver.common.by import By
 
     path, doc = posture_page
-    _open(driver, path)
+    open_page(driver, path)
     view = {t["id"]: t for t in organisation_view(doc)}
     # AML.T0015 (evasion) applies to two systems and nothing covers it on the scoring API
     assert view["AML.T0015"]["status"] == "uncovered"
@@ -116,22 +105,22 @@ def test_cells_are_coloured_by_status(driver, posture_page):
         cell = driver.find_element(By.CSS_SELECTOR, f'table.heatmap .cell[data-id="{tid}"]')
         assert f"status-{status}" in cell.get_attribute("class").split()
         assert cell.get_attribute("data-status") == status
-        assert _style(driver, cell, "background-color") == COLOURS[status]
-        assert _style(driver, cell, "color") == TEXT[status]  # legible on its background
+        assert style(driver, cell, "background-color") == COLOURS[status]
+        assert style(driver, cell, "color") == TEXT[status]  # legible on its background
         assert status in cell.find_element(By.CSS_SELECTOR, ".verdict").text.lower()
         lines = cell.get_attribute("title").splitlines()
         assert len(lines) == 1 + len(view[tid]["systems"])
     plain = driver.find_element(By.CSS_SELECTOR, 'table.heatmap .cell[data-id="AML.T0000"]')
     if "AML.T0000" not in view:
         assert "applicable" not in plain.get_attribute("class").split()
-        assert _style(driver, plain, "background-color") == NOT_APPLICABLE
+        assert style(driver, plain, "background-color") == NOT_APPLICABLE
 
 
 def test_gap_table_starts_with_the_highest_priority(driver, posture_page):
     from selenium.webdriver.common.by import By
 
     path, doc = posture_page
-    _open(driver, path)
+    open_page(driver, path)
     gaps = all_gaps(doc)
     rows = driver.find_elements(By.CSS_SELECTOR, "table.gap-table tbody tr")
     assert len(rows) == len(gaps)
@@ -147,7 +136,7 @@ def test_picking_a_system_shows_its_gaps(driver, posture_page):
     from selenium.webdriver.common.by import By
 
     path, doc = posture_page
-    _open(driver, path)
+    open_page(driver, path)
     slugs = system_slugs([s["name"] for s in doc["systems"]])
     sections = driver.find_elements(By.CSS_SELECTOR, ".system-view")
     assert len(sections) == len(doc["systems"]) and all(s.is_displayed() for s in sections)
@@ -165,7 +154,7 @@ def test_picking_a_system_shows_its_gaps(driver, posture_page):
     assert {r.get_attribute("data-system") for r in table_rows} == {slugs[2]}
     _pick(driver, "")
     assert all(s.is_displayed() for s in sections)
-    assert not _severe(list(driver.get_log("browser")))
+    assert not severe(list(driver.get_log("browser")))
 
 
 def test_hostile_text_is_shown_not_run(driver, embedded, tmp_path):
@@ -183,7 +172,7 @@ systems:
     provenance: in-house
 """
     path, _ = _page(embedded, tmp_path, text)
-    entries = _open(driver, path)
+    entries = open_page(driver, path)
     section = driver.find_element(By.CSS_SELECTOR, ".system-view")
     assert section.find_element(By.CSS_SELECTOR, "h3").text == HOSTILE
     assert driver.find_element(By.CSS_SELECTOR, "#view-select option:nth-child(2)").text == (
@@ -197,4 +186,4 @@ systems:
     assert driver.execute_script("return window.__pwned") is None
     with pytest.raises(NoAlertPresentException):
         _ = driver.switch_to.alert.text
-    assert not _severe(entries + list(driver.get_log("browser")))
+    assert not severe(entries + list(driver.get_log("browser")))

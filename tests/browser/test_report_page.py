@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from builders import HOSTILE
+from page_helpers import open_page, severe, style
 
 from mlthreat.assess.finding import Finding, Metric
 from mlthreat.assess.report import report_data
@@ -88,28 +89,16 @@ def report_page(embedded: KnowledgeBase, tmp_path_factory: pytest.TempPathFactor
     return path, data
 
 
-def _open(driver: Any, path: Path) -> list[dict[str, Any]]:
-    """Load ``path`` fresh and return the console entries it made."""
-    driver.get("about:blank")
-    driver.get_log("browser")  # drop entries of earlier pages
-    driver.get(path.as_uri())
-    assert driver.execute_script("return document.readyState") == "complete"
-    return list(driver.get_log("browser"))
 
 
-def _severe(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [e for e in entries if e.get("level") == "SEVERE"]
 
 
-def _style(driver: Any, element: Any, prop: str) -> str:
-    return str(driver.execute_script(
-        "return getComputedStyle(arguments[0]).getPropertyValue(arguments[1])", element, prop))
 
 
 def test_page_renders_without_console_errors(driver, report_page):
     path, _ = report_page
-    entries = _open(driver, path)
-    assert not _severe(entries), entries
+    entries = open_page(driver, path)
+    assert not severe(entries), entries
     assert driver.title == "mlthreat assessment report"
 
 
@@ -117,7 +106,7 @@ def test_summary_rows_and_status_colours(driver, report_page):
     from selenium.webdriver.common.by import By
 
     path, data = report_page
-    _open(driver, path)
+    open_page(driver, path)
     rows = driver.find_elements(By.CSS_SELECTOR, "table.summary-table tbody tr")
     assert len(rows) == len(data["findings"]) == 6
     assert all(r.is_displayed() for r in rows)
@@ -125,17 +114,17 @@ def test_summary_rows_and_status_colours(driver, report_page):
         chip = row.find_element(By.CSS_SELECTOR, ".status")
         assert chip.text == f["status"].replace("-", " ")
         if f["status"] in COLOURS:
-            assert _style(driver, chip, "background-color") == COLOURS[f["status"]]
-            assert _style(driver, chip, "color") == "rgb(255, 255, 255)"
+            assert style(driver, chip, "background-color") == COLOURS[f["status"]]
+            assert style(driver, chip, "color") == "rgb(255, 255, 255)"
         else:
-            assert _style(driver, chip, "border-top-style") == "dashed"
+            assert style(driver, chip, "border-top-style") == "dashed"
 
 
 def test_tested_matrix_cells_show_their_outcome(driver, report_page, embedded):
     from selenium.webdriver.common.by import By
 
     path, _ = report_page
-    _open(driver, path)
+    open_page(driver, path)
     expected = {"AML.T0024.002": "succeeded", "AML.T0043.001": "failed",
                 "AML.T0024.000": "succeeded", "AML.T0020": "not-applicable",
                 "AML.T0043.000": "error"}
@@ -146,14 +135,14 @@ def test_tested_matrix_cells_show_their_outcome(driver, report_page, embedded):
         seen[cell.get_attribute("data-id")] = outcome
         assert f"outcome-{outcome}" in cell.get_attribute("class").split()
         if outcome in COLOURS:
-            assert _style(driver, cell, "background-color") == COLOURS[outcome]
+            assert style(driver, cell, "background-color") == COLOURS[outcome]
         else:
-            assert _style(driver, cell, "border-top-style") == "dashed"
+            assert style(driver, cell, "border-top-style") == "dashed"
     assert seen == expected
     assert len(cells) == sum(len(embedded.tactics_of(t)) for t in expected)
     untested = driver.find_element(By.CSS_SELECTOR, 'table.matrix .cell[data-id="AML.T0000"]')
     assert "tested" not in untested.get_attribute("class").split()
-    assert _style(driver, untested, "background-color") == "rgb(244, 246, 248)"
+    assert style(driver, untested, "background-color") == "rgb(244, 246, 248)"
     extract = driver.find_element(By.CSS_SELECTOR, '.cell.tested[data-id="AML.T0024.002"]')
     assert extract.get_attribute("title").splitlines()[1:] == [
         "logreg: succeeded (extract-equations)", "mlp: failed (extract-equations)"]
@@ -170,7 +159,7 @@ def test_svg_plots_render_with_their_points(driver, report_page):
     from selenium.webdriver.common.by import By
 
     path, _ = report_page
-    _open(driver, path)
+    open_page(driver, path)
     charts = driver.find_elements(By.CSS_SELECTOR, "svg.chart")
     assert len(charts) == 4  # fidelity, success against ε, histogram, ROC
     for chart in charts:
@@ -188,7 +177,7 @@ def test_svg_plots_render_with_their_points(driver, report_page):
         "(r) => [Number(r.dataset.count), r.getBBox().height])")
     assert sum(count for count, _ in bars) == 16 and max(h for _, h in bars) > 0
     diagonal = driver.find_element(By.CSS_SELECTOR, 'figure[data-curve="roc"] line.diagonal')
-    assert _style(driver, diagonal, "stroke-dasharray") != "none"
+    assert style(driver, diagonal, "stroke-dasharray") != "none"
 
 
 def test_hostile_text_is_shown_not_run(driver, embedded, tmp_path):
@@ -199,7 +188,7 @@ def test_hostile_text_is_shown_not_run(driver, embedded, tmp_path):
     path = tmp_path / "hostile.html"
     path.write_text(render_report(data, embedded), encoding="utf-8")
 
-    entries = _open(driver, path)
+    entries = open_page(driver, path)
     target = driver.find_element(By.CSS_SELECTOR, ".targets tbody tr td")
     assert target.text == HOSTILE
     assert HOSTILE in driver.find_element(By.ID, "finding-1").text
@@ -209,4 +198,4 @@ def test_hostile_text_is_shown_not_run(driver, embedded, tmp_path):
     assert driver.execute_script("return window.__pwned") is None
     with pytest.raises(NoAlertPresentException):
         _ = driver.switch_to.alert.text
-    assert not _severe(entries + list(driver.get_log("browser")))
+    assert not severe(entries + list(driver.get_log("browser")))

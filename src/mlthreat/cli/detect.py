@@ -36,6 +36,9 @@ DetectorsOpt = Annotated[str | None, typer.Option("--detectors", help="Comma-sep
                                                   "(default: prada, blacklight, volume, and "
                                                   "any in --calibration).")]
 QuarantineOpt = Annotated[Path | None, typer.Option(help="Where malformed lines go (JSONL).")]
+AlertFormatOpt = Annotated[str, typer.Option("--format", "-f", help="jsonl, ocsf, ecs or stix.")]
+CalibrationOpt = Annotated[Path | None, typer.Option(help="Calibration from "
+                                                     "'mlthreat detect calibrate'.")]
 
 
 def _batches(logs: list[Path], mapping: str | None, quarantine: Path | None,
@@ -186,11 +189,9 @@ def run(
                                                 "syslog://host:port, or an http(s) collector "
                                                 "(Splunk HEC; token from "
                                                 "MLTHREAT_HEC_TOKEN).")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl, ocsf, ecs or stix.")
-                   ] = "jsonl",
+    fmt: AlertFormatOpt = "jsonl",
     detectors: DetectorsOpt = None,
-    calibration: Annotated[Path | None, typer.Option(help="Calibration from "
-                                                     "'mlthreat detect calibrate'.")] = None,
+    calibration: CalibrationOpt = None,
     mapping: MappingOpt = None,
     quarantine: QuarantineOpt = None,
     allow: Annotated[list[str] | None, typer.Option(help="Client ID (or glob) never alerted "
@@ -297,11 +298,9 @@ def stream(
                                              "suppression windows); reuse it to resume.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Alert destination, "
                                                 "as for 'detect run'.")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl, ocsf, ecs or stix.")
-                   ] = "jsonl",
+    fmt: AlertFormatOpt = "jsonl",
     detectors: DetectorsOpt = None,
-    calibration: Annotated[Path | None, typer.Option(help="Calibration from "
-                                                     "'mlthreat detect calibrate'.")] = None,
+    calibration: CalibrationOpt = None,
     quarantine: QuarantineOpt = None,
     allow: Annotated[list[str] | None, typer.Option(help="Client ID (or glob) never alerted "
                                                     "on (repeatable).")] = None,
@@ -379,8 +378,7 @@ def calibrate(
 def evaluate(
     logs: LogsArg,
     detectors: DetectorsOpt = None,
-    calibration: Annotated[Path | None, typer.Option(help="Calibration from "
-                                                     "'mlthreat detect calibrate'.")] = None,
+    calibration: CalibrationOpt = None,
     mapping: MappingOpt = None,
     quarantine: QuarantineOpt = None,
     atlas: AtlasOpt = None,
