@@ -117,3 +117,20 @@ def test_not_json(tmp_path: Path) -> None:
     bad.write_text("{nope")
     with pytest.raises(UsageError, match=r"bad\.json"):
         mf.check_manifest(bad, tmp_path)
+
+
+def test_one_file_against_a_folder_manifest(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.pkl").write_bytes(b"a")
+    (folder / "sub" / "b.pkl").write_bytes(b"b")
+    manifest = folder / "manifest.json"
+    mf.write_manifest(folder, manifest)
+    assert mf.check_manifest(manifest, folder / "a.pkl") == []
+    assert mf.check_manifest(manifest, folder / "sub" / "b.pkl") == []
+    (folder / "sub" / "b.pkl").write_bytes(b"B")
+    [changed] = mf.check_manifest(manifest, folder / "sub" / "b.pkl")
+    assert (changed.rule, Path(changed.path)) == ("manifest.changed", folder / "sub" / "b.pkl")
+    other = tmp_path / "c.pkl"
+    other.write_bytes(b"c")
+    assert [f.rule for f in mf.check_manifest(manifest, other)] == ["manifest.added"]

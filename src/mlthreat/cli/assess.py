@@ -234,15 +234,23 @@ def assess(
             return
         from rich.table import Table
 
-        table = Table("Target", "Run", "Technique", "Applies", "Queries at most", "Why not")
-        for column in table.columns[:4]:
+        con = console()
+        # on a narrow terminal the reasons go under the table instead of a squeezed column
+        wide = con.width >= 110
+        table = Table("Target", "Run", "Technique", "Applies", "Max queries",
+                      *(["Why not"] if wide else []))
+        for column in table.columns[:5]:
             column.no_wrap = True
         for p in plan:
             table.add_row(p.target, p.run, p.technique,
                           "yes" if p.applicable else "no",
-                          str(p.planned_queries) if p.applicable else "", p.reason)
-        con = console()
+                          str(p.planned_queries) if p.applicable else "",
+                          *([p.reason] if wide else []))
         con.print(table)
+        if not wide:
+            for p in plan:
+                if not p.applicable:
+                    con.print(f"{p.target} {p.run}: {p.reason}", highlight=False)
         if dry_run:
             total = sum(p.planned_queries for p in plan)
             con.print(f"At most {total} queries in all; nothing was sent.")

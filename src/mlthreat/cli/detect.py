@@ -400,7 +400,7 @@ def evaluate(
     from rich.table import Table
 
     table = Table("Detector", "Clients", "n", "Flagged", "Rate", "95 % CI", "Median queries")
-    for column in table.columns[:2]:
+    for column in table.columns[:6]:
         column.no_wrap = True
     for s in scores:
         label = "FPR" if s.truth == "benign" else "TPR"
