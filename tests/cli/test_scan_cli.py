@@ -150,7 +150,7 @@ def test_policy_file_allows_a_reviewed_global(models: Path, tmp_path: Path) -> N
     (["{models}", "-f", "xml"], "mlthreat: error: unknown format 'xml'; choose one of table, "
      "json, sarif"),
     (["{models}", "--public-key", "k.pem"], "mlthreat: error: --public-key and --certificate "
-     "need --signature"),
+     "need --signature (or a model.sig in the scanned model folder)"),
 ])
 def test_bad_usage_one_line_exit_2(models: Path, args: list[str], message: str) -> None:
     out = scan(*[a.format(models=models) for a in args])
@@ -189,3 +189,39 @@ def test_failed_write_keeps_the_earlier_report(models: Path, tmp_path: Path) -> 
     out = scan("manifest", str(models), "-o", str(tmp_path / "missing" / "m.json"))
     assert out.returncode == 2
     assert out.stderr.startswith(f"mlthreat: error: {tmp_path}/missing/m.json: cannot write")
+
+
+def test_signature_in_the_model_folder_is_found_and_verified(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from model_signing import signing
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private, public = tmp_path / "private.pem", tmp_path / "public.pem"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.npy").write_bytes(b"\x93NUMPY\x01\x00v\x00" + b"{'descr': '<f4', "
+                                        b"'fortran_order': False, 'shape': (1,), }".ljust(117)
+                                        + b"\n" + b"\0\0\0\0")
+    signing.Config().use_elliptic_key_signer(private_key=private).sign(model,
+                                                                       model / "model.sig")
+    out = scan(str(model), "--engines", "none", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["checks"] == [
+        f"signature {model}/model.sig: an OpenSSF model signature, not verified; "
+        "--public-key or --certificate verifies it"]
+    out = scan(str(model), "--engines", "none", "--json", "--public-key", str(public))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["checks"] == [f"signature {model}/model.sig: verified"]
+    (model / "weights.npy").write_bytes((model / "weights.npy").read_bytes()[:-4] + b"\1\0\0\0")
+    out = scan(str(model), "--engines", "none", "--json", "--public-key", str(public))
+    assert out.returncode == 1
+    doc = json.loads(out.stdout)
+    assert doc["checks"] == [f"signature {model}/model.sig: does NOT verify"]
+    assert [(f["rule"], f["severity"], f["technique"]) for f in doc["findings"]] == [
+        ("signature.invalid", "critical", "AML.T0010.003")]

@@ -48,6 +48,17 @@ def _techniques(kb: Any, findings: list[Any]) -> dict[str, Any]:
     return out
 
 
+# the file name model-signing gives a signature by default
+SIGNATURE_NAME = "model.sig"
+
+
+def _signature_in(paths: list[Path]) -> Path | None:
+    """``model.sig`` in the one model folder scanned, if there is one."""
+    if len(paths) == 1 and paths[0].is_dir() and (paths[0] / SIGNATURE_NAME).is_file():
+        return paths[0] / SIGNATURE_NAME
+    return None
+
+
 def _write(text: str, output: Path | None) -> None:
     """Write a report whole or not at all: encoded first (a stray surrogate from a file name
     becomes an escape, not a crash half-way), then to a temporary file renamed over
@@ -152,8 +163,12 @@ def scan(
     if paths and str(paths[0]) == "manifest" and not paths[0].exists():
         _manifest(paths[1:], output, fmt == "json")
         return
+    found = _signature_in(paths) if signature is None else None
     if (public_key or certificate) and signature is None:
-        raise UsageError("--public-key and --certificate need --signature")
+        if found is None:
+            raise UsageError("--public-key and --certificate need --signature (or a "
+                             f"{SIGNATURE_NAME} in the scanned model folder)")
+        signature = found
     kb = load_kb(atlas, extension)
     chosen = Policy.from_file(policy) if policy is not None else None
     scanner = Scanner(policy=chosen, limits=replace(Limits(), seconds_per_file=seconds_per_file),
@@ -161,6 +176,9 @@ def scan(
     report = scanner.run(paths, progress=_progress() if fmt == "table" else None)
     extra = []
     notes: list[str] = []
+    if found is not None and signature is None:
+        notes.append(f"signature {found}: an OpenSSF model signature, not verified; "
+                     "--public-key or --certificate verifies it")
     if manifest is not None:
         from mlthreat.scan.manifest import check_manifest
 

@@ -72,6 +72,12 @@ def verify_signature_result(model_path: str | Path, signature_path: str | Path, 
         else:
             method = "certificate"
             config.use_certificate_verifier(certificate_chain=materials)
+        inside = _inside(Path(signature_path), Path(model_path))
+        if inside is not None:
+            # a signature kept in the model folder is not part of what it signs
+            from model_signing import hashing
+
+            config.set_hashing_config(hashing.Config().set_ignored_paths(paths=[inside]))
     except (ValueError, TypeError, OSError) as exc:  # cryptography's PEM parser says ValueError
         what = "a PEM EC public key" if public_key is not None else "PEM certificates"
         names = ", ".join(str(p) for p in materials)
@@ -90,6 +96,17 @@ def verify_signature_result(model_path: str | Path, signature_path: str | Path, 
                      "error": type(exc).__name__, "reason": text})
         return SignatureResult(verified=False, method=method, findings=[finding])
     return SignatureResult(verified=True, method=method)
+
+
+def _inside(signature: Path, model: Path) -> str | None:
+    """The signature's path relative to the model folder, when it lies inside it (the form
+    model-signing's ignore list takes), else None."""
+    if not model.is_dir():
+        return None
+    try:
+        return signature.resolve().relative_to(model.resolve()).as_posix()
+    except ValueError:
+        return None
 
 
 def verify_signature(model_path: str | Path, signature_path: str | Path, *,
