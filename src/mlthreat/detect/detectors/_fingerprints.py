@@ -113,7 +113,12 @@ class FingerprintStore:
         self.ring_client: list[str] = []       # ring: client of each stored fingerprint
         self.ring_digest: list[int] = []       # ring: digest of each stored fingerprint
         self.digests: dict[int, int] = {}      # digest -> sequence number (live ones)
-        self.index: dict[int, list[int]] = {}  # hash -> sequence numbers, most recent last
+        # hash -> row of the postings table; row r holds the last max_postings sequence
+        # numbers stored with that hash, as a ring written at wp[r] % max_postings
+        self.index: dict[int, int] = {}
+        self.post: Any = None                  # [rows, max_postings] int64
+        self.wp: Any = None                    # [rows] int64: postings ever written per row
+        self.rows_used = 0
 
     def allocate(self, top_n: int) -> None:
         """Allocate the ring for fingerprints of ``top_n`` hashes (empty)."""
@@ -181,30 +186,7 @@ class FingerprintStore:
             starts = np.flatnonzero(first)
             gid = np.cumsum(first) - 1
             pos = np.arange(k, dtype=np.int64) - starts[gid]   # earlier rows in this batch
-            # one dict look-up per distinct hash (map: a C loop); hashes not seen before are
-            # inserted in one update, the others hand back their stored tails
-            uniq = hs[starts].tolist()
-            b0 = starts.tolist()
-            b1 = np.append(starts[1:], k).tolist()
-            ss_l = ss.tolist()
-            index = self.index
-            lists = list(map(index.get, uniq))
-            index.update({uniq[i]: ss_l[max(b0[i], b1[i] - cap):b1[i]]
-                          for i, lst in enumerate(lists) if lst is None})
-            cat: list[int] = []
-            tail = [0] * len(uniq)
-            cap2 = 2 * cap
-            for i, lst in enumerate(lists):
-                if lst is None:
-                    continue
-                t = lst[-cap:]
-                cat.extend(t)
-                tail[i] = len(t)
-                lst.extend(ss_l[b0[i]:b1[i]])
-                if len(lst) > cap2:
-                    del lst[:-cap]
-            ends = np.cumsum(np.asarray(tail, dtype=np.int64))
-            stored = np.asarray(cat, dtype=np.int64)
+            stored, ends = self._postings(hs[starts], starts, ss, k)
             avail = np.diff(np.concatenate(([0], ends)))[gid]
             kb = np.minimum(pos, cap)
             ks = np.minimum(avail, cap - kb)
@@ -237,6 +219,59 @@ class FingerprintStore:
             self.rebuild_index()
         return over.tolist(), other, best.tolist(), seq.tolist()
 
+    def _postings(self, uniq: np.ndarray, starts: np.ndarray, ss: np.ndarray,
+                  k: int) -> tuple[np.ndarray, np.ndarray]:
+        """For the batch's distinct hashes ``uniq`` (their postings ``ss[starts[i]:…]`` in
+        sequence order), the postings stored before this batch (oldest first, concatenated)
+        and where each hash's run ends; then append the batch's. One dict look-up per distinct
+        hash (``map``, a C loop); everything else is array arithmetic on the postings table."""
+        from itertools import compress, repeat
+
+        import numpy as np
+
+        cap = self.max_postings
+        keys = uniq.tolist()
+        rows = np.fromiter(map(self.index.get, keys, repeat(-1)), dtype=np.int64,
+                           count=len(keys))
+        new = rows < 0
+        n_new = int(new.sum())
+        if n_new:
+            fresh = np.arange(self.rows_used, self.rows_used + n_new, dtype=np.int64)
+            self._grow(self.rows_used + n_new)
+            self.index.update(zip(compress(keys, new.tolist()), fresh.tolist(), strict=True))
+            rows[new] = fresh
+            self.rows_used += n_new
+        wp = self.wp[rows]
+        cnt = np.minimum(wp, cap)
+        ends = np.cumsum(cnt)
+        grp = np.repeat(np.arange(len(rows), dtype=np.int64), cnt)
+        j = np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64) - (ends - cnt)[grp]
+        stored = self.post[rows[grp], (wp[grp] - cnt[grp] + j) % cap]
+        # append: only each hash's last ``cap`` postings of this batch can survive
+        size = np.diff(np.append(starts, k))
+        keep = np.minimum(size, cap)
+        grp2 = np.repeat(np.arange(len(rows), dtype=np.int64), keep)
+        kends = np.cumsum(keep)
+        off = np.arange(int(kends[-1]) if len(kends) else 0, dtype=np.int64) - \
+            (kends - keep)[grp2]
+        at = (wp[grp2] + size[grp2] - keep[grp2] + off) % cap
+        self.post[rows[grp2], at] = ss[_expand(starts + size, keep)]
+        self.wp[rows] = wp + size
+        return stored, ends
+
+    def _grow(self, needed: int) -> None:
+        import numpy as np
+
+        have = 0 if self.post is None else len(self.post)
+        if needed <= have:
+            return
+        size = max(needed, 2 * have, 1024)
+        post = np.zeros((size, self.max_postings), dtype=np.int64)
+        wp = np.zeros(size, dtype=np.int64)
+        if have:
+            post[:have], wp[:have] = self.post, self.wp
+        self.post, self.wp = post, wp
+
     def _earliest_other(self, rows: np.ndarray, cands: np.ndarray, clients: list[str],
                         seq: np.ndarray, start: int, out: list[str | None]) -> None:
         """Fill ``out[row]`` with the client of the earliest matching fingerprint sent by
@@ -267,15 +302,25 @@ class FingerprintStore:
         return range(max(0, self.next - self.max_fingerprints), self.next)
 
     def rebuild_index(self) -> None:
-        """The hash index of the live fingerprints, as incremental updates would leave it."""
-        cap = self.max_postings
-        m = self.max_fingerprints
-        index: dict[int, list[int]] = {}
-        for s in self.live():
-            for h in self.fp[s % m].tolist():
-                if h:
-                    index.setdefault(h, []).append(s)
-        self.index = {h: lst[-cap:] for h, lst in index.items()}
+        """The hash index of the live fingerprints (each hash's last ``max_postings`` of them),
+        which is what matching sees after incremental updates too: postings of evicted
+        fingerprints are never matched."""
+        import numpy as np
+
+        self.index, self.post, self.wp, self.rows_used = {}, None, None, 0
+        live = self.live()
+        if self.fp is None or not len(live):
+            return
+        seqs = np.arange(live.start, live.stop, dtype=np.int64)
+        h = self.fp[seqs % self.max_fingerprints]
+        s = np.repeat(seqs, h.shape[1])
+        h = h.ravel()
+        keep = h != 0
+        h, s = h[keep], s[keep]
+        order = np.argsort(h, kind="stable")  # sequence order kept within a hash
+        h, s = h[order], s[order]
+        first = np.flatnonzero(np.r_[True, h[1:] != h[:-1]])
+        self._postings(h[first], first, s, len(h))
 
     def rows(self) -> list[list[Any]]:
         """The live fingerprints as ``[seq, client, digest hex, hashes hex]``, oldest first."""

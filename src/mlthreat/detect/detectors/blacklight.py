@@ -41,7 +41,8 @@ most ``max_clients`` clients (longest-idle evicted first). A hash shared by many
 (blank regions, common strokes) links only to its ``max_postings`` (8) most recent ones; it is
 weak evidence and would otherwise make matching quadratic (HopSkipJump on digits is caught at
 the same query with 4 or 32). Per stored query: ``8 * top_n`` bytes of fingerprint (a ring
-allocated at the first batch), an exact-repeat digest and its index entries: about 575 bytes
+allocated at the first batch), an exact-repeat digest and its index entries (a dictionary
+from hash to a row of a numpy postings table): about 476 bytes
 for ``d = 64``; about 370 bytes per tracked client (``benchmarks/bench_detect.py``). The
 result does not depend on how events are cut into batches. One fingerprint store serves
 every model in the log.
