@@ -145,3 +145,11 @@ def test_stix_bundle_as_atlas_source():
                       .stdout)
     assert data["shortname"] == "ai-attack-staging"
     assert data["atlas_version"].startswith("unknown (STIX bundle")
+
+
+def test_case_study_from_the_stix_bundle_says_it_has_none():
+    res = run("kb", "case-study", "AML.CS0000", "--atlas", str(STIX_BUNDLE))
+    assert res.returncode == 2
+    assert res.stderr.strip() == (
+        f"mlthreat: error: AML.CS0000: the ATLAS data in use ({STIX_BUNDLE}) holds no case "
+        "studies (the official STIX bundle has none); use ATLAS.yaml or the embedded snapshot")

@@ -91,6 +91,12 @@ def test_yaml_and_prose(embedded, tmp_path):
     assert report.file_format == "text"
     assert [(f.kind, f.id, f.line) for f in report.findings] == [
         ("unknown-id", "AML.T0051.009", 4)]
+    # a prose line with a colon is valid YAML; notes are still read as text
+    notes.write_text("# Notes\nWe cover AML.T0199 and AML.T0051.000 (LLM Prompt Injection: "
+                     "Direct).\n")
+    report = check_file(embedded, notes)
+    assert (report.file_format, report.references_checked) == ("text", 2)
+    assert [(f.kind, f.id, f.line) for f in report.findings] == [("unknown-id", "AML.T0199", 2)]
 
 
 def test_unreadable_and_malformed_files(embedded, tmp_path):

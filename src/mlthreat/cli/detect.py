@@ -80,6 +80,9 @@ def _then_follow(batches: Any, path: Path, mapping: str | None, quarantine: Path
     from mlthreat.detect.follow import FollowStats, follow
 
     yield from batches
+    from rich.console import Console
+
+    Console(stderr=True).print(f"following {path} (Ctrl-C to stop)", highlight=False)
     followed = FollowStats(str(path))
     stats.append(followed)
     yield from follow(path, mapping=mapping, quarantine=quarantine, poll_interval=poll_interval,
@@ -326,7 +329,8 @@ def stream(
     if fmt not in FORMATS:
         raise UsageError(f"unknown alert format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if not folder.is_dir():
-        raise UsageError(f"{folder}: not a folder")
+        raise UsageError(f"{folder}: " + ("not a folder" if folder.exists() else
+                                          "no such folder"))
     kb = load_kb(atlas, extension)
     dets = _calibrated(_names(detectors), calibration)
     stats: list[Any] = []

@@ -196,6 +196,12 @@ def search(
 def _print_case_study(kb: Any, atlas_id: str, as_json: bool) -> None:
     from mlthreat.kb.serialize import object_to_dict
 
+    if atlas_id not in kb and atlas_id.startswith("AML.CS") and not kb.case_studies:
+        from mlthreat.errors import UsageError
+
+        raise UsageError(f"{atlas_id}: the ATLAS data in use ({kb.source}) holds no case "
+                         "studies (the official STIX bundle has none); use ATLAS.yaml or the "
+                         "embedded snapshot")
     cs = kb.case_study(atlas_id)
     if as_json:
         data = object_to_dict(cs, keep_empty=True)

@@ -75,6 +75,7 @@ def _write(text: str, output: Path | None) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise UsageError(f"{output}: cannot write ({exc.strerror or exc})") from None
+    print(f"wrote {output}", file=sys.stderr)
 
 
 def _manifest(paths: list[Path], output: Path | None, as_json: bool) -> None:

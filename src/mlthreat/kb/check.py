@@ -273,13 +273,18 @@ class _Checker:
                 self.check_layer_tactic(tid, tactic, f"{loc}.tactic", line)
 
 
+# Suffixes of documents read as text whatever they parse as.
+_PROSE = frozenset({".md", ".markdown", ".txt", ".text", ".rst", ".adoc", ".org"})
+
+
 def check_file(kb: KnowledgeBase, path: str | Path) -> CheckReport:
     """Check every ATLAS ID reference in ``path`` against ``kb``.
 
     The format is read from the content: a Navigator layer (JSON with ``techniques`` entries
     holding ``techniqueID``), CSV (by ``.csv``/``.tsv`` suffix), any other JSON or YAML, or
-    plain text (IDs only). Records are checked as a unit: an ID and a name in the same mapping
-    or CSV row are taken to describe the same object.
+    plain text (IDs only; always for Markdown, ``.txt``, ``.rst`` and similar). Records are
+    checked as a unit: an ID and a name in the same mapping or CSV row are taken to describe
+    the same object.
 
     Raises
     ------
@@ -307,6 +312,9 @@ def check_file(kb: KnowledgeBase, path: str | Path) -> CheckReport:
         checker.check_group(header_values, "header", 1)
     else:
         try:
+            if path.suffix.lower() in _PROSE:
+                # a line of prose with a colon is valid YAML: never read notes as a mapping
+                raise ValueError("prose")
             data = read_structured(path)
         except (DataFileError, RecursionError, ValueError) as exc:
             # RecursionError (nesting) and ValueError (an integer too long to convert) come

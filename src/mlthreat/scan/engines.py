@@ -362,6 +362,9 @@ def _run_modelscan(path: Path, fmt: str, limits: Limits,
         for error in scanner.errors:
             notes.append(f"error: {str(error).replace(shown, path.name)}")
         for skipped in scanner.skipped:
-            notes.append(f"skipped {str(skipped.source).replace(shown, path.name)}: "
-                         f"{skipped.message}")
-    return findings, notes
+            # modelscan names the file by a path of its own making: keep the member part
+            source = str(skipped.source)
+            where = source[len(shown) + 1:] if source.startswith(shown + ":") else ""
+            notes.append(f"skipped {where or 'the file'}: {skipped.message}")
+    # it repeats one error per member of an archive: once is enough
+    return findings, list(dict.fromkeys(notes))

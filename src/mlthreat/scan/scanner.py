@@ -265,7 +265,8 @@ class Scanner:
                 if progress is not None:
                     progress(done, len(entries), str(entry.path))
         findings = sorted(run.findings, key=lambda f: (severity_rank(f.severity), f.path))
-        return ScanReport(findings=findings, files=run.files, engine_messages=run.messages,
+        return ScanReport(findings=findings, files=run.files,
+                          engine_messages=list(dict.fromkeys(run.messages)),
                           started=started, seconds=time.monotonic() - t0)
 
 
