@@ -90,3 +90,18 @@ def changed(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
     else:
         node[path[-1]] = value
     return doc
+
+
+def ec_key_pair(folder: Path) -> tuple[Path, Path]:
+    """A fresh EC P-256 key pair written as PEM into ``folder``: (private, public)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private, public = folder / "private.pem", folder / "public.pem"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return private, public

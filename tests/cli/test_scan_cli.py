@@ -192,17 +192,10 @@ def test_failed_write_keeps_the_earlier_report(models: Path, tmp_path: Path) -> 
 
 
 def test_signature_in_the_model_folder_is_found_and_verified(tmp_path: Path) -> None:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from builders import ec_key_pair
     from model_signing import signing
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    private, public = tmp_path / "private.pem", tmp_path / "public.pem"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    public.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    private, public = ec_key_pair(tmp_path)
     model = tmp_path / "model"
     model.mkdir()
     (model / "weights.npy").write_bytes(b"\x93NUMPY\x01\x00v\x00" + b"{'descr': '<f4', "

@@ -13,18 +13,10 @@ from mlthreat.scan.signing import verify_signature, verify_signature_result
 
 @pytest.fixture()
 def signed(tmp_path: Path) -> tuple[Path, Path, Path]:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from builders import ec_key_pair
     from model_signing import signing
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    private = tmp_path / "key.pem"
-    public = tmp_path / "key.pub"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    public.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    private, public = ec_key_pair(tmp_path)
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text('{"layers": 2}')
