@@ -147,6 +147,33 @@ def _summary(stats: list[Any]) -> list[dict[str, Any]]:
              "skipped": dict(s.skipped)} for s in stats]
 
 
+def _check_format(fmt: str) -> None:
+    from mlthreat.detect.alerts import FORMATS
+
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown alert format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+@contextlib.contextmanager
+def _delivery(output: Path | None, fmt: str, as_json: bool) -> Iterator[Callable[[Any], None]]:
+    """The callback that delivers each alert as it is raised, in ``fmt``, to ``output`` (stdout
+    unless --json holds stdout for the summary); the sink is closed however the run ends."""
+    from mlthreat.detect.sinks import deliver, open_sink
+
+    sink = open_sink(str(output) if output is not None else "-") \
+        if output is not None or not as_json else None
+
+    def on_alert(alert: Any) -> None:
+        if sink is not None:
+            deliver([alert], sink, fmt)
+
+    try:
+        yield on_alert
+    finally:
+        if sink is not None:
+            sink.close()
+
+
 def _report(result: Any, stats: list[Any], kb: Any, as_json: bool,
             quarantine: Path | None) -> None:
     """The end of a run: JSON envelope or one summary line; exit 1 when alerts were raised.
@@ -225,12 +252,9 @@ def run(
 ) -> None:
     """Run the detectors over logs and deliver alerts as they are raised. Exits 1 when any
     alert was raised."""
-    from mlthreat.detect.alerts import FORMATS
     from mlthreat.detect.engine import run_detectors, save_state
-    from mlthreat.detect.sinks import deliver, open_sink
 
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown alert format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    _check_format(fmt)
     if engine not in ("local", "spark"):
         raise UsageError(f"unknown engine {engine!r}; choose local or spark")
     if engine == "spark" and (follow or state is not None):
@@ -259,36 +283,26 @@ def run(
                 if d.name in saved:
                     d.load_calibration(saved[d.name])
     stats: list[Any] = []
-    sink = open_sink(str(output) if output is not None else "-") \
-        if output is not None or not as_json else None
+    with _delivery(output, fmt, as_json) as on_alert, \
+            _stop_on_signals() if follow else contextlib.nullcontext(_never) as stop:
+        batches = _batches(logs[:-1] if follow else logs, mapping, quarantine, stats)
+        if follow:
+            batches = _then_follow(batches, logs[-1], mapping, quarantine, stats,
+                                   poll_interval, max_seconds, stop)
+        if engine == "spark":
+            from mlthreat.detect import spark
 
-    def on_alert(alert: Any) -> None:
-        if sink is not None:
-            deliver([alert], sink, fmt)
-
-    try:
-        with _stop_on_signals() if follow else contextlib.nullcontext(_never) as stop:
-            batches = _batches(logs[:-1] if follow else logs, mapping, quarantine, stats)
-            if follow:
-                batches = _then_follow(batches, logs[-1], mapping, quarantine, stats,
-                                       poll_interval, max_seconds, stop)
-            if engine == "spark":
-                from mlthreat.detect import spark
-
-                result = spark.run(logs, dets, kb, mapping=mapping, quarantine=quarantine,
-                                   stats=stats, allow_list=allow or (),
+            result = spark.run(logs, dets, kb, mapping=mapping, quarantine=quarantine,
+                               stats=stats, allow_list=allow or (),
+                               suppression_window=suppress_window,
+                               include_inputs=include_inputs, on_alert=on_alert)
+        else:
+            result = run_detectors(batches, dets, kb, allow_list=allow or (),
                                    suppression_window=suppress_window,
-                                   include_inputs=include_inputs, on_alert=on_alert)
-            else:
-                result = run_detectors(batches, dets, kb, allow_list=allow or (),
-                                       suppression_window=suppress_window,
-                                       include_inputs=include_inputs, on_alert=on_alert,
-                                       suppression_state=_suppression(saved_state, state))
-        if state is not None:  # only after a complete (or cleanly stopped) run
-            save_state(state, dets, result.suppression_state)
-    finally:
-        if sink is not None:
-            sink.close()
+                                   include_inputs=include_inputs, on_alert=on_alert,
+                                   suppression_state=_suppression(saved_state, state))
+    if state is not None:  # only after a complete (or cleanly stopped) run
+        save_state(state, dets, result.suppression_state)
     _report(result, stats, kb, as_json, quarantine)
 
 
@@ -323,29 +337,20 @@ def stream(
     through the same detectors as 'detect run', state kept under --checkpoint. Exits 1 when any
     alert was raised."""
     from mlthreat.detect import spark
-    from mlthreat.detect.alerts import FORMATS
-    from mlthreat.detect.sinks import deliver, open_sink
 
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown alert format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    _check_format(fmt)
     if not folder.is_dir():
         raise UsageError(f"{folder}: " + ("not a folder" if folder.exists() else
                                           "no such folder"))
     kb = load_kb(atlas, extension)
     dets = _calibrated(_names(detectors), calibration)
     stats: list[Any] = []
-    sink = open_sink(str(output) if output is not None else "-") \
-        if output is not None or not as_json else None
-    try:
+    with _delivery(output, fmt, as_json) as on_alert:
         result = spark.stream(
             folder, dets, kb, checkpoint=checkpoint, quarantine=quarantine, stats=stats,
             allow_list=allow or (), suppression_window=suppress_window,
             include_inputs=include_inputs, files_per_batch=files_per_batch,
-            available_now=available_now,
-            on_alert=(lambda a: deliver([a], sink, fmt)) if sink is not None else None)
-    finally:
-        if sink is not None:
-            sink.close()
+            available_now=available_now, on_alert=on_alert)
     _report(result, stats, kb, as_json, quarantine)
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from mlthreat.detect.errors import CalibrationError
 from mlthreat.errors import UsageError
 
 if TYPE_CHECKING:
@@ -109,6 +110,16 @@ class Detector:
         for key, (check, message) in self._constraints.items():
             if not check(self.params[key]):
                 raise UsageError(f"{self.name}: parameter {key}={self.params[key]!r}: {message}")
+
+    def _check_dim(self, batch: EventBatch, expected: int) -> None:
+        """Raise CalibrationError naming the batch's source and first line when its inputs
+        are not ``expected`` values wide."""
+        if batch.dim != expected:
+            where = batch.source or "batch"
+            if batch.line is not None and len(batch.line):
+                where += f":{int(batch.line[0])}"
+            raise CalibrationError(f"{self.name}: input dimension {batch.dim} at {where} does "
+                                   f"not match the detector's {expected}")
 
     def observe(self, batch: EventBatch) -> list[Detection]:
         """Feed events (time order); return the detections they complete."""

@@ -192,15 +192,9 @@ class BlacklightDetector(Detector):
             if dim < 1:
                 raise CalibrationError(f"{self.name}: inputs must be 2-D [n, d] with d >= 1")
             self._cfg = self._resolve(dim)
-        if dim != self._cfg["dim"]:
-            where = batch.source or "batch"
-            if batch.line is not None and len(batch.line):
-                where += f":{int(batch.line[0])}"
-            raise CalibrationError(f"{self.name}: input dimension {dim} at {where} does not "
-                                   f"match the detector's {self._cfg['dim']}")
+        self._check_dim(batch, self._cfg["dim"])
         return self._cfg
 
-    # -- matching ------------------------------------------------------------------------------
     # -- the Detector interface ----------------------------------------------------------------
 
     def observe(self, batch: EventBatch) -> list[Detection]:

@@ -110,12 +110,7 @@ class KnnDetector(Detector):
                 raise CalibrationError(f"{self.name}: inputs must be 2-D [n, d] with d >= 1")
             thr = self.params["threshold"] or 0.1 * math.sqrt(dim)
             self._cfg = {"dim": dim, "k": self.params["k"], "threshold": float(thr)}
-        if dim != self._cfg["dim"]:
-            where = batch.source or "batch"
-            if batch.line is not None and len(batch.line):
-                where += f":{int(batch.line[0])}"
-            raise CalibrationError(f"{self.name}: input dimension {dim} at {where} does not "
-                                   f"match the detector's {self._cfg['dim']}")
+        self._check_dim(batch, self._cfg["dim"])
         return self._cfg
 
     def observe(self, batch: EventBatch) -> list[Detection]:
