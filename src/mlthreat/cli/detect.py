@@ -97,7 +97,7 @@ def _load_calibration(path: Path) -> dict[str, Any]:
     from mlthreat.detect.errors import CalibrationError
 
     try:
-        data = json.loads(path.read_text("utf-8"))
+        data = json.loads(path.read_text("utf-8-sig"))
     except (OSError, ValueError) as exc:
         raise CalibrationError(f"{path}: cannot read calibration: {exc}") from None
     if not isinstance(data, dict) or data.get("kind") != CALIBRATION_KIND or \

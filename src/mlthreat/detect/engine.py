@@ -199,7 +199,7 @@ def load_state(path: str | Path) -> dict[str, Any]:
     from mlthreat.detect.errors import DetectError
 
     try:
-        data = json.loads(Path(path).read_text("utf-8"))
+        data = json.loads(Path(path).read_text("utf-8-sig"))
     except (OSError, ValueError) as exc:
         raise DetectError(f"{path}: cannot read detector state: {exc}") from None
     if not isinstance(data, dict):

@@ -38,6 +38,7 @@ def check_followable(path: str | Path) -> None:
                 head = fh.read(4096)
         except OSError:
             return  # a missing file is reported by the reader, naming it
+        head = head.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
         if head.startswith(b"PAR1"):
             kind = "Parquet"
         elif head.strip() and not head.lstrip().startswith(b"{"):

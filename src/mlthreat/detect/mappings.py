@@ -381,7 +381,7 @@ class FieldMapping:
         import yaml
 
         try:
-            spec = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            spec = yaml.safe_load(Path(path).read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError) as exc:
             raise LogFormatError(f"mapping file {path}: cannot read ({exc})") from None
         except yaml.YAMLError as exc:

@@ -11,11 +11,13 @@ Formats, chosen by suffix (``.jsonl``, ``.ndjson``, ``.json``, ``.log``, ``.csv`
 - Parquet: the same columns, ``input`` / ``output_scores`` as lists; read by record batches of
   ``batch_size`` rows, never the whole file.
 
-JSONL and CSV are streamed line by line; memory holds one batch. ``ts`` may be epoch seconds
-(number or numeric text), RFC 3339 text (an offset-less time is taken as UTC) or a Parquet
-timestamp; it becomes epoch seconds (float64). Events are assumed to be in time order within a
-file, as serving systems write them; the reader does not sort (KServe events are emitted when
-request and response are both seen, so they may be slightly out of order).
+JSONL and CSV are streamed line by line; memory holds one batch. A UTF-8 byte-order mark at the
+start of a file (Windows tools write one) is skipped, never taken as part of the first record.
+``ts`` may be epoch seconds (number or numeric text), RFC 3339 text (an offset-less time is
+taken as UTC) or a Parquet timestamp; it becomes epoch seconds (float64). Events are assumed
+to be in time order within a file, as serving systems write them; the reader does not sort
+(KServe events are emitted when request and response are both seen, so they may be slightly
+out of order).
 
 Normalisation: inputs are flattened to float32; the first good event fixes the input dimension
 ``d`` and the first event with scores fixes ``k``. Labels become int64: integers and integral
@@ -47,7 +49,7 @@ from mlthreat.detect.batch import EventBatch
 from mlthreat.detect.errors import LogFormatError
 from mlthreat.detect.mappings import BadRecord, Item, Mapping, resolve_mapping
 
-__all__ = ["REASONS", "LogReader", "ReadStats", "detect_format", "read_events"]
+__all__ = ["BOM", "REASONS", "LogReader", "ReadStats", "detect_format", "read_events"]
 
 #: why a record was skipped
 REASONS = ("bad_encoding", "bad_json", "not_object", "missing_field", "bad_ts", "bad_value",
@@ -55,6 +57,8 @@ REASONS = ("bad_encoding", "bad_json", "not_object", "missing_field", "bad_ts", 
 _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".log": "jsonl",
              ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _REQUIRED = ("ts", "client_id", "model_id", "input", "output_label")
+BOM = b"\xef\xbb\xbf"
+"""The UTF-8 byte-order mark a log may start with; skipped by every reader."""
 
 
 @dataclass
@@ -97,7 +101,7 @@ def detect_format(path: str | Path) -> str:
         raise LogFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if head.startswith(b"PAR1"):
         return "parquet"
-    text = head.lstrip()
+    text = head.removeprefix(BOM).lstrip()
     if text.startswith(b"{"):
         return "jsonl"
     first = text.split(b"\n", 1)[0]
@@ -176,6 +180,8 @@ class LogReader:
         def gen() -> Iterator[tuple[int, str | BadRecord, str]]:
             with fh:
                 for number, data in enumerate(fh, 1):
+                    if number == 1:
+                        data = data.removeprefix(BOM)
                     data = data.rstrip(b"\r\n")
                     if not data.strip():
                         self.stats.blank += 1
