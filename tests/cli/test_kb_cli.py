@@ -150,6 +150,61 @@ def test_stix_bundle_as_atlas_source():
 def test_case_study_from_the_stix_bundle_says_it_has_none():
     res = run("kb", "case-study", "AML.CS0000", "--atlas", str(STIX_BUNDLE))
     assert res.returncode == 2
-    assert res.stderr.strip() == (
+    # the two warnings of the official bundle (AML.T0087, AML.T0096 modified before created)
+    warnings, error = res.stderr.strip().splitlines()[:-1], res.stderr.strip().splitlines()[-1]
+    assert [w.split(" (")[1][:9] for w in warnings] == ["AML.T0087", "AML.T0096"]
+    assert all(w.startswith(f"mlthreat: warning: {STIX_BUNDLE}, entry attack-pattern--")
+               for w in warnings)
+    assert error == (
         f"mlthreat: error: AML.CS0000: the ATLAS data in use ({STIX_BUNDLE}) holds no case "
         "studies (the official STIX bundle has none); use ATLAS.yaml or the embedded snapshot")
+
+
+def _hostile_bundle(tmp_path):
+    """The official bundle with AML.T0015 revoked and the parent link of AML.T0051.001 gone."""
+    bundle = json.loads(STIX_BUNDLE.read_text(encoding="utf-8"))
+    ext = {o["id"]: r["external_id"] for o in bundle["objects"]
+           for r in o.get("external_references", ()) if r.get("source_name") == "mitre-atlas"}
+    for o in bundle["objects"]:
+        if ext.get(o["id"]) == "AML.T0015":
+            o["revoked"] = True
+    bundle["objects"] = [o for o in bundle["objects"] if not (
+        o.get("relationship_type") == "subtechnique-of"
+        and ext.get(o["source_ref"]) == "AML.T0051.001")]
+    path = tmp_path / "hostile-stix.json"
+    path.write_text(json.dumps(bundle, indent=1), encoding="utf-8")
+    return path
+
+
+def test_stix_bundle_warnings_on_stderr_and_in_check(tmp_path):
+    path = _hostile_bundle(tmp_path)
+    out = run("kb", "matrix", "--json", "--atlas", str(path))
+    assert out.returncode == 0, out.stderr
+    staging = {t["id"]: [x["id"] for x in t["techniques"]]
+               for t in json.loads(out.stdout)["tactics"]}
+    assert "AML.T0015" not in staging["AML.TA0007"]
+    lines = out.stderr.splitlines()
+    # 2 official dates + revoked + 6 mitigation links + inferred parent = 10: 5 shown, 5 counted
+    assert len(lines) == 6 and all(line.startswith("mlthreat: warning: ") for line in lines)
+    assert lines[-1] == f"mlthreat: warning: 5 more (mlthreat kb check {path} lists them all)"
+    shown = run("kb", "show", "AML.T0015", "--atlas", str(path))
+    assert shown.returncode == 0 and "status: revoked" in shown.stdout
+    check = run("kb", "check", str(path), "--json")
+    assert check.returncode == 1
+    from jsonschema import Draft202012Validator
+
+    from mlthreat.schemas import schema
+
+    doc = json.loads(check.stdout)
+    assert not list(Draft202012Validator(schema("mlthreat.kb.check")).iter_errors(doc))
+    report = doc["files"][0]
+    assert report["file_format"] == "stix-bundle"
+    kinds = sorted((f["kind"], f["id"]) for f in report["findings"])
+    assert kinds == sorted([("modified-before-created", "AML.T0087"),
+                            ("modified-before-created", "AML.T0096"),
+                            ("revoked", "AML.T0015"), ("parent-inferred", "AML.T0051.001")]
+                           + [("retired-link", m) for m in ("AML.M0003", "AML.M0006",
+                                                            "AML.M0009", "AML.M0010",
+                                                            "AML.M0015", "AML.M0034")])
+    revoked = next(f for f in report["findings"] if f["kind"] == "revoked")
+    assert path.read_text().splitlines()[revoked["line"] - 1].strip().startswith('"id": "attack-')

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -40,9 +41,28 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines."
 
 
 def load_kb(atlas: Path | None, extensions: list[Path] | None) -> KnowledgeBase:
+    """The knowledge base of ``--atlas``/``--extension`` (or their environment variables), its
+    data warnings printed on stderr."""
     from mlthreat import kb
 
-    return kb.load(atlas, extensions or ())
+    base = kb.load(atlas, extensions or ())
+    print_warnings(base.warnings, f"mlthreat kb check {base.source.split(' + ')[0]}")
+    return base
+
+
+MAX_WARNINGS = 5  # printed one a line; the rest counted, the check command lists them all
+
+
+def print_warnings(warnings: Sequence[object], lister: str = "") -> None:
+    """Data warnings on stderr, ``mlthreat: warning: …`` one a line, at most
+    :data:`MAX_WARNINGS` of them and then how many more (and ``lister``, the command that lists
+    them all)."""
+    for w in warnings[:MAX_WARNINGS]:
+        sys.stderr.write(f"mlthreat: warning: {' '.join(str(w).split())}\n")
+    if len(warnings) > MAX_WARNINGS:
+        more = len(warnings) - MAX_WARNINGS
+        sys.stderr.write(f"mlthreat: warning: {more} more" + (f" ({lister} lists them all)"
+                                                              if lister else "") + "\n")
 
 
 def envelope(kind: str, kb: KnowledgeBase, payload: dict[str, Any]) -> dict[str, Any]:

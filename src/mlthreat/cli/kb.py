@@ -20,6 +20,7 @@ from mlthreat.cli._common import (
     load_kb,
     plural,
     print_json,
+    print_warnings,
 )
 from mlthreat.cli.kb_export import export
 
@@ -133,6 +134,10 @@ def show(
     if description:
         con.print(_esc(description))
     facts = []
+    if kb.status(atlas_id) != "active":
+        by = [r.replaced_by for r in kb.retired if r.object.id == atlas_id and r.replaced_by]
+        facts.append(f"status: {kb.status(atlas_id)}, not in the matrix"
+                     + (f" (replaced by {by[0]})" if by else ""))
     if data.get("maturity"):
         facts.append(f"maturity: {data['maturity']}")
     if data.get("parent"):
@@ -251,7 +256,9 @@ def _load_side(spec: str) -> Any:
         from mlthreat.kb.sources.snapshot import load_embedded
 
         return load_embedded()
-    return kb.load_file(spec)
+    base = kb.load_file(spec)
+    print_warnings(base.warnings, f"mlthreat kb check {spec}")
+    return base
 
 
 @app.command("diff")

@@ -15,6 +15,9 @@ sheet pairs an ID with the wrong name. Findings, each with the current ID and na
     A layer's ``tactic`` short name from an older release.
 ``wrong-tactic``
     A layer entry placing a technique under a tactic it does not belong to.
+``revoked``, ``dangling-relationship``, ``parent-inferred``… (a STIX bundle)
+    What loading the bundle reads past, with the codes of
+    :mod:`mlthreat.kb.sources.stix_bundle`.
 ``malformed-entry``
     A layer entry that is not a mapping, has no ``techniqueID``, or whose ``techniqueID`` or
     ``tactic`` is not a string (a number, null, a list); ``id`` is empty when there is no
@@ -34,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from mlthreat.kb._scan import MAX_NODES, Lines, Suggester, walk
-from mlthreat.kb.errors import DataFileError
+from mlthreat.kb.errors import DataFileError, DataWarning
 from mlthreat.kb.ids import ID_PATTERN, find_ids, kind_of
 from mlthreat.kb.model import KnowledgeBase
 
@@ -273,6 +276,18 @@ class _Checker:
                 self.check_layer_tactic(tid, tactic, f"{loc}.tactic", line)
 
 
+    def check_bundle(self, warnings: tuple[DataWarning, ...], objects: list[Any]) -> None:
+        """What the STIX loader reads past (see :mod:`mlthreat.kb.sources.stix_bundle`), one
+        finding per warning, at the line of the object's ``id``."""
+        index = {o.get("id"): i for i, o in enumerate(objects) if isinstance(o, dict)}
+        for w in warnings:
+            stix_id = (w.entry or "").split(" ", 1)[0]
+            loc = f"objects[{index[stix_id]}]" if stix_id in index else stix_id
+            line = self.lines.line(self.lines.search(f'"{stix_id}"', 0))
+            self.add(w.code, line, f"{loc}.{w.field}" if w.field else loc, w.atlas_id, stix_id,
+                     w.message)
+
+
 # Suffixes of documents read as text whatever they parse as.
 _PROSE = frozenset({".md", ".markdown", ".txt", ".text", ".rst", ".adoc", ".org"})
 
@@ -333,5 +348,11 @@ def check_file(kb: KnowledgeBase, path: str | Path) -> CheckReport:
         if is_layer:
             checker.lines.reset()
             checker.check_layer(data["techniques"])
+        from mlthreat.kb.sources import stix_bundle
+
+        if stix_bundle.sniff(data):
+            fmt = "stix-bundle"
+            checker.lines.reset()
+            checker.check_bundle(stix_bundle.load(data, path).warnings, data["objects"])
     findings = sorted(checker.findings, key=lambda f: (f.line or 0, f.location))
     return CheckReport(str(path), fmt, kb.version, checker.checked, tuple(findings))

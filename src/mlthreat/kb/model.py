@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mlthreat.kb.errors import UnknownIdError, WrongKindError
+from mlthreat.kb.errors import DataWarning, UnknownIdError, WrongKindError
 from mlthreat.kb.ids import Kind
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "MitigationUse",
     "ProcedureStep",
     "Reference",
+    "Retired",
     "Tactic",
     "Technique",
 ]
@@ -158,6 +159,17 @@ class CaseStudy:
 
 
 AtlasObject = Tactic | Technique | Mitigation | CaseStudy
+Status = Literal["active", "revoked", "deprecated"]
+
+
+@dataclass(frozen=True)
+class Retired:
+    """An object the data marks ``revoked`` (replaced, ``replaced_by`` when the data says by
+    what) or ``deprecated`` (withdrawn): still resolvable by ID, no longer in the matrix."""
+
+    object: AtlasObject
+    status: Literal["revoked", "deprecated"]
+    replaced_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +194,11 @@ class KnowledgeBase:
         In matrix order: tactics left to right, techniques in the order the source lists them.
     source : str
         Where the data came from (``embedded snapshot``, a file path), for every output to cite.
+    retired : sequence of Retired
+        Revoked and deprecated objects: :meth:`get` finds them, but they are in no section,
+        not iterated, and not under any tactic.
+    warnings : sequence of DataWarning
+        What the loader read past (dangling links, inferred parents, retired objects...).
 
     Raises
     ------
@@ -196,7 +213,11 @@ class KnowledgeBase:
     case_studies: tuple[CaseStudy, ...]
     source: str = "embedded snapshot"
     name: str = "ATLAS"
+    retired: tuple[Retired, ...] = ()
+    warnings: tuple[DataWarning, ...] = field(default=(), compare=False)
     _index: dict[str, AtlasObject] = field(init=False, repr=False, compare=False)
+    _matrix: tuple[AtlasObject, ...] = field(init=False, repr=False, compare=False)
+    _retired: dict[str, Retired] = field(init=False, repr=False, compare=False)
     _children: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
     _mitigations_of: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
     _case_studies_of: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
@@ -208,6 +229,9 @@ class KnowledgeBase:
         )
         for obj in objects:
             index[obj.id] = obj
+        retired = {r.object.id: r for r in self.retired if r.object.id not in index}
+        for r in retired.values():
+            index.setdefault(r.object.id, r.object)
         children: dict[str, list[str]] = {}
         for t in self.techniques:
             if t.parent:
@@ -223,19 +247,24 @@ class KnowledgeBase:
             for tid in cs.techniques:
                 uses.setdefault(tid, []).append(cs.id)
         object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "_matrix", tuple(index[o.id] for o in objects
+                                                  if index[o.id] is o))
+        object.__setattr__(self, "_retired", retired)
         object.__setattr__(self, "_children", {k: tuple(v) for k, v in children.items()})
         object.__setattr__(self, "_mitigations_of", {k: tuple(v) for k, v in mits.items()})
         object.__setattr__(self, "_case_studies_of", {k: tuple(v) for k, v in uses.items()})
 
     # -- look-ups -------------------------------------------------------------------------------
     def __contains__(self, atlas_id: object) -> bool:
+        """Whether :meth:`get` resolves the ID (retired objects included)."""
         return atlas_id in self._index
 
     def __iter__(self) -> Iterator[AtlasObject]:
-        return iter(self._index.values())
+        """The objects of the matrix, in matrix order (retired objects left out)."""
+        return iter(self._matrix)
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._matrix)
 
     def get(self, atlas_id: str) -> AtlasObject:
         """The object with this ID, whatever its kind. Raises :class:`UnknownIdError`."""
@@ -243,6 +272,13 @@ class KnowledgeBase:
             return self._index[atlas_id]
         except KeyError:
             raise UnknownIdError(atlas_id, self.version, self._suggest(atlas_id)) from None
+
+    def status(self, atlas_id: str) -> Status:
+        """``active``, or ``revoked``/``deprecated`` for an object left out of the matrix.
+        Raises :class:`UnknownIdError`."""
+        self.get(atlas_id)
+        r = self._retired.get(atlas_id)
+        return "active" if r is None else r.status
 
     def _typed(self, atlas_id: str, cls: type) -> AtlasObject:
         obj = self.get(atlas_id)
@@ -362,4 +398,4 @@ class KnowledgeBase:
     def objects(self, kinds: Iterable[Kind] | None = None) -> list[AtlasObject]:
         """All objects, in matrix order, optionally only those of the given kinds."""
         wanted = set(kinds) if kinds is not None else None
-        return [o for o in self._index.values() if wanted is None or self.kind(o.id) in wanted]
+        return [o for o in self._matrix if wanted is None or self.kind(o.id) in wanted]

@@ -162,6 +162,12 @@ def validate(kb: KnowledgeBase, path: str | Path) -> None:
                     raise DataFileError(path, f"expected text, got {type(value).__name__}",
                                         entry=obj.id, field=attr)
 
+    for r in kb.retired:
+        if kind_of(r.object.id) is None or r.object.id in seen:
+            raise DataFileError(path, f"{r.object.id!r} is not a valid ATLAS ID or is given "
+                                "twice", entry=r.object.id, field="id")
+        seen.add(r.object.id)
+
     def need(ref: object, kinds: tuple[str, ...], entry: str, field: str) -> None:
         if not isinstance(ref, str) or ref not in seen or kind_of(ref) not in kinds:
             raise DataFileError(path, f"refers to {ref!r}, which is not a {kinds[0]} in this "

@@ -314,4 +314,6 @@ def merge(base: KnowledgeBase, path: str | Path) -> KnowledgeBase:
         techniques=base.techniques + tuple(techniques),
         mitigations=base.mitigations + tuple(mitigations),
         case_studies=base.case_studies + tuple(case_studies),
+        retired=base.retired,
+        warnings=base.warnings,
     )
