@@ -65,7 +65,30 @@ def test_bad_atlas_file_is_one_line_exit_2(tmp_path):
     assert out.stderr.startswith(f"mlthreat: error: {bad}:2: invalid YAML")
     assert len(out.stderr.strip().splitlines()) == 1
     out = run("kb", "matrix", env={"MLTHREAT_ATLAS": str(tmp_path / "none.yaml")})
-    assert out.returncode == 2 and "none.yaml: No such file" in out.stderr
+    assert out.returncode == 2
+    assert out.stderr == (f"mlthreat: error: {tmp_path / 'none.yaml'} (from MLTHREAT_ATLAS): "
+                          "No such file or directory\n")
+
+
+@pytest.mark.parametrize("variable", ["MLTHREAT_ATLAS", "MLTHREAT_EXTENSIONS"])
+def test_environment_variable_errors_name_the_variable(tmp_path, variable):
+    layer = CASE_STUDY_LAYERS / "AML.CS0000.json"
+    cases = {
+        str(tmp_path / "gone.yaml"): "No such file or directory",
+        str(tmp_path): "not a regular file",
+        str(layer): ("not an ATLAS data file" if variable == "MLTHREAT_ATLAS"
+                     else "field 'namespace': missing required field"),
+    }
+    if variable == "MLTHREAT_EXTENSIONS":
+        cases[str(tmp_path)] = "Is a directory"
+    for value, reason in cases.items():
+        out = run("kb", "show", "AML.T0043", env={variable: value})
+        assert out.returncode == 2, value
+        assert out.stderr.startswith(f"mlthreat: error: {value} (from {variable})"), out.stderr
+        assert reason in out.stderr and len(out.stderr.splitlines()) == 1
+    # the same file given as an option is not blamed on the variable
+    out = run("kb", "show", "AML.T0043", "--atlas", str(tmp_path / "gone.yaml"))
+    assert out.stderr.startswith(f"mlthreat: error: {tmp_path / 'gone.yaml'}: No such file")
 
 
 def test_search_and_case_study():

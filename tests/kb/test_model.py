@@ -104,3 +104,23 @@ def test_load_prefers_argument_then_env(monkeypatch, tmp_path):
     assert kbmod.load().source == "embedded snapshot"
     monkeypatch.setenv("MLTHREAT_ATLAS", str(STIX_BUNDLE))
     assert kbmod.load().source == str(STIX_BUNDLE)
+
+
+def test_load_names_the_environment_variable(monkeypatch, tmp_path):
+    from mlthreat.kb.errors import DataFileError
+
+    monkeypatch.setenv("MLTHREAT_ATLAS", str(tmp_path / "gone.yaml"))
+    with pytest.raises(DataFileError) as info:
+        kbmod.load()
+    missing = "No such file or directory"
+    assert str(info.value) == f"{tmp_path / 'gone.yaml'} (from MLTHREAT_ATLAS): {missing}"
+    assert info.value.origin == "MLTHREAT_ATLAS" and info.value.reason == missing
+    with pytest.raises(DataFileError) as info:
+        kbmod.load(tmp_path / "gone.yaml")  # an argument is not blamed on the variable
+    assert info.value.origin is None
+    monkeypatch.delenv("MLTHREAT_ATLAS")
+    (tmp_path / "x.yaml").write_text("just: text\n")
+    monkeypatch.setenv("MLTHREAT_EXTENSIONS", str(tmp_path / "x.yaml"))
+    with pytest.raises(DataFileError) as info:
+        kbmod.load()
+    assert str(info.value).startswith(f"{tmp_path / 'x.yaml'} (from MLTHREAT_EXTENSIONS)")

@@ -21,9 +21,9 @@ AtlasOpt = Annotated[
     Path | None,
     typer.Option(
         "--atlas",
-        envvar="MLTHREAT_ATLAS",
+        # MLTHREAT_ATLAS is read by mlthreat.kb.load, so its errors can name the variable
         help="Official ATLAS.yaml, official STIX bundle or snapshot to use instead of the "
-        "embedded ATLAS data.",
+        "embedded ATLAS data (also MLTHREAT_ATLAS).",
         show_default=False,
     ),
 ]

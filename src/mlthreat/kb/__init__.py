@@ -100,26 +100,36 @@ def load(
     Raises
     ------
     DataFileError
-        For a malformed or invalid file, naming file, line, entry and field.
+        For a missing, malformed or invalid file, naming file, line, entry and field; a path
+        taken from ``$MLTHREAT_ATLAS`` or ``$MLTHREAT_EXTENSIONS`` is said to come from it.
     """
+    atlas_origin = ext_origin = None
     if atlas is None:
         atlas = os.environ.get(ENV_ATLAS) or None
+        atlas_origin = ENV_ATLAS if atlas else None
     if atlas is None and use_cache:
         from mlthreat.kb.cache import cached_release
 
         atlas = cached_release()
-    if atlas is not None:
-        base = load_file(atlas)
-    else:
-        from mlthreat.kb.sources.snapshot import load_embedded
-
-        base = load_embedded()
     if not extensions:
         env = os.environ.get(ENV_EXTENSIONS, "")
         extensions = [p for p in env.split(os.pathsep) if p]
+        ext_origin = ENV_EXTENSIONS
+    try:
+        if atlas is not None:
+            base = load_file(atlas)
+        else:
+            from mlthreat.kb.sources.snapshot import load_embedded
+
+            base = load_embedded()
+    except DataFileError as exc:
+        raise exc.with_origin(atlas_origin) if atlas_origin else exc from None
     if extensions:
         from mlthreat.kb.sources.extension import merge
 
         for path in extensions:
-            base = merge(base, path)
+            try:
+                base = merge(base, path)
+            except DataFileError as exc:
+                raise exc.with_origin(ext_origin) if ext_origin else exc from None
     return base
