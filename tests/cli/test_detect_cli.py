@@ -144,3 +144,24 @@ def test_summary_counts_evaluation_queries_it_ignored(tmp_path, logs):
     evaluation = sum(1 for e in lines if e.get("truth") == "evaluation")
     assert evaluation > 0
     assert doc["ignored"] == evaluation and doc["events"] == len(lines) - evaluation
+
+
+def test_output_file_is_replaced_unless_appending(tmp_path, logs):
+    alerts = tmp_path / "alerts.jsonl"
+    args = ("run", str(logs / "attack.jsonl"), "--detectors", "blacklight", "-o", str(alerts))
+    assert run(*args, "--format", "ecs").returncode == 1
+    first = alerts.read_text().splitlines()
+    assert len(first) == 4  # one per HopSkipJump client
+    assert run(*args, "--format", "ecs").returncode == 1
+    assert alerts.read_text().splitlines() == first  # replaced, not doubled
+    assert run(*args, "--format", "ecs", "--append").returncode == 1
+    assert alerts.read_text().splitlines() == first + first
+    # appending another format is refused, naming the file and both formats
+    res = run(*args, "--format", "ocsf", "--append")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        f"mlthreat: error: cannot append ocsf alerts to {alerts}: it holds ecs alerts "
+        "(use --format ecs or another file)"]
+    assert alerts.read_text().splitlines() == first + first  # untouched
+    res = run("run", str(logs / "attack.jsonl"), "--append")
+    assert res.returncode == 2 and res.stderr.strip() == "mlthreat: error: --append needs -o FILE"

@@ -12,10 +12,18 @@ from typing import Any
 import pytest
 from atlas_paths import STIX_BUNDLE
 
-from mlthreat.detect.alerts import Alert, Suppressor, render
+from mlthreat.detect.alerts import Alert, Suppressor, format_of, render
 from mlthreat.detect.detectors.base import Detection
 from mlthreat.detect.errors import DetectError
-from mlthreat.detect.sinks import FileSink, HecSink, StdoutSink, SyslogSink, deliver, open_sink
+from mlthreat.detect.sinks import (
+    FileSink,
+    HecSink,
+    StdoutSink,
+    SyslogSink,
+    deliver,
+    existing_format,
+    open_sink,
+)
 from mlthreat.errors import UsageError
 from mlthreat.kb.errors import KnowledgeBaseError
 
@@ -220,14 +228,62 @@ def test_allow_list_drops_detections_before_alerting():
 
 
 # -- sinks ----------------------------------------------------------------------------------------
-def test_file_sink_appends_jsonl(tmp_path, extract, cost):
+def test_file_sink_replaces_unless_appending(tmp_path, extract, cost):
     path = tmp_path / "out" / "alerts.jsonl"
     for _ in range(2):
-        sink = FileSink(path)
+        sink = FileSink(path, fmt="ecs")
         assert deliver([extract, cost], sink, "ecs") == 2
         sink.close()
     lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    assert lines == [render(extract, "ecs"), render(cost, "ecs")] * 2
+    assert lines == [render(extract, "ecs"), render(cost, "ecs")]  # replaced, not doubled
+    sink = FileSink(path, append=True, fmt="ecs")
+    assert deliver([cost], sink, "ecs") == 1
+    sink.close()
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert lines == [render(extract, "ecs"), render(cost, "ecs"), render(cost, "ecs")]
+    FileSink(path).close()  # a run without alerts leaves an empty file, not the old alerts
+    assert path.read_text(encoding="utf-8") == ""
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "ocsf", "ecs", "stix"])
+def test_format_of_inverts_render(extract, cost, fmt):
+    assert format_of(render(extract, fmt)) == fmt == format_of(render(cost, fmt))
+    assert format_of(json.loads(json.dumps(render(extract, fmt)))) == fmt
+
+
+def test_format_of_other_json():
+    assert [format_of(r) for r in ({}, [], "x", {"kind": "mlthreat.detect.run"},
+                                   {"class_uid": 2004}, {"type": "bundle", "objects": []})
+            ] == [None] * 6
+
+
+@pytest.mark.parametrize("held,wanted", [("ecs", "ocsf"), ("jsonl", "stix"),
+                                         ("stix", "jsonl"), ("ocsf", "ecs")])
+def test_appending_another_format_is_refused(tmp_path, extract, held, wanted):
+    path = tmp_path / "alerts.jsonl"
+    sink = FileSink(path, fmt=held)
+    deliver([extract], sink, held)
+    sink.close()
+    before = path.read_bytes()
+    with pytest.raises(DetectError) as err:
+        FileSink(path, append=True, fmt=wanted)
+    assert str(err.value) == (f"cannot append {wanted} alerts to {path}: it holds {held} "
+                              f"alerts (use --format {held} or another file)")
+    assert path.read_bytes() == before  # left as it was
+
+
+def test_appending_to_a_file_of_something_else_is_refused(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("\n\nshopping list\n", "utf-8")
+    with pytest.raises(DetectError) as err:
+        FileSink(path, append=True)
+    assert str(err.value) == (f"cannot append alerts to {path}: its first line is not an "
+                              "mlthreat alert in any format (jsonl, ocsf, ecs, stix)")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n", "utf-8")
+    assert existing_format(empty) is None and existing_format(tmp_path / "none") is None
+    with pytest.raises(UsageError, match=r"--append applies to an alert file, not -$"):
+        open_sink("-", append=True)
 
 
 def test_stdout_sink(extract):

@@ -86,7 +86,7 @@ def test_split_run_with_state_equals_one_run(tmp_path, traffic):
     assert set(saved["detectors"]) == {"prada", "blacklight", "volume"}
     assert all({"calibration", "state"} <= set(v) for v in saved["detectors"].values())
     second = cli("run", str(part2), "--detectors", DETECTORS, "--state", str(state),
-                 "-o", str(split))
+                 "-o", str(split), "--append")
     assert second.returncode in (0, 1), second.stderr
     assert read_alerts(split) == expected
     assert not list(tmp_path.glob(".state.json.*"))  # no temporary file left behind

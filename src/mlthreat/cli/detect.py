@@ -32,13 +32,17 @@ LogsArg = Annotated[list[Path], typer.Argument(help="Log files (JSONL, CSV, Parq
 MappingOpt = Annotated[str | None, typer.Option(help="kserve, sagemaker, or a YAML mapping "
                                                 "file, for serving logs.")]
 DetectorsOpt = Annotated[str | None, typer.Option("--detectors", help="Comma-separated: "
-                                                  "prada, blacklight, ood, volume, knn "
-                                                  "(default: prada, blacklight, volume, and "
-                                                  "any in --calibration).")]
+                                                  "prada, blacklight, ood, volume, knn, "
+                                                  "repeat (default: prada, blacklight, "
+                                                  "volume, repeat, and any in "
+                                                  "--calibration).")]
 QuarantineOpt = Annotated[Path | None, typer.Option(help="Where malformed lines go (JSONL).")]
 AlertFormatOpt = Annotated[str, typer.Option("--format", "-f", help="jsonl, ocsf, ecs or stix.")]
 CalibrationOpt = Annotated[Path | None, typer.Option(help="Calibration from "
                                                      "'mlthreat detect calibrate'.")]
+AppendOpt = Annotated[bool, typer.Option("--append", help="Add to the -o file's alerts instead "
+                                         "of replacing them (refused when the file holds "
+                                         "another format).")]
 
 
 def _batches(logs: list[Path], mapping: str | None, quarantine: Path | None,
@@ -155,12 +159,16 @@ def _check_format(fmt: str) -> None:
 
 
 @contextlib.contextmanager
-def _delivery(output: Path | None, fmt: str, as_json: bool) -> Iterator[Callable[[Any], None]]:
+def _delivery(output: Path | None, fmt: str, as_json: bool,
+              append: bool = False) -> Iterator[Callable[[Any], None]]:
     """The callback that delivers each alert as it is raised, in ``fmt``, to ``output`` (stdout
-    unless --json holds stdout for the summary); the sink is closed however the run ends."""
+    unless --json holds stdout for the summary; a file is replaced unless ``append``); the
+    sink is closed however the run ends."""
     from mlthreat.detect.sinks import deliver, open_sink
 
-    sink = open_sink(str(output) if output is not None else "-") \
+    if append and output is None:
+        raise UsageError("--append needs -o FILE")
+    sink = open_sink(str(output) if output is not None else "-", append=append, fmt=fmt) \
         if output is not None or not as_json else None
 
     def on_alert(alert: Any) -> None:
@@ -215,10 +223,11 @@ def _report(result: Any, stats: list[Any], kb: Any, as_json: bool,
 def run(
     logs: LogsArg,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Alert destination: a "
-                                                "file (JSONL), '-' for stdout, "
-                                                "syslog://host:port, or an http(s) collector "
-                                                "(Splunk HEC; token from "
+                                                "file (JSONL, replaced unless --append), '-' "
+                                                "for stdout, syslog://host:port, or an "
+                                                "http(s) collector (Splunk HEC; token from "
                                                 "MLTHREAT_HEC_TOKEN).")] = None,
+    append: AppendOpt = False,
     fmt: AlertFormatOpt = "jsonl",
     detectors: DetectorsOpt = None,
     calibration: CalibrationOpt = None,
@@ -283,7 +292,7 @@ def run(
                 if d.name in saved:
                     d.load_calibration(saved[d.name])
     stats: list[Any] = []
-    with _delivery(output, fmt, as_json) as on_alert, \
+    with _delivery(output, fmt, as_json, append) as on_alert, \
             _stop_on_signals() if follow else contextlib.nullcontext(_never) as stop:
         batches = _batches(logs[:-1] if follow else logs, mapping, quarantine, stats)
         if follow:
@@ -315,6 +324,7 @@ def stream(
                                              "suppression windows); reuse it to resume.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Alert destination, "
                                                 "as for 'detect run'.")] = None,
+    append: AppendOpt = False,
     fmt: AlertFormatOpt = "jsonl",
     detectors: DetectorsOpt = None,
     calibration: CalibrationOpt = None,
@@ -345,7 +355,7 @@ def stream(
     kb = load_kb(atlas, extension)
     dets = _calibrated(_names(detectors), calibration)
     stats: list[Any] = []
-    with _delivery(output, fmt, as_json) as on_alert:
+    with _delivery(output, fmt, as_json, append) as on_alert:
         result = spark.stream(
             folder, dets, kb, checkpoint=checkpoint, quarantine=quarantine, stats=stats,
             allow_list=allow or (), suppression_window=suppress_window,

@@ -53,8 +53,8 @@ if TYPE_CHECKING:
     from mlthreat.kb.model import KnowledgeBase
 
 __all__ = [
-    "FORMATS", "INPUT_KEYS", "KIND", "SCHEMA_VERSION", "Alert", "Suppressor", "render",
-    "render_ecs", "render_jsonl", "render_ocsf", "render_stix",
+    "FORMATS", "INPUT_KEYS", "KIND", "SCHEMA_VERSION", "Alert", "Suppressor", "format_of",
+    "render", "render_ecs", "render_jsonl", "render_ocsf", "render_stix",
 ]
 
 KIND = "mlthreat.detect.alert"
@@ -344,6 +344,29 @@ FORMATS: dict[str, Callable[[Alert], dict[str, Any]]] = {
     "stix": render_stix,
 }
 """Alert formats by name; each is a pure function ``Alert -> dict``."""
+
+
+def format_of(record: Any) -> str | None:
+    """Which of :data:`FORMATS` rendered ``record`` (one parsed line of an alert file), or None
+    when it is not an mlthreat alert: the inverse of :func:`render`, by the fields each format
+    alone carries (pure)."""
+    if not isinstance(record, dict):
+        return None
+    if record.get("kind") == KIND:
+        return "jsonl"
+    metadata = record.get("metadata")
+    if record.get("class_uid") == 2004 and isinstance(metadata, dict) \
+            and metadata.get("log_name") == KIND:
+        return "ocsf"
+    event = record.get("event")
+    if isinstance(event, dict) and event.get("dataset") == KIND and "threat" in record:
+        return "ecs"
+    objects = record.get("objects")
+    if record.get("type") == "bundle" and isinstance(objects, list) and any(
+            isinstance(o, dict) and o.get("type") == "sighting" and "x_mlthreat_detector" in o
+            for o in objects):
+        return "stix"
+    return None
 
 
 def render(alert: Alert, fmt: str = "jsonl") -> dict[str, Any]:

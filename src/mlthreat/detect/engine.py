@@ -36,12 +36,13 @@ DETECTORS: dict[str, str] = {
     "ood": "mlthreat.detect.detectors.ood:OodDetector",
     "volume": "mlthreat.detect.detectors.volume:VolumeDetector",
     "knn": "mlthreat.detect.detectors.knn:KnnDetector",
+    "repeat": "mlthreat.detect.detectors.repeat:RepeatDetector",
 }
 
 
 # What runs when none are named: the detectors that work without calibration. ``ood`` learns
 # the benign distribution first; ``knn`` is the slower alternative to ``blacklight``.
-DEFAULT_DETECTORS: tuple[str, ...] = ("prada", "blacklight", "volume")
+DEFAULT_DETECTORS: tuple[str, ...] = ("prada", "blacklight", "volume", "repeat")
 
 
 def build_detectors(names: Iterable[str] | None = None,

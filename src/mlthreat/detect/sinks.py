@@ -1,5 +1,8 @@
 """Where rendered alerts go: a JSONL file, stdout, syslog, or an HTTP collector.
 
+A file is replaced by each run unless appended to, and then only with alerts of the format it
+already holds (:class:`FileSink`, :func:`existing_format`).
+
 Every sink has ``send(record, *, time=None)`` for one rendered alert (a JSON-ready dict from
 :func:`mlthreat.detect.alerts.render`; ``time`` is the alert's epoch seconds) and ``close()``;
 :func:`deliver` renders and sends a run's alerts; :func:`open_sink` turns a command-line
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HEC_TOKEN_ENV", "FileSink", "HecSink", "Sink", "StdoutSink", "SyslogSink", "deliver",
-    "open_sink",
+    "existing_format", "open_sink",
 ]
 
 HEC_TOKEN_ENV = "MLTHREAT_HEC_TOKEN"
@@ -53,27 +56,84 @@ class Sink(Protocol):
 
 
 class FileSink:
-    """Append one JSON line per alert to ``path`` (created with its directory if missing)."""
+    """Write one JSON line per alert to ``path`` (created with its directory if missing).
 
-    def __init__(self, path: str | Path) -> None:
+    The file is replaced when the sink opens, unless ``append``: then the alerts go after the
+    ones already there, which must be in the same format ``fmt`` (judged by the file's first
+    line, see :func:`existing_format`), so that one file never mixes formats.
+
+    Raises
+    ------
+    DetectError
+        One line naming the file: it cannot be opened, or (with ``append``) it holds alerts
+        in another format or something that is not mlthreat alerts.
+    """
+
+    def __init__(self, path: str | Path, *, append: bool = False, fmt: str = "jsonl") -> None:
         self.path = Path(path)
-        self._fh: IO[str] | None = None
+        self.append = append
+        self.fmt = fmt
+        if append:
+            held = existing_format(self.path)
+            if held not in (None, fmt):
+                raise DetectError(f"cannot append {fmt} alerts to {self.path}: it holds {held} "
+                                  f"alerts (use --format {held} or another file)")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh: IO[str] | None = self.path.open("a" if append else "w", encoding="utf-8")
+        except OSError as exc:
+            raise DetectError(f"cannot write alerts to {self.path}: {exc.strerror or exc}"
+                              ) from None
 
     def send(self, record: dict[str, Any], *, time: float | None = None) -> None:
         try:
             if self._fh is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = self.path.open("a", encoding="utf-8")
+                raise ValueError("sink is closed")
             self._fh.write(_line(record) + "\n")
             self._fh.flush()
-        except OSError as exc:
-            reason = exc.strerror or exc
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
             raise DetectError(f"cannot write alerts to {self.path}: {reason}") from None
 
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+def existing_format(path: str | Path) -> str | None:
+    """The alert format of the file at ``path``, from its first non-blank line; None when the
+    file is missing or empty.
+
+    Raises
+    ------
+    DetectError
+        Naming the file, when it cannot be read or its first line is not an mlthreat alert.
+    """
+    from mlthreat.detect.alerts import FORMATS, format_of
+
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            first = b""
+            for raw in fh:
+                if raw.strip():
+                    first = raw
+                    break
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise DetectError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not first:
+        return None
+    try:
+        fmt = format_of(json.loads(first.decode("utf-8-sig")))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        fmt = None
+    if fmt is None:
+        raise DetectError(f"cannot append alerts to {path}: its first line is not an mlthreat "
+                          f"alert in any format ({', '.join(FORMATS)})")
+    return fmt
 
 
 class StdoutSink:
@@ -188,17 +248,32 @@ class HecSink:
         pass
 
 
-def open_sink(destination: str) -> Sink:
+def open_sink(destination: str, *, append: bool = False, fmt: str = "jsonl") -> Sink:
     """A sink for a command-line destination: ``-`` or ``stdout``, ``syslog://HOST[:PORT]``,
-    ``http(s)://…`` (HEC), or a file path."""
+    ``http(s)://…`` (HEC), or a file path (replaced, unless ``append``: see
+    :class:`FileSink`).
+
+    Raises
+    ------
+    UsageError
+        For ``append`` with a destination that is not a file.
+    DetectError
+        From :class:`FileSink`.
+    """
+    parts = urlsplit(destination)
+    file = destination not in ("-", "stdout") and parts.scheme not in ("syslog", "http",
+                                                                        "https")
+    if append and not file:
+        from mlthreat.errors import UsageError
+
+        raise UsageError(f"--append applies to an alert file, not {destination}")
     if destination in ("-", "stdout"):
         return StdoutSink()
-    parts = urlsplit(destination)
     if parts.scheme == "syslog":
         return SyslogSink(parts.hostname or "127.0.0.1", parts.port or 514)
     if parts.scheme in ("http", "https"):
         return HecSink(destination)
-    return FileSink(destination)
+    return FileSink(destination, append=append, fmt=fmt)
 
 
 def deliver(alerts: Iterable[Alert], sink: Sink, fmt: str = "jsonl") -> int:
