@@ -57,6 +57,25 @@ def test_unknown_id_is_one_line_exit_2():
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("text,message", [
+    ("T0043", "unknown ATLAS ID 'T0043' in ATLAS data 5.6.0 (did you mean AML.T0043?)"),
+    ("aml.t43.1", "unknown ATLAS ID 'aml.t43.1' in ATLAS data 5.6.0 (did you mean "
+                  "AML.T0043.001?)"),
+    ("Craft Adversarial Data", "unknown ATLAS ID 'Craft Adversarial Data' in ATLAS data 5.6.0 "
+                               "(did you mean AML.T0043?)"),
+    ("Evade ML Model", "unknown ATLAS ID 'Evade ML Model' in ATLAS data 5.6.0 (did you mean "
+                       "AML.T0015?)"),
+    ("adversarial thing", "unknown ATLAS ID 'adversarial thing' in ATLAS data 5.6.0; search "
+                          "names and descriptions with: mlthreat kb search 'adversarial thing'"),
+    ("AML.T0199", "unknown ATLAS ID 'AML.T0199' in ATLAS data 5.6.0"),
+])
+def test_show_suggests_the_id_meant(text, message):
+    out = run("kb", "show", text)
+    assert out.returncode == 2
+    assert out.stderr == f"mlthreat: error: {message}\n"
+    assert out.stdout == ""
+
+
 def test_bad_atlas_file_is_one_line_exit_2(tmp_path):
     bad = tmp_path / "ATLAS.yaml"
     bad.write_text("matrices: [\n")

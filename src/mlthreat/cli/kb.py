@@ -110,6 +110,27 @@ def _object_payload(kb: Any, atlas_id: str) -> dict[str, Any]:
     return data
 
 
+def _known_id(kb: Any, text: str) -> str:
+    """``text`` as an ID of ``kb`` (IDs are upper case; aml.t0043 is accepted too). Raises
+    UnknownIdError with the ID it likely means, or else the search to run."""
+    from mlthreat.kb.errors import UnknownIdError
+    from mlthreat.kb.names import canonical_ids
+
+    raw = text.strip()
+    if raw.upper() in kb:
+        return raw.upper()
+    try:
+        kb.get(raw)
+    except UnknownIdError as exc:
+        if exc.suggestion is not None or canonical_ids(raw):
+            raise
+        import shlex
+
+        raise UnknownIdError(raw, kb.version, hint="search names and descriptions with: "
+                             f"mlthreat kb search {shlex.quote(raw)}") from None
+    return raw
+
+
 @app.command()
 def show(
     atlas_id: Annotated[str, typer.Argument(metavar="ID", help="Any ATLAS ID, e.g. AML.T0043.")],
@@ -119,7 +140,7 @@ def show(
 ) -> None:
     """Show one tactic, technique, mitigation or case study with everything linked to it."""
     kb = load_kb(atlas, extension)
-    atlas_id = atlas_id.strip().upper()  # IDs are upper case; accept aml.t0043 too
+    atlas_id = _known_id(kb, atlas_id)
     if kb.kind(atlas_id) == "case-study":
         _print_case_study(kb, atlas_id, as_json)
         return

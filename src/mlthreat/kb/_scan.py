@@ -1,10 +1,9 @@
-"""The scanning machinery of :mod:`mlthreat.kb.check`: where values are in the text, which known
-ID is closest to an unknown one, and the walk over a parsed JSON/YAML file.
+"""The scanning machinery of :mod:`mlthreat.kb.check`: where values are in the text, and the walk
+over a parsed JSON/YAML file.
 
 Each piece stays linear in the file size, so a hostile file is cheap: :class:`Lines` indexes ATLAS
-IDs in one pass and searches for other values within a budget of passes, :class:`Suggester` finds
-close IDs by index rather than by comparing with every ID, and :func:`walk` visits each container
-once however often YAML aliases repeat it, and at most ``MAX_NODES`` values.
+IDs in one pass and searches for other values within a budget of passes, and :func:`walk` visits
+each container once however often YAML aliases repeat it, and at most ``MAX_NODES`` values.
 """
 
 from __future__ import annotations
@@ -16,17 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlthreat.kb.errors import DataFileError
-from mlthreat.kb.ids import ANY_ID, kind_of
+from mlthreat.kb.ids import ANY_ID
 
 if TYPE_CHECKING:
-    from mlthreat.kb.model import KnowledgeBase
+    pass
 
-__all__ = ["MAX_NODES", "Lines", "Suggester", "walk"]
+__all__ = ["MAX_NODES", "Lines", "walk"]
 
 MAX_NODES = 5_000_000  # containers and values walked in one JSON/YAML file
 _PATH_DEPTH = 64  # deeper locations are shown as the first 64 steps, "…", the last step
 _KEY_CLIP = 64  # characters of a mapping key shown in a location
-_CUTOFF = 0.85  # as KnowledgeBase._suggest
 
 
 class Lines:
@@ -87,47 +85,6 @@ class Lines:
         if at is not None:
             self._next[value] = at + len(value)
         return self.line(at)
-
-
-class Suggester:
-    """The closest known ID of the same kind as an unknown one, ranked as
-    ``KnowledgeBase._suggest`` ranks (difflib ratio at least 0.85), cached per ID.
-
-    For IDs of up to 13 characters (all ``AML`` IDs) a ratio of 0.85 leaves at most one
-    character of either unmatched, so the candidates of equal length are those sharing a
-    one-character deletion with it: found by index, not by comparing with every ID.
-    """
-
-    def __init__(self, kb: KnowledgeBase) -> None:
-        # kind -> (length -> IDs, one-character deletion -> IDs of that length)
-        self.kinds: dict[str | None, tuple[dict[int, list[str]], dict[str, list[str]]]] = {}
-        for obj in kb:
-            by_length, deletions = self.kinds.setdefault(kind_of(obj.id), ({}, {}))
-            by_length.setdefault(len(obj.id), []).append(obj.id)
-            for i in range(len(obj.id)):
-                deletions.setdefault(obj.id[:i] + obj.id[i + 1:], []).append(obj.id)
-        self.cache: dict[str, str | None] = {}
-
-    def __call__(self, atlas_id: str) -> str | None:
-        if atlas_id in self.cache:
-            return self.cache[atlas_id]
-        from difflib import get_close_matches
-
-        by_length, deletions = self.kinds.get(kind_of(atlas_id), ({}, {}))
-        n = len(atlas_id)
-        candidates: list[str] = []
-        for length, ids in by_length.items():
-            if 2.0 * min(n, length) / (n + length) < _CUTOFF:
-                continue
-            if length == n and 2.0 * (n - 2) / (2 * n) < _CUTOFF:
-                for i in range(n):
-                    candidates += deletions.get(atlas_id[:i] + atlas_id[i + 1:], ())
-            else:
-                candidates += ids
-        close = get_close_matches(atlas_id, list(dict.fromkeys(candidates)), n=1,
-                                  cutoff=_CUTOFF) if candidates else []
-        self.cache[atlas_id] = close[0] if close else None
-        return self.cache[atlas_id]
 
 
 def walk(root: Any, source: Path, chars: int,

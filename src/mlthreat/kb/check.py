@@ -36,10 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlthreat.kb._scan import MAX_NODES, Lines, Suggester, walk
+from mlthreat.kb._scan import MAX_NODES, Lines, walk
 from mlthreat.kb.errors import DataFileError, DataWarning
-from mlthreat.kb.ids import ID_PATTERN, find_ids, kind_of
+from mlthreat.kb.ids import ID_PATTERN, find_ids, kind_of, parent_id
 from mlthreat.kb.model import KnowledgeBase
+from mlthreat.kb.names import could_be_name, has_ml_words, name_key, similarity
 
 __all__ = ["MAX_NODES", "CheckFinding", "CheckReport", "check_file"]
 
@@ -71,23 +72,17 @@ class CheckReport:
 
 
 class _Names:
-    """Current and former names of every object, and legacy tactic short names."""
+    """Current and former names of every object (loosely keyed, see :mod:`mlthreat.kb.names`),
+    IDs dropped from older releases, and legacy tactic short names."""
 
     def __init__(self, kb: KnowledgeBase) -> None:
+        from mlthreat.kb.names import NameIndex
         from mlthreat.kb.sources.atlas_yaml import shortname
         from mlthreat.kb.sources.snapshot import history
 
         self.kb = kb
+        self.index = NameIndex(kb)
         hist = history()
-        self.current: dict[str, list[str]] = {}
-        for obj in kb:
-            self.current.setdefault(obj.name.casefold(), []).append(obj.id)
-        self.former: dict[str, dict[str, str]] = {}  # id -> {old name casefolded: release}
-        self.former_any: dict[str, list[str]] = {}
-        for atlas_id, entries in hist.get("names", {}).items():
-            for name, release in entries:
-                self.former.setdefault(atlas_id, {})[name.casefold()] = release
-                self.former_any.setdefault(name.casefold(), []).append(atlas_id)
         self.removed: dict[str, list[str]] = hist.get("removed", {})
         self.legacy_tactics: dict[str, str] = {}
         for atlas_id, entries in hist.get("names", {}).items():
@@ -96,9 +91,10 @@ class _Names:
                     self.legacy_tactics[shortname(name)] = atlas_id
         self.prefixes = {ID_PATTERN.match(o.id)["prefix"] for o in kb}  # type: ignore[index]
 
-    def is_name(self, text: str) -> bool:
-        key = text.strip().casefold()
-        return key in self.current or key in self.former_any
+    def owner(self, text: str, family: str, besides: tuple[str, ...] = ()) -> str | None:
+        """The object of ``family`` whose name ``text`` is (loosely), other than ``besides``."""
+        return next((o for o in self.index.owners(text) if o not in besides
+                     and _family(self.kb.kind(o)) == family), None)
 
 
 def _family(kind: str) -> str:
@@ -132,7 +128,6 @@ class _Checker:
         self.kb = kb
         self.names = _Names(kb)
         self.lines = Lines(text)
-        self.suggest = Suggester(kb)
         self.findings: list[CheckFinding] = []
         self.checked = 0
         self._tactics: dict[str, dict[str, str]] = {}
@@ -146,6 +141,7 @@ class _Checker:
         """Check the IDs in one record (a JSON/YAML mapping, a CSV row) and the names beside
         them."""
         id_keys: list[str] = []
+        unknown: list[tuple[str, int | None, str]] = []
         for key, value in values.items():
             for atlas_id in find_ids(value):
                 prefix = atlas_id.split(".", 1)[0]
@@ -156,61 +152,92 @@ class _Checker:
                 if not id_keys or id_keys[-1] != key:
                     id_keys.append(key)
                 if atlas_id not in self.kb:
-                    self._unknown(atlas_id, line, f"{loc}.{key}" if key else loc)
+                    unknown.append((atlas_id, line, f"{loc}.{key}" if key else loc))
         # A value that is exactly a known ID pairs with the names beside it.
         present = [v for v in (values[k].strip() for k in id_keys) if v in self.kb]
-        if not present:
+        if not present and not unknown:
             return
         skip = set(id_keys)
-        current: set[str] = set()
-        former: dict[str, tuple[str, str]] = {}
-        for key, value in values.items():
-            if not value or key in skip or not self.names.is_name(value):
-                continue
-            if not current:  # built once per record, so a record of many IDs stays linear
-                current = {self.kb.get(i).name.casefold() for i in present}
-                for i in present:
-                    for name, release in self.names.former.get(i, {}).items():
-                        former.setdefault(name, (i, release))
-            self._pair(present, current, former, value, f"{loc}.{key}" if key else loc,
-                       line_hint)
+        names = [(key, text) for key, text in ((k, v.strip()) for k, v in values.items()
+                                               if k not in skip and v) if could_be_name(text)]
+        for atlas_id, line, where in unknown:
+            self._unknown(atlas_id, line, where, [text for _, text in names])
+        for key, text in names if present else ():
+            self._pair(present, text, f"{loc}.{key}" if key else loc, line_hint)
 
-    def _unknown(self, atlas_id: str, line: int | None, loc: str) -> None:
+    def _unknown(self, atlas_id: str, line: int | None, loc: str, names: list[str]) -> None:
+        """An ID the data does not hold: the ID it was retired from, or the object the name
+        beside it names, or its parent; never a near number, which names an unrelated object."""
         if atlas_id in self.names.removed:
             name, release = self.names.removed[atlas_id]
             self.add("unknown-id", line, loc, atlas_id, atlas_id,
                      f"{atlas_id} ({name}) was last in ATLAS {release} and is gone from "
                      f"{self.kb.version}")
             return
-        self.add("unknown-id", line, loc, atlas_id, atlas_id,
-                 f"{atlas_id} is not in ATLAS {self.kb.version}", self.suggest(atlas_id))
+        msg = f"{atlas_id} is not in ATLAS {self.kb.version}"
+        family = _family(kind_of(atlas_id) or "")
+        for text in names:
+            owner = self.names.owner(text, family)
+            if owner is not None:
+                self.add("unknown-id", line, loc, atlas_id, atlas_id,
+                         f"{msg}; the name beside it, '{text}', is {owner}'s", owner)
+                return
+        parent = parent_id(atlas_id)
+        if parent is not None and parent in self.kb:
+            self.add("unknown-id", line, loc, atlas_id, atlas_id,
+                     f"{msg}; its parent technique {parent} is", parent)
+            return
+        self.add("unknown-id", line, loc, atlas_id, atlas_id, msg)
 
-    def _pair(self, present: list[str], current: set[str], former: dict[str, tuple[str, str]],
-              text: str, loc: str, line_hint: int | None) -> None:
-        key = text.strip().casefold()
-        if key in current:
+    def _pair(self, present: list[str], text: str, loc: str, line_hint: int | None) -> None:
+        """A name beside known IDs: theirs (exactly, or loosely: word forms, ML → AI), one they
+        had in an older release, or another object's."""
+        folded = text.casefold()
+        if any(folded == self.kb.get(i).name.casefold() for i in present):
             return
+        key = name_key(text)
+        # (score, the ID, its name matched, the release of that name or None for current)
+        best: tuple[float, str, str, str | None] | None = None
+        for i in present:
+            now = self.kb.get(i).name
+            candidates = [(now, None), *self.names.index.former_of.get(i, {}).values()]
+            for name, release in candidates:
+                if folded == name.casefold():
+                    score = 2.0  # an exact former name
+                else:
+                    k = name_key(name)
+                    score = 1.0 if k == key else similarity(k, key)
+                    # a name written with "ML" is closer to the name that had it
+                    score += 0.01 if release and has_ml_words(name) == has_ml_words(text) else 0
+                if best is None or score > best[0]:
+                    best = (score, i, name, release)
         # A CSV row knows its line; in JSON/YAML the name's own occurrence is searched for.
-        line = line_hint or self.lines.find(text.strip())
-        if key in former:
-            atlas_id, release = former[key]
-            now = self.kb.get(atlas_id).name
-            self.add("outdated-name", line, loc, atlas_id, text.strip(),
-                     f"'{text.strip()}' is the ATLAS {release} name of {atlas_id}; it is "
-                     f"now '{now}'", atlas_id)
-            return
-        if len(present) != 1:
-            return  # a name beside several IDs cannot be paired with one of them
-        atlas_id = present[0]
-        family = _family(self.kb.kind(atlas_id))
-        owners = self.names.current.get(key) or self.names.former_any.get(key) or []
-        owner = next((o for o in owners if o != atlas_id and o in self.kb
-                      and _family(self.kb.kind(o)) == family), None)
-        if owner is None:
-            return  # a tactic name beside a technique ID is a column, not a pairing
-        self.add("name-mismatch", line, loc, atlas_id, text.strip(),
-                 f"{atlas_id} is '{self.kb.get(atlas_id).name}', but the name beside it, "
-                 f"'{text.strip()}', belongs to {owner}", owner)
+        line = line_hint or self.lines.find(text)
+        if best is None or best[0] < 1.0:
+            other = self.names.owner(text, _family(self.kb.kind(present[0])), tuple(present))
+            if other is not None and len(present) == 1:
+                atlas_id = present[0]
+                self.add("name-mismatch", line, loc, atlas_id, text,
+                         f"{atlas_id} is '{self.kb.get(atlas_id).name}', but the name beside "
+                         f"it, '{text}', belongs to {other}", other)
+                return
+            if best is None or best[0] < _LOOSE_MATCH:
+                return  # a tactic name beside a technique ID is a column, not a pairing
+        score, atlas_id, name, release = best
+        now = self.kb.get(atlas_id).name
+        if release is None and has_ml_words(text) and not has_ml_words(now):
+            self.add("outdated-name", line, loc, atlas_id, text,
+                     f"'{text}' is '{now}' ({atlas_id}) as named before the ML → AI renames",
+                     atlas_id)
+        elif release is not None and score >= 2.0:
+            self.add("outdated-name", line, loc, atlas_id, text,
+                     f"'{text}' is the ATLAS {release} name of {atlas_id}; it is now '{now}'",
+                     atlas_id)
+        elif release is not None:
+            self.add("outdated-name", line, loc, atlas_id, text,
+                     f"'{text}' matches '{name}', the ATLAS {release} name of {atlas_id}; it "
+                     f"is now '{now}'", atlas_id)
+        # else: the current name written loosely (word forms, case, punctuation) is accepted
 
     def check_layer_tactic(self, technique_id: str, tactic: str, loc: str,
                            line: int | None) -> None:
@@ -287,6 +314,9 @@ class _Checker:
             self.add(w.code, line, f"{loc}.{w.field}" if w.field else loc, w.atlas_id, stix_id,
                      w.message)
 
+
+# How alike (0 to 1) a name must be to an ID's own name to be read as that name misspelt.
+_LOOSE_MATCH = 0.9
 
 # Suffixes of documents read as text whatever they parse as.
 _PROSE = frozenset({".md", ".markdown", ".txt", ".text", ".rst", ".adoc", ".org"})

@@ -89,11 +89,15 @@ class DataWarning:
 class UnknownIdError(KnowledgeBaseError, KeyError):
     """An ATLAS ID that the loaded knowledge base does not hold."""
 
-    def __init__(self, atlas_id: str, version: str, suggestion: str | None = None) -> None:
+    def __init__(self, atlas_id: str, version: str, suggestion: str | None = None,
+                 hint: str | None = None) -> None:
         self.atlas_id = atlas_id
+        self.suggestion = suggestion
         msg = f"unknown ATLAS ID {atlas_id!r} in ATLAS data {version}"
         if suggestion:
             msg += f" (did you mean {suggestion}?)"
+        if hint:
+            msg += f"; {hint}"
         super().__init__(msg)
 
     def __str__(self) -> str:  # KeyError would quote the message
@@ -106,6 +110,7 @@ class WrongKindError(UnknownIdError):
 
     def __init__(self, atlas_id: str, kind: str, wanted: str) -> None:
         self.atlas_id = atlas_id
+        self.suggestion = None
         KnowledgeBaseError.__init__(self, f"{atlas_id} is a {kind}, not a {wanted}")
 
 

@@ -311,10 +311,9 @@ class KnowledgeBase:
         return "mitigation" if isinstance(obj, Mitigation) else "case-study"
 
     def _suggest(self, atlas_id: str) -> str | None:
-        from difflib import get_close_matches
+        from mlthreat.kb.names import suggest_id
 
-        close = get_close_matches(atlas_id, list(self._index), n=1, cutoff=0.85)
-        return close[0] if close else None
+        return suggest_id(self, atlas_id)
 
     def tactic_by_shortname(self, shortname: str) -> Tactic | None:
         """The tactic whose Navigator/STIX short name is ``shortname``, if any."""
