@@ -250,3 +250,21 @@ def test_stix_bundle_warnings_on_stderr_and_in_check(tmp_path):
                                                             "AML.M0015", "AML.M0034")])
     revoked = next(f for f in report["findings"] if f["kind"] == "revoked")
     assert path.read_text().splitlines()[revoked["line"] - 1].strip().startswith('"id": "attack-')
+
+
+def test_export_scores_from_a_layer_keeps_cells_and_comments(tmp_path):
+    source = tmp_path / "old-layer.json"
+    source.write_text(json.dumps({"name": "ours", "domain": "mitre-enterprise", "version": "3.0",
+                                  "techniques": [
+                                      {"techniqueID": "AML.T0015", "tactic": "impact",
+                                       "score": 5, "comment": "seen in prod"},
+                                      {"techniqueID": "AML.T0043", "score": 2}]}))
+    out = run("kb", "export", "--layer", "scores", "--scores", str(source))
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == (f"mlthreat: warning: {source}, field 'versions.layer': layer format 3.0 "
+                          "is older than 4.3; read as 4.x (technique entries have kept their "
+                          "fields)\n")
+    cells = {(e["techniqueID"], e.get("tactic")): (e.get("score"), e.get("comment"))
+             for e in json.loads(out.stdout)["techniques"]}
+    assert cells == {("AML.T0015", "impact"): (5, "seen in prod"),
+                     ("AML.T0043", "ai-attack-staging"): (2, None)}

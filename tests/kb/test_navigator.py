@@ -342,8 +342,8 @@ def test_read_layer_file_errors(tmp_path: Path) -> None:
         ('[1, 2]', ": not a Navigator layer: expected a JSON object"),
         ('"layer"', ": not a Navigator layer"),
         ('{"domain": "atlas-atlas", "techniques": []}', "field 'name': a layer needs a string"),
-        ('{"name": "x", "domain": "enterprise-attack", "version": "3.0", "techniques": []}',
-         "field 'versions.layer': layer format '3.0' is not supported"),
+        ('{"name": "x", "domain": "enterprise-attack", "version": "2.2", "techniques": []}',
+         "field 'versions.layer': layer format '2.2' is not supported"),
         ('{"name": "x", "domain": "d", "versions": {"layer": "9.9"}, "techniques": []}',
          "field 'versions.layer': layer format '9.9' is not supported"),
     ]
@@ -368,3 +368,79 @@ def test_read_layer_accepts_4x_variants(tmp_path: Path) -> None:
     empty = nav.read_layer(_write(tmp_path, '{"name": "e", "domain": "atlas-atlas", '
                                               '"versions": {"layer": "4.4"}, "techniques": []}'))
     assert (empty.layer_version, empty.scores, empty.tactics) == ("4.4", {}, {})
+
+
+def test_read_layer_cells_and_comments_survive_a_round_trip(
+        embedded: KnowledgeBase, tmp_path: Path) -> None:
+    """An entry with a tactic is one cell; without one, every cell of the technique."""
+    from mlthreat.kb.layers import read_scores
+
+    text = _layer_text(
+        _entry(techniqueID="AML.T0015", tactic="impact", score=5, comment="seen in prod"),
+        _entry(techniqueID="AML.T0043", score=2, comment="all of it"),
+        _entry(techniqueID="AML.T0043", tactic="ai-attack-staging", score=7),
+        _entry(techniqueID="AML.T0024.002", score=1),
+    )
+    path = _write(tmp_path, text, "in.json")
+    layer = nav.read_layer(path)
+    assert layer.tactic_scores == {("AML.T0015", "impact"): 5, ("AML.T0043", None): 2,
+                                   ("AML.T0043", "ai-attack-staging"): 7,
+                                   ("AML.T0024.002", None): 1}
+    assert layer.comments == {("AML.T0015", "impact"): "seen in prod",
+                              ("AML.T0043", None): "all of it"}
+    assert layer.warnings == ()
+    scores = read_scores(path, embedded)
+    assert scores.by_technique == {"AML.T0015": 5, "AML.T0043": 7, "AML.T0024.002": 1}
+    out = json.loads(nav.render(embedded, layer="scores", scores=scores.cells,
+                                comments=scores.comments))
+    got = {(e["techniqueID"], e.get("tactic")): (e.get("score"), e.get("comment"))
+           for e in out["techniques"]}
+    assert got == {
+        ("AML.T0015", "impact"): (5, "seen in prod"),  # only that cell, not its other two
+        ("AML.T0043", "ai-attack-staging"): (7, "all of it"),  # AML.T0043 has one tactic
+        ("AML.T0024", "exfiltration"): (None, None),  # the parent, expanded
+        ("AML.T0024.002", None): (1, None),
+    }
+    # read back again: the same cells and comments
+    again = nav.read_layer(_write(tmp_path, json.dumps(out), "out.json"))
+    assert again.tactic_scores == {("AML.T0015", "impact"): 5,
+                                   ("AML.T0043", "ai-attack-staging"): 7,
+                                   ("AML.T0024.002", None): 1}
+    assert again.comments == {("AML.T0015", "impact"): "seen in prod",
+                              ("AML.T0043", "ai-attack-staging"): "all of it"}
+
+
+def test_a_technique_entry_without_tactic_fills_every_cell(embedded: KnowledgeBase) -> None:
+    layer = nav.scores_layer(embedded, {("AML.T0015", None): 3, ("AML.T0015", "impact"): 9},
+                             "x")
+    cells = {(e["techniqueID"], e.get("tactic")): e["score"] for e in layer["techniques"]}
+    assert cells == {("AML.T0015", "initial-access"): 3, ("AML.T0015", "defense-evasion"): 3,
+                     ("AML.T0015", "impact"): 9}
+
+
+@pytest.mark.parametrize("header,version,warning", [
+    ('"version": "3.0",', "3.0", "layer format 3.0 is older than 4.3; read as 4.x"),
+    ('"versions": {"layer": "4.0", "attack": "8"},', "4.0", "layer format 4.0 is older"),
+    ('"versions": {"layer": "4.2"},', "4.2", "layer format 4.2 is older than 4.3"),
+    ("", None, "no 'versions' block giving the layer format; read as a 4.x layer"),
+])
+def test_older_and_unversioned_layers_read_with_a_warning(
+        tmp_path: Path, header: str, version: str | None, warning: str) -> None:
+    path = _write(tmp_path, '{"name": "old", "domain": "mitre-enterprise", ' + header
+                  + ' "techniques": [{"techniqueID": "AML.T0015", "tactic": "impact", '
+                  '"score": 1, "comment": "c"}]}', "old.json")
+    layer = nav.read_layer(path)
+    assert layer.layer_version == version
+    assert layer.tactic_scores == {("AML.T0015", "impact"): 1.0}
+    assert [w.code for w in layer.warnings] == ["layer-version"]
+    assert warning in str(layer.warnings[0]) and str(layer.warnings[0]).startswith(str(path))
+
+
+def test_official_layers_read_without_warnings_and_round_trip(base: KnowledgeBase,
+                                                             tmp_path: Path) -> None:
+    freq = nav.read_layer(OFFICIAL_FREQUENCY)
+    assert freq.warnings == () and freq.comments == {}
+    out = json.loads(nav.render(base, layer="scores", scores=freq.tactic_scores))
+    again = nav.read_layer(_write(tmp_path, json.dumps(out), "freq.json"))
+    assert again.tactic_scores == freq.tactic_scores
+    assert again.tactic_scores[("AML.T0012", "initial-access")] == 6

@@ -7,50 +7,21 @@ Registered on :data:`mlthreat.cli.kb.app`, between ``check`` and ``update``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from mlthreat.cli._common import AtlasOpt, ExtensionOpt, console, load_kb, write_output
+from mlthreat.cli._common import (
+    AtlasOpt,
+    ExtensionOpt,
+    console,
+    load_kb,
+    print_warnings,
+    write_output,
+)
 from mlthreat.errors import UsageError
 
 __all__ = ["export"]
-
-
-def _read_scores(path: Path, kb: Any) -> dict[str, float]:
-    """Scores from a JSON/YAML mapping of technique ID to number, or a Navigator layer (JSON).
-
-    Raises DataFileError naming the file and entry for anything that is not a finite number
-    keyed by a technique or sub-technique of ``kb``."""
-    import math
-
-    from mlthreat.kb.errors import DataFileError
-    from mlthreat.kb.sources import read_structured
-
-    data = read_structured(path)
-    if isinstance(data, dict) and "techniques" in data:
-        from mlthreat.kb.layers import read_layer
-
-        if path.suffix.lower() in (".yaml", ".yml"):
-            raise DataFileError(path, "Navigator layers are JSON files")
-        data = dict(read_layer(path).scores)
-    if not isinstance(data, dict):
-        raise DataFileError(path, "scores must be a mapping of ATLAS technique ID to number, "
-                            "or a Navigator layer")
-    out = {}
-    for key, value in data.items():
-        key = str(key)
-        if isinstance(value, bool) or not isinstance(value, int | float) or \
-                not math.isfinite(value):
-            raise DataFileError(path, f"score must be a finite number, got {value!r}",
-                                entry=key)
-        if key not in kb:
-            raise DataFileError(path, f"unknown ATLAS ID in ATLAS data {kb.version}", entry=key)
-        if kb.kind(key) not in ("technique", "sub-technique"):
-            raise DataFileError(path, f"{key} is a {kb.kind(key)}; scores are per technique",
-                                entry=key)
-        out[key] = float(value)
-    return out
 
 
 def export(
@@ -65,7 +36,9 @@ def export(
                                                       help="Case study ID for --layer "
                                                       "case-study.")] = None,
     scores: Annotated[Path | None, typer.Option(help="JSON/YAML mapping of ID to score, or a "
-                                                "layer, to colour the layer or HTML page.")] = None,
+                                                "layer (its per-tactic scores and comments "
+                                                "kept), to colour the layer or HTML "
+                                                "page.")] = None,
     layer_version: Annotated[str, typer.Option(help="Navigator layer format: 4.3 (ATLAS "
                                                "Navigator) or 4.5 (current ATT&CK "
                                                "Navigator).")] = "4.3",
@@ -85,16 +58,22 @@ def export(
         raise UsageError("--scores applies to --format navigator or html only")
     if case_study_id:
         case_study_id = case_study_id.strip().upper()
-    score_map = _read_scores(scores, kb) if scores else None
+    from mlthreat.kb.layers import read_scores
+
+    read = read_scores(scores, kb) if scores else None
+    if read is not None:
+        print_warnings(read.warnings)
     if fmt == "navigator":
         if layer == "case-study" and not case_study_id:
             raise UsageError("--layer case-study needs --case-study ID")
-        if layer == "scores" and score_map is None:
+        if layer == "scores" and read is None:
             raise UsageError("--layer scores needs --scores FILE")
-        text = module.render(kb, layer=layer, case_study=case_study_id, scores=score_map,
-                             name=name, layer_version=layer_version)
+        text = module.render(kb, layer=layer, case_study=case_study_id,
+                             scores=None if read is None else read.cells, name=name,
+                             layer_version=layer_version,
+                             comments=None if read is None else read.comments)
     elif fmt == "html":
-        text = module.render(kb, scores=score_map, title=name)
+        text = module.render(kb, scores=None if read is None else read.by_technique, title=name)
     else:
         text = module.render(kb)
     if write_output(text, output):

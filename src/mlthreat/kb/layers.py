@@ -1,8 +1,11 @@
-"""Reading ATT&CK Navigator layer files (format 4.x) back into plain data.
+"""Reading ATT&CK Navigator layer files (format 4.x; 3.0 and 4.0-4.2 with a warning) back into
+plain data.
 
-Used by ``mlthreat kb export --scores`` (a layer as a score source) and by anyone who wants the
-scores, colours and tactics a layer assigns to ATLAS techniques. IDs are validated against the
-full ATLAS pattern, never a ``T`` prefix, so layers of organisation extensions read too.
+Used by ``mlthreat kb export --scores`` (a layer as a score source, :func:`read_scores`) and by
+anyone who wants the scores, comments, colours and tactics a layer assigns to ATLAS techniques.
+An entry with a ``tactic`` is one cell of the matrix (the technique under that tactic); an entry
+without one is the technique in every cell it has. IDs are validated against the full ATLAS
+pattern, never a ``T`` prefix, so layers of organisation extensions read too.
 """
 
 from __future__ import annotations
@@ -12,13 +15,16 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from mlthreat.kb.errors import DataFileError
+from mlthreat.kb.errors import DataFileError, DataWarning
 from mlthreat.kb.ids import kind_of
 from mlthreat.kb.sources import read_text
 
-__all__ = ["Layer", "is_number", "read_layer"]
+if TYPE_CHECKING:
+    from mlthreat.kb.model import KnowledgeBase
+
+__all__ = ["Layer", "Scores", "is_number", "read_layer", "read_scores"]
 
 _Key = tuple[str, str | None]  # (techniqueID, tactic short name or None)
 
@@ -27,14 +33,16 @@ def is_number(value: object) -> bool:
     """A finite int or float that is not a bool."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
+
 @dataclass(frozen=True)
 class Layer:
     """What a Navigator layer file says about the matrix.
 
     ``tactic_scores`` keys are ``(techniqueID, tactic short name or None)``; ``scores`` holds
     one score per technique (the highest, when its entries are scored differently by tactic).
-    ``colored`` are the techniques with an explicit colour on some entry; ``tactics`` lists,
-    per technique, the tactics its entries name, in file order.
+    ``comments`` are keyed as ``tactic_scores``. ``colored`` are the techniques with an explicit
+    colour on some entry; ``tactics`` lists, per technique, the tactics its entries name, in file
+    order. ``warnings`` say what was read past (no ``versions``, a format older than 4.3).
     """
 
     name: str
@@ -48,6 +56,8 @@ class Layer:
     colored: frozenset[str] = frozenset()
     tactics: dict[str, tuple[str, ...]] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
+    comments: dict[_Key, str] = field(default_factory=dict)
+    warnings: tuple[DataWarning, ...] = ()
 
 
 _WS = re.compile(r"\s*")
@@ -131,9 +141,17 @@ def read_layer(path: str | Path) -> Layer:
     layer_version = versions.get("layer")
     if "versions" not in data and "version" in data:
         layer_version = str(data["version"])
-    if layer_version is not None and not re.fullmatch(r"4\.\d+", str(layer_version)):
-        fail(f"layer format {layer_version!r} is not supported; mlthreat reads 4.x layers",
-             "versions.layer")
+    warnings: list[DataWarning] = []
+    if layer_version is None:
+        warnings.append(DataWarning(str(p), "layer-version", "no 'versions' block giving the "
+                                    "layer format; read as a 4.x layer", field="versions"))
+    elif re.fullmatch(r"3\.\d+|4\.[0-2]", str(layer_version)):
+        warnings.append(DataWarning(
+            str(p), "layer-version", f"layer format {layer_version} is older than 4.3; read "
+            "as 4.x (technique entries have kept their fields)", field="versions.layer"))
+    elif not re.fullmatch(r"4\.\d+", str(layer_version)):
+        fail(f"layer format {layer_version!r} is not supported; mlthreat reads 3.0 and 4.x "
+             "layers", "versions.layer")
     techniques = data.get("techniques")
     if not isinstance(techniques, list):
         fail("not a Navigator layer: no 'techniques' list", "techniques")
@@ -148,6 +166,7 @@ def read_layer(path: str | Path) -> Layer:
     scores: dict[str, float] = {}
     colored: set[str] = set()
     tactics: dict[str, list[str]] = {}
+    comments: dict[_Key, str] = {}
     for i, raw in enumerate(techniques):
         line = lines[i] if i < len(lines) else None
         where = f"techniques[{i}]"
@@ -169,6 +188,11 @@ def read_layer(path: str | Path) -> Layer:
                 fail(f"score must be a finite number, not {score!r}", "score", where, line)
             tactic_scores[(tid, tactic)] = float(score)
             scores[tid] = max(float(score), scores.get(tid, -math.inf))
+        comment = raw.get("comment")
+        if comment is not None and not isinstance(comment, str):
+            fail(f"comment must be a string, not {comment!r}", "comment", where, line)
+        if comment:
+            comments[(tid, tactic)] = comment
         color = raw.get("color")
         if color is not None and not isinstance(color, str):
             fail(f"color must be a string, not {color!r}", "color", where, line)
@@ -189,4 +213,66 @@ def read_layer(path: str | Path) -> Layer:
         colored=frozenset(colored),
         tactics={k: tuple(v) for k, v in tactics.items() if v},
         metadata=metadata,
+        comments=comments,
+        warnings=tuple(warnings),
     )
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Scores read from a file, by cell: ``(technique ID, tactic short name)`` for one cell,
+    ``(technique ID, None)`` for every cell of the technique. ``comments`` are keyed the same
+    way (layers only); ``warnings`` are the layer's."""
+
+    cells: dict[_Key, float]
+    comments: dict[_Key, str] = field(default_factory=dict)
+    warnings: tuple[DataWarning, ...] = ()
+
+    @property
+    def by_technique(self) -> dict[str, float]:
+        """One score per technique: the highest of its cells."""
+        out: dict[str, float] = {}
+        for (tid, _), value in self.cells.items():
+            out[tid] = max(value, out.get(tid, -math.inf))
+        return out
+
+
+def read_scores(path: str | Path, kb: KnowledgeBase) -> Scores:
+    """Scores from a JSON/YAML mapping of technique ID to number, or a Navigator layer (JSON,
+    its per-tactic scores and comments kept).
+
+    Raises
+    ------
+    DataFileError
+        Naming the file and entry for anything that is not a finite number keyed by a
+        technique or sub-technique of ``kb``.
+    """
+    from mlthreat.kb.sources import read_structured
+
+    p = Path(path)
+    data = read_structured(p)
+    comments: dict[_Key, str] = {}
+    warnings: tuple[DataWarning, ...] = ()
+    if isinstance(data, dict) and "techniques" in data:
+        if p.suffix.lower() in (".yaml", ".yml"):
+            raise DataFileError(p, "Navigator layers are JSON files")
+        layer = read_layer(p)
+        cells = dict(layer.tactic_scores)
+        comments, warnings = dict(layer.comments), layer.warnings
+    elif isinstance(data, dict):
+        cells = {}
+        for key, value in data.items():
+            if not is_number(value):
+                raise DataFileError(p, f"score must be a finite number, got {value!r}",
+                                    entry=str(key))
+            cells[(str(key), None)] = float(value)
+    else:
+        raise DataFileError(p, "scores must be a mapping of ATLAS technique ID to number, or a "
+                            "Navigator layer")
+    for tid in dict.fromkeys(k for k, _ in [*cells, *comments]):
+        if tid not in kb:
+            raise DataFileError(p, f"unknown ATLAS ID in ATLAS data {kb.version}", entry=tid)
+        if kb.kind(tid) not in ("technique", "sub-technique"):
+            raise DataFileError(p, f"{tid} is a {kb.kind(tid)}; scores are per technique",
+                                entry=tid)
+    return Scores(cells, comments, warnings)

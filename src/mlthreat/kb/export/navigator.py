@@ -60,7 +60,11 @@ MARK_COLOR = "#C8E6C9"
 GRADIENT = ["#FFFFFF", "#E53935"]
 
 _Key = tuple[str, str | None]  # (techniqueID, tactic short name or None)
-_FIELD_ORDER = ("showSubtechniques", "score", "color")
+_FIELD_ORDER = ("showSubtechniques", "score", "color", "comment")
+ScoreKey = str | tuple[str, str | None]  # a technique ID, or (technique ID, tactic or None)
+# Mapping is invariant in its key: accept maps keyed by IDs alone, by cells alone, or by both.
+ScoreMap = Mapping[str, float] | Mapping[_Key, float] | Mapping[ScoreKey, float]
+CommentMap = Mapping[str, str] | Mapping[_Key, str] | Mapping[ScoreKey, str]
 
 
 def _versions(layer_version: str) -> dict[str, str]:
@@ -301,12 +305,34 @@ def frequency_layer(kb: KnowledgeBase, layer_version: str = "4.3") -> dict[str, 
     )
 
 
+def _cells(kb: KnowledgeBase, values: ScoreMap | CommentMap) -> dict[_Key, Any]:
+    """Values by (technique, tactic) cell: a technique ID or ``(ID, None)`` fills every cell of
+    the technique (each tactic of a top-level technique; the one tactic-less entry of a
+    sub-technique), ``(ID, tactic)`` only that cell, and wins over the former there."""
+    general: dict[str, Any] = {}
+    cells: dict[_Key, Any] = {}
+    for key, value in values.items():
+        tid, tactic = (key, None) if isinstance(key, str) else key
+        kb.technique(tid)
+        if tactic is None:
+            general[tid] = value
+        else:
+            cells[(tid, tactic)] = value
+    out: dict[_Key, Any] = {}
+    for tid, value in general.items():
+        slots = _slots(kb, tid) if kb.technique(tid).parent is None else [None]
+        out.update(((tid, tactic), value) for tactic in slots)
+    out.update(cells)
+    return out
+
+
 def scores_layer(
     kb: KnowledgeBase,
-    scores: Mapping[str, float],
+    scores: ScoreMap,
     name: str,
     description: str = "",
     layer_version: str = "4.3",
+    comments: CommentMap | None = None,
 ) -> dict[str, Any]:
     """A layer scoring the given techniques, for example attack success rates.
 
@@ -314,13 +340,17 @@ def scores_layer(
     ----------
     kb : KnowledgeBase
         Resolves the technique IDs and their tactics.
-    scores : mapping of str to float
-        Technique or sub-technique ID -> finite score. A top-level technique is scored under
-        each of its tactics; a scored sub-technique's parent is expanded.
+    scores : mapping of technique ID, or of (technique ID, tactic short name or None), to float
+        Finite scores. A technique ID (or ``(ID, None)``) scores every cell of the technique: a
+        top-level technique under each of its tactics, a sub-technique once without a tactic;
+        ``(ID, tactic)`` scores that one cell, over the technique's own score there. A scored
+        sub-technique's parent is expanded.
     name, description : str
         Layer name and description.
     layer_version : {"4.3", "4.5"}
         Layer file format.
+    comments : mapping, optional
+        Entry comments, keyed as ``scores``.
 
     Returns
     -------
@@ -340,23 +370,30 @@ def scores_layer(
     >>> layer = scores_layer(load(), {"AML.T0024.002": 0.9}, "Extraction")
     >>> [(e["techniqueID"], e.get("score")) for e in layer["techniques"]]
     [('AML.T0024', None), ('AML.T0024.002', 0.9)]
+    >>> layer = scores_layer(load(), {("AML.T0015", "impact"): 2}, "One cell")
+    >>> [(e["techniqueID"], e.get("tactic"), e.get("score")) for e in layer["techniques"]]
+    [('AML.T0015', 'impact', 2)]
     """
     _versions(layer_version)
-    entries = _Entries(kb)
-    values: list[float] = []
-    for tid in sorted(scores):
-        t = kb.technique(tid)
-        value = scores[tid]
+    for key, value in scores.items():
         if not is_number(value):
+            tid = key if isinstance(key, str) else key[0]
             raise UsageError(f"score of {tid} must be a finite number, not {value!r}")
-        values.append(value)
-        if t.parent is None:
-            for tactic in _slots(kb, t.id):
-                entries.mark(t.id, tactic, score=value)
-        else:
-            entries.mark(t.id, None, score=value)
-            for tactic in _slots(kb, t.parent):
-                entries.expand(t.parent, tactic)
+    entries = _Entries(kb)
+    cells = _cells(kb, scores)
+    notes = _cells(kb, comments or {})
+    for tid, tactic in sorted({*cells, *notes}, key=lambda k: (k[0], k[1] or "")):
+        fields: dict[str, Any] = {}
+        if (tid, tactic) in cells:
+            fields["score"] = cells[(tid, tactic)]
+        if (tid, tactic) in notes:
+            fields["comment"] = notes[(tid, tactic)]
+        entries.mark(tid, tactic, **fields)
+        parent = kb.technique(tid).parent
+        if parent is not None:
+            for slot in _slots(kb, parent):
+                entries.expand(parent, slot)
+    values = list(cells.values())
     low = min([0.0, *values])
     high = max([*values, low])
     return _layer(
@@ -371,9 +408,10 @@ def render(
     *,
     layer: str = "matrix",
     case_study: str | None = None,
-    scores: Mapping[str, float] | None = None,
+    scores: ScoreMap | None = None,
     name: str | None = None,
     layer_version: str = "4.3",
+    comments: CommentMap | None = None,
 ) -> str:
     """One layer as JSON text: 2-space indent, entries sorted, same bytes for the same input.
 
@@ -385,12 +423,15 @@ def render(
         Which layer to build (see the ``*_layer`` functions).
     case_study : str, optional
         The case study ID; required for, and only allowed with, ``layer="case-study"``.
-    scores : mapping of str to float, optional
-        Required for, and only allowed with, ``layer="scores"``.
+    scores : mapping, optional
+        Required for, and only allowed with, ``layer="scores"``; keyed as in
+        :func:`scores_layer`.
     name : str, optional
         Replaces the layer's name.
     layer_version : {"4.3", "4.5"}
         Layer file format.
+    comments : mapping, optional
+        Entry comments for ``layer="scores"``, keyed as ``scores``.
 
     Returns
     -------
@@ -407,6 +448,8 @@ def render(
         raise UsageError("case_study only applies to layer='case-study'")
     if scores is not None and layer != "scores":
         raise UsageError("scores only apply to layer='scores'")
+    if comments and layer != "scores":
+        raise UsageError("comments only apply to layer='scores'")
 
     def need(value: Any, option: str) -> Any:
         if value is None:
@@ -418,7 +461,8 @@ def render(
         "case-study": lambda: case_study_layer(kb, need(case_study, "case_study"), layer_version),
         "frequency": lambda: frequency_layer(kb, layer_version),
         "scores": lambda: scores_layer(
-            kb, need(scores, "scores"), name or "Technique scores", layer_version=layer_version
+            kb, need(scores, "scores"), name or "Technique scores", layer_version=layer_version,
+            comments=comments,
         ),
     }
     if layer not in builders:
