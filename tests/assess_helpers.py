@@ -55,3 +55,8 @@ class UnpickleMarker:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (open, (self.path, "w"))
+
+
+def broken_fit(x: Any, y: Any, seed: int) -> Any:
+    """A training entry point that fails, as a user's can: the poisoning run ends in error."""
+    raise RuntimeError("training data loader is not configured")

@@ -26,7 +26,7 @@ def iris(tmp_path_factory):
 def test_three_formats_read_the_same_rows(iris):
     folder, x, y = iris
     for name, label in (("rows.csv", "label"), ("rows.parquet", "label"), ("rows.npy", "4")):
-        got_x, got_y = read_table(folder / name, label)
+        got_x, got_y, _ = read_table(folder / name, label)
         assert got_x.shape == (150, 4) and got_x.dtype == np.float32, name
         np.testing.assert_allclose(got_x, x, rtol=1e-6)
         assert (np.asarray(got_y).astype(int) == y).all(), name

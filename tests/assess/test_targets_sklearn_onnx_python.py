@@ -27,7 +27,7 @@ def logreg(digits_xy):
 
 
 # -- sklearn ------------------------------------------------------------------------------------
-def test_skops_refuses_untrusted_types_and_lists_them(tmp_path, digits_xy):
+def test_skops_refuses_a_custom_function_even_when_named(tmp_path, digits_xy):
     import skops.io as sio
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -38,9 +38,65 @@ def test_skops_refuses_untrusted_types_and_lists_them(tmp_path, digits_xy):
     pipe.fit(x[:300], y[:300])
     path = tmp_path / "pipe.skops"
     sio.dump(pipe, path)
-    with pytest.raises(TargetError, match=r"untrusted types .*_double") as err:
-        load_target(f"sklearn:{path}")
-    assert str(path) in str(err.value)
+    name = f"{__name__}._double"
+    for trust in ((), (name,)):
+        with pytest.raises(TargetError, match=r"untrusted type .*_double \(a callable outside "
+                                              r"scikit-learn, NumPy and SciPy is never trusted"
+                           ) as err:
+            load_target(f"sklearn:{path}", trust_types=trust)
+        assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("make", ["forest", "hist-gradient-boosting", "knn", "pipeline"])
+def test_skops_ordinary_models_load_with_their_library_types(tmp_path, digits_xy, make):
+    import skops.io as sio
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+    from sklearn.tree import DecisionTreeClassifier
+
+    x, y = digits_xy
+    model = {
+        "forest": lambda: RandomForestClassifier(20, random_state=0),
+        "hist-gradient-boosting": lambda: HistGradientBoostingClassifier(max_iter=5),
+        "knn": lambda: KNeighborsClassifier(),
+        "pipeline": lambda: make_pipeline(FunctionTransformer(np.log1p), StandardScaler(),
+                                          DecisionTreeClassifier(random_state=0)),
+    }[make]().fit(x[:400], y[:400])
+    path = tmp_path / f"{make}.skops"
+    sio.dump(model, path)
+    refused_by_skops = sio.get_untrusted_types(file=path)
+    target = load_target(f"sklearn:{path}")
+    np.testing.assert_allclose(target.predict(x[400:420]), model.predict_proba(x[400:420]))
+    assert list(target.trusted_types) == sorted(refused_by_skops)
+    assert target.describe()["trusted_types"] == sorted(refused_by_skops)
+    if make in ("forest", "pipeline"):
+        assert target.trusted_types == ("sklearn.tree._tree.Tree",)
+
+
+def test_skops_never_trusts_operator_or_file_readers(tmp_path, digits_xy):
+    import operator
+
+    import skops.io as sio
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    x, y = digits_xy
+    evil = make_pipeline(FunctionTransformer(operator.attrgetter("real")),
+                         KNeighborsClassifier()).fit(x[:100], y[:100])
+    sio.dump(evil, tmp_path / "evil.skops")
+    for trust in ((), ("operator.attrgetter",)):
+        with pytest.raises(TargetError, match=r"untrusted type operator\.attrgetter \(operator "
+                                              r"is never trusted\)"):
+            load_target(f"sklearn:{tmp_path / 'evil.skops'}", trust_types=trust)
+    reader = make_pipeline(FunctionTransformer(np.fromfile), KNeighborsClassifier())
+    reader.steps[1][1].fit(x[:100], y[:100])
+    reader.steps[0][1].fit(x[:100])
+    sio.dump(reader, tmp_path / "reader.skops")
+    with pytest.raises(TargetError, match=r"numpy\.fromfile \(reads or writes files"):
+        load_target(f"sklearn:{tmp_path / 'reader.skops'}")
 
 
 def test_skops_round_trip(tmp_path, digits_xy, logreg):

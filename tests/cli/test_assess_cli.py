@@ -16,7 +16,10 @@ from sklearn.linear_model import LogisticRegression
 
 
 def run(*args, stdin=None, timeout=600):
-    env = {**os.environ, "COLUMNS": "160"}
+    # the tests folder is importable, as pytest's pythonpath makes it, for python: entry points
+    tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "COLUMNS": "160",
+           "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
     env.pop("MLTHREAT_ATLAS", None)
     return subprocess.run([sys.executable, "-m", "mlthreat", "assess", *args],
                           capture_output=True, text=True, env=env, timeout=timeout,
@@ -121,7 +124,7 @@ def test_dry_run_and_list_send_nothing(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--target", "sklearn:/nonexistent/model.skops", "--data", "x.csv"], "x.csv: no such file"),
     (["--target", "onnx:/nonexistent.onnx", "--data", "/nonexistent.csv"], "no such file"),
-    (["--data", "x.csv"], "--data needs --target"),
+    (["--data", "x.csv"], "--data and --feature-spec need --target"),
     (["--techniques", "AML.T9999"], "no technique run for AML.T9999"),
     (["--mitigation", "shuffle"], "unknown mitigation 'shuffle'"),
     (["--param", "nonsense"], "expected RUN.PARAM=VALUE"),
@@ -158,3 +161,60 @@ def test_shape_mismatch(tmp_path, cancer):
               "--label-column", "label")
     assert res.returncode == 2
     assert "has 2 features; the model takes inputs of shape (30,)" in res.stderr
+
+
+@pytest.fixture(scope="module")
+def raw_digits_forest(tmp_path_factory):
+    """What a user has: a random forest saved with skops on the raw digits (integer pixels
+    0..16, four corner pixels 0 in every row) and those rows as CSV."""
+    from sklearn.datasets import load_digits
+    from sklearn.ensemble import RandomForestClassifier
+
+    folder = tmp_path_factory.mktemp("forest")
+    x, y = load_digits(return_X_y=True)
+    sio.dump(RandomForestClassifier(30, random_state=0).fit(x[:900], y[:900]),
+             folder / "rf.skops")
+    header = ",".join([f"p{i}" for i in range(64)] + ["label"])
+    np.savetxt(folder / "rows.csv", np.column_stack([x[900:], y[900:]]), delimiter=",",
+               fmt="%d", header=header, comments="")
+    return folder
+
+
+def test_skops_forest_on_constant_columns_runs_without_error(tmp_path, raw_digits_forest):
+    folder = raw_digits_forest
+    out = tmp_path / "report"
+    res = run("--target", f"sklearn:{folder / 'rf.skops'}", "--data", str(folder / "rows.csv"),
+              "--label-column", "label", "--techniques", "evasion-hopskipjump,evasion-transfer",
+              "--param", "evasion-hopskipjump.n_samples=4",
+              "--param", "evasion-transfer.n_samples=10", "-o", str(out), "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["targets"][0]["trusted_types"] == ["sklearn.tree._tree.Tree"]
+    assert report["data"]["domain"]["kinds"]["constant"] == 4
+    by_run = {f["run"]: f for f in report["findings"]}
+    assert {f["status"] for f in by_run.values()} <= {"succeeded", "failed"}
+    for finding in by_run.values():
+        m = finding["metrics"]
+        # integer pixels: every raw adversarial row leaves the domain; projected rows are
+        # re-checked and can only do as well as the raw ones
+        assert m["domain_violation_rate"]["value"] == 1.0
+        assert m["feasible_success_rate_at_eps"]["value"] <= m["success_rate_at_eps"]["value"]
+    assert "sklearn.tree._tree.Tree" in run(
+        "--target", f"sklearn:{folder / 'rf.skops'}", "--data", str(folder / "rows.csv"),
+        "--label-column", "label", "--dry-run").stdout
+
+
+def test_a_run_in_error_exits_2_with_a_next_step(tmp_path, raw_digits_forest):
+    folder = raw_digits_forest
+    out = tmp_path / "report"
+    res = run("--target", f"sklearn:{folder / 'rf.skops'}", "--data", str(folder / "rows.csv"),
+              "--label-column", "label", "--techniques", "poisoning-backdoor,extraction-surrogate",
+              "--fit", "python:assess_helpers:broken_fit", "-o", str(out), "-q",
+              timeout=900)
+    assert res.returncode == 2, res.stderr
+    line, = res.stderr.strip().splitlines()
+    assert "1 run(s) ended in error, first rf poisoning-backdoor: RuntimeError: training data " \
+           "loader is not configured" in line
+    assert "Next: rerun it alone with --techniques poisoning-backdoor" in line
+    report = json.loads((out / "report.json").read_text())
+    assert [f["status"] for f in report["findings"]] == ["succeeded", "error"]

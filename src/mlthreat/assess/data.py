@@ -14,7 +14,7 @@ Arrays are float32 [n, *input_shape]; labels int64 [n] (float for a regressor).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,8 @@ from mlthreat.assess.errors import DataError
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from mlthreat.assess.domain import FeatureDomain
 
 __all__ = ["AssessmentData", "digits_demo", "load_data", "read_table"]
 
@@ -44,6 +46,8 @@ class AssessmentData:
     y_train: np.ndarray | None = None
     source: str = ""
     sha256: str = ""
+    domain: FeatureDomain | None = None
+    feature_names: tuple[str, ...] | None = None
 
     @property
     def n_features(self) -> int:
@@ -59,7 +63,8 @@ class AssessmentData:
 
         return {"source": self.source, "sha256": self.sha256, "pool": n(self.x_pool),
                 "eval": n(self.x_eval), "members": n(self.x_members),
-                "non_members": n(self.x_nonmembers), "features": self.n_features}
+                "non_members": n(self.x_nonmembers), "features": self.n_features,
+                **({"domain": self.domain.describe()} if self.domain is not None else {})}
 
 
 def _hash(*arrays: Any) -> str:
@@ -78,6 +83,8 @@ def digits_demo(seed: int = 0) -> AssessmentData:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
+    from mlthreat.assess.domain import FeatureDomain
+
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype("float32")
     y = y.astype("int64")
@@ -91,14 +98,18 @@ def digits_demo(seed: int = 0) -> AssessmentData:
         x_members=x_mem, y_members=y_mem, x_nonmembers=x_non, y_nonmembers=y_non,
         x_train=x_mem, y_train=y_mem,
         source="scikit-learn digits (8x8, scaled to [0, 1])", sha256=_hash(x, y),
+        domain=FeatureDomain(np.zeros(64), np.ones(64), ("continuous",) * 64,
+                             source="pixels in [0, 1]"),
     )
 
 
-def read_table(path: str | Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+def read_table(path: str | Path, label_column: str | None,
+               ) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
     """Read features (and labels) from CSV, NPY or Parquet, by content and suffix.
 
     CSV and Parquet: every numeric column but ``label_column`` is a feature. NPY: a 2-D array;
-    with ``label_column`` as an integer index, that column holds the labels.
+    with ``label_column`` as an integer index, that column holds the labels. Returns features
+    float32 [n, d], labels [n] (or None) and the feature column names (None for NPY).
 
     Raises
     ------
@@ -117,14 +128,14 @@ def read_table(path: str | Path, label_column: str | None) -> tuple[np.ndarray, 
             if arr.ndim != 2:
                 raise DataError(f"{path}: expected a 2-D array, got shape {arr.shape}")
             if label_column is None:
-                return arr.astype("float32"), None
+                return arr.astype("float32"), None, None
             try:
                 col = int(label_column)
             except ValueError:
                 raise DataError(f"{path}: --label-column must be a column index for NPY "
                                 "files") from None
             labels = arr[:, col]
-            return np.delete(arr, col, axis=1).astype("float32"), labels
+            return np.delete(arr, col, axis=1).astype("float32"), labels, None
         import pandas as pd
 
         if suffix == ".parquet":
@@ -152,7 +163,7 @@ def read_table(path: str | Path, label_column: str | None) -> tuple[np.ndarray, 
     if frame.isna().to_numpy().any():
         row = int(np.where(frame.isna().to_numpy().any(axis=1))[0][0])
         raise DataError(f"{path}: missing values (first at data row {row + 1})")
-    return frame.to_numpy(dtype="float32"), labels
+    return frame.to_numpy(dtype="float32"), labels, [str(c) for c in frame.columns]
 
 
 def load_data(
@@ -161,39 +172,59 @@ def load_data(
     label_column: str | None = None,
     members: str | Path | None = None,
     non_members: str | Path | None = None,
+    feature_spec: str | Path | None = None,
     seed: int = 0,
 ) -> AssessmentData:
-    """Build :class:`AssessmentData` from the user's files: ``data`` is split half attacker's
-    pool, half evaluation rows (stratified when labels are given); ``members`` and
-    ``non_members`` (same columns) enable membership inference. The feature range is taken
-    from all rows seen."""
+    """Build :class:`AssessmentData` from the user's files.
+
+    ``data`` is split half attacker's pool, half evaluation rows (stratified when labels allow);
+    a single row serves as both. ``members`` and ``non_members`` (same columns) enable
+    membership inference. The feature domain (bounds, kinds, one-hot groups; see
+    :mod:`mlthreat.assess.domain`) is inferred from all rows seen, then ``feature_spec``
+    declarations override it; ``clip_values`` are its bounds, so a constant column has
+    ``low == high`` and the attacks keep it fixed.
+
+    Raises
+    ------
+    DataError
+        For an unreadable or empty file, files whose columns disagree, only one of
+        ``members``/``non_members``, or a bad feature spec.
+    """
     import numpy as np
     from sklearn.model_selection import train_test_split
 
-    x, y = read_table(data, label_column)
-    if len(x) < 4:
-        raise DataError(f"{data}: needs at least 4 rows, has {len(x)}")
-    stratify = y if y is not None and _can_stratify(y) else None
-    parts = train_test_split(x, *([y] if y is not None else []), test_size=0.5,
-                             random_state=seed, stratify=stratify)
-    x_pool, x_eval = parts[0], parts[1]
-    y_pool, y_eval = (parts[2], parts[3]) if y is not None else (None, None)
-    out = AssessmentData(x_pool=x_pool, y_pool=y_pool, x_eval=x_eval, y_eval=y_eval,
-                         clip_values=(x.min(axis=0), x.max(axis=0)), source=str(data),
-                         sha256=_hash(x, y))
+    from mlthreat.assess.domain import infer_domain, read_feature_spec
+
+    x, y, names = read_table(data, label_column)
+    if len(x) < 1:
+        raise DataError(f"{data}: no data rows")
+    if len(x) == 1:
+        x_pool, x_eval, y_pool, y_eval = x, x, y, y
+    else:
+        stratify = y if y is not None and _can_stratify(y) else None
+        parts = train_test_split(x, *([y] if y is not None else []), test_size=0.5,
+                                 random_state=seed, stratify=stratify)
+        x_pool, x_eval = parts[0], parts[1]
+        y_pool, y_eval = (parts[2], parts[3]) if y is not None else (None, None)
     if (members is None) != (non_members is None):
         raise DataError("membership inference needs both --members and --non-members")
+    extra: dict[str, Any] = {}
+    seen = [x]
     if members is not None and non_members is not None:
-        xm, ym = read_table(members, label_column)
-        xn, yn = read_table(non_members, label_column)
+        xm, ym, _ = read_table(members, label_column)
+        xn, yn, _ = read_table(non_members, label_column)
         for name, arr in (("members", xm), ("non-members", xn)):
             if arr.shape[1] != x.shape[1]:
                 raise DataError(f"{name} file has {arr.shape[1]} features, data has {x.shape[1]}")
-        lo = np.minimum(out.clip_values[0], np.minimum(xm.min(axis=0), xn.min(axis=0)))
-        hi = np.maximum(out.clip_values[1], np.maximum(xm.max(axis=0), xn.max(axis=0)))
-        out = replace(out, x_members=xm, y_members=ym, x_nonmembers=xn, y_nonmembers=yn,
-                      clip_values=(lo, hi), sha256=_hash(x, y, xm, xn))
-    return out
+        extra = dict(x_members=xm, y_members=ym, x_nonmembers=xn, y_nonmembers=yn)
+        seen += [xm, xn]
+    domain = infer_domain(np.concatenate(seen))
+    if feature_spec is not None:
+        domain = read_feature_spec(feature_spec, domain, names)
+    return AssessmentData(x_pool=x_pool, y_pool=y_pool, x_eval=x_eval, y_eval=y_eval,
+                          clip_values=(domain.low, domain.high), source=str(data),
+                          sha256=_hash(x, y, *seen[1:]), domain=domain,
+                          feature_names=tuple(names) if names else None, **extra)
 
 
 def _can_stratify(y: Any) -> bool:

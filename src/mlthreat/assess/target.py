@@ -80,6 +80,7 @@ class Target:
     _account: QueryAccount | None = None
     _log: QueryLog | None = None
     total_queries: int = 0
+    notes: tuple[str, ...] = ()  # what the adapter noticed about the answers, for reports
 
     # -- to implement --------------------------------------------------------------------------
     def _predict(self, x: np.ndarray) -> np.ndarray:
@@ -186,7 +187,13 @@ class Target:
             "kind": self.kind, "model_id": self.model_id, "description": self.description,
             "input_shape": list(self.input_shape), "n_classes": self.n_classes,
             "output_kind": self.output_kind, "access": self.access, "task": self.task,
+            "notes": list(self.notes),
         }
+
+    def note(self, text: str) -> None:
+        """Record (once) something the adapter noticed about the model's answers."""
+        if text not in self.notes:
+            self.notes = (*self.notes, text)
 
     @property
     def estimator(self) -> Any:

@@ -87,8 +87,12 @@ class _Progress:
     def __exit__(self, *exc: object) -> None:
         self._bar.__exit__(None, None, None)
 
-    def run_started(self, target: str, run: str, technique: str, budget: int) -> None:
-        self.task = self._bar.add_task(f"{target} {run}", total=budget)
+    def run_started(self, target: str, run: str, technique: str, budget: int, *,
+                    index: int = 0, total: int = 0) -> None:
+        from rich.markup import escape
+
+        step = f"run {index} of {total} " if index and total else ""
+        self.task = self._bar.add_task(escape(f"{step}{target} {run}"), total=budget)
 
     def progress(self, queries_used: int) -> None:
         if self.task is not None:
@@ -115,6 +119,10 @@ def assess(
     members: Annotated[Path | None, typer.Option(help="Rows known to be training members.")
                        ] = None,
     non_members: Annotated[Path | None, typer.Option(help="Rows known not to be.")] = None,
+    feature_spec: Annotated[Path | None, typer.Option(help="Feature domain (YAML/JSON): "
+                                                      "kinds, bounds, one-hot groups; the "
+                                                      "rest is inferred from the data.")
+                            ] = None,
     techniques: Annotated[str | None, typer.Option(help="Comma-separated ATLAS IDs or run "
                                                    "names (default: all).")] = None,
     budget: Annotated[int | None, typer.Option(min=1, help="Most queries per technique "
@@ -135,6 +143,10 @@ def assess(
                                                     "(repeatable).")] = None,
     trust_pickle: Annotated[bool, typer.Option(help="Allow pickle/joblib model files (they "
                                                "run code when loaded).")] = False,
+    trust_type: Annotated[list[str] | None, typer.Option(help="Trust this type in a skops "
+                                                        "file, beyond scikit-learn, NumPy and "
+                                                        "SciPy (repeatable; never builtins or "
+                                                        "callables).")] = None,
     n_features: Annotated[int | None, typer.Option(help="Input features (http/python "
                                                    "targets).")] = None,
     n_classes: Annotated[int | None, typer.Option(help="Classes (when the target cannot "
@@ -179,8 +191,9 @@ def assess(
                  for t in techniques.split(",") if t.strip()] if techniques else None
     clip_values = _parse_clip(clip)
     if target is None:
-        if data is not None:
-            raise UsageError("--data needs --target (the demo uses its own data)")
+        if data is not None or feature_spec is not None:
+            raise UsageError("--data and --feature-spec need --target (the demo uses its own "
+                             "data)")
         from mlthreat.assess.demo import DEMO_PARAMS
 
         dataset = api.digits_demo(seed)
@@ -191,13 +204,14 @@ def assess(
         if data is None:
             raise UsageError("--target needs --data (rows to attack with and evaluate on)")
         dataset = api.load_data(data, label_column=label_column, members=members,
-                                non_members=non_members, seed=seed)
+                                non_members=non_members, feature_spec=feature_spec, seed=seed)
         if n_classes is None and dataset.y_pool is not None and dataset.y_eval is not None:
             # endpoints and callables do not say how many classes they have; the labels do
             import numpy as np
 
             n_classes = len(np.unique(np.concatenate([dataset.y_pool, dataset.y_eval])))
-        options = dict(trust_pickle=trust_pickle, n_features=n_features or dataset.n_features,
+        options = dict(trust_pickle=trust_pickle, trust_types=tuple(trust_type or ()),
+                       n_features=n_features or dataset.n_features,
                        n_classes=n_classes, clip_values=clip_values or dataset.clip_values,
                        timeout=timeout, retries=retries, max_rps=max_rps,
                        batch_size=batch_size, request_template=request_template,
@@ -230,6 +244,7 @@ def assess(
         if as_json:
             print_json({"kind": "mlthreat.assess.plan", "schema_version": 1,
                         "atlas_version": kb.version,
+                        "targets": [t.describe() for t in targets],
                         "runs": [p.__dict__ for p in plan]})
             return
         from rich.table import Table
@@ -251,6 +266,10 @@ def assess(
             for p in plan:
                 if not p.applicable:
                     con.print(f"{p.target} {p.run}: {p.reason}", highlight=False)
+        for t in targets:
+            if getattr(t, "trusted_types", ()):
+                con.print(f"{t.description}: trusted beyond skops' defaults: "
+                          + ", ".join(t.trusted_types), highlight=False)
         if dry_run:
             total = sum(p.planned_queries for p in plan)
             con.print(f"At most {total} queries in all; nothing was sent.")
@@ -284,6 +303,14 @@ def assess(
         raise api.TargetError(f"{model}: {cause} (the report in {out} holds what ran)")
     if result.interrupted:
         raise typer.Exit(130)
+    errors = [f for f in report["findings"] if f["status"] == "error"]
+    if errors:
+        first = errors[0]
+        raise api.AssessError(
+            f"{len(errors)} run(s) ended in error, first {first['target']} {first['run']}: "
+            f"{first['reason']}; the report in {out} holds every run. Next: rerun it alone "
+            f"with --techniques {first['run']} and MLTHREAT_DEBUG=1 set, and report the "
+            "traceback if the cause is not in your model or data")
     if fail_on == "succeeded" and succeeded:
         raise typer.Exit(1)
 
@@ -295,9 +322,36 @@ def _prod(shape: tuple[int, ...]) -> int:
     return n
 
 
+#: What each status means, printed under the summary tables.
+STATUS_MEANING = ("succeeded = the attack worked against the model; failed = the model resisted "
+                  "it; inconclusive = the 95 % interval of the metric crosses the rule's "
+                  "threshold, so more samples could turn the verdict.")
+_NARROW = 72  # below this many columns the runs are listed, not tabled
+
+
+def _status_text(f: dict[str, Any]) -> str:
+    style = STATUS_STYLE.get(f["status"], "")
+    text = f"[{style}]{f['status']}[/{style}]"
+    if (f.get("verdict") or {}).get("inconclusive"):
+        text += "\n[yellow]inconclusive[/yellow]"
+    return text
+
+
+def _headline(f: dict[str, Any]) -> str:
+    from rich.markup import escape
+
+    first = next(iter(f["metrics"].items()), None)
+    return escape(f"{first[0]} = {_fmt(first[1]['value'])}" if first else f["reason"])
+
+
 def _print_summary(report: dict[str, Any], paths: dict[str, Path], kb: Any) -> None:
+    """The report on the terminal: per target a table of runs (a list on a narrow terminal, so
+    that no column squeezes an ATLAS ID), what the statuses mean, the next step of every run
+    that ended in error, and the mitigations the tool can verify."""
     from rich.markup import escape
     from rich.table import Table
+
+    from mlthreat.assess.report import ranked_mitigations
 
     con = console()
     groups: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
@@ -306,39 +360,59 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], kb: Any) -> N
     wide = con.width >= 120
     for (target, mitigation), findings in groups.items():
         title = target if not mitigation else f"{target} behind {mitigation}"
+        if con.width < _NARROW:
+            con.print(f"[bold]{escape(title)}[/bold]")
+            for f in findings:
+                # the ID starts the line and is shorter than any terminal: it never breaks
+                con.print(f"  {f['technique']}  {_status_text(f).replace(chr(10), ', ')}")
+                con.print(f"      {escape(f['run'])}: {_headline(f)}")
+            continue
         narrow = con.width < 96  # below this the query counts stay in report.json/html only
         table = Table("Run", "Technique", "Status", "Headline", *([] if narrow else ["Queries"]),
-                      title=title, title_justify="left", title_style="bold")
+                      title=escape(title), title_justify="left", title_style="bold")
         # identifiers never wrap; the headline gives way (the full text is in report.html)
         for column, width in zip(table.columns, (20, 13, 14, 0, 7), strict=False):
             column.no_wrap = width > 0
             column.min_width = width or None
         for f in findings:
-            first = next(iter(f["metrics"].items()), None)
-            headline = (f"{first[0]} = {_fmt(first[1]['value'])}" if first
-                        else escape(f["reason"]))
-            style = STATUS_STYLE.get(f["status"], "")
             name = kb.get(f["technique"]).name if f["technique"] in kb else ""
             technique = (f"{f['technique']} [dim]{escape(name)}[/dim]" if wide
                          else f["technique"])
-            table.add_row(f["run"], technique, f"[{style}]{f['status']}[/{style}]", headline,
+            table.add_row(escape(f["run"]), technique, _status_text(f), _headline(f),
                           *([] if narrow else [str(f["queries"])]))
         con.print(table)
     if report["comparison"]:
         cmp = Table("Target", "Run", "Metric", "Before", "After", "Status before → after")
         for row in report["comparison"]:
-            cmp.add_row(row["target"], row["run"], row["metric"] or "", _fmt(row["before"]),
-                        _fmt(row["after"]), f"{row['status_before']} → {row['status_after']}")
+            cmp.add_row(escape(row["target"]), escape(row["run"]), escape(row["metric"] or ""),
+                        _fmt(row["before"]), _fmt(row["after"]),
+                        f"{row['status_before']} → {row['status_after']}")
         con.print(cmp)
     s = report["summary"]
     where = " (as deployed, without the mitigation)" if report["mitigation"] else ""
+    doubtful = sum(1 for f in report["findings"] if not f["mitigation"]
+                   and (f.get("verdict") or {}).get("inconclusive"))
     con.print(f"{s['succeeded']} succeeded, {s['failed']} failed, {s['not-applicable']} not "
-              f"applicable, {s['error']} errors{where}; {report['queries_total']} attack "
-              f"queries in all in {report['seconds']:.0f} s. ATLAS data "
-              f"{report['atlas_version']}.")
+              f"applicable, {s['error']} errors{where}"
+              + (f", {doubtful} of the verdicts inconclusive" if doubtful else "")
+              + f"; {report['queries_total']} attack queries in all in {report['seconds']:.0f} "
+              f"s. ATLAS data {report['atlas_version']}.")
+    con.print(STATUS_MEANING, highlight=False)
+    for f in report["findings"]:
+        if f["status"] == "error":
+            con.print(f"[yellow]error[/yellow] {escape(f['target'])} {escape(f['run'])}: "
+                      f"{escape(f['reason'])}", highlight=False)
+            if f.get("next_step"):
+                con.print(f"  Next step: {escape(f['next_step'])}", highlight=False)
+    verifiable = [m for m in ranked_mitigations(report, kb) if m["verify"]]
+    if verifiable:
+        m = verifiable[0]
+        con.print(f"To verify a mitigation of what succeeded ({m['id']} {escape(m['name'])}; "
+                  f"report.html ranks them all): {escape(m['verify'][0]['command'])}",
+                  highlight=False)
     if report["interrupted"]:
         con.print("[yellow]Interrupted: the report holds the runs that finished.[/yellow]")
-    con.print("Report: " + ", ".join(str(p) for p in paths.values()))
+    con.print("Report: " + ", ".join(escape(str(p)) for p in paths.values()))
 
 
 def _fmt(value: Any) -> str:

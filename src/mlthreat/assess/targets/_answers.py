@@ -30,8 +30,8 @@ def check_choice(where: str, name: str, value: Any, choices: tuple[str, ...]) ->
 
 
 def clip_pair(where: str, clip_values: Any) -> tuple[Any, Any]:
-    """The ``clip_values`` option as ``(low, high)`` (floats, or arrays for per-feature bounds);
-    ``(0.0, 1.0)`` when None."""
+    """The ``clip_values`` option as ``(low, high)`` (floats, or arrays for per-feature bounds,
+    where ``low == high`` marks a constant feature); ``(0.0, 1.0)`` when None."""
     import numpy as np
 
     if clip_values is None:
@@ -44,10 +44,14 @@ def clip_pair(where: str, clip_values: Any) -> tuple[Any, Any]:
     except (TypeError, ValueError):
         raise TargetError(f"{where}: clip_values must be a pair (low, high), "
                           f"got {clip_values!r}") from None
-    if np.any(lo >= hi):
-        raise TargetError(f"{where}: clip_values low must be below high, got {clip_values!r}")
     if lo.ndim == 0 and hi.ndim == 0:
+        if lo >= hi:
+            raise TargetError(f"{where}: clip_values low must be below high, "
+                              f"got {clip_values!r}")
         return (float(lo), float(hi))
+    if np.any(lo > hi):  # per feature, low == high is a constant column of the data
+        raise TargetError(f"{where}: clip_values low must not be above high, "
+                          f"got {clip_values!r}")
     return (lo, hi)
 
 

@@ -1,7 +1,9 @@
 """scikit-learn estimators and Pipelines, loaded safely with skops.
 
-A ``.skops`` file is opened with ``skops.io``: types outside skops' trusted set are refused and
-listed in the error, so nothing runs that the user did not vet. Pickle and joblib files execute
+A ``.skops`` file is opened with ``skops.io``: types of scikit-learn, NumPy and SciPy are
+trusted, others only when the user names them, callables outside those libraries never (the
+policy is in :mod:`mlthreat.assess.targets._skops_trust`), so nothing runs that the user did
+not vet. Pickle and joblib files execute
 code when loaded; they are opened only with ``trust_pickle=True`` (``--trust-pickle``), with a
 warning. Linear models (logistic regression, linear SVMs) are white-box targets: ART computes
 their loss gradients.
@@ -35,6 +37,7 @@ class SklearnTarget(Target):
     """
 
     kind = "sklearn"
+    trusted_types: tuple[str, ...] = ()
 
     def __init__(self, estimator: Any, *, model_id: str = "sklearn-model", description: str = "",
                  clip_values: tuple[Any, Any] | None = None) -> None:
@@ -69,6 +72,9 @@ class SklearnTarget(Target):
     def estimator(self) -> Any:
         return self._estimator
 
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "trusted_types": list(self.trusted_types)}
+
     def _predict(self, x: Any) -> Any:
         import numpy as np
 
@@ -84,13 +90,17 @@ class SklearnTarget(Target):
 
 
 def load(path: str, *, trust_pickle: bool = False, clip_values: tuple[Any, Any] | None = None,
-         **_: Any) -> SklearnTarget:
+         trust_types: list[str] | tuple[str, ...] = (), **_: Any) -> SklearnTarget:
     """Load ``path`` (skops; pickle/joblib only with ``trust_pickle``).
+
+    Types of scikit-learn, NumPy and SciPy in a skops file are trusted, as are the non-callable
+    types named in ``trust_types``; see :mod:`mlthreat.assess.targets._skops_trust`. The names
+    trusted beyond skops' own set are kept in the target's ``trusted_types``.
 
     Raises
     ------
     TargetError
-        Missing file; untrusted types in a skops file (listed); a pickle without
+        Missing file; types the trust policy refuses (named, with why); a pickle without
         ``trust_pickle``; a file that is not a fitted estimator.
     """
     p = Path(path)
@@ -100,21 +110,29 @@ def load(path: str, *, trust_pickle: bool = False, clip_values: tuple[Any, Any] 
     if head.startswith(b"PK"):
         import skops.io as sio
 
+        from mlthreat.assess.targets._skops_trust import callable_names, decide
+
         try:
             untrusted = sio.get_untrusted_types(file=p)
         except Exception as exc:  # skops raises many kinds on a corrupt archive
             raise TargetError(f"{p}: not a skops file ({type(exc).__name__}: {exc})") from None
-        if untrusted:
-            raise TargetError(f"{p}: skops refuses untrusted types {', '.join(untrusted)}; "
-                              "inspect them, then re-save the model with only trusted types")
+        decision = decide(untrusted, callable_names(p), trust_types)
+        if decision.refused:
+            name, why = next(iter(decision.refused.items()))
+            raise TargetError(f"{p}: untrusted type {name} ({why})"
+                              + (f" and {len(decision.refused) - 1} more: "
+                                 + ", ".join(list(decision.refused)[1:6])
+                                 if len(decision.refused) > 1 else ""))
+        trusted = list(decision.trusted)
         try:
-            estimator = sio.load(p, trusted=[])
+            estimator = sio.load(p, trusted=trusted)
         except Exception as exc:
             raise TargetError(f"{p}: cannot load skops file: {exc}") from None
     elif not trust_pickle:
         raise TargetError(f"{p}: not a skops file; pickle and joblib files run code when "
                           "loaded, pass --trust-pickle only if you trust where it came from")
     else:
+        trusted = []
         warnings.warn(f"unpickling {p}: this runs any code the file contains", stacklevel=2)
         import joblib
 
@@ -122,5 +140,7 @@ def load(path: str, *, trust_pickle: bool = False, clip_values: tuple[Any, Any] 
             estimator = joblib.load(p)  # the user asked for this with --trust-pickle
         except Exception as exc:
             raise TargetError(f"{p}: cannot unpickle: {type(exc).__name__}: {exc}") from None
-    return SklearnTarget(estimator, model_id=p.stem, description=f"sklearn:{p}",
-                         clip_values=clip_values)
+    target = SklearnTarget(estimator, model_id=p.stem, description=f"sklearn:{p}",
+                           clip_values=clip_values)
+    target.trusted_types = tuple(trusted)
+    return target

@@ -142,20 +142,23 @@ class TorchTarget(Target):
             When torch is not installed.
         """
         if self._art is None:
+            from mlthreat.assess.techniques._art import art_clip_values
+
             torch = _torch(self.description)
+            clip = art_clip_values(self)
             if self.task == "regression":
                 from art.estimators.regression import PyTorchRegressor
 
                 self._art = PyTorchRegressor(
                     model=self._module, loss=torch.nn.MSELoss(), input_shape=self.input_shape,
-                    clip_values=self.clip_values, device_type="cpu")
+                    clip_values=clip, device_type="cpu")
             else:
                 from art.estimators.classification import PyTorchClassifier
 
                 self._art = PyTorchClassifier(
                     model=self._module, loss=torch.nn.CrossEntropyLoss(),
                     input_shape=self.input_shape, nb_classes=self.n_classes,
-                    clip_values=self.clip_values, device_type="cpu")
+                    clip_values=clip, device_type="cpu")
         return self._art
 
     def _predict(self, x: Any) -> Any:

@@ -38,15 +38,24 @@ _SKLEARN_GRADIENTS = {
 
 def art_clip_values(target: Target) -> tuple[Any, Any]:
     """The target's valid feature range in the form ART takes: two floats, or two float32
-    arrays of ``target.input_shape`` for per-feature bounds."""
+    arrays of ``target.input_shape`` for per-feature bounds.
+
+    ART refuses a feature whose low equals its high ("clip_values: min >= max"), which every
+    constant column of the data gives; such a feature gets a high one float32 step-scale above
+    its low (relative 1e-4), so the attacks can run and the column barely moves (the feature
+    domain projection then resets it exactly).
+    """
     import numpy as np
 
     lo, hi = target.clip_values
     if np.ndim(lo) == 0 and np.ndim(hi) == 0:
         return float(lo), float(hi)
     shape = tuple(target.input_shape)
-    return (np.broadcast_to(np.asarray(lo, dtype="float32"), shape).copy(),
-            np.broadcast_to(np.asarray(hi, dtype="float32"), shape).copy())
+    low = np.broadcast_to(np.asarray(lo, dtype="float32"), shape).copy()
+    high = np.broadcast_to(np.asarray(hi, dtype="float32"), shape).copy()
+    flat = high <= low
+    high[flat] = low[flat] + np.float32(1e-4) * np.maximum(np.abs(low[flat]), np.float32(1.0))
+    return low, high
 
 
 def black_box_classifier(target: Target,

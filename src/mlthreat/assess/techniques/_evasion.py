@@ -147,9 +147,11 @@ class EvasionRun(TechniqueRun):
         return data.x_pool[chosen].astype(target.input_dtype), y_index[chosen]
 
     # -- the result ------------------------------------------------------------------------------
-    def _finding(self, ctx: RunContext, started: float, x: np.ndarray,
+    def _finding(self, ctx: RunContext, started: float, x: np.ndarray, y: np.ndarray,
                  attacked: list[Attacked], note: str = "") -> Finding:
-        """Score the attacked samples (``x``: every selected row, attacked or not) by the rule."""
+        """Score the attacked samples (``x``: every selected row, attacked or not; ``y`` their
+        score-column indices) by the rule; with a feature domain, also their feasible
+        success (:meth:`_feasible`)."""
         import numpy as np
 
         from mlthreat.assess.metrics import clopper_pearson
@@ -198,6 +200,8 @@ class EvasionRun(TechniqueRun):
             "perturbation_l2": {"values": [round(float(v), 6) for v in l2],
                                 "x_label": unit_l2, "y_label": "samples"},
         }
+        if ctx.data.domain is not None and found:
+            metrics.update(self._feasible(ctx, x, y, found, scale, eps, n))
         threshold = float(self.params["min_success_rate"])
         status = "succeeded" if rate >= threshold else "failed"
         median = metrics[f"median_{self.params['norm']}"].value
@@ -208,6 +212,49 @@ class EvasionRun(TechniqueRun):
                   + (f"; {np.mean(queries):.0f} queries per sample" if queries else ""))
         return self.finding(ctx, status, reason + (f"; {note}" if note else ""), metrics,
                             started, curves=curves)
+
+    def _feasible(self, ctx: RunContext, x: np.ndarray, y: np.ndarray,
+                  found: list[tuple[int, np.ndarray]], scale: np.ndarray, eps: float,
+                  n: int) -> dict[str, Metric]:
+        """Feasible success: each adversarial row projected onto the data's feature domain
+        (constants reset, integers rounded, one-hot groups made one-hot, bounds clipped) and,
+        where that changed it, sent to the target again under the evaluation account; a
+        sample counts when the projected row is still misclassified within ε. Also the share
+        of adversarial rows that left the domain."""
+        import numpy as np
+
+        from mlthreat.assess.metrics import clopper_pearson
+
+        domain = ctx.data.domain
+        assert domain is not None
+        target = ctx.target
+        rows = np.stack([adv.reshape(-1) for _, adv in found])
+        outside = domain.violations(rows)
+        projected = domain.project(rows)
+        fooled = np.ones(len(found), dtype=bool)
+        if outside.any():
+            shape = (int(outside.sum()), *target.input_shape)
+            with ctx.evaluation():
+                labels = target.labels(projected[outside].reshape(shape))
+            fooled[outside] = labels != y[[i for i, _ in found]][outside]
+        norm = self.params["norm"]
+        dist = np.array([distance(p - x[i].reshape(-1), scale, norm)
+                         for (i, _), p in zip(found, projected, strict=True)])
+        k = int(np.sum(fooled & (dist <= eps * (1 + _EPS_SLACK))))
+        low, high = clopper_pearson(k, n)
+        v = int(outside.sum())
+        v_low, v_high = clopper_pearson(v, len(found))
+        return {
+            "feasible_success_rate_at_eps": Metric(
+                k / n, "fraction", n=n, ci=(round(low, 4), round(high, 4)),
+                note=f"misclassified within {self._eps_text()} after projection onto the "
+                     f"feature domain ({domain.source}), re-checked on the target"),
+            "domain_violation_rate": Metric(
+                round(v / len(found), 4), "fraction", n=len(found),
+                ci=(round(v_low, 4), round(v_high, 4)),
+                note="adversarial rows outside the feature domain (a constant moved, a "
+                     "non-integer in an integer column, a broken one-hot group, out of bounds)"),
+        }
 
 
 def feature_scale(target: Target) -> np.ndarray:

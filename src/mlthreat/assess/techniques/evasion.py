@@ -157,7 +157,7 @@ class _DecisionEvasion(EvasionRun):
             notes.append(f"stopped: the run's query budget of {ctx.budget} ran out during "
                          f"sample {len(attacked)} of {len(x)}; the {len(x) - len(attacked)} "
                          "sample(s) not attacked count as failures")
-        return self._finding(ctx, started, x, attacked, "; ".join(notes))
+        return self._finding(ctx, started, x, y, attacked, "; ".join(notes))
 
     def _attack_one(self, oracle: _Oracle, x0: np.ndarray, seed: Any) -> None:
         """Find a starting point, then let ART walk the boundary towards ``x0``."""

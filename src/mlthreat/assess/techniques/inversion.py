@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlthreat.assess.finding import Finding, Metric
+from mlthreat.assess.techniques._art import art_clip_values
 from mlthreat.assess.techniques.base import RunContext, TechniqueRun
 
 if TYPE_CHECKING:
@@ -115,8 +116,7 @@ class ModelInversion(TechniqueRun):
             from art.estimators.classification.scikitlearn import SklearnClassifier
 
             lo, hi = (np.broadcast_to(np.asarray(v, dtype="float32"), target.input_shape)
-                      for v in target.clip_values)
-            hi = np.maximum(hi, lo + np.float32(1e-6))  # ART refuses min == max (constants)
+                      for v in art_clip_values(target))
             try:
                 clf = SklearnClassifier(target.estimator, clip_values=(lo, hi))
             except TypeError:

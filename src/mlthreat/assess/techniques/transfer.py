@@ -212,7 +212,7 @@ class TransferEvasion(EvasionRun):
         n_theft, n_transfer = self._split(ctx.budget, len(data.x_pool), len(x))
         if len(x) == 0 or n_theft < 1:
             note = "" if len(x) == 0 else f"a budget of {ctx.budget} leaves no query for theft"
-            return self._finding(ctx, started, x, [Attacked(None, 0)] * len(x), note)
+            return self._finding(ctx, started, x, y, [Attacked(None, 0)] * len(x), note)
 
         theft = steal(ctx, n_theft, surrogate=self.params["proxy"],
                       distill=self.params["distill"], client="theft")
@@ -221,7 +221,7 @@ class TransferEvasion(EvasionRun):
         if theft.surrogate is None or len(np.unique(theft.answers.argmax(axis=1))) < 2:
             note = ("the theft got too few answers to train a proxy "
                     f"({theft.stopped or 'one class only'})")
-            return self._with(self._finding(ctx, started, x, [Attacked(None, 0)] * len(x), note),
+            return self._with(self._finding(ctx, started, x, y, [Attacked(None, 0)] * len(x), note),
                               extra)
         proxy = theft.surrogate
         extra["proxy_fidelity"] = Metric(
@@ -255,7 +255,7 @@ class TransferEvasion(EvasionRun):
         if len(answers) < len(x):
             note += (f"; {stopped or 'the budget'} let only {len(answers)} of {len(x)} examples "
                      "be sent, the rest count as failures")
-        return self._with(self._finding(ctx, started, x, attacked, note), extra)
+        return self._with(self._finding(ctx, started, x, y, attacked, note), extra)
 
     def _with(self, finding: Finding, extra: dict[str, Metric]) -> Finding:
         metrics = dict(finding.metrics)
@@ -284,5 +284,8 @@ class TransferEvasion(EvasionRun):
         onehot = np.eye(target.n_classes, dtype="float32")[np.asarray(y, dtype="int64")]
         u_adv = np.asarray(attack.generate(u.astype("float32"), y=onehot), dtype="float64")
         fooled = estimator.predict(u_adv).argmax(axis=1) != y
-        x_adv = (lo + u_adv * scale).reshape(x.shape).astype(target.input_dtype)
+        hi = np.broadcast_to(np.asarray(target.clip_values[1], dtype="float64"),
+                             tuple(target.input_shape)).reshape(d)
+        # a constant feature has scale 1 here; the bounds keep it where the data has it
+        x_adv = np.clip(lo + u_adv * scale, lo, hi).reshape(x.shape).astype(target.input_dtype)
         return x_adv, fooled

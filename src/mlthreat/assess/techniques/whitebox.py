@@ -95,7 +95,7 @@ class GradientEvasion(EvasionRun):
         self.validate()
         x, y = self._select(ctx)
         if len(x) == 0:
-            return self._finding(ctx, started, x, [])
+            return self._finding(ctx, started, x, y, [])
         target = ctx.target
         x_adv = self._smallest_eps(white_box_classifier(target), x, y, target)
         allowed = min(len(x), max(ctx.budget, 0))
@@ -109,7 +109,7 @@ class GradientEvasion(EvasionRun):
         if len(attacked) < len(x):
             note = (f"the query budget of {ctx.budget} let only {len(attacked)} of {len(x)} "
                     "adversarial examples be sent to the target; the rest count as failures")
-        return self._finding(ctx, started, x, attacked, note)
+        return self._finding(ctx, started, x, y, attacked, note)
 
     def _smallest_eps(self, estimator: Any, x: Any, y: Any, target: Target) -> Any:
         """Per sample, the example crafted at the smallest ε of the curve's grid (0.1 ε, 0.2 ε,
