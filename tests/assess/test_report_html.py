@@ -17,7 +17,7 @@ from jsonschema import Draft202012Validator
 
 from mlthreat import __version__
 from mlthreat.assess.finding import Finding, Metric
-from mlthreat.assess.report import report_data, write_report
+from mlthreat.assess.report import next_step, report_data, verdict, write_report
 from mlthreat.assess.report_html import OUTCOME_ORDER, render_report
 from mlthreat.assess.runner import AssessmentResult, TargetFindings
 from mlthreat.kb import KnowledgeBase
@@ -360,10 +360,12 @@ def test_metrics_show_units_n_and_ci(page):
     assert params == {"rounds": "1", "classes": "[0, 1]"}
 
 
+def _tested_first(items: list[Any], tested: set[str]) -> list[Any]:
+    return sorted(items, key=lambda i: i not in tested)
+
+
 def test_matrix_cells_are_coloured_by_the_worst_outcome(page, embedded):
     matrix = page.find("table", "matrix")
-    assert [th.find("span", "tactic-name").text for th in matrix.find_all("th")] == [
-        t.name for t in embedded.tactics]
     tested = matrix.find_all(cls="tested")
     outcomes: dict[str, set[str]] = {}
     for cell in tested:
@@ -376,27 +378,77 @@ def test_matrix_cells_are_coloured_by_the_worst_outcome(page, embedded):
     # A technique under two tactics is coloured in both columns.
     poison = [c for c in tested if c.attrs["data-id"] == "AML.T0020"]
     assert len(poison) == len(embedded.tactics_of("AML.T0020")) == 2
-    # Tested against two targets: the worst shows, the tooltip lists both (not the mitigated run).
+    # Tested against two targets: the worst colours it, the tooltip lists both (not the
+    # mitigated run), and it says per outcome on how many of the targets it happened.
     extract = next(c for c in tested if c.attrs["data-id"] == "AML.T0024.002")
     assert extract.attrs["title"].splitlines() == [
         "AML.T0024.002 Extract AI Model", "logreg: succeeded (extract-equations)",
         "mlp: failed (extract-equations)"]
     assert extract.attrs["href"] == "#finding-1"
-    assert "2 targets" in extract.find("span", "outcome").text
-    # Every technique is drawn; sub-techniques only under a parent with a tested one.
+    assert [o.text for o in extract.find_all("span", "outcome")] == [
+        "succeeded on 1 of 2 targets", "failed on 1 of 2 targets"]
+    assert "targets" not in extract.find("span", "name").text
+    # One run against one target: the outcome alone.
+    lira = next(c for c in tested if c.attrs["data-id"] == "AML.T0024.000")
+    assert [o.text for o in lira.find_all("span", "outcome")] == ["succeeded"]
+    # Every technique is drawn; sub-techniques only under a parent with a tested one. Tactics
+    # with a tested technique come first and tested techniques lead their column, each group
+    # in ATLAS order.
     untested = [c for c in matrix.find_all(cls="cell") if "tested" not in c.classes]
     assert all(c.tag == "span" and "data-outcome" not in c.attrs for c in untested)
+    used = {t.id for tid in outcomes for t in embedded.tactics_of(tid)}
+    assert used == {"AML.TA0001", "AML.TA0010", "AML.TA0003", "AML.TA0006"}
+    order = _tested_first(list(embedded.tactics), {t for t in embedded.tactics if t.id in used})
+    assert [th.find("span", "tactic-name").text for th in matrix.find_all("th")] == [
+        t.name for t in order]
+    assert [th.find("span", "tactic-name").text for th in matrix.find_all("th")][:4] == [
+        "Resource Development", "Persistence", "AI Attack Staging", "Exfiltration"]
     drawn: list[str] = []
-    for tactic in embedded.tactics:
+    for tactic in order:
+        cells = []
         for t in embedded.techniques_of(tactic.id):
             subs = [s.id for s in embedded.subtechniques(t.id)]
-            drawn += [t.id, *(subs if set(subs) & set(outcomes) else [])]
+            shown = _tested_first(subs, set(outcomes)) if set(subs) & set(outcomes) else []
+            cells.append((t.id in outcomes or bool(shown), [t.id, *shown]))
+        drawn += [i for _, ids in sorted(cells, key=lambda c: not c[0]) for i in ids]
     assert [c.attrs["data-id"] for c in matrix.find_all(cls="cell")] == drawn
+    assert drawn[:2] == ["AML.T0020", "AML.T0002"]  # Resource Development: tested first
     assert {"AML.T0024.001", "AML.T0043.002"} <= set(drawn)  # untested siblings, listed
     assert not any(d.startswith("AML.T0010.") for d in drawn)
     supply_chain = matrix.find(cls="cell", data_id="AML.T0010")
     folded = len(embedded.subtechniques("AML.T0010"))
     assert supply_chain.find("span", "folded").text == f"+{folded} sub-techniques"
+
+
+def _matrix_cell(report: dict[str, Any], kb: KnowledgeBase, findings: list[dict[str, Any]],
+                 technique: str) -> Node:
+    doc = {**report, "findings": findings, "comparison": []}
+    return Page(render_report(doc, kb)).root.find("table", "matrix").find(
+        cls="tested", data_id=technique)
+
+
+def test_cell_counts_targets_per_outcome(report, embedded):
+    def run(target: str, status: str, run: str = "evasion-hopskipjump", **more: Any
+            ) -> dict[str, Any]:
+        return _finding(embedded, "AML.T0043.001", status, target=target, run=run, **more)
+
+    both_failed = _matrix_cell(report, embedded, [run("logreg", "failed"),
+                                                  run("mlp", "failed")], "AML.T0043.001")
+    assert [o.text for o in both_failed.find_all("span", "outcome")] == [
+        "failed on 2 of 2 targets"]
+    # Two runs on one target: counted in runs; three targets, one run each erroring.
+    one_target = _matrix_cell(report, embedded, [
+        run("logreg", "succeeded"), run("logreg", "failed", run="evasion-boundary")],
+        "AML.T0043.001")
+    assert [o.text for o in one_target.find_all("span", "outcome")] == [
+        "succeeded in 1 of 2 runs", "failed in 1 of 2 runs"]
+    three = _matrix_cell(report, embedded, [
+        run("a", "succeeded"), run("b", "error"), run("c", "failed"),
+        run("a", "failed", run="evasion-boundary")], "AML.T0043.001")
+    assert three.attrs["data-outcome"] == "succeeded"
+    assert [(o.attrs["data-status"], o.text) for o in three.find_all("span", "outcome")] == [
+        ("succeeded", "succeeded on 1 of 3 targets"), ("error", "error on 1 of 3 targets"),
+        ("failed", "failed on 2 of 3 targets")]
 
 
 def _points(polyline: Node) -> list[tuple[float, float]]:
@@ -449,23 +501,41 @@ def test_histogram_accepts_a_plain_list_and_skips_bad_values(report, embedded):
     assert not empty.find_all("svg") and "No points" in empty.text
 
 
-def test_mitigations_of_every_succeeded_technique(page, report, embedded):
+def test_mitigations_are_ranked_verifiable_first_with_commands(page, report, embedded):
     section = page.find("section", id="mitigations")
-    remedies = section.find_all("article", "remedy")
-    succeeded = list(dict.fromkeys(f["technique"] for f in report["findings"]
-                                   if f["status"] == "succeeded"))
-    assert [r.attrs["data-technique"] for r in remedies] == succeeded
-    for remedy in remedies:
-        expected = embedded.mitigations_of(remedy.attrs["data-technique"])
-        assert expected
-        items = remedy.find_all("li")
-        assert [li.attrs["data-mitigation"] for li in items] == [m.id for m in expected]
-        for li, m in zip(items, expected, strict=True):
-            assert m.name in li.text
-    # Techniques that only failed or did not apply get none.
+    ranked = section.find_all("li", "ranked")
+    # AML.T0024.002 and AML.T0024.000 succeeded; both link the same four mitigations.
+    assert [(li.attrs["data-mitigation"], li.attrs["data-verifiable"], li.attrs["data-rank"])
+            for li in ranked] == [("AML.M0002", "yes", "1"), ("AML.M0004", "yes", "2"),
+                                  ("AML.M0019", "no", "3"), ("AML.M0024", "no", "4")]
+    assert section.find("ol", "verifiable").find_all("li", "ranked") == ranked[:2]
+    assert section.find("ol", "others").attrs["start"] == "3"
+    commands = {li.attrs["data-spec"]: li.find("code", "command").text
+                for li in ranked[0].find_all("li") + ranked[1].find_all("li")}
+    base = ("mlthreat assess --target TARGET --data 'scikit-learn digits' --seed 7 --budget 1000 "
+            "--techniques extract-equations,lira")
+    assert commands == {
+        "round:2": f"{base} --mitigation round:2 -o mlthreat-report-round-2",
+        "top1": f"{base} --mitigation top1 -o mlthreat-report-top1",
+        "noise:0.05": f"{base} --mitigation noise:0.05 -o mlthreat-report-noise-0.05",
+        "reverse-sigmoid:0.5": f"{base} --mitigation reverse-sigmoid:0.5 -o "
+                               "mlthreat-report-reverse-sigmoid-0.5",
+        # half the 65 queries of the cheapest run, so the limit bites
+        "query-limit:32": f"{base} --mitigation query-limit:32 -o mlthreat-report-query-limit-32",
+    }
+    assert "below the 65 queries" in ranked[1].find("span", "spec").text
+    assert not ranked[2].find_all("ul", "commands")
+    for li in ranked:
+        assert "Addresses 2 techniques that succeeded" in li.find("p", "meta").text
+        links = [a.attrs["href"] for a in li.find("p", "meta").find_all("a")]
+        assert links == ["#finding-1", "#finding-4"]
+        assert embedded.mitigation(li.attrs["data-mitigation"]).name in li.find("h4").text
+    # Techniques that only failed or did not apply are not listed.
     assert "AML.T0043.001" not in section.text and "AML.T0020" not in section.text
+    # A run's own card lists its mitigations, the verifiable ones first.
     detail = page.find("article", id="finding-1")
-    assert all(m.id in detail.text for m in embedded.mitigations_of("AML.T0024.002"))
+    assert [n.text for n in detail.find("ul", "inline-list").find_all("span", "id")] == [
+        "AML.M0002", "AML.M0004", "AML.M0024", "AML.M0019"]
 
 
 def test_before_after_table_only_with_a_comparison(page, report, embedded):
@@ -547,3 +617,107 @@ def test_write_report_writes_the_page(tmp_path: Path, embedded):
     data = json.loads(paths["json"].read_text("utf-8"))
     assert not errors(data)
     assert paths["html"].read_text("utf-8") == render_report(data, embedded)
+
+
+# -- inconclusive verdicts, next steps, images ---------------------------------------------------
+def _with_advice(report: dict[str, Any]) -> dict[str, Any]:
+    doc = copy.deepcopy(report)
+    for f in doc["findings"]:
+        f["verdict"], f["next_step"] = verdict(f), next_step(f, doc)
+    return doc
+
+
+def test_inconclusive_verdict_is_marked_everywhere(report, embedded):
+    doc = copy.deepcopy(report)
+    # 12 of 20 within ε against a 50 % rule: the interval [0.36, 0.81] crosses 0.5.
+    doc["findings"][1].update(status="succeeded", params={"min_success_rate": 0.5},
+                              metrics={"success_rate_at_eps": {
+                                  "value": 0.6, "unit": "fraction", "n": 20,
+                                  "ci95": [0.3605, 0.8088]}})
+    doc["findings"][3]["params"] = {"min_auc": 0.6, "min_tpr_at_1pct": 0.1}  # 0.81 [0.78, 0.84]
+    doc["findings"][3]["metrics"]["tpr_at_1pct_fpr"] = {"value": 0.05, "unit": "fraction",
+                                                        "n": 900, "ci95": [0.03, 0.08]}
+    doc = _with_advice(doc)
+    assert not errors(doc), errors(doc)
+    assert doc["findings"][1]["verdict"]["inconclusive"] is True
+    assert doc["findings"][3]["verdict"]["inconclusive"] is False
+    page = Page(render_report(doc, embedded)).root
+    rows = page.find("table", "summary-table").find("tbody").find_all("tr")
+    assert [[s.text for s in r.find_all("span", "status")] for r in rows[:4]] == [
+        ["succeeded"], ["succeeded", "inconclusive"], ["failed"], ["succeeded"]]
+    evasion = page.find("article", id="finding-2")
+    facts = dict(zip([n.text for n in evasion.find_all("dt")],
+                     [n.text for n in evasion.find_all("dd")], strict=True))
+    assert facts["Verdict"] == (
+        "inconclusive: the 95 % interval of success_rate_at_eps [0.36, 0.809] crosses the "
+        "threshold 0.5, so the true value may lie on either side; measure on more samples "
+        "before relying on this verdict")
+    lira = page.find("article", id="finding-4")
+    assert "holds across the 95 % intervals of auc" in lira.text
+    assert not lira.find_all("span", "status-inconclusive")
+    cell = page.find("table", "matrix").find(cls="tested", data_id="AML.T0043.001")
+    assert "inconclusive" in cell.classes
+    assert [o.text for o in cell.find_all("span", "outcome")] == ["succeeded, inconclusive"]
+    assert cell.attrs["title"].splitlines()[1] == (
+        "logreg: succeeded, inconclusive (hopskipjump)")
+    count = page.find("ul", "counts").find("li", "inconclusive-count")
+    assert count.find("strong").text == "1"
+
+
+def test_error_run_shows_its_next_step(report, embedded):
+    doc = _with_advice(report)
+    page = Page(render_report(doc, embedded)).root
+    error = page.find("article", id="finding-6")
+    step = error.find("dd", "next-step").text
+    assert step == (
+        "The run stopped on an error of its own; run it alone again to see whether it repeats: "
+        "mlthreat assess --target TARGET --data 'scikit-learn digits' --seed 7 --budget 1000 "
+        "--techniques fgsm -o mlthreat-report-fgsm. If it does, change its parameters (--param "
+        "fgsm.NAME=VALUE; `mlthreat assess --list` shows whether it applies) or report the "
+        "reason above with report.json.")
+    assert len(page.find_all("dd", "next-step")) == 1  # only the run in error
+
+
+def test_reconstructed_images_are_drawn_inline(report, embedded):
+    doc = copy.deepcopy(report)
+    images = [[k / 63 for k in range(64)], [1.0 - k / 63 for k in range(64)], [0.5] * 64]
+    doc["findings"][0]["curves"] = {
+        "reconstructions": {"images": images, "shape": [8, 8],
+                            "labels": ["class 0", SCRIPT, 2], "range": [0, 1]},
+        "mse_per_class": {"x": [0, 1, 2], "y": [0.01, 0.02, 0.015],
+                          "baseline": [0.03, 0.03, 0.04], "x_label": "class",
+                          "y_label": "MSE to class mean"}}
+    assert not errors(doc), errors(doc)
+    html = render_report(doc, embedded)
+    assert SCRIPT not in html
+    article = Page(html).root.find("article", id="finding-1")
+    figure = article.find("figure", data_curve="reconstructions")
+    svgs = figure.find_all("svg", "pixels")
+    assert len(svgs) == 3 and figure.find("ul", "image-grid").attrs["data-count"] == "3"
+    for svg in svgs:
+        assert svg.attrs["viewbox"] == "0 0 8 8" and svg.attrs["role"] == "img"
+        assert len(svg.find_all("rect")) == 64
+    first = svgs[0].find_all("rect")
+    assert (first[0].attrs["fill"], first[-1].attrs["fill"]) == ("rgb(0,0,0)",
+                                                                 "rgb(255,255,255)")
+    assert (first[9].attrs["x"], first[9].attrs["y"]) == ("1", "1")
+    assert {r.attrs["fill"] for r in svgs[2].find_all("rect")} == {"rgb(128,128,128)"}
+    assert [s.text for s in figure.find_all("span", "image-label")] == ["class 0", SCRIPT, "2"]
+    assert "Plots and images" in article.text
+    line = article.find("figure", data_curve="mse_per_class").find("svg")
+    assert len(_points(line.find("polyline", "baseline"))) == 3
+    assert len(_points(line.find("polyline", "series"))) == 3
+
+
+def test_image_grid_shapes_and_bad_input():
+    rgb = plots.image_grid([[1.0] * 12 + [0.0] * 12 + [0.5] * 12], [3, 3, 4], plot_id="i",
+                           title="t")  # channels first: their mean
+    assert rgb["kind"] == "images"
+    assert {(p["x"], p["y"]) for p in rgb["images"][0]["pixels"]} == {
+        (c, r) for r in range(3) for c in range(4)}
+    assert {p["fill"] for p in rgb["images"][0]["pixels"]} == {"rgb(128,128,128)"}
+    big = plots.image_grid([[float(k % 2) for k in range(64 * 64)]], [64, 64], plot_id="b",
+                           title="t")  # averaged down to 32 x 32
+    assert big["images"][0]["side_w"] == 32 and len(big["images"][0]["pixels"]) == 32 * 32
+    wrong = plots.image_grid([[0.0] * 10, [math.nan] * 64], [8, 8], plot_id="w", title="t")
+    assert wrong["kind"] == "empty" and not wrong["images"]

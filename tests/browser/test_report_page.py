@@ -199,3 +199,71 @@ def test_hostile_text_is_shown_not_run(driver, embedded, tmp_path):
     with pytest.raises(NoAlertPresentException):
         _ = driver.switch_to.alert.text
     assert not severe(entries + list(driver.get_log("browser")))
+
+
+def test_tested_tactics_are_in_view_at_a_laptop_viewport(driver, report_page):
+    """At 1366x768, after following the Matrix link, every tested cell and its tactic's
+    heading is inside the window: the matrix was not scrolled sideways (nor down) to show it."""
+    from selenium.webdriver.common.by import By
+
+    path, _ = report_page
+    driver.set_window_size(1366, 768)
+    try:
+        open_page(driver, path)
+        driver.find_element(By.CSS_SELECTOR, 'nav.toc a[href="#matrix"]').click()
+        view = driver.execute_script("return [innerWidth, innerHeight]")
+        scroll = driver.execute_script(
+            "const m = document.querySelector('.matrix-scroll'); "
+            "return [m.scrollLeft, m.scrollTop, m.scrollWidth > m.clientWidth]")
+        assert scroll == [0, 0, True]  # the matrix is wider than the window, and unscrolled
+        boxes = driver.execute_script("""
+            const box = (e) => { const r = e.getBoundingClientRect();
+                                 return [r.left, r.top, r.right, r.bottom]; };
+            return Array.from(document.querySelectorAll('table.matrix .cell.tested'), (c) => {
+                const td = c.closest('td');
+                const th = document.getElementById('col-' + td.dataset.tactic);
+                return [c.dataset.id, td.dataset.tactic, box(c), box(th)];
+            });""")
+        assert {b[0] for b in boxes} == {"AML.T0024.002", "AML.T0043.001", "AML.T0024.000",
+                                         "AML.T0020", "AML.T0043.000"}
+        assert sorted({b[1] for b in boxes}) == ["AML.TA0001", "AML.TA0003", "AML.TA0006",
+                                                  "AML.TA0010"]
+        for cell_id, tactic, cell, head in boxes:
+            for left, top, right, bottom in (cell, head):
+                assert left >= 0 and right <= view[0], (cell_id, tactic, cell, head, view)
+                assert top >= 0 and bottom <= view[1], (cell_id, tactic, cell, head, view)
+        # An untested tactic is pushed to the right, out of view.
+        impact = driver.find_element(By.ID, "col-AML.TA0011").rect
+        assert impact["x"] > view[0]
+    finally:
+        driver.set_window_size(1600, 1000)
+
+
+def test_reconstructed_images_and_verify_commands_show(driver, embedded, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    data = report_data(_result(embedded), embedded)
+    data["findings"][0]["curves"]["reconstructions"] = {
+        "images": [[(k % 8) / 7 for k in range(64)], [(k // 8) / 7 for k in range(64)]],
+        "shape": [8, 8], "labels": ["class 0", "class 1"], "range": [0, 1]}
+    path = tmp_path / "images.html"
+    path.write_text(render_report(data, embedded), encoding="utf-8")
+    entries = open_page(driver, path)
+    assert not severe(entries), entries
+    images = driver.find_elements(By.CSS_SELECTOR,
+                                  'figure[data-curve="reconstructions"] svg.pixels')
+    assert len(images) == 2
+    for svg in images:
+        driver.execute_script("arguments[0].scrollIntoView()", svg)
+        assert svg.is_displayed() and svg.size == {"width": 96, "height": 96}
+    # left column black, right column white: the first row's first and last pixel
+    fills = driver.execute_script(
+        "const r = document.querySelectorAll('svg.pixels')[0].querySelectorAll('rect');"
+        "return [getComputedStyle(r[0]).fill, getComputedStyle(r[7]).fill]")
+    assert fills == ["rgb(0, 0, 0)", "rgb(255, 255, 255)"]
+    first = driver.find_element(By.CSS_SELECTOR, "ol.ranking.verifiable li.ranked")
+    assert first.get_attribute("data-mitigation") == "AML.M0002"
+    command = first.find_element(By.CSS_SELECTOR, "code.command")
+    driver.execute_script("arguments[0].scrollIntoView()", command)
+    assert command.is_displayed()
+    assert command.text.startswith("mlthreat assess --target sklearn:logreg.skops --data ")

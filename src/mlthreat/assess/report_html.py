@@ -8,15 +8,25 @@ succeeded, a before/after table when the suite also ran behind a mitigation, and
 per run with its rule, reason, metrics, parameters and plots.
 
 Sub-techniques are listed only under a technique one of whose sub-techniques was tested (as in
-ATLAS's own Navigator layers), so the tested cells stand out. A cell tested against several
-targets shows the worst outcome in the order of :data:`OUTCOME_ORDER` (an attack that worked,
-then a run that could not tell, then a run the model resisted, then one that did not apply) and
-lists each run in its tooltip. Runs behind a mitigation appear in the tables but not on the
-matrix, as in the Navigator layer.
+ATLAS's own Navigator layers), so the tested cells stand out. The tactics with a tested technique
+come first, and tested techniques lead their column (the rest follow in ATLAS order), so what was
+tested is in view without scrolling the matrix sideways. A cell tested against several targets is
+coloured by the worst outcome in the order of :data:`OUTCOME_ORDER` (an attack that worked, then
+a run that could not tell, then a run the model resisted, then one that did not apply), says for
+each outcome on how many of the targets it happened ("succeeded on 1 of 2 targets") and lists
+each run in its tooltip. Runs behind a mitigation appear in the tables but not on the matrix, as
+in the Navigator layer.
+
+A verdict whose 95 % interval crosses its rule's threshold is marked inconclusive (see
+:func:`mlthreat.assess.report.verdict`), an ``error`` run shows its next step, and the mitigations
+of what succeeded are ranked by :func:`mlthreat.assess.report.ranked_mitigations`: those
+``mlthreat assess --mitigation`` can verify first, each with the command that verifies it.
 
 Plots are inline SVG drawn by :mod:`mlthreat.render.plots` (no plotting library, no script): a
 line plot for series with ``x`` and ``y`` (ROC with its chance diagonal, success against ε,
-fidelity against queries) and a histogram for series of ``values`` (``perturbation_l2``). The
+fidelity against queries; a ``baseline`` over the same ``x`` dashed), a histogram for series of
+``values`` (``perturbation_l2``), and a grid of small images for series of ``images`` with their
+``shape`` (a model inversion's reconstructions, one rectangle per pixel). The
 templates write every element, so every piece of text is escaped by the shared templates of
 :mod:`mlthreat.render`; the page loads nothing and runs no script. Same document, same page.
 """
@@ -29,6 +39,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mlthreat import __version__
+from mlthreat.assess.mitigations import MITIGATIONS
+from mlthreat.assess.report import is_demo, ranked_mitigations
 from mlthreat.kb.export import html as matrix_html
 from mlthreat.kb.model import KnowledgeBase
 from mlthreat.render import plots, render_page
@@ -44,7 +56,8 @@ _LABELS = {"succeeded": "succeeded", "failed": "failed", "error": "error",
 _TITLES = {"roc": "ROC curve", "success_vs_eps": "Attack success against ε",
            "fidelity_vs_queries": "Fidelity against queries",
            "perturbation_l2": "Perturbation L2 norms",
-           "mse_per_class": "Reconstruction error per class"}
+           "mse_per_class": "Reconstruction error per class",
+           "reconstructions": "Reconstructed inputs"}
 _AXES = {"perturbation_l2": ("L2 perturbation", "samples")}
 
 
@@ -67,6 +80,7 @@ def render_report(data: Mapping[str, Any], kb: KnowledgeBase) -> str:
     """
     findings = [_finding(kb, data, f, i) for i, f in enumerate(data["findings"], 1)]
     summary = data.get("summary", {})
+    inconclusive = sum(1 for f in findings if f["inconclusive"] and not f["mitigation"])
     context: Data = {
         "title": "mlthreat assessment report",
         "generator": f"mlthreat {__version__}",
@@ -83,10 +97,12 @@ def render_report(data: Mapping[str, Any], kb: KnowledgeBase) -> str:
         "targets": [_target(t) for t in data["targets"]],
         "counts": [{"status": s, "label": _LABELS[s], "count": summary.get(s, 0)}
                    for s in OUTCOME_ORDER],
+        "inconclusive": inconclusive,
         "findings": findings,
         "mitigated": any(f["mitigation"] for f in findings),
         "columns": _columns(kb, findings),
-        "remedies": _remedies(kb, findings),
+        "ranking": _ranking(kb, data, findings),
+        "demo": is_demo(data),
         "mitigation": data.get("mitigation"),
         "comparison": [_comparison_row(kb, row) for row in data.get("comparison") or ()],
     }
@@ -150,6 +166,7 @@ def _finding(kb: KnowledgeBase, data: Mapping[str, Any], f: Mapping[str, Any], i
     metrics = [_metric(name, m) for name, m in f["metrics"].items()]
     anchor = f"finding-{index}"
     status = f["status"]
+    verdict = f.get("verdict") or None
     return {
         "anchor": anchor,
         "target": f["target"],
@@ -162,6 +179,9 @@ def _finding(kb: KnowledgeBase, data: Mapping[str, Any], f: Mapping[str, Any], i
         "tactic_text": ", ".join(t["name"] or t["id"] for t in tactics) or "none",
         "related": [_ref(kb, r) for r in f["related_techniques"]],
         "status": status,
+        "inconclusive": bool(verdict and verdict.get("inconclusive")),
+        "verdict_note": str(verdict.get("note") or "") if verdict else "",
+        "next_step": f.get("next_step") or "",
         "reason": f["reason"],
         "rule": f["rule"],
         "headline": metrics[0] if metrics else None,
@@ -172,7 +192,7 @@ def _finding(kb: KnowledgeBase, data: Mapping[str, Any], f: Mapping[str, Any], i
         "params": [{"name": k, "value": _plain(v)} for k, v in f["params"].items()],
         "evidence": [{"name": k, "value": str(v)} for k, v in f["evidence"].items()],
         "plots": _plots(f["curves"], anchor),
-        "mitigations": _mitigations(kb, tid) if status == "succeeded" else [],
+        "mitigations": _verifiable_first(_mitigations(kb, tid)) if status == "succeeded" else [],
     }
 
 
@@ -251,20 +271,27 @@ def _mitigations(kb: KnowledgeBase, tid: str) -> list[Data]:
     return out
 
 
-def _remedies(kb: KnowledgeBase, findings: Sequence[Data]) -> list[Data]:
-    """One entry per technique that succeeded somewhere, in report order."""
-    out: dict[str, Data] = {}
+def _verifiable_first(mitigations: list[Data]) -> list[Data]:
+    """``mitigations`` with those ``assess --mitigation`` can apply first (stable order)."""
+    applied = {aid for aid, _, _ in MITIGATIONS.values()}
+    return sorted(mitigations, key=lambda m: m["id"] not in applied)
+
+
+def _ranking(kb: KnowledgeBase, data: Mapping[str, Any], findings: Sequence[Data]
+             ) -> list[Data]:
+    """:func:`ranked_mitigations` with, per mitigation, the techniques it addresses (named and
+    linked to their first succeeded run) and its "use" texts for them."""
+    first: dict[str, str] = {}
     for f in findings:
-        if f["status"] != "succeeded":
-            continue
-        entry = out.setdefault(f["technique"], {
-            "technique": f["technique"], "name": f["technique_name"], "known":
-            f["technique"] in kb, "anchor": f["anchor"], "targets": [],
-            "mitigations": f["mitigations"]})
-        where = f["target"] + (f" behind {f['mitigation']}" if f["mitigation"] else "")
-        if where not in entry["targets"]:
-            entry["targets"].append(where)
-    return list(out.values())
+        if f["status"] == "succeeded" and not f["mitigation"]:
+            first.setdefault(f["technique"], f["anchor"])
+    out = []
+    for rank, m in enumerate(ranked_mitigations(data, kb), 1):
+        techniques = [{**_ref(kb, t), "anchor": first.get(t, "")} for t in m["techniques"]]
+        uses = [{"technique": t, "text": u} for t in m["techniques"]
+                for u in dict.fromkeys(kb.uses_of(m["id"], t)) if u]
+        out.append({**m, "rank": rank, "technique_refs": techniques, "uses": uses})
+    return out
 
 
 # -- the matrix ---------------------------------------------------------------------------------
@@ -278,7 +305,9 @@ def _matrix_columns(kb: KnowledgeBase) -> list[Data]:
 
 def _columns(kb: KnowledgeBase, findings: Sequence[Data]) -> list[Data]:
     """The matrix with outcomes. As in ATLAS's own Navigator layers, a technique's
-    sub-techniques are listed only when one of them was tested; the others are counted."""
+    sub-techniques are listed only when one of them was tested; the others are counted. Tactics
+    with a tested technique come first and tested techniques lead their column, each group in
+    ATLAS order, so that what was tested is in view first."""
     tested: dict[str, list[Data]] = {}
     for f in findings:
         if not f["mitigation"]:
@@ -291,26 +320,48 @@ def _columns(kb: KnowledgeBase, findings: Sequence[Data]) -> list[Data]:
                 _mark(c, tested.get(c["id"], []))
                 c["folded"] = 0
                 count += c["outcome"] is not None
+            cell["tested"] = cell["outcome"] is not None or any(
+                sub["outcome"] for sub in cell["subs"])
             if not any(sub["outcome"] for sub in cell["subs"]):
                 cell["folded"], cell["subs"] = len(cell["subs"]), []
+            cell["subs"] = sorted(cell["subs"], key=lambda c: c["outcome"] is None)
+        col["cells"] = sorted(col["cells"], key=lambda c: not c["tested"])
         col["tested"] = count
-    return columns
+    return sorted(columns, key=lambda col: not col["tested"])
 
 
 def _mark(cell: Data, runs: Sequence[Data]) -> None:
-    """Give a matrix cell its outcome (the worst of ``runs``), link and tooltip."""
+    """Give a matrix cell its outcome (the worst of ``runs``), link, tooltip, and per outcome
+    on how many targets it happened (in how many runs, when one target was tested)."""
     if not runs:
-        cell.update(outcome=None, href="", tooltip="", outcome_text="")
+        cell.update(outcome=None, href="", tooltip="", outcome_lines=[], inconclusive=False)
         return
     worst = min(runs, key=lambda f: OUTCOME_ORDER.index(f["status"]))
     lines = [f"{cell['id']} {cell['name']}"]
-    lines += [f"{f['target']}: {_LABELS[f['status']]} ({f['run']})" for f in runs]
-    targets = len({f["target"] for f in runs})
-    text = _LABELS[worst["status"]]
-    if len(runs) > 1:
-        text += f" · {len(runs)} runs" if targets == 1 else f" · {targets} targets"
+    lines += [f"{f['target']}: {_LABELS[f['status']]}"
+              + (", inconclusive" if f["inconclusive"] else "") + f" ({f['run']})"
+              for f in runs]
+    targets = list(dict.fromkeys(f["target"] for f in runs))
+    outcomes = []
+    for status in OUTCOME_ORDER:
+        these = [f for f in runs if f["status"] == status]
+        if not these:
+            continue
+        text = _LABELS[status]
+        if len(targets) > 1:
+            hit = len({f["target"] for f in these})
+            text += f" on {hit} of {len(targets)} targets"
+        elif len(runs) > 1:
+            text += f" in {len(these)} of {len(runs)} runs"
+        doubtful = sum(1 for f in these if f["inconclusive"])
+        if doubtful:
+            text += (", inconclusive" if doubtful == len(these)
+                     else f" ({doubtful} of {len(these)} runs inconclusive)")
+        outcomes.append({"status": status, "text": text})
     cell.update(outcome=worst["status"], href=worst["anchor"], tooltip="\n".join(lines),
-                outcome_text=text)
+                outcome_lines=outcomes,
+                inconclusive=all(f["inconclusive"] for f in runs
+                                 if f["status"] == worst["status"]))
 
 
 # -- plots --------------------------------------------------------------------------------------
@@ -323,14 +374,22 @@ def _plots(curves: Mapping[str, Any], prefix: str) -> list[Data]:
         if not isinstance(spec, Mapping):
             continue
         x_default, y_default = _AXES.get(name, ("x", "y"))
+        title = str(spec.get("title") or _TITLES.get(name, name.replace("_", " ")))
         labels: dict[str, str] = {
             "plot_id": f"{prefix}-plot-{i}",
-            "title": str(spec.get("title") or _TITLES.get(name, name.replace("_", " "))),
+            "title": title,
             "x_label": str(spec.get("x_label") or x_default),
             "y_label": str(spec.get("y_label") or y_default),
         }
-        if "x" in spec and "y" in spec:
-            plot = plots.line_plot(spec["x"], spec["y"], unit_box=name == "roc", **labels)
+        if "images" in spec and isinstance(spec["images"], list):
+            plot = plots.image_grid(spec["images"], spec.get("shape") or (),
+                                    plot_id=labels["plot_id"], title=title,
+                                    labels=spec.get("labels"), value_range=spec.get("range"))
+        elif "x" in spec and "y" in spec:
+            baseline = spec.get("baseline")
+            plot = plots.line_plot(spec["x"], spec["y"], unit_box=name == "roc",
+                                   baseline=baseline if isinstance(baseline, list) else None,
+                                   **labels)
         elif "values" in spec:
             plot = plots.histogram(spec["values"], **labels)
         else:

@@ -31,9 +31,11 @@ __all__ = ["Assessment", "AssessmentResult", "PlannedRun", "Reporter"]
 
 
 class Reporter(Protocol):
-    """Progress callbacks (the CLI draws progress bars from them; the core never prints)."""
+    """Progress callbacks (the CLI draws progress bars from them; the core never prints).
+    ``run_started`` gets the run's place in the suite: run ``index`` of ``total`` (from 1)."""
 
-    def run_started(self, target: str, run: str, technique: str, budget: int) -> None: ...
+    def run_started(self, target: str, run: str, technique: str, budget: int, *,
+                    index: int = 0, total: int = 0) -> None: ...
 
     def progress(self, queries_used: int) -> None: ...
 
@@ -41,7 +43,8 @@ class Reporter(Protocol):
 
 
 class _Silent:
-    def run_started(self, target: str, run: str, technique: str, budget: int) -> None:
+    def run_started(self, target: str, run: str, technique: str, budget: int, *,
+                    index: int = 0, total: int = 0) -> None:
         pass
 
     def progress(self, queries_used: int) -> None:
@@ -224,7 +227,9 @@ class Assessment:
                         budget = self._budget(run)
                         if self.total_budget is not None:
                             budget = min(budget, max(self.total_budget - spent, 0))
-                        finding = self._one(target, run, budget, kb, reporter)
+                        finding = self._one(target, run, budget, kb, reporter,
+                                            (len(results) * len(runs) + len(findings) + 1,
+                                             len(suites) * len(runs)))
                         if finding.status == "error" and finding.reason.startswith(_TARGET):
                             target_errors[target.model_id] = finding.reason[len(_TARGET):]
                         spent += finding.queries
@@ -245,11 +250,12 @@ class Assessment:
         )
 
     def _one(self, target: Target, run: TechniqueRun, budget: int, kb: KnowledgeBase,
-             reporter: Reporter) -> Finding:
+             reporter: Reporter, place: tuple[int, int] = (0, 0)) -> Finding:
         import numpy as np
 
         reason = run.not_applicable(target, self.data)
-        reporter.run_started(target.model_id, run.name, run.technique, budget)
+        reporter.run_started(target.model_id, run.name, run.technique, budget,
+                             index=place[0], total=place[1])
         t0 = time.perf_counter()
         if reason is None and budget <= 0:
             reason = "the total query budget is spent"
