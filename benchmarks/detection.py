@@ -148,7 +148,8 @@ def assessment_events(mlp: Any, data: Any, seed: int, start: float, workdir: Pat
     path.unlink(missing_ok=True)
     with QueryLog(path, "demo-mlp") as log:
         Assessment([mlp], data, techniques=["evasion-hopskipjump"], seed=seed,
-                   params={"evasion-hopskipjump": {"n_samples": 20}}, query_log=log).run()
+                   params={"evasion-hopskipjump": {"n_samples": 20}}, query_log=log,
+                   clients_per_run=20).run()
         Assessment([mlp], data, techniques=["extraction-surrogate"], seed=seed,
                    query_log=log).run()
     events = [json.loads(line) for line in path.read_text("utf-8").splitlines()]

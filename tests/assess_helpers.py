@@ -21,10 +21,11 @@ def value(finding: Finding, name: str) -> Any:
 
 
 def execute(run: TechniqueRun, target: Any, data: Any, budget: int = 10_000, seed: int = 0, *,
-            attack_only: bool = False) -> Finding:
+            attack_only: bool = False, clients_per_run: int = 1) -> Finding:
     """``run`` against ``target``, with ``budget`` attack queries. ``attack_only``: check that
     every query the target counted is one of the attack's, none spent on evaluation."""
-    ctx = RunContext(target, data, budget, seed, run_name=run.name, technique=run.technique)
+    ctx = RunContext(target, data, budget, seed, run_name=run.name, technique=run.technique,
+                     clients_per_run=clients_per_run)
     before = target.total_queries
     finding = run.run(ctx)
     if attack_only:
@@ -33,14 +34,14 @@ def execute(run: TechniqueRun, target: Any, data: Any, budget: int = 10_000, see
     return finding
 
 
-def execute_logged(run: TechniqueRun, target: Any, data: Any, budget: int,
-                   path: Path) -> tuple[Finding, list[dict[str, Any]]]:
+def execute_logged(run: TechniqueRun, target: Any, data: Any, budget: int, path: Path,
+                   clients_per_run: int = 1) -> tuple[Finding, list[dict[str, Any]]]:
     """:func:`execute` with a query log at ``path`` attached to ``target`` (and detached after):
     the finding and the logged events."""
     log = QueryLog(path, target.model_id)
     target.attach_log(log)
     try:
-        finding = execute(run, target, data, budget)
+        finding = execute(run, target, data, budget, clients_per_run=clients_per_run)
     finally:
         target.attach_log(None)
         log.close()

@@ -3,6 +3,7 @@ demo targets, in a quick profile: a few samples and budgets of a few thousand qu
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -29,7 +30,8 @@ def hsj_logged(demo_targets, demo_data, tmp_path_factory) -> tuple[Finding, list
     target = by_id(demo_targets, "demo-mlp")
     before = target.total_queries
     finding, events = execute_logged(HopSkipJumpEvasion(**HSJ), target, demo_data, HSJ_BUDGET,
-                                     tmp_path_factory.mktemp("hsj") / "q.jsonl")
+                                     tmp_path_factory.mktemp("hsj") / "q.jsonl",
+                                     clients_per_run=2)
     return finding, events, target.total_queries - before
 
 
@@ -55,6 +57,29 @@ def test_hsj_success_rate_is_the_curve_at_eps(hsj_logged):
     assert finding.metrics["median_linf"].value <= 1.0
 
 
+def test_a_run_is_one_client_by_default(demo_targets, demo_data, tmp_path):
+    from mlthreat.assess.techniques import RunContext
+    from mlthreat.events import QueryLog
+
+    target = by_id(demo_targets, "demo-mlp")
+    seen = {}
+    for per_run in (1, 3):
+        log = QueryLog(tmp_path / f"{per_run}.jsonl", target.model_id)
+        target.attach_log(log)
+        ctx = RunContext(target, demo_data, 100, run_name="run", technique="AML.T0043.001",
+                         clients_per_run=per_run)
+        try:
+            for i in range(4):
+                with ctx.attack(f"sample-{i}"):
+                    target.predict(demo_data.x_pool[i])
+        finally:
+            target.attach_log(None)
+            log.close()
+        lines = (tmp_path / f"{per_run}.jsonl").read_text().splitlines()
+        seen[per_run] = [json.loads(line)["client_id"] for line in lines]
+    assert seen == {1: ["run"] * 4, 3: ["run-1", "run-2", "run-3", "run-1"]}
+
+
 def test_hsj_queries_are_counted_by_the_target_and_logged_per_sample(hsj_logged):
     finding, events, counted = hsj_logged
     assert counted == finding.queries + finding.evaluation_queries
@@ -69,10 +94,9 @@ def test_hsj_queries_are_counted_by_the_target_and_logged_per_sample(hsj_logged)
     assert len(attack) + len(evaluation) == len(events)
     assert {e["client_id"] for e in evaluation} == {"evasion-hopskipjump-evaluation"}
     clients = [e["client_id"] for e in attack]
-    assert sorted(set(clients)) == [f"evasion-hopskipjump-sample-{i}" for i in range(5)]
-    # each sample's queries form one block, in order: one client per attacked sample
+    # five samples spread round-robin over clients_per_run=2 clients, one block per sample
     blocks = [c for i, c in enumerate(clients) if i == 0 or clients[i - 1] != c]
-    assert blocks == [f"evasion-hopskipjump-sample-{i}" for i in range(5)]
+    assert blocks == [f"evasion-hopskipjump-{k}" for k in (1, 2, 1, 2, 1)]
     assert all(e["model_id"] == "demo-mlp" and len(e["input"]) == 64 for e in attack)
 
 

@@ -30,7 +30,8 @@ def logs(tmp_path_factory):
     mlp = demo_targets(data, 0)[1]
     log = QueryLog(folder / "attack.jsonl", "demo-mlp")
     Assessment([mlp], data, techniques=["evasion-hopskipjump"], budget=2400,
-               params={"evasion-hopskipjump": {"n_samples": 4}}, query_log=log).run()
+               params={"evasion-hopskipjump": {"n_samples": 4}}, query_log=log,
+                   clients_per_run=4).run()
     log.close()
     events = benign_events(data.x_nonmembers, n_clients=120, queries=120, model_id="demo-mlp")
     (folder / "benign.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))

@@ -57,7 +57,8 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mlp = demo_targets(data, 0)[1]
     log = QueryLog(folder / "attack.jsonl", "demo-mlp")
     Assessment([mlp], data, techniques=["evasion-hopskipjump"], budget=1200,
-               params={"evasion-hopskipjump": {"n_samples": 2}}, query_log=log).run()
+               params={"evasion-hopskipjump": {"n_samples": 2}}, query_log=log,
+                   clients_per_run=2).run()
     log.close()
     x = load_digits().data / 16.0
     events = benign_events(x, n_clients=30, queries=120, model_id="demo-mlp")

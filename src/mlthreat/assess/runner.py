@@ -125,6 +125,10 @@ class Assessment:
         Resolves tactics and mitigations of each technique (default: ``mlthreat.kb.load()``).
     query_log : QueryLog, optional
         Where every query is written as a QueryEvent.
+    clients_per_run : int
+        Clients each run's attack queries appear under in the query log (1: the run is one
+        client, as one attacker with one key; more spread the parts of a run, such as evasion
+        samples, round-robin, as an attacker rotating keys).
 
     The constructor only stores parameters; :meth:`plan` and :meth:`run` validate them.
     """
@@ -134,7 +138,8 @@ class Assessment:
                  total_budget: int | None = None, seed: int = 0,
                  params: dict[str, dict[str, Any]] | None = None,
                  mitigation: Mitigation | None = None, fit: Any = None,
-                 kb: KnowledgeBase | None = None, query_log: QueryLog | None = None) -> None:
+                 kb: KnowledgeBase | None = None, query_log: QueryLog | None = None,
+                 clients_per_run: int = 1) -> None:
         self.targets = list(targets)
         self.data = data
         self.techniques = techniques
@@ -146,6 +151,7 @@ class Assessment:
         self.fit = fit
         self.kb = kb
         self.query_log = query_log
+        self.clients_per_run = clients_per_run
 
     def _runs(self) -> list[TechniqueRun]:
         from mlthreat.errors import UsageError
@@ -164,6 +170,10 @@ class Assessment:
             runs.append(run)
         if self.budget is not None and self.budget < 1:
             raise UsageError("--budget must be at least 1")
+        if isinstance(self.clients_per_run, bool) or not isinstance(self.clients_per_run, int) \
+                or self.clients_per_run < 1:
+            raise UsageError(f"clients_per_run={self.clients_per_run!r}: must be an integer "
+                             "of at least 1")
         return runs
 
     def _budget(self, run: TechniqueRun) -> int:
@@ -268,7 +278,7 @@ class Assessment:
                 target.reset_limit()
             ctx = RunContext(target=target, data=self.data, budget=budget, seed=self.seed,
                              progress=reporter.progress, run_name=f"{target.model_id}-{run.name}",
-                             technique=run.technique)
+                             technique=run.technique, clients_per_run=self.clients_per_run)
             np.random.seed(self.seed)  # ART draws from numpy's global generator
             try:
                 finding = run.run(ctx)

@@ -130,6 +130,9 @@ def assess(
     total_budget: Annotated[int | None, typer.Option(min=1, help="Most attack queries in "
                                                      "all.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
+    clients_per_run: Annotated[int, typer.Option(min=1, help="Clients each run's queries "
+                                                 "appear under in queries.jsonl (1: one "
+                                                 "attacker per run).")] = 1,
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path(
         "mlthreat-report"),
     mitigation: Annotated[str | None, typer.Option(help="Also run behind a mitigation: "
@@ -238,7 +241,7 @@ def assess(
                                 params=_merge_params(demo_params, _parse_params(param or []),
                                                      selection),
                                 mitigation=mit, fit=fit_fn,
-                                kb=kb)
+                                kb=kb, clients_per_run=clients_per_run)
     if list_runs or dry_run:
         plan = assessment.plan()
         if as_json:

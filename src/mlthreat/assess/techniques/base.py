@@ -38,14 +38,22 @@ class RunContext:
     progress: Callable[[int], None] = field(default=lambda used: None)
     run_name: str = ""
     technique: str = ""
+    clients_per_run: int = 1
 
     @contextmanager
     def attack(self, client: str = "") -> Iterator[QueryAccount]:
         """Account for the attack's own queries (``truth: attack:<ID>``), within the budget.
-        Several clients (``client`` suffix, e.g. one per evasion sample) share the budget."""
+
+        ``client`` names a part of the attack (one evasion sample, say). The query log shows
+        the run as one client by default, as one attacker with one API key would appear; with
+        ``clients_per_run`` N > 1 the parts are spread round-robin over N clients
+        (``RUN-1`` … ``RUN-N``), as an attacker rotating keys would. They share the budget."""
         used_before = self._attack_used
         limit = self.budget - used_before
-        client_id = f"{self.run_name}-{client}" if client else self.run_name
+        client_id = self.run_name
+        if client and self.clients_per_run > 1:
+            slot = self._clients.setdefault(client, len(self._clients) % self.clients_per_run)
+            client_id = f"{self.run_name}-{slot + 1}"
         with self.target.account(client_id, f"attack:{self.technique}", limit) as acc:
             try:
                 yield acc
@@ -65,6 +73,7 @@ class RunContext:
 
     _attack_used: int = 0
     _evaluation_used: int = 0
+    _clients: dict[str, int] = field(default_factory=dict)
 
     @property
     def attack_queries(self) -> int:
