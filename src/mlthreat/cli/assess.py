@@ -411,8 +411,9 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], kb: Any) -> N
     if verifiable:
         m = verifiable[0]
         con.print(f"To verify a mitigation of what succeeded ({m['id']} {escape(m['name'])}; "
-                  f"report.html ranks them all): {escape(m['verify'][0]['command'])}",
-                  highlight=False)
+                  "report.html ranks them all):", highlight=False)
+        # one line however long, so that it copies whole
+        con.print(escape(m["verify"][0]["command"]), highlight=False, soft_wrap=True)
     if report["interrupted"]:
         con.print("[yellow]Interrupted: the report holds the runs that finished.[/yellow]")
     con.print("Report: " + ", ".join(escape(str(p)) for p in paths.values()))
