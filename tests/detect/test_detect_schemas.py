@@ -122,7 +122,7 @@ def test_every_alert_line_validates(outputs):
 def test_the_run_document_names_the_flagged_attackers(outputs):
     run = outputs["mlthreat.detect.run"]
     assert run["alerts"] == len(outputs["mlthreat.detect.alert"])
-    assert "blacklight:demo-mlp-evasion-hopskipjump-sample-0" in run["flagged"]
+    assert "blacklight:demo-mlp-evasion-hopskipjump-1" in run["flagged"]
 
 
 def _set(path: str, value: Any) -> Any:

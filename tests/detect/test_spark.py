@@ -25,7 +25,7 @@ from mlthreat.detect.errors import DetectError
 from mlthreat.detect.evaluate import benign_events
 from mlthreat.detect.readers import LogReader
 
-DETECTORS = ["prada", "blacklight", "volume", "knn", "ood"]
+DETECTORS = ["prada", "blacklight", "volume", "knn", "ood", "repeat"]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,8 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     targets = demo_targets(data)
     with QueryLog(path, "demo") as log:
         Assessment(targets, data, techniques=["evasion-hopskipjump"],
-                   params={"evasion-hopskipjump": {"n_samples": 3}}, query_log=log).run()
+                   params={"evasion-hopskipjump": {"n_samples": 3}}, query_log=log,
+                   clients_per_run=3).run()
         Assessment([t for t in targets if "mlp" in t.model_id], data,
                    techniques=["extraction-surrogate"], query_log=log).run()
     attack = [json.loads(line) for line in path.read_text("utf-8").splitlines()]
@@ -73,7 +74,11 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     members = [{"ts": start + 60.0 + 0.5 * i, "client_id": "aug-prober", "model_id": "demo-mlp",
                 "input": [round(float(v), 6) for v in row], "output": {"label": 0},
                 "truth": "attack:AML.T0024.000"} for i, row in enumerate(probe)]
-    events = sorted(benign + attack + members, key=lambda e: e["ts"])
+    # a replay loop: one identical query 150 times, every 2 s (AML.T0029, repeat detector)
+    replay = [{"ts": start + 45.0 + 2.0 * i, "client_id": "replayer", "model_id": "demo-mlp",
+               "input": [round(float(v), 6) for v in data.x_members[40]],
+               "output": {"label": 4}, "truth": "attack:AML.T0029"} for i in range(150)]
+    events = sorted(benign + attack + members + replay, key=lambda e: e["ts"])
     calibration = workdir / "benign-calibration.jsonl"
     calibration.write_text("".join(
         json.dumps(e) + "\n" for e in benign_events(data.x_nonmembers, n_clients=60, queries=60,
@@ -161,6 +166,12 @@ def test_batch_engines_agree_on_attack_and_benign_traffic(spark, kb, traffic, tm
             if a.client_id == "aug-prober" and a.detector == "blacklight"] == \
         [("blacklight", "AML.T0043.001"), ("blacklight", "AML.T0024.000")]
     assert not {c for c in clients if c.startswith("benign")}
+    # the replay loop: reported by the repeat detector alone, at its 17th query, by both
+    assert [(a.detector, a.technique, a.queries_observed) for a in theirs.alerts
+            if a.client_id == "replayer"] == [("repeat", "AML.T0029", 17)]
+    assert [a.client_id for a in theirs.alerts if a.detector == "repeat"] == ["replayer"]
+    # and the same per-technique summary
+    assert [t.to_dict() for t in theirs.summary(kb)] == [t.to_dict() for t in mine.summary(kb)]
 
 
 def test_stream_micro_batches_and_resume_equal_one_local_run(spark, kb, traffic, tmp_path):
@@ -208,13 +219,16 @@ def test_cli_spark_engine_matches_local(traffic, tmp_path):
     for name in ("local", "spark"):
         out = tmp_path / f"{name}.jsonl"
         proc = cli("run", *paths, "--engine", name, "-o", str(out), "--json",
-                   "--detectors", "prada,blacklight,volume")
+                   "--detectors", "prada,blacklight,volume,repeat")
         assert proc.returncode == 1, proc.stderr[-2000:]
         outs[name] = (json.loads(proc.stdout), sorted(out.read_text().splitlines()))
     (lj, la), (sj, sa) = outs["local"], outs["spark"]
     assert sa == la and len(la) == lj["alerts"] > 0
     assert sj["flagged"] == lj["flagged"] and sj["events"] == lj["events"]
     assert sj["read"] == lj["read"]
+    assert sj["summary"] == lj["summary"]
+    assert [c["client_id"] for t in sj["summary"] if t["technique"] == "AML.T0029"
+            for c in t["clients"]] == ["replayer"]
 
 
 def test_cli_spark_refuses_state_and_follow(tmp_path):

@@ -196,6 +196,7 @@ def _report(result: Any, stats: list[Any], kb: Any, as_json: bool,
         raise LogFormatError(f"{', '.join(sorted({s.source for s in stats}))}: no valid "
                              f"QueryEvent in {skipped} malformed line(s){where}")
     flagged = {(s.detector, s.client_id) for s in result.statuses if s.verdict == "flagged"}
+    by_technique = result.summary(kb)
     expect_exit(1 if result.alerts else 0)
     if as_json:
         print_json(envelope("mlthreat.detect.run", kb, {
@@ -203,6 +204,7 @@ def _report(result: Any, stats: list[Any], kb: Any, as_json: bool,
             "suppression": result.suppression, "read": _summary(stats),
             "untested": [vars(s) for s in result.statuses if s.verdict == "untested"],
             "flagged": sorted(f"{d}:{c}" for d, c in flagged),
+            "summary": [t.to_dict() for t in by_technique],
         }))
     else:
         con = console()
@@ -215,8 +217,31 @@ def _report(result: Any, stats: list[Any], kb: Any, as_json: bool,
                   f"{skipped} malformed lines skipped"
                   + (f" (see {quarantine})" if quarantine and skipped else "")
                   + f". ATLAS data {kb.version}.", highlight=False)
+        _print_techniques(by_technique)
     if result.alerts:
         raise typer.Exit(1)
+
+
+_MAX_CLIENTS_SHOWN = 20
+
+
+def _print_techniques(by_technique: list[Any]) -> None:
+    """Per ATLAS technique, the clients flagged and by which detectors (``--json`` lists every
+    client; the terminal the first 20 of each technique)."""
+    from mlthreat.cli._common import plural
+
+    con = console()
+    for t in by_technique:
+        con.print(f"{t.technique} {t.technique_name}: {plural(len(t.clients), 'client')}, "
+                  f"{plural(t.alerts, 'alert')}", highlight=False, markup=False)
+        for c in t.clients[:_MAX_CLIENTS_SHOWN]:
+            how = ", ".join(f"{d} at query {q}" + (f" ({n} detections)" if n > 1 else "")
+                            for d, (n, q) in c.detectors.items())
+            con.print(f"  {c.client_id} (model {c.model_id}): {how}; "
+                      f"{plural(c.alerts, 'alert')}", highlight=False, markup=False)
+        if len(t.clients) > _MAX_CLIENTS_SHOWN:
+            con.print(f"  ... and {len(t.clients) - _MAX_CLIENTS_SHOWN} more (--json lists "
+                      "them all)", highlight=False, markup=False)
 
 
 @app.command()

@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING, Any
 from mlthreat.errors import UsageError
 
 if TYPE_CHECKING:
-    from mlthreat.detect.alerts import Alert
+    from mlthreat.detect.alerts import Alert, Suppressor
     from mlthreat.detect.batch import EventBatch
-    from mlthreat.detect.detectors.base import ClientStatus, Detector
+    from mlthreat.detect.detectors.base import ClientStatus, Detection, Detector
+    from mlthreat.detect.summary import Tally, TechniqueSummary
     from mlthreat.kb.model import KnowledgeBase
 
-__all__ = ["DEFAULT_DETECTORS", "DETECTORS", "STATE_KIND", "DetectionResult", "build_detectors",
+__all__ = ["DEFAULT_DETECTORS", "DETECTORS", "STATE_KIND", "DetectionResult", "admit",
+           "build_detectors",
            "checkpoint_detectors", "load_state", "restore_detectors", "run_detectors",
            "save_state"]
 
@@ -71,7 +73,8 @@ def build_detectors(names: Iterable[str] | None = None,
 
 @dataclass
 class DetectionResult:
-    """Alerts raised, each detector's final verdict per client, and suppression counts."""
+    """Alerts raised, each detector's final verdict per client, suppression counts, and every
+    detection that passed the allow list (``tally``, for :meth:`summary`)."""
 
     alerts: list[Alert] = field(default_factory=list)
     statuses: list[ClientStatus] = field(default_factory=list)
@@ -79,6 +82,39 @@ class DetectionResult:
     ignored: int = 0
     suppression: dict[str, int] = field(default_factory=dict)
     suppression_state: dict[str, Any] = field(default_factory=dict)
+    tally: Tally = field(default_factory=lambda: _tally())
+
+    def summary(self, kb: KnowledgeBase) -> list[TechniqueSummary]:
+        """Per ATLAS technique, the clients flagged and by which detectors, with counts
+        (:func:`mlthreat.detect.summary.summarise`)."""
+        from mlthreat.detect.summary import summarise
+
+        return summarise(self.tally, kb)
+
+
+def _tally() -> Tally:
+    from mlthreat.detect.summary import Tally
+
+    return Tally()
+
+
+def admit(result: DetectionResult, detection: Detection, suppressor: Suppressor,
+          kb: KnowledgeBase, *, include_inputs: bool = False, on_alert: Any = None) -> None:
+    """The one step every engine takes per detection, in time order: allow list and
+    suppression, the tally, and the alert (resolved in ``kb``, appended to ``result`` and
+    passed to ``on_alert``) when it is admitted."""
+    from mlthreat.detect.alerts import Alert
+
+    admitted = suppressor.admit(detection)
+    if not admitted and suppressor.allowed(detection.client_id):
+        return
+    result.tally.add(detection, admitted)
+    if not admitted:
+        return
+    alert = Alert.from_detection(detection, kb, include_inputs=include_inputs)
+    result.alerts.append(alert)
+    if on_alert is not None:
+        on_alert(alert)
 
 
 def run_detectors(batches: Iterable[EventBatch], detectors: list[Detector], kb: KnowledgeBase,
@@ -101,7 +137,7 @@ def run_detectors(batches: Iterable[EventBatch], detectors: list[Detector], kb: 
     Events whose ``truth`` is ``evaluation`` (queries an assessment spent measuring itself) are
     skipped: they are not traffic anyone would send.
     """
-    from mlthreat.detect.alerts import Alert, Suppressor
+    from mlthreat.detect.alerts import Suppressor
 
     shared = Suppressor(suppression_window, list(allow_list))
     if suppression_state:
@@ -124,12 +160,8 @@ def run_detectors(batches: Iterable[EventBatch], detectors: list[Detector], kb: 
         # cut into batches
         found.sort(key=lambda d: d.last_seen)
         for detection in found:
-            if not suppressors[detection.detector].admit(detection):
-                continue
-            alert = Alert.from_detection(detection, kb, include_inputs=include_inputs)
-            result.alerts.append(alert)
-            if on_alert is not None:
-                on_alert(alert)
+            admit(result, detection, suppressors[detection.detector], kb,
+                  include_inputs=include_inputs, on_alert=on_alert)
     for detector in detectors:
         result.statuses.extend(detector.statuses())
     totals: dict[str, int] = {}

@@ -16,8 +16,9 @@ Data flow (one Spark job per run, or per micro-batch of a stream)
    are the local ones, fed one client's events in log order (Blacklight's per-client counting
    uses :meth:`~mlthreat.detect.detectors.blacklight.BlacklightDetector.account` on the
    overlaps of step 2).
-4. The driver orders detections by time then detector, and applies the allow-list and the
-   suppression windows exactly as the local engine does, so both engines raise the same alerts.
+4. The driver orders detections by time then detector, and passes each to the local engine's
+   :func:`~mlthreat.detect.engine.admit` (allow-list, suppression windows, the per-technique
+   tally), so both engines raise the same alerts and summaries.
 
 Streaming (:func:`stream`): Structured Streaming reads new log files from a folder; each
 micro-batch goes through steps 1-4 with the state the previous one left: every client's
@@ -455,8 +456,8 @@ class _Driver:
     def collect(self, rows: list[Any]) -> None:
         """Turn one job's output rows into alerts (in time, then detector order) and the
         clients' latest verdicts."""
-        from mlthreat.detect.alerts import Alert
         from mlthreat.detect.detectors.base import ClientStatus, Detection
+        from mlthreat.detect.engine import admit
         from mlthreat.detect.errors import DetectError
 
         order = self.job.order
@@ -470,12 +471,8 @@ class _Driver:
                 statuses.append(ClientStatus(**json.loads(row["payload"])))
         found.sort(key=lambda d: (d.last_seen, order[d.detector], d.model_id, d.client_id))
         for detection in found:
-            if not self.own.get(detection.detector, self.shared).admit(detection):
-                continue
-            alert = Alert.from_detection(detection, self.kb, include_inputs=self.include_inputs)
-            self.result.alerts.append(alert)
-            if self.on_alert is not None:
-                self.on_alert(alert)
+            admit(self.result, detection, self.own.get(detection.detector, self.shared),
+                  self.kb, include_inputs=self.include_inputs, on_alert=self.on_alert)
         statuses.sort(key=lambda s: (order[s.detector], s.model_id, s.client_id))
         self.result.statuses = statuses
 
