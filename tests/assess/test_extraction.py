@@ -249,7 +249,7 @@ def test_registered_and_planned(demo_targets, demo_data):
     eq = run_class("mlthreat.assess.techniques.extraction:EquationSolvingExtraction")
     sur = run_class("mlthreat.assess.techniques.extraction:SurrogateExtraction")
     assert (eq.name, sur.name) == ("extraction-equations", "extraction-surrogate")
-    assert eq().planned_queries(target, demo_data, 1000) == 65
+    assert eq().planned_queries(target, demo_data, 1000) == 195  # up to 3 designs of d+1
     assert sur().planned_queries(target, demo_data, 1000) == 447
     assert sur().planned_queries(target, demo_data, 100) == 100
     assert "90%" in sur().rule() and "99.9%" in eq().rule()
@@ -270,3 +270,28 @@ def test_bad_parameters(cls, params, name, demo_targets, demo_data):
         cls(**params).validate()
     with pytest.raises(UsageError, match=name):
         execute(cls(**params), by_id(demo_targets, "demo-logreg"), demo_data, 100)
+
+
+def test_equations_stay_exact_on_float32_saturated_answers(tmp_path):
+    """An endpoint that rounds probabilities to float32, over a model whose scores underflow to
+    0 at the first design (raw 0..16 pixels, C=100): the run asks again nearer the centre and
+    solves from the usable equations, instead of concluding 'not a logistic regression'."""
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    from mlthreat.assess.data import AssessmentData
+    from mlthreat.assess.targets.python import PythonTarget
+
+    x, y = load_digits(return_X_y=True)
+    model = LogisticRegression(max_iter=5000, C=100).fit(x[:900], y[:900])
+    target = PythonTarget(lambda q: model.predict_proba(q.astype("float64")).astype("float32"),
+                          input_shape=(64,), n_classes=10)
+    rest = x[900:].astype("float32")
+    data = AssessmentData(x_pool=rest[:400], y_pool=y[900:1300], x_eval=rest[400:],
+                          y_eval=y[1300:], clip_values=(rest.min(axis=0), rest.max(axis=0)))
+    finding = execute(EquationSolvingExtraction(), target, data)
+    assert finding.status == "succeeded", finding.reason
+    assert finding.queries == 130  # the first design saturates; the second, 4x nearer, does not
+    assert value(finding, "saturated_answers") >= 1
+    assert value(finding, "fidelity") == 1.0
+    assert value(finding, "max_score_error") < 1e-5

@@ -58,6 +58,11 @@ def test_inversion_on_demo_logreg(demo_data: Any, demo_targets: list[Any]) -> No
     assert m["nearest_class_mean_rate"] == 1.0 and m["classified_as_class_rate"] == 1.0
     assert m["ssim_to_class_mean"] > m["baseline_ssim_to_class_mean"] + 0.1  # 0.90 vs 0.76
     assert len(f.curves["mse_per_class"]["y"]) == 10
+    images = f.curves["reconstructions"]
+    assert (images["shape"], images["range"], len(images["images"])) == ([8, 8], [0.0, 1.0], 10)
+    assert images["labels"] == [f"class {c}" for c in range(10)]
+    assert all(len(img) == 64 and 0.0 <= min(img) <= max(img) <= 1.0
+               for img in images["images"])
     assert "50%" in f.rule
 
 
@@ -65,6 +70,7 @@ def test_inversion_without_image_shape_has_no_ssim(demo_data: Any,
                                                    demo_targets: list[Any]) -> None:
     f = execute(ModelInversion(max_iter=5), by_id(demo_targets, "demo-logreg"), demo_data)
     assert "ssim_to_class_mean" not in f.metrics and "mse_to_class_mean" in f.metrics
+    assert "reconstructions" not in f.curves
 
 
 def test_inversion_needs_gradients(demo_data: Any, demo_targets: list[Any]) -> None:

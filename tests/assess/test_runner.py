@@ -198,6 +198,6 @@ def test_plan_lists_applicability(demo_data, demo_targets, embedded):
     assert by[("demo-mlp", "evasion-whitebox")].applicable is False
     assert "white-box" in by[("demo-mlp", "evasion-whitebox")].reason
     assert by[("demo-logreg", "evasion-whitebox")].applicable is True
-    assert by[("demo-logreg", "extraction-equations")].planned_queries == 65
+    assert by[("demo-logreg", "extraction-equations")].planned_queries == 195  # 3 x (d+1)
     assert by[("demo-logreg", "poisoning-backdoor")].reason.startswith("needs a training")
     assert kbmod.load().version == "5.6.0"

@@ -112,5 +112,40 @@ def test_regressor(tmp_path):
     assert target.task == "regression" and out.shape == (4,)
     assert target.art_estimator().loss_gradient(np.ones((4, 3), dtype="float32"),
                                                 np.zeros(4, dtype="float32")).shape == (4, 3)
-    with pytest.raises(TargetError, match="gives 1 logit per input"):
-        load_target(f"torch:{path}", input_shape=(3,))
+    # without task=regression one output per input is a binary classifier's (said in a note)
+    assert load_target(f"torch:{path}", input_shape=(3,)).n_classes == 2
+
+
+@pytest.mark.parametrize("sigmoid", [False, True])
+def test_one_output_module_is_a_binary_classifier(digits_xy, tmp_path, sigmoid):
+    """A binary model saved the common way: one output per input, a logit or a sigmoid."""
+    x, y = digits_xy
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(64, 1)] + ([torch.nn.Sigmoid()] if sigmoid else [])
+    model = torch.nn.Sequential(*layers)
+    opt = torch.optim.Adam(model.parameters(), lr=5e-2)
+    xt, yt = torch.from_numpy(x[:600]), torch.from_numpy((y[:600] == 3).astype("float32"))
+    for _ in range(100):
+        opt.zero_grad()
+        out = model(xt)[:, 0]
+        loss = (torch.nn.functional.binary_cross_entropy(out, yt) if sigmoid else
+                torch.nn.functional.binary_cross_entropy_with_logits(out, yt))
+        loss.backward()
+        opt.step()
+    model.eval()
+    path = tmp_path / "binary.pt"
+    torch.jit.save(torch.jit.script(model), str(path))
+    target = load_target(f"torch:{path}", n_features=64)
+    with torch.no_grad():
+        raw = model(torch.from_numpy(x[600:650]))[:, 0].numpy().astype("float64")
+    p = raw if sigmoid else 1 / (1 + np.exp(-raw))
+    scores = target.predict(x[600:650])
+    assert target.n_classes == 2 and scores.shape == (50, 2)
+    np.testing.assert_allclose(scores[:, 1], p, atol=1e-5)
+    assert target.notes == (("one output per input read as a binary classifier (a sigmoid "
+                             "probability); pass task=regression for a regressor") if sigmoid
+                            else ("one output per input read as a binary classifier (a logit); "
+                                  "pass task=regression for a regressor"),)
+    # white-box: ART's gradients go through the same two-logit view
+    grads = target.art_estimator().loss_gradient(x[600:605], np.eye(2)[[0, 1, 0, 1, 0]])
+    assert grads.shape == (5, 64) and np.abs(grads).sum() > 0

@@ -24,9 +24,10 @@ from mlthreat.errors import UsageError
 
 @pytest.fixture(scope="module")
 def transfer_logged(demo_targets, demo_data, tmp_path_factory) -> tuple[Finding, list[dict]]:
-    """The default transfer run on demo-mlp (budget 1000) with a query log attached."""
+    """The default transfer run on demo-mlp (budget 1000) with a query log attached, its theft
+    and its transfer queries under two clients."""
     return execute_logged(TransferEvasion(), by_id(demo_targets, "demo-mlp"), demo_data, 1000,
-                          tmp_path_factory.mktemp("transfer") / "q.jsonl")
+                          tmp_path_factory.mktemp("transfer") / "q.jsonl", clients_per_run=2)
 
 
 def test_transfer_evades_demo_mlp(transfer_logged):
@@ -53,7 +54,7 @@ def test_transfer_queries_add_up(transfer_logged):
         if e.get("truth", "").startswith("attack:"):
             assert e["truth"] == "attack:AML.T0043.002"
             clients[e["client_id"]] = clients.get(e["client_id"], 0) + 1
-    assert clients == {"evasion-transfer-theft": theft, "evasion-transfer-transfer": transfer}
+    assert clients == {"evasion-transfer-1": theft, "evasion-transfer-2": transfer}
     evaluation = sum(1 for e in events if e.get("truth") == "evaluation")
     assert evaluation == finding.evaluation_queries
 

@@ -117,7 +117,7 @@ def test_dry_run_and_list_send_nothing(tmp_path):
     plan = json.loads(run("--list", "--json").stdout)["runs"]
     by = {(p["target"], p["run"]): p for p in plan}
     assert by[("demo-mlp", "evasion-whitebox")]["applicable"] is False
-    assert by[("demo-logreg", "extraction-equations")]["planned_queries"] == 65
+    assert by[("demo-logreg", "extraction-equations")]["planned_queries"] == 195  # 3 x (d+1)
     assert by[("demo-logreg", "poisoning-backdoor")]["applicable"] is True  # the demo's fit
 
 
@@ -189,6 +189,12 @@ def test_skops_forest_on_constant_columns_runs_without_error(tmp_path, raw_digit
               "--param", "evasion-transfer.n_samples=10", "-o", str(out), "--json")
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
+    from jsonschema import Draft202012Validator
+
+    from mlthreat.schemas import schema
+
+    errors = list(Draft202012Validator(schema(report["kind"])).iter_errors(report))
+    assert not errors, errors[0].message
     assert report["targets"][0]["trusted_types"] == ["sklearn.tree._tree.Tree"]
     assert report["data"]["domain"]["kinds"]["constant"] == 4
     by_run = {f["run"]: f for f in report["findings"]}

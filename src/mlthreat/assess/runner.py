@@ -176,11 +176,21 @@ class Assessment:
                              "of at least 1")
         return runs
 
+    def _tell_labels(self) -> None:
+        """Let each target know the labels of the data (see ``Target.use_data_labels``)."""
+        import numpy as np
+
+        known = [y for y in (self.data.y_pool, self.data.y_eval) if y is not None]
+        if known:
+            for target in self.targets:
+                target.use_data_labels(np.concatenate(known))
+
     def _budget(self, run: TechniqueRun) -> int:
         return self.budget if self.budget is not None else run.default_budget
 
     def plan(self) -> list[PlannedRun]:
         """What :meth:`run` would do, without sending a query."""
+        self._tell_labels()
         out = []
         for target in self.targets:
             for run in self._runs():
@@ -205,6 +215,7 @@ class Assessment:
 
         reporter = reporter or _Silent()
         runs = self._runs()
+        self._tell_labels()
         kb = self.kb or load_kb()
         started = time.time()
         results: list[TargetFindings] = []
@@ -290,6 +301,13 @@ class Assessment:
                 finding = run.finding(ctx, "error", f"{_TARGET}{exc}", {}, t0)
             except Exception as exc:  # a crashing run is recorded; the suite goes on
                 finding = run.finding(ctx, "error", f"{type(exc).__name__}: {exc}", {}, t0)
+            if run.needs_scores and target.output_kind != "scores" and \
+                    finding.status in ("succeeded", "failed"):
+                # an endpoint says it answers labels only with its first answer, which this
+                # run asked for: its verdict on labels would be meaningless
+                finding = replace(finding, status="not-applicable", metrics={}, curves={},
+                                  reason="needs class scores; the target answered labels only "
+                                  f"({finding.queries} queries sent before that was known)")
         finding = replace(
             finding,
             params=_plain(finding.params),

@@ -157,25 +157,55 @@ class Target:
         self._log = log
 
     def class_index(self, y: Any) -> np.ndarray:
-        """Map ground-truth labels [n] to score-column indices [n] (identity when the target's
-        classes are 0..n_classes-1 or unknown).
+        """Map ground-truth labels [n] to score-column indices [n].
+
+        A label that is one of the model's ``classes`` (also as text: ``"3"`` for 3, or 3.0
+        for 3) maps to its position. When they do not match but the mapping is unambiguous it
+        is made, with a note: integer codes 0..k-1 against named classes are positions in the
+        model's (sorted) classes, as scikit-learn's LabelEncoder writes them; k named labels
+        against k integer classes map in sorted order. Without ``classes``, labels must be
+        integers in ``0..n_classes-1``.
 
         Raises
         ------
         TargetError
-            For a label the model does not know.
+            When the labels fit none of these, naming both sets.
         """
         import numpy as np
 
-        y = np.asarray(y)
-        if not self.classes or list(self.classes) == list(range(self.n_classes)):
-            return y.astype("int64")
-        index = {c: i for i, c in enumerate(self.classes)}
-        try:
-            return np.array([index[v.item() if hasattr(v, "item") else v] for v in y])
-        except KeyError as exc:
-            raise TargetError(f"label {exc.args[0]!r} is not a class of the model "
-                              f"({self.classes[:10]})") from None
+        values = [_plain(v) for v in np.asarray(y).reshape(-1)]
+        mapping = self._label_mapping(sorted(set(values), key=str))
+        return np.asarray([mapping[v] for v in values], dtype="int64")
+
+    def _label_mapping(self, labels: list[Any]) -> dict[Any, int]:
+        n = self.n_classes
+        ints = all(isinstance(v, int) for v in labels)
+        if not self.classes:
+            if ints and all(0 <= v < n for v in labels):
+                return {v: v for v in labels}
+            raise TargetError(f"{self.description or self.model_id}: labels "
+                              f"{_show(labels)} are not class indices 0..{n - 1}; pass the "
+                              "model's classes")
+        classes = [_plain(c) for c in self.classes]
+        index: dict[Any, int] = {}
+        for i, c in enumerate(classes):
+            index.setdefault(c, i)
+            index.setdefault(str(c), i)
+        direct = {v: index.get(v, index.get(str(v))) for v in labels}
+        if all(i is not None for i in direct.values()):
+            return {v: int(i) for v, i in direct.items() if i is not None}
+        if ints and all(0 <= v < n for v in labels):
+            self.note(f"integer labels in the data read as positions in the model's classes "
+                      f"{_show(classes)}")
+            return {v: v for v in labels}
+        if len(labels) == n and all(isinstance(v, str) for v in labels) and \
+                not any(isinstance(c, str) for c in classes):
+            self.note(f"the data's labels {_show(labels)} mapped in sorted order to the "
+                      f"model's classes {_show(classes)}")
+            return {v: i for i, v in enumerate(labels)}
+        raise TargetError(f"{self.description or self.model_id}: the data's labels "
+                          f"{_show(labels)} do not match the model's classes {_show(classes)}; "
+                          "recode the label column")
 
     def labels(self, x: Any) -> np.ndarray:
         """Predicted class per row [n] (one query per row)."""
@@ -199,3 +229,24 @@ class Target:
     def estimator(self) -> Any:
         """The in-process model for white-box techniques (None when there is none)."""
         return None
+
+    def use_data_labels(self, labels: Any) -> None:
+        """Tell the target which labels the user's data holds. Adapters that learn their
+        classes from answers use them when an answer is labels and no classes were given."""
+
+
+def _plain(v: Any) -> Any:
+    """A label as a plain Python value: NumPy scalars unwrapped, bytes decoded, integral
+    floats as int."""
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, bytes):
+        v = v.decode("utf-8", "replace")
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return v
+
+
+def _show(values: list[Any]) -> str:
+    shown = ", ".join(repr(v) for v in values[:8])
+    return "{" + shown + (", …" if len(values) > 8 else "") + "}"

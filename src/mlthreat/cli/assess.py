@@ -208,11 +208,6 @@ def assess(
             raise UsageError("--target needs --data (rows to attack with and evaluate on)")
         dataset = api.load_data(data, label_column=label_column, members=members,
                                 non_members=non_members, feature_spec=feature_spec, seed=seed)
-        if n_classes is None and dataset.y_pool is not None and dataset.y_eval is not None:
-            # endpoints and callables do not say how many classes they have; the labels do
-            import numpy as np
-
-            n_classes = len(np.unique(np.concatenate([dataset.y_pool, dataset.y_eval])))
         options = dict(trust_pickle=trust_pickle, trust_types=tuple(trust_type or ()),
                        n_features=n_features or dataset.n_features,
                        n_classes=n_classes, clip_values=clip_values or dataset.clip_values,
@@ -301,6 +296,9 @@ def assess(
         print_json(report)
     else:
         _print_summary(report, paths, kb)
+        for t in report["targets"]:
+            for note in t.get("notes") or []:
+                console().print(f"[yellow]{t['model_id']}:[/yellow] {note}", highlight=False)
     if result.target_errors:
         model, cause = next(iter(result.target_errors.items()))
         raise api.TargetError(f"{model}: {cause} (the report in {out} holds what ran)")

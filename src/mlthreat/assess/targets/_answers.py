@@ -18,8 +18,14 @@ from mlthreat.assess.target import OutputKind, Target, Task
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["AnswerTarget", "check_choice", "clip_pair", "label_indices", "one_hot", "parse_shape",
-           "softmax"]
+__all__ = ["LABEL_KEYS", "AnswerTarget", "check_choice", "clip_pair", "label_indices", "one_hot",
+           "parse_shape", "read_scores", "softmax"]
+
+# Keys under which endpoints put a predicted class in a per-row object ({"label": 3}, the
+# Hugging Face pipelines' {"label": "LABEL_1", "score": 0.98}, {"class": "cat"}…).
+LABEL_KEYS = ("label", "class", "class_name", "predicted_class", "prediction", "predicted_label",
+              "category")
+_SUM_TOLERANCE = 1e-3  # float32 probabilities sum to 1 within a few ulps per class
 
 
 def check_choice(where: str, name: str, value: Any, choices: tuple[str, ...]) -> Any:
@@ -97,6 +103,42 @@ def softmax(logits: Any) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def read_scores(arr: Any) -> tuple[np.ndarray, str | None]:
+    """Probabilities [n, k] from a model's score rows ``arr`` [n, k] (float64, finite), and a
+    note saying how they were read when they were not probabilities already.
+
+    * one column: P(class 1) of a binary model when every value is in [0, 1] (a sigmoid),
+      else a logit; either becomes ``[1 - p, p]`` (k = 2);
+    * non-negative rows summing to 1 (within float32 rounding): as they are;
+    * non-negative rows with other sums (votes, percentages, counts): divided by their sum;
+    * anything with negative values: logits, softmaxed;
+    * non-negative rows of which some sum to 0 cannot be normalised: the note says so and the
+      caller reads the answer as labels (the argmax of each row).
+    """
+    import numpy as np
+
+    a = np.asarray(arr, dtype="float64")
+    if a.shape[1] == 1:
+        p = a[:, 0]
+        if np.all((p >= 0) & (p <= 1)):
+            return np.column_stack([1 - p, p]), ("one score per input read as P(class 1) of a "
+                                                 "binary model")
+        p = 1.0 / (1.0 + np.exp(-p))
+        return np.column_stack([1 - p, p]), ("one value per input outside [0, 1] read as the "
+                                             "logit of a binary model (sigmoid)")
+    if not len(a):
+        return a, None
+    sums = a.sum(axis=1)
+    if np.all(a >= 0):
+        if np.all(np.abs(sums - 1) <= _SUM_TOLERANCE):
+            return a, None
+        if np.any(sums <= 0):
+            return a, "some rows of scores are all zero and cannot be normalised: read as labels"
+        return a / sums[:, None], (f"scores are not probabilities (rows sum to "
+                                   f"{float(np.median(sums)):.4g}, not 1): renormalised")
+    return softmax(a), "scores have negative values: read as logits and softmaxed"
+
+
 def label_indices(where: str, labels: Any, classes: list[Any] | None,
                   n_classes: int) -> np.ndarray:
     """Score-column indices [n] of predicted ``labels`` [n].
@@ -148,6 +190,7 @@ class AnswerTarget(Target):
     """
 
     _n_classes: int | None = None
+    _data_labels: list[Any] | None = None
     _kind_given: bool = False
     _answered: bool = False
     softmax: bool = False
@@ -183,6 +226,10 @@ class AnswerTarget(Target):
 
     @property
     def n_classes(self) -> int:
+        if self._n_classes is None and self._data_labels:
+            # until the first answer says, the data's labels stand in; a score answer of
+            # another width then sets the number (a 3-class model on rows of 2 classes)
+            return len(self._data_labels)
         if self._n_classes is None:
             raise TargetError(f"{self.description}: the number of classes is known only after "
                               "the model's first answer; pass the n_classes option")
@@ -231,6 +278,8 @@ class AnswerTarget(Target):
                 raise TargetError(f"{where} answered shape {arr.shape} for {n} inputs; a "
                                   "regressor answers one number per input")
             return arr
+        if isinstance(raw, list) and raw and all(isinstance(r, dict) for r in raw):
+            raw = self._labels_from_objects(raw)
         if isinstance(raw, list):
             rows = [isinstance(r, list | tuple) for r in raw]
             if any(rows) and not all(rows):
@@ -243,19 +292,62 @@ class AnswerTarget(Target):
                               "expected [n, n_classes] scores or [n] labels")
         if is_scores or (not len(raw) and self.output_kind == "scores"):
             arr = self._numeric(raw, where).reshape(n, -1)
+            if arr.shape[1] == 1 and len(arr) and np.all(arr == np.round(arr)) and \
+                    (arr.max() > 1 or (self._n_classes or 0) > 2):
+                return self._labels_out(arr[:, 0], where)  # [[3], [1]]: labels in a column
+            if self.softmax and len(arr):
+                arr = softmax(arr)
+            elif len(arr):
+                arr, note = read_scores(arr)
+                if note is not None:
+                    self.note(note)
+                if note is not None and note.endswith("read as labels"):
+                    return self._labels_out(arr.argmax(axis=1), where)
             if self._n_classes is None:
                 self._n_classes = arr.shape[1]
             if arr.shape[1] != self._n_classes:
                 raise TargetError(f"{where} answered rows of {arr.shape[1]} scores, expected "
                                   f"{self._n_classes} (one per class)")
             self._learn_kind("scores")
-            return softmax(arr) if self.softmax and len(arr) else arr
+            return arr
+        return self._labels_out(raw, where)
+
+    def _labels_out(self, raw: Any, where: str) -> np.ndarray:
+        """One-hot rows for answered labels; without the classes or their number, the labels
+        of the user's data stand in (:meth:`use_data_labels`), with a note."""
+        if self._n_classes is None and self._data_labels:
+            hint = self._data_labels
+            if all(isinstance(v, str) for v in hint):
+                self.classes = list(hint)
+            self._n_classes = len(hint)
+            self.note(f"answers are labels and no classes were given: the {len(hint)} labels "
+                      "of the data stand for the model's classes (pass --n-classes if it has "
+                      "more)")
         if self._n_classes is None:
             raise TargetError(f"{where} answers labels, which do not tell how many classes "
                               "the model has: pass the n_classes (or classes) option")
         self._learn_kind("labels")
         return one_hot(label_indices(where, raw, self.classes, self._n_classes),
                        self._n_classes)
+
+    def _labels_from_objects(self, raw: list[dict[str, Any]]) -> list[Any]:
+        """Labels from per-row objects (``[{"label": 3}, …]``), by the first of
+        :data:`LABEL_KEYS` every row has."""
+        for key in LABEL_KEYS:
+            if all(key in r for r in raw):
+                return [r[key] for r in raw]
+        raise TargetError(f"{self.description} answered objects with keys "
+                          f"{', '.join(sorted(raw[0])[:8])}, none a label "
+                          f"({', '.join(LABEL_KEYS[:4])}…); set response_path to the "
+                          "predictions")
+
+    def use_data_labels(self, labels: Any) -> None:
+        import numpy as np
+
+        from mlthreat.assess.target import _plain
+
+        values = {_plain(v) for v in np.asarray(labels).reshape(-1)}
+        self._data_labels = sorted(values, key=lambda v: (isinstance(v, str), v))
 
     @staticmethod
     def _numeric(raw: Any, where: str) -> np.ndarray:

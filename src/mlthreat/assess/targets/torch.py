@@ -90,9 +90,15 @@ class TorchTarget(Target):
         if n_classes is None:
             n_classes = len(classes) if classes is not None else self._probe_classes()
         self.n_classes = int(n_classes)
+        if self.n_classes == 1:
+            self._module, how = _two_logits(self._module, self.description)
+            self.n_classes = 2
+            self.note(f"one output per input read as a binary classifier ({how}); pass "
+                      "task=regression for a regressor")
         if self.n_classes < 2:
-            raise TargetError(f"{self.description}: the module gives {self.n_classes} logit per "
-                              "input; a classifier needs one per class (or pass task=regression)")
+            raise TargetError(f"{self.description}: the module gives {self.n_classes} outputs "
+                              "per input; a classifier needs one per class (or pass "
+                              "task=regression)")
         if classes is not None and len(classes) != self.n_classes:
             raise TargetError(f"{self.description}: {len(classes)} classes given, the module "
                               f"has {self.n_classes}")
@@ -172,6 +178,34 @@ class TorchTarget(Target):
         z = out - out.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
+
+
+def _two_logits(module: Any, where: str) -> tuple[Any, str]:
+    """``module`` (one output per input) wrapped to give two logits ``[0, z]``, whose softmax
+    is ``[1 - sigmoid(z), sigmoid(z)]``: the binary model as a two-class one, for ``predict``
+    and for ART's gradients alike. When the module's graph ends in a sigmoid its output is a
+    probability ``p`` and ``z = log(p / (1 - p))``; otherwise its output is the logit ``z``."""
+    torch = _torch(where)
+    try:
+        graph = str(module.inlined_graph)
+    except (AttributeError, RuntimeError):
+        graph = ""
+    probabilities = "aten::sigmoid" in graph
+
+    class TwoLogits(torch.nn.Module):  # type: ignore[name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module
+
+        def forward(self, x: Any) -> Any:
+            z = self.inner(x).reshape(-1, 1)
+            if probabilities:
+                p = z.clamp(1e-12, 1 - 1e-12)
+                z = torch.log(p) - torch.log1p(-p)
+            return torch.cat([torch.zeros_like(z), z], dim=1)
+
+    how = "a sigmoid probability" if probabilities else "a logit"
+    return TwoLogits().eval(), how
 
 
 def load(path: str, *, input_shape: Any = None, n_features: Any = None,

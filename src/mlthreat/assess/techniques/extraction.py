@@ -258,7 +258,7 @@ class EquationSolvingExtraction(TechniqueRun):
     def planned_queries(self, target: Target, data: AssessmentData, budget: int) -> int:
         import numpy as np
 
-        return min(budget, int(np.prod(target.input_shape)) + 1)
+        return min(budget, _ROUNDS * (int(np.prod(target.input_shape)) + 1))
 
     def run(self, ctx: RunContext) -> Finding:
         import numpy as np
@@ -274,19 +274,36 @@ class EquationSolvingExtraction(TechniqueRun):
             return self.finding(ctx, "failed", f"needs d+1 = {d + 1} queries; the budget allows "
                                 f"{ctx.budget}", {"queries": Metric(0, "queries")}, started)
         lo, span = bounds(data)
-        half = 0.5 * span * self.params["scale"]
-        centre = lo + 0.5 * span
-        x = (centre + hadamard_design(d) * half).astype(target.input_dtype)
-        answers, stopped = query_rows(ctx, x.reshape((d + 1, *target.input_shape)))
-        if stopped:
-            return self.finding(ctx, "failed", stopped, {"queries": Metric(len(answers),
-                                "queries")}, started)
+        centre, half = lo + 0.5 * span, 0.5 * span
         regression = target.task == "regression"
-        y, saturated = _linear_outputs(answers, regression)
-        a = np.hstack([(x.astype("float64") - centre) / half, np.ones((d + 1, 1))])
-        theta = np.linalg.lstsq(a, y, rcond=None)[0]
-        w = theta[:-1] / half[:, None]
-        b = theta[-1] - centre @ w
+        xs: list[np.ndarray] = []
+        got: list[np.ndarray] = []
+        scale = float(self.params["scale"])
+        solved = None
+        for _ in range(_ROUNDS if not regression else 1):
+            x = (centre + hadamard_design(d) * half * scale).astype(target.input_dtype)
+            answers, stopped = query_rows(ctx, x.reshape((d + 1, *target.input_shape)))
+            if stopped and not xs:
+                return self.finding(ctx, "failed", stopped, {"queries": Metric(
+                    len(answers), "queries")}, started)
+            if stopped:
+                break
+            xs.append(x.astype("float64").reshape(d + 1, d))
+            got.append(np.asarray(answers, dtype="float64").reshape(d + 1, -1))
+            solved = _solve(np.vstack(xs), np.vstack(got), centre, half, regression)
+            if solved is not None:
+                break
+            scale /= 4  # saturated answers: ask again nearer the centre
+        saturated = (np.vstack(got) <= _FLOOR).any(axis=1) if not regression else \
+            np.zeros(len(got[0]), dtype=bool)
+        if solved is None:
+            return self.finding(
+                ctx, "failed", f"{int(saturated.sum())} of {sum(len(g) for g in got)} answers "
+                "have scores at the floating-point floor even near the centre of the feature "
+                "range: too few usable equations to solve", {
+                    "queries": Metric(ctx.attack_queries, "queries"),
+                    "saturated_answers": Metric(int(saturated.sum()), "queries")}, started)
+        w, b = solved
 
         t_eval = target_on_eval(ctx)
         xe = np.asarray(data.x_eval).astype(target.input_dtype).astype("float64")
@@ -301,7 +318,8 @@ class EquationSolvingExtraction(TechniqueRun):
         metrics = {
             "fidelity": Metric(round(fid, 6), "R2" if regression else "fraction",
                                n=len(xe)),
-            "queries": Metric(d + 1, "queries", note=f"d+1 with d = {d}"),
+            "queries": Metric(ctx.attack_queries, "queries",
+                              note=f"{len(xs)} round(s) of d+1 with d = {d}"),
             "saturated_answers": Metric(int(saturated.sum()), "queries",
                                         note="answers with a score at the floating-point floor"),
         }
@@ -340,11 +358,57 @@ class EquationSolvingExtraction(TechniqueRun):
             np.savez(path, weights=w, intercepts=b)
             evidence["recovered_weights"] = str(path)
         kind = "linear model" if regression else "logistic regression"
-        reason = (f"recovered a {kind} from {d + 1} queries; fidelity {fid:.4f} "
+        reason = (f"recovered a {kind} from {ctx.attack_queries} queries; fidelity {fid:.4f} "
                   + ("≥" if ok else "<") + f" {self.params['min_fidelity']}"
                   + ("" if ok else f": the target is not a {kind} over its inputs"))
         return self.finding(ctx, "succeeded" if ok else "failed", reason, metrics, started,
                             evidence=evidence)
+
+
+_ROUNDS = 3  # designs at scale, scale/4, scale/16 while answers are saturated
+_FLOOR = 1e-30  # scores at or below this (float32 underflow: 0 or denormal) give no equation
+
+
+def _solve(x: np.ndarray, p: np.ndarray, centre: np.ndarray, half: np.ndarray,
+           regression: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """Weights [d, k-1] and intercepts [k-1] of ``log(p_i / p_0)`` (or ``w·x + b`` for a
+    regressor, [d, 1] and [1]) from query points ``x`` [n, d] and answers ``p`` [n, k]; None
+    when some class has fewer than d+1 independent usable equations.
+
+    An equation needs both scores it compares above :data:`_FLOOR`. The log-ratios are taken
+    against the class with the most usable answers (not always class 0, which a saturated
+    design can push to the floor) and re-based on class 0 after. Each equation is weighted by
+    the smaller of its two scores when there are more equations than unknowns: float rounding
+    of a score is relative to the largest one, so a small score's log carries an error about
+    proportional to its inverse.
+    """
+    import numpy as np
+
+    n, d = x.shape
+    a = np.hstack([(x - centre) / half, np.ones((n, 1))])
+    if regression:
+        theta = np.linalg.lstsq(a, p.reshape(n, 1), rcond=None)[0]
+    else:
+        usable = p > _FLOOR
+        ref = int(usable.sum(axis=0).argmax())
+        logs = np.log(np.clip(p, _FLOOR, None))
+        k = p.shape[1]
+        rel = np.zeros((d + 1, k))
+        for i in range(k):
+            if i == ref:
+                continue
+            rows = usable[:, i] & usable[:, ref]
+            if rows.sum() < d + 1 or np.linalg.matrix_rank(a[rows]) < d + 1:
+                return None
+            # a square system is solved exactly: weights would only worsen its conditioning
+            weight = np.minimum(p[rows, i], p[rows, ref])[:, None] if rows.sum() > d + 1 \
+                else np.ones((int(rows.sum()), 1))
+            rel[:, i] = np.linalg.lstsq(a[rows] * weight,
+                                        (logs[rows, i] - logs[rows, ref])[:, None] * weight,
+                                        rcond=None)[0][:, 0]
+        theta = rel[:, 1:] - rel[:, :1]  # log(p_i / p_0) = log(p_i / p_ref) - log(p_0 / p_ref)
+    w = theta[:-1] / half[:, None]
+    return w, theta[-1] - centre @ w
 
 
 def _linear_outputs(answers: np.ndarray, regression: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -195,10 +195,15 @@ class ModelInversion(TechniqueRun):
                   f"mean (MSE {mse.mean():.4f} vs {base.mean():.4f}); {self.params['max_iter']} "
                   f"MIFace steps each from the {self.params['init']} start, on the local "
                   "model (not counted as queries)")
-        curves = {"mse_per_class": {"x": [int(c) for c in classes],
+        curves: dict[str, Any] = {"mse_per_class": {"x": [int(c) for c in classes],
                                     "y": [round(float(v), 6) for v in mse],
                                     "baseline": [round(float(v), 6) for v in base],
                                     "x_label": "class", "y_label": "MSE to class mean"}}
+        if shape is not None:  # the reconstructions themselves, for the report's card
+            curves["reconstructions"] = {
+                "images": [[round(float(v), 4) for v in r] for r in rec],
+                "shape": list(shape), "labels": [f"class {c}" for c in classes],
+                "range": [float(np.min(lo)), float(np.max(hi))]}
         return self.finding(ctx, "succeeded" if ok else "failed", reason, metrics, started,
                             curves=curves)
 
