@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import ClassVar
 
+import numpy as np
 import pytest
 from jsonschema import Draft202012Validator
 
@@ -201,3 +202,36 @@ def test_plan_lists_applicability(demo_data, demo_targets, embedded):
     assert by[("demo-logreg", "extraction-equations")].planned_queries == 195  # 3 x (d+1)
     assert by[("demo-logreg", "poisoning-backdoor")].reason.startswith("needs a training")
     assert kbmod.load().version == "5.6.0"
+
+
+def test_few_rows_each_run_states_its_minimum(tmp_path):
+    """One or three rows: the runs that can work on them do, the others say how many rows of
+    which role they need and why; none ends in error."""
+    from sklearn.datasets import load_digits
+    from sklearn.tree import DecisionTreeClassifier
+
+    from mlthreat.assess.data import load_data
+    from mlthreat.assess.targets.sklearn import SklearnTarget
+
+    x, y = load_digits(return_X_y=True)
+    target = SklearnTarget(DecisionTreeClassifier(random_state=0).fit(x, y), model_id="tree")
+    for n in (1, 3):
+        path = tmp_path / f"{n}.csv"
+        np.savetxt(path, np.column_stack([x[:n], y[:n]]), delimiter=",", fmt="%d",
+                   header=",".join([f"p{i}" for i in range(64)] + ["label"]), comments="")
+        data = load_data(path, label_column="label", members=path, non_members=path)
+        assessment = Assessment([target], data, techniques=[
+            "extraction-surrogate", "evasion-boundary", "membership-lira"],
+            params={"evasion-boundary": {"n_samples": 1}}, budget=300)
+        plan = {p.run: p for p in assessment.plan()}
+        assert plan["extraction-surrogate"].minimum == (
+            "2 pool rows: the surrogate learns from the answers to pool rows; 1 evaluation "
+            "rows: fidelity is agreement with the target on evaluation rows")
+        findings = {f.run: f for f in assessment.run().results[0].findings}
+        assert "error" not in {f.status for f in findings.values()}
+        assert findings["evasion-boundary"].status in ("succeeded", "failed")
+        pool = len(data.x_pool)
+        assert findings["extraction-surrogate"].reason == (
+            f"needs at least 2 pool rows (the surrogate learns from the answers to pool rows); "
+            f"the data gives {pool}")
+        assert findings["membership-lira"].status == "not-applicable"

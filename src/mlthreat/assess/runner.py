@@ -57,7 +57,8 @@ class _Silent:
 @dataclass(frozen=True)
 class PlannedRun:
     """One run the plan holds: which target, which run, whether it applies (``reason`` when
-    not) and the most queries it will send."""
+    not), the most queries it will send, and the fewest rows it needs (``minimum``, with
+    why)."""
 
     target: str
     run: str
@@ -66,6 +67,7 @@ class PlannedRun:
     applicable: bool
     reason: str
     planned_queries: int
+    minimum: str = ""
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,7 @@ class Assessment:
                 planned = 0 if reason else run.planned_queries(target, self.data,
                                                                self._budget(run))
                 out.append(PlannedRun(target.model_id, run.name, run.technique, run.title,
-                                      reason is None, reason or "", planned))
+                                      reason is None, reason or "", planned, run.minimum()))
         return out
 
     def run(self, reporter: Reporter | None = None) -> AssessmentResult:

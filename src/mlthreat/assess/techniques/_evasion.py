@@ -89,6 +89,8 @@ class EvasionRun(TechniqueRun):
     """
 
     related: ClassVar[tuple[str, ...]] = ("AML.T0015",)
+    min_rows: ClassVar[dict[str, tuple[int, str]]] = {
+        "pool": (1, "the samples attacked are pool rows the target classifies correctly")}
     defaults: ClassVar[dict[str, Any]] = {
         "n_samples": 20, "norm": "l2", "eps_l2": 0.75, "eps_linf": 0.25,
         "min_success_rate": 0.5,

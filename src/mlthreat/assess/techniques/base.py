@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 __all__ = ["RunContext", "TechniqueRun"]
 
+_ROLE = {"pool": "pool rows", "eval": "evaluation rows",
+         "members": "members and as many non-members"}
+
 
 @dataclass
 class RunContext:
@@ -103,6 +106,9 @@ class TechniqueRun:
     needs_membership: ClassVar[bool] = False
     tasks: ClassVar[tuple[str, ...]] = ("classification",)
     default_budget: ClassVar[int] = 10_000
+    # fewest rows the run needs by role ("pool", "eval", "members": members and non-members
+    # each), with the reason; stated in the plan and checked before the run starts
+    min_rows: ClassVar[dict[str, tuple[int, str]]] = {}
     defaults: ClassVar[dict[str, Any]] = {}
     _constraints: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {}
 
@@ -129,7 +135,19 @@ class TechniqueRun:
             return "needs class scores; the target returns labels only"
         if self.needs_membership and not data.has_membership:
             return "needs rows known to be members and non-members (--members/--non-members)"
+        have = {"pool": len(data.x_pool), "eval": len(data.x_eval),
+                "members": min(len(data.x_members), len(data.x_nonmembers))
+                if data.x_members is not None and data.x_nonmembers is not None else 0}
+        for role, (least, why) in self.min_rows.items():
+            if have[role] < least:
+                return (f"needs at least {least} {_ROLE[role]} ({why}); the data gives "
+                        f"{have[role]}")
         return None
+
+    def minimum(self) -> str:
+        """The fewest rows the run needs, by role, with the reasons ("" when none)."""
+        return "; ".join(f"{least} {_ROLE[role]}: {why}"
+                         for role, (least, why) in self.min_rows.items())
 
     def planned_queries(self, target: Target, data: AssessmentData, budget: int) -> int:
         """Upper bound on the queries the attack will send (for ``--dry-run``)."""

@@ -98,6 +98,9 @@ class SurrogateExtraction(TechniqueRun):
     """
 
     name = "extraction-surrogate"
+    min_rows: ClassVar[dict[str, tuple[int, str]]] = {
+        "pool": (2, "the surrogate learns from the answers to pool rows"),
+        "eval": (1, "fidelity is agreement with the target on evaluation rows")}
     technique = "AML.T0024.002"
     related = ("AML.T0005.001",)
     title = "Extract AI Model: surrogate trained on query answers"
@@ -238,6 +241,8 @@ class EquationSolvingExtraction(TechniqueRun):
     """
 
     name = "extraction-equations"
+    min_rows: ClassVar[dict[str, tuple[int, str]]] = {
+        "eval": (1, "fidelity is agreement with the target on evaluation rows")}
     technique = "AML.T0024.002"
     related = ("AML.T0005.001",)
     title = "Extract AI Model: equation-solving (Tramèr et al. 2016)"
@@ -293,16 +298,20 @@ class EquationSolvingExtraction(TechniqueRun):
             solved = _solve(np.vstack(xs), np.vstack(got), centre, half, regression)
             if solved is not None:
                 break
+            floored = [int((g <= _FLOOR).any(axis=1).sum()) for g in got]
+            if len(floored) > 1 and floored[-1] >= floored[-2]:
+                break  # a logistic model's scores leave the floor nearer the centre; not these
             scale /= 4  # saturated answers: ask again nearer the centre
-        saturated = (np.vstack(got) <= _FLOOR).any(axis=1) if not regression else \
-            np.zeros(len(got[0]), dtype=bool)
-        if solved is None:
-            return self.finding(
-                ctx, "failed", f"{int(saturated.sum())} of {sum(len(g) for g in got)} answers "
-                "have scores at the floating-point floor even near the centre of the feature "
-                "range: too few usable equations to solve", {
-                    "queries": Metric(ctx.attack_queries, "queries"),
-                    "saturated_answers": Metric(int(saturated.sum()), "queries")}, started)
+        saturated: np.ndarray = np.asarray((np.vstack(got) <= _FLOOR).any(axis=1)) \
+            if not regression else np.zeros(len(got[0]), dtype=bool)
+        floor_note = ""
+        if solved is None:  # best effort: every answer, its zeros clipped to the floor
+            solved = _solve(np.vstack(xs), np.vstack(got), centre, half, regression,
+                            strict=False)
+            floor_note = (f"; {int(saturated.sum())} of {len(saturated)} answers hold scores "
+                          "of 0 (at the floating-point floor) that stay nearer the centre of "
+                          "the feature range, which a logistic regression's do not")
+        assert solved is not None  # without strict every equation counts: never None
         w, b = solved
 
         t_eval = target_on_eval(ctx)
@@ -360,7 +369,8 @@ class EquationSolvingExtraction(TechniqueRun):
         kind = "linear model" if regression else "logistic regression"
         reason = (f"recovered a {kind} from {ctx.attack_queries} queries; fidelity {fid:.4f} "
                   + ("≥" if ok else "<") + f" {self.params['min_fidelity']}"
-                  + ("" if ok else f": the target is not a {kind} over its inputs"))
+                  + ("" if ok else f": the target is not a {kind} over its inputs")
+                  + floor_note)
         return self.finding(ctx, "succeeded" if ok else "failed", reason, metrics, started,
                             evidence=evidence)
 
@@ -370,10 +380,11 @@ _FLOOR = 1e-30  # scores at or below this (float32 underflow: 0 or denormal) giv
 
 
 def _solve(x: np.ndarray, p: np.ndarray, centre: np.ndarray, half: np.ndarray,
-           regression: bool) -> tuple[np.ndarray, np.ndarray] | None:
+           regression: bool, strict: bool = True) -> tuple[np.ndarray, np.ndarray] | None:
     """Weights [d, k-1] and intercepts [k-1] of ``log(p_i / p_0)`` (or ``w·x + b`` for a
     regressor, [d, 1] and [1]) from query points ``x`` [n, d] and answers ``p`` [n, k]; None
-    when some class has fewer than d+1 independent usable equations.
+    when some class has fewer than d+1 independent usable equations (with ``strict=False``
+    every equation is used, scores at the floor clipped to it: a best effort).
 
     An equation needs both scores it compares above :data:`_FLOOR`. The log-ratios are taken
     against the class with the most usable answers (not always class 0, which a saturated
@@ -389,8 +400,8 @@ def _solve(x: np.ndarray, p: np.ndarray, centre: np.ndarray, half: np.ndarray,
     if regression:
         theta = np.linalg.lstsq(a, p.reshape(n, 1), rcond=None)[0]
     else:
-        usable = p > _FLOOR
-        ref = int(usable.sum(axis=0).argmax())
+        usable = p > _FLOOR if strict else np.ones(p.shape, dtype=bool)
+        ref = int((p > _FLOOR).sum(axis=0).argmax())
         logs = np.log(np.clip(p, _FLOOR, None))
         k = p.shape[1]
         rel = np.zeros((d + 1, k))

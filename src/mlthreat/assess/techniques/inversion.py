@@ -71,6 +71,9 @@ class ModelInversion(TechniqueRun):
     """
 
     name = "inversion-miface"
+    min_rows: ClassVar[dict[str, tuple[int, str]]] = {
+        "pool": (2, "each reconstruction is compared with its class's mean over pool rows of "
+                 "at least two classes")}
     technique = "AML.T0024.001"
     title = "Model inversion (MIFace)"
     needs_access = "white-box"

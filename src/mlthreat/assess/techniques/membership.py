@@ -61,6 +61,8 @@ class _MembershipRun(TechniqueRun):
     technique = "AML.T0024.000"
     needs_scores = True
     needs_membership = True
+    min_rows: ClassVar[dict[str, tuple[int, str]]] = {
+        "members": (2, "AUC and TPR at a fixed FPR rank members against non-members")}
 
     def rule(self) -> str:
         return (f"succeeded when the AUC >= {self.params['min_auc']} or the TPR at 1 % FPR >= "
@@ -374,6 +376,12 @@ class LiraMembership(_MembershipRun):
         rng = np.random.default_rng(ctx.seed)
         # every row in exactly k/2 shadows (the paper's keep matrix)
         keep = rng.uniform(size=(k, len(x_att))).argsort(axis=0) < k // 2
+        short = min(len(np.unique(y_att[keep[s]])) for s in range(k))
+        if short < 2:
+            return self.finding(ctx, "not-applicable", f"{len(x_att)} attacker rows ("
+                                f"{len(x_pool)} pool + {len(x_c)} candidates) leave a shadow "
+                                "model with rows of fewer than two classes: give more rows",
+                                {}, started)
         prototype, kind = self._prototype(target)
         phi = np.empty((k, len(x_c)))
         for s in range(k):  # local training and scoring: no target queries

@@ -180,6 +180,9 @@ class TransferEvasion(EvasionRun):
     related: ClassVar[tuple[str, ...]] = ("AML.T0024.002", "AML.T0005.001", "AML.T0015")
     title: ClassVar[str] = "Black-Box Transfer: adversarial examples crafted on a stolen proxy"
     default_budget: ClassVar[int] = 1_000
+    min_rows: ClassVar[dict[str, tuple[int, str]]] = {
+        "pool": (2, "the proxy is stolen with the answers to pool rows, and the samples "
+                 "attacked are pool rows")}
     defaults: ClassVar[dict[str, Any]] = {
         **EvasionRun.defaults, "norm": "linf", "n_samples": 100, "min_success_rate": 0.3,
         "proxy": "mlp", "distill": True, "max_iter": 40,
