@@ -124,7 +124,7 @@ def test_dry_run_and_list_send_nothing(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--target", "sklearn:/nonexistent/model.skops", "--data", "x.csv"], "x.csv: no such file"),
     (["--target", "onnx:/nonexistent.onnx", "--data", "/nonexistent.csv"], "no such file"),
-    (["--data", "x.csv"], "--data and --feature-spec need --target"),
+    (["--data", "x.csv"], "--data, --feature-spec and --reference-target need --target"),
     (["--techniques", "AML.T9999"], "no technique run for AML.T9999"),
     (["--mitigation", "shuffle"], "unknown mitigation 'shuffle'"),
     (["--param", "nonsense"], "expected RUN.PARAM=VALUE"),
@@ -224,3 +224,35 @@ def test_a_run_in_error_exits_2_with_a_next_step(tmp_path, raw_digits_forest):
     assert "Next: rerun it alone with --techniques poisoning-backdoor" in line
     report = json.loads((out / "report.json").read_text())
     assert [f["status"] for f in report["findings"]] == ["succeeded", "error"]
+
+
+def test_reference_target_parity_of_an_onnx_export(tmp_path, cancer):
+    """The ONNX export under test, its scikit-learn original as the reference: the labels agree
+    on every evaluation row, and the findings are the ONNX model's."""
+    from skl2onnx import to_onnx
+
+    folder, model = cancer
+    onnx_path = tmp_path / "model.onnx"
+    onnx_path.write_bytes(to_onnx(model, np.zeros((1, 30), dtype="float32"),
+                                  target_opset=17).SerializeToString())
+    out = tmp_path / "report"
+    args = ("--target", f"onnx:{onnx_path}", "--reference-target",
+            f"sklearn:{folder / 'model.skops'}", "--data", str(folder / "rows.csv"),
+            "--label-column", "label", "--techniques", "extraction-equations", "-o", str(out))
+    res = run(*args, "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    from jsonschema import Draft202012Validator
+
+    from mlthreat.schemas import schema
+
+    assert Draft202012Validator(schema(report["kind"])).is_valid(report)
+    target, = report["targets"]
+    assert target["kind"] == "onnx"
+    parity = target["parity"]
+    assert parity["reference"] == f"sklearn:{folder / 'model.skops'}"
+    assert parity["rows"] == 285 and parity["agree"] == 285 and parity["rate"] == 1.0
+    assert report["findings"][0]["target"] == "model"
+    shown = run(*args)
+    assert "285 of 285 evaluation rows get the same label from sklearn:" in \
+        shown.stdout.replace("\n", " ")

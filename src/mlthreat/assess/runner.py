@@ -127,6 +127,10 @@ class Assessment:
         Resolves tactics and mitigations of each technique (default: ``mlthreat.kb.load()``).
     query_log : QueryLog, optional
         Where every query is written as a QueryEvent.
+    reference : Target, optional
+        A second artifact of the same model (the scikit-learn original of an ONNX export, say):
+        the labels both give on the evaluation rows are compared and reported as the target's
+        ``parity``; every finding is still measured on the target under test.
     clients_per_run : int
         Clients each run's attack queries appear under in the query log (1: the run is one
         client, as one attacker with one key; more spread the parts of a run, such as evasion
@@ -141,7 +145,7 @@ class Assessment:
                  params: dict[str, dict[str, Any]] | None = None,
                  mitigation: Mitigation | None = None, fit: Any = None,
                  kb: KnowledgeBase | None = None, query_log: QueryLog | None = None,
-                 clients_per_run: int = 1) -> None:
+                 clients_per_run: int = 1, reference: Target | None = None) -> None:
         self.targets = list(targets)
         self.data = data
         self.techniques = techniques
@@ -154,6 +158,7 @@ class Assessment:
         self.kb = kb
         self.query_log = query_log
         self.clients_per_run = clients_per_run
+        self.reference = reference
 
     def _runs(self) -> list[TechniqueRun]:
         from mlthreat.errors import UsageError
@@ -186,6 +191,29 @@ class Assessment:
         if known:
             for target in self.targets:
                 target.use_data_labels(np.concatenate(known))
+
+    def _parity(self, target: Target) -> dict[str, Any]:
+        """Label agreement of ``target`` with :attr:`reference` on the evaluation rows (the
+        target's queries are evaluation queries of client ``MODEL-parity``), with a 95 %
+        Clopper-Pearson interval; or the reason it could not be measured."""
+        import numpy as np
+
+        from mlthreat.stats import clopper_pearson
+
+        assert self.reference is not None
+        x = np.asarray(self.data.x_eval)
+        out: dict[str, Any] = {"reference": self.reference.description or
+                               self.reference.model_id, "rows": len(x)}
+        try:
+            with target.account(f"{target.model_id}-parity", "evaluation"):
+                mine = target.labels(x)
+            theirs = self.reference.labels(x)
+        except (TargetError, QueryBudgetExceeded) as exc:
+            return {**out, "error": str(exc)}
+        agree = int((mine == theirs).sum())
+        low, high = clopper_pearson(agree, len(x))
+        return {**out, "agree": agree, "rate": round(agree / max(len(x), 1), 6),
+                "ci95": [round(low, 4), round(high, 4)]}
 
     def _budget(self, run: TechniqueRun) -> int:
         return self.budget if self.budget is not None else run.default_budget
@@ -261,7 +289,10 @@ class Assessment:
                     interrupted = True
                 finally:
                     target.attach_log(None)
-                results.append(TargetFindings(target.describe(), tuple(findings), label))
+                described = target.describe()
+                if self.reference is not None and label is None and not interrupted:
+                    described["parity"] = self._parity(target)
+                results.append(TargetFindings(described, tuple(findings), label))
                 if interrupted:
                     break
         return AssessmentResult(

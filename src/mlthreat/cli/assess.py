@@ -139,6 +139,10 @@ def assess(
                                                    "round:2, top1, noise:0.05, "
                                                    "reverse-sigmoid:0.5, query-limit:1000.")
                           ] = None,
+    reference_target: Annotated[str | None, typer.Option(help="Another artifact of the same "
+                                                        "model (e.g. the sklearn original of "
+                                                        "an ONNX export): label agreement is "
+                                                        "reported.")] = None,
     fit: Annotated[str | None, typer.Option(help="Training entry point for poisoning: "
                                             "python:module:function, fit(X, y, seed).")
                    ] = None,
@@ -194,9 +198,10 @@ def assess(
                  for t in techniques.split(",") if t.strip()] if techniques else None
     clip_values = _parse_clip(clip)
     if target is None:
-        if data is not None or feature_spec is not None:
-            raise UsageError("--data and --feature-spec need --target (the demo uses its own "
-                             "data)")
+        if data is not None or feature_spec is not None or reference_target is not None:
+            raise UsageError("--data, --feature-spec and --reference-target need --target (the "
+                             "demo uses its own models and data)")
+        reference = None
         from mlthreat.assess.demo import DEMO_PARAMS
 
         dataset = api.digits_demo(seed)
@@ -214,8 +219,9 @@ def assess(
                        timeout=timeout, retries=retries, max_rps=max_rps,
                        batch_size=batch_size, request_template=request_template,
                        response_path=response_path)
-        targets = [api.load_target(target, **{k: v for k, v in options.items()
-                                             if v is not None})]
+        given = {k: v for k, v in options.items() if v is not None}
+        targets = [api.load_target(target, **given)]
+        reference = api.load_target(reference_target, **given) if reference_target else None
         if targets[0].input_shape != (dataset.n_features,) and \
                 int(_prod(targets[0].input_shape)) != dataset.n_features:
             hint = ("; is one column the label? name it with --label-column"
@@ -236,7 +242,7 @@ def assess(
                                 params=_merge_params(demo_params, _parse_params(param or []),
                                                      selection),
                                 mitigation=mit, fit=fit_fn,
-                                kb=kb, clients_per_run=clients_per_run)
+                                kb=kb, clients_per_run=clients_per_run, reference=reference)
     if list_runs or dry_run:
         plan = assessment.plan()
         if as_json:
@@ -299,6 +305,9 @@ def assess(
         for t in report["targets"]:
             for note in t.get("notes") or []:
                 console().print(f"[yellow]{t['model_id']}:[/yellow] {note}", highlight=False)
+            parity = t.get("parity")
+            if parity:
+                console().print(_parity_line(t["model_id"], parity), highlight=False)
     if result.target_errors:
         model, cause = next(iter(result.target_errors.items()))
         raise api.TargetError(f"{model}: {cause} (the report in {out} holds what ran)")
@@ -314,6 +323,19 @@ def assess(
             "traceback if the cause is not in your model or data")
     if fail_on == "succeeded" and succeeded:
         raise typer.Exit(1)
+
+
+def _parity_line(model_id: str, parity: dict[str, Any]) -> str:
+    from rich.markup import escape
+
+    ref = escape(parity["reference"])
+    if "error" in parity:
+        return f"[yellow]{model_id}:[/yellow] parity with {ref} not measured: " \
+            f"{escape(parity['error'])}"
+    style = "green" if parity["agree"] == parity["rows"] else "yellow"
+    return (f"[{style}]{model_id}:[/{style}] {parity['agree']} of {parity['rows']} evaluation "
+            f"rows get the same label from {ref} ({parity['rate']:.2%}); every finding is "
+            "measured on the target under test")
 
 
 def _prod(shape: tuple[int, ...]) -> int:
