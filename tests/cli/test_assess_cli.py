@@ -256,3 +256,16 @@ def test_reference_target_parity_of_an_onnx_export(tmp_path, cancer):
     shown = run(*args)
     assert "285 of 285 evaluation rows get the same label from sklearn:" in \
         shown.stdout.replace("\n", " ")
+
+
+@pytest.mark.parametrize("width", [40, 60, 80, 120])
+def test_list_never_cuts_an_atlas_id(width):
+    import re
+
+    env = {**os.environ, "COLUMNS": str(width)}
+    res = subprocess.run([sys.executable, "-m", "mlthreat", "assess", "--list"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    ids = re.findall(r"AML\.T[\w.…]*", res.stdout)
+    assert len(ids) >= 20  # two demo targets, ten runs each
+    assert all(re.fullmatch(r"AML\.T\d{4}(\.\d{3})?", i) for i in ids), ids

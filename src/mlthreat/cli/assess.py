@@ -251,32 +251,10 @@ def assess(
                         "targets": [t.describe() for t in targets],
                         "runs": [p.__dict__ for p in plan]})
             return
-        from rich.table import Table
-
-        con = console()
-        # on a narrow terminal the reasons go under the table instead of a squeezed column
-        wide = con.width >= 110
-        table = Table("Target", "Run", "Technique", "Applies", "Max queries",
-                      *(["Why not"] if wide else []))
-        for column in table.columns[:5]:
-            column.no_wrap = True
-        for p in plan:
-            table.add_row(p.target, p.run, p.technique,
-                          "yes" if p.applicable else "no",
-                          str(p.planned_queries) if p.applicable else "",
-                          *([p.reason] if wide else []))
-        con.print(table)
-        if not wide:
-            for p in plan:
-                if not p.applicable:
-                    con.print(f"{p.target} {p.run}: {p.reason}", highlight=False)
-        for t in targets:
-            if getattr(t, "trusted_types", ()):
-                con.print(f"{t.description}: trusted beyond skops' defaults: "
-                          + ", ".join(t.trusted_types), highlight=False)
+        _print_plan(plan, targets)
         if dry_run:
             total = sum(p.planned_queries for p in plan)
-            con.print(f"At most {total} queries in all; nothing was sent.")
+            console().print(f"At most {total} queries in all; nothing was sent.")
         return
     if target is not None and target.startswith(("http://", "https://")) and not yes:
         if not sys.stdin.isatty():
@@ -323,6 +301,39 @@ def assess(
             "traceback if the cause is not in your model or data")
     if fail_on == "succeeded" and succeeded:
         raise typer.Exit(1)
+
+
+def _print_plan(plan: list[Any], targets: list[Any]) -> None:
+    """The plan as a table, or as a list on a narrow terminal (ATLAS IDs never cut)."""
+    from rich.table import Table
+
+    con = console()
+    if con.width < _NARROW:
+        for p in plan:
+            what = (f"applies, at most {p.planned_queries} queries" if p.applicable
+                    else f"not applicable: {p.reason}")
+            con.print(f"{p.target} {p.run} {p.technique}: {what}", highlight=False)
+    else:
+        # below 110 columns the reasons go under the table instead of a squeezed column
+        wide = con.width >= 110
+        table = Table("Target", "Run", "Technique", "Applies", "Max queries",
+                      *(["Why not"] if wide else []))
+        for column, least in zip(table.columns[:5], (6, 12, 13, 3, 5), strict=True):
+            column.no_wrap, column.min_width = True, least
+        for p in plan:
+            table.add_row(p.target, p.run, p.technique,
+                          "yes" if p.applicable else "no",
+                          str(p.planned_queries) if p.applicable else "",
+                          *([p.reason] if wide else []))
+        con.print(table)
+        if not wide:
+            for p in plan:
+                if not p.applicable:
+                    con.print(f"{p.target} {p.run}: {p.reason}", highlight=False)
+    for t in targets:
+        if getattr(t, "trusted_types", ()):
+            con.print(f"{t.description}: trusted beyond skops' defaults: "
+                      + ", ".join(t.trusted_types), highlight=False)
 
 
 def _parity_line(model_id: str, parity: dict[str, Any]) -> str:
