@@ -307,3 +307,37 @@ def test_load_callable():
     assert load_callable("collections:OrderedDict.fromkeys")("ab") == {"a": None, "b": None}
     with pytest.raises(ValueError, match="no attribute"):
         load_callable("math:nope", error=ValueError)
+
+
+@pytest.mark.parametrize("sigmoid", [True, False])
+def test_onnx_one_output_binary_model(tmp_path, digits_xy, sigmoid):
+    """A binary model exported the way Keras and hand-written graphs do: MatMul + Add, then a
+    Sigmoid (or the bare logit, which needs task=classification)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = digits_xy
+    lr = LogisticRegression(max_iter=500).fit(x[:600], y[:600] == 3)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["xw"]),
+             helper.make_node("Add", ["xw", "b"], ["z" if sigmoid else "p"])]
+    if sigmoid:
+        nodes.append(helper.make_node("Sigmoid", ["z"], ["p"]))
+    graph = helper.make_graph(
+        nodes, "binary", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 64])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, [None, 1])],
+        initializer=[numpy_helper.from_array(lr.coef_.T.astype("float32"), "w"),
+                     numpy_helper.from_array(lr.intercept_.astype("float32"), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "binary.onnx"
+    onnx.save(model, str(path))
+    options = {} if sigmoid else {"task": "classification"}
+    target = load_target(f"onnx:{path}", **options)
+    scores = target.predict(x[600:640])
+    assert (target.task, target.n_classes, target.output_kind) == ("classification", 2, "scores")
+    np.testing.assert_allclose(scores, lr.predict_proba(x[600:640]), atol=1e-5)
+    assert target.notes == ((("one output per input read as a binary classifier (its graph "
+                              "ends in a Sigmoid)"),) if sigmoid else
+                            ("one output per input read as a binary classifier (a logit)",))
+    if not sigmoid:  # without the task, a bare number per input is a regressor's
+        assert load_target(f"onnx:{path}").task == "regression"

@@ -69,6 +69,20 @@ def _graph_classes(path: Path) -> list[Any] | None:
     return None
 
 
+def _producer(path: Path, output: str) -> str | None:
+    """The op type of the graph node that writes ``output`` (None without the ``onnx``
+    package or when no node does)."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return None
+    return next((node.op_type for node in model.graph.node if output in node.output), None)
+
+
 class OnnxTarget(Target):
     """A model in an ONNX file, run by an onnxruntime ``InferenceSession`` (CPU provider).
 
@@ -173,6 +187,18 @@ class OnnxTarget(Target):
         labels = [o for o in candidates
                   if not is_map(o) and not is_float(o) and len(o.shape or []) == 1]
         values = [o for o in candidates if is_float(o) and width(o) == 1]
+        if not probs and not labels and values and task != "regression":
+            # one number per input: a binary classifier when the graph ends in a sigmoid or
+            # the user says classification, a regressor otherwise
+            sigmoid = _producer(p, values[0].name) == "Sigmoid"
+            if sigmoid or task == "classification":
+                self._output = values[0].name
+                self._mode = "sigmoid" if sigmoid else "logit"
+                self.task, self.output_kind, self.n_classes = "classification", "scores", 2
+                self.classes = list(classes) if classes is not None else None
+                self.note("one output per input read as a binary classifier ("
+                          + ("its graph ends in a Sigmoid)" if sigmoid else "a logit)"))
+                return
         if task == "regression" or (task is None and not probs and not labels and values):
             if not values:
                 raise TargetError(f"{p}: task regression, but no output is one number per input")
@@ -226,6 +252,10 @@ class OnnxTarget(Target):
         where = self.description
         if self._mode == "regression":
             return np.asarray(result, dtype="float64").reshape(len(x))
+        if self._mode in ("sigmoid", "logit"):
+            z = np.asarray(result, dtype="float64").reshape(len(x))
+            prob = z if self._mode == "sigmoid" else 1.0 / (1.0 + np.exp(-z))
+            return np.column_stack([1.0 - prob, prob])
         if self._mode == "labels":
             return one_hot(label_indices(where, result, self.classes, self.n_classes),
                            self.n_classes)
