@@ -109,6 +109,23 @@ def test_commands_are_exact_for_the_demo_and_quote_user_paths():
     assert assess_command(user, ["x"]).startswith("mlthreat assess --target TARGET --data ")
 
 
+def test_commands_repeat_the_data_options_and_confirm_endpoints(tmp_path):
+    """A user's report records how its rows were read; the command reads them the same way,
+    and an endpoint the user confirmed once is confirmed again with --yes."""
+    from mlthreat.assess.data import load_data
+
+    rows = tmp_path / "rows.csv"
+    rows.write_text("a,b,label\n0,1,0\n1,0,1\n0.5,0.5,1\n0.2,0.1,0\n")
+    data = load_data(rows, label_column="label", members=rows, non_members=rows)
+    user = _report([], demo=False)
+    user["data"] = data.describe()
+    user["targets"][0]["description"] = "https://models.example/v1/m:predict"
+    assert assess_command(user, ["membership-lira"], out="again") == (
+        f"mlthreat assess --target https://models.example/v1/m:predict --data {rows} "
+        f"--label-column label --members {rows} --non-members {rows} --yes "
+        "--techniques membership-lira -o again")
+
+
 def test_next_step_of_errors_only():
     crash = _f("error", {}, {}, reason="ValueError: broke", run="evasion-whitebox")
     report = _report([crash])

@@ -48,6 +48,8 @@ class AssessmentData:
     sha256: str = ""
     domain: FeatureDomain | None = None
     feature_names: tuple[str, ...] | None = None
+    # how the rows were read, so a report can give the command that reads them again
+    options: tuple[tuple[str, str], ...] = ()
 
     @property
     def n_features(self) -> int:
@@ -64,7 +66,8 @@ class AssessmentData:
         return {"source": self.source, "sha256": self.sha256, "pool": n(self.x_pool),
                 "eval": n(self.x_eval), "members": n(self.x_members),
                 "non_members": n(self.x_nonmembers), "features": self.n_features,
-                **({"domain": self.domain.describe()} if self.domain is not None else {})}
+                **({"domain": self.domain.describe()} if self.domain is not None else {}),
+                **({"options": dict(self.options)} if self.options else {})}
 
 
 def _hash(*arrays: Any) -> str:
@@ -221,7 +224,10 @@ def load_data(
     domain = infer_domain(np.concatenate(seen))
     if feature_spec is not None:
         domain = read_feature_spec(feature_spec, domain, names)
+    given = (("--label-column", label_column), ("--members", members),
+             ("--non-members", non_members), ("--feature-spec", feature_spec))
     return AssessmentData(x_pool=x_pool, y_pool=y_pool, x_eval=x_eval, y_eval=y_eval,
+                          options=tuple((k, str(v)) for k, v in given if v is not None),
                           clip_values=(domain.low, domain.high), source=str(data),
                           sha256=_hash(x, y, *seen[1:]), domain=domain,
                           feature_names=tuple(names) if names else None, **extra)

@@ -290,9 +290,9 @@ def assess_command(report: Mapping[str, Any], runs: Sequence[str], *,
     default folder, so the report at hand is not overwritten).
 
     For the demo the command is exact. For a user's model the target and data are taken from
-    the report (``TARGET`` when the target's description is not a ``--target`` spec); the
-    report does not record ``--label-column``, ``--members`` and ``--non-members``, which the
-    first run may also have had.
+    the report (``TARGET`` when the target's description is not a ``--target`` spec), with
+    the data options it recorded (``--label-column``, ``--members``, ``--non-members``,
+    ``--feature-spec``); an http(s) target gets ``--yes``, as the user confirmed it before.
     """
     parts = ["mlthreat", "assess"]
     if not is_demo(report):
@@ -300,8 +300,13 @@ def assess_command(report: Mapping[str, Any], runs: Sequence[str], *,
             (t for t in report.get("targets") or []
              if target is None or t.get("model_id") == target), {})
         spec = str(described.get("description") or "")
+        data = report.get("data") or {}
         parts += ["--target", spec if spec.startswith(_SCHEMES) else "TARGET",
-                  "--data", str((report.get("data") or {}).get("source") or "DATA")]
+                  "--data", str(data.get("source") or "DATA")]
+        for option, value in (data.get("options") or {}).items():
+            parts += [option, str(value)]
+        if spec.startswith(("http://", "https://")):
+            parts.append("--yes")  # the user confirmed attacking the endpoint the first time
     if report.get("seed"):
         parts += ["--seed", str(report["seed"])]
     if report.get("budget") is not None:
