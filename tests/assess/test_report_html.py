@@ -721,3 +721,36 @@ def test_image_grid_shapes_and_bad_input():
     assert big["images"][0]["side_w"] == 32 and len(big["images"][0]["pixels"]) == 32 * 32
     wrong = plots.image_grid([[0.0] * 10, [math.nan] * 64], [8, 8], plot_id="w", title="t")
     assert wrong["kind"] == "empty" and not wrong["images"]
+
+
+def test_target_notes_trust_parity_and_domain_are_shown_escaped(report, embedded):
+    import copy
+
+    doc = copy.deepcopy(report)
+    doc["targets"][0].update(
+        notes=["scores have negative values: read as logits and softmaxed",
+               "<script>alert(1)</script> answered"],
+        trusted_types=["sklearn.tree._tree.Tree"],
+        parity={"reference": "sklearn:/m/model.skops", "rows": 285, "agree": 284,
+                "rate": 0.996491, "ci95": [0.98, 1.0]})
+    doc["data"]["domain"] = {"source": "inferred from the data",
+                             "kinds": {"integer": 58, "constant": 4, "binary": 2},
+                             "one_hot": []}
+    assert not errors(doc)
+    html = render_report(doc, embedded)
+    assert "<script>alert(1)</script>" not in html
+    header = Page(html).root.find("header", "page-header")
+    notes = [li.text for li in header.find("tr", "target-notes").find_all("li")]
+    assert notes == [
+        "scores have negative values: read as logits and softmaxed",
+        "<script>alert(1)</script> answered",
+        "Types trusted beyond skops' defaults: sklearn.tree._tree.Tree",
+        "Parity with sklearn:/m/model.skops: 284 of 285 evaluation rows get the same label; "
+        "every finding is measured on logreg"]
+    facts = dict(zip([n.text for n in header.find_all("dt")],
+                     [n.text for n in header.find_all("dd")], strict=True))
+    assert facts["Feature domain"] == ("58 integer, 4 constant, 2 binary columns (inferred "
+                                       "from the data)")
+    models = [r.find_all("th")[0].text for r in header.find("tbody").find_all("tr")
+              if r.find_all("th")]
+    assert models == ["logreg", "mlp"]

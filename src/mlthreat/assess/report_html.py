@@ -110,6 +110,14 @@ def render_report(data: Mapping[str, Any], kb: KnowledgeBase) -> str:
 
 
 # -- header and tables --------------------------------------------------------------------------
+def _domain(domain: Mapping[str, Any]) -> str:
+    """"58 integer, 4 constant, 2 binary columns; 1 one-hot group (inferred from the data)"."""
+    kinds = ", ".join(f"{n} {k}" for k, n in (domain.get("kinds") or {}).items())
+    groups = len(domain.get("one_hot") or [])
+    return (f"{kinds} columns" + (f"; {groups} one-hot group{'s' if groups != 1 else ''}"
+                                  if groups else "") + f" ({domain.get('source', '')})")
+
+
 def _facts(data: Mapping[str, Any]) -> list[Data]:
     d = data.get("data") or {}
     rows = [f"{_num(d[k])} {label}" for k, label in (
@@ -117,9 +125,11 @@ def _facts(data: Mapping[str, Any]) -> list[Data]:
         ("non_members", "non-members")) if d.get(k) is not None]
     if d.get("features") is not None:
         rows.append(f"{_num(d['features'])} features")
+    domain = d.get("domain")
     facts = [
         ("Data", d.get("source") or "not stated"),
         ("Rows", ", ".join(rows) or "not recorded"),
+        *([("Feature domain", _domain(domain))] if domain else []),
         ("Data SHA-256", d.get("sha256") or "not recorded"),
         ("Seed", _num(data["seed"])),
         ("Query budget", _budget(data.get("budget"), data.get("total_budget"))),
@@ -149,6 +159,9 @@ def _target(t: Mapping[str, Any]) -> Data:
         "task": t.get("task", ""),
         "input_shape": " \N{MULTIPLICATION SIGN} ".join(str(s) for s in shape) if shape else "",
         "n_classes": _num(t.get("n_classes")),
+        "notes": list(t.get("notes") or []),
+        "trusted_types": list(t.get("trusted_types") or []),
+        "parity": t.get("parity"),
     }
 
 
