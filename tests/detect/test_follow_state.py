@@ -160,3 +160,72 @@ def test_follow_delivers_alerts_as_raised(tmp_path, traffic):
     assert "skipped" not in err
     assert "0 malformed lines skipped" in out  # the split line was read whole
     assert json.loads(state.read_text())["kind"] == "mlthreat.detect.state"
+
+
+def test_restarted_follow_adds_to_its_alerts_once_each(tmp_path, traffic):
+    """Run, stop, restart with the same --state and -o (no --append): the file holds the first
+    run's alerts and the second's, once each, as one run over the whole log would; the restart
+    reads only the lines appended since (the old ones are not fed to the detectors twice)."""
+    x, events = traffic  # benign clients and prober-1
+    log, alerts, state = tmp_path / "live.jsonl", tmp_path / "alerts.jsonl", tmp_path / "s.json"
+    log.write_text(lines(events))
+    command = ("run", str(log), "--follow", "--max-seconds", "1", "--poll-interval", "0.2",
+               "--detectors", DETECTORS, "--state", str(state), "-o", str(alerts), "--json")
+    first = cli(*command)
+    assert first.returncode == 1, first.stderr
+    first_alerts = read_alerts(alerts)
+    assert [(a["client_id"], a["detector"]) for a in first_alerts] == [("prober-1", "blacklight")]
+    assert json.loads(first.stdout)["events"] == len(events)
+    saved = json.loads(state.read_text())["follow"]
+    assert saved["offset"] == log.stat().st_size and saved["path"] == str(log.resolve())
+
+    later = probe_events(x, max(e["ts"] for e in events) + 1.0, client="prober-2", seed=8)
+    with log.open("a") as fh:
+        fh.write(lines(later))
+    second = cli(*command)
+    assert second.returncode == 1, second.stderr
+    assert json.loads(second.stdout)["events"] == len(later)  # only the new lines
+    assert f"resuming from state {state}: alerts are added to {alerts}" in second.stderr
+    both = read_alerts(alerts)
+    assert [(a["client_id"], a["detector"]) for a in both] == [
+        ("prober-1", "blacklight"), ("prober-2", "blacklight")]
+    assert both[:1] == first_alerts  # the first run's alert kept, not rewritten
+
+    # the same as one run over everything
+    once = tmp_path / "once.jsonl"
+    assert cli("run", str(log), "--detectors", DETECTORS, "-o", str(once)).returncode == 1
+    assert both == read_alerts(once)
+
+    # resuming into a file of another format is refused, and the file left as it was
+    res = cli(*command, "--format", "ocsf")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        f"mlthreat: error: cannot append ocsf alerts to {alerts}: it holds jsonl alerts, added "
+        f"to on resuming from state {state} (use --format jsonl or another file)"]
+    assert read_alerts(alerts) == both
+
+    # a fresh run (no state file yet) still replaces the file
+    state.unlink()
+    fresh = cli("run", str(log), "--detectors", DETECTORS, "--state", str(state), "-o",
+                str(alerts))
+    assert fresh.returncode == 1 and "resuming" not in fresh.stderr
+    assert read_alerts(alerts) == both  # replaced by the same two alerts, not doubled
+
+
+def test_follow_resumes_only_the_same_file(tmp_path):
+    from mlthreat.detect.follow import position, resume_offset
+
+    log = tmp_path / "live.jsonl"
+    log.write_text('{"a": 1}\n' * 10)
+    saved = json.loads(json.dumps(position(log, 45)))
+    assert resume_offset(log, saved) == 45
+    assert resume_offset(log, None) == 0 and resume_offset(log, {"offset": True}) == 0
+    assert resume_offset(log, {**saved, "offset": -1}) == 0
+    assert resume_offset(tmp_path / "other.jsonl", saved) == 0  # another log
+    log.write_text('{"a": 1}\n')  # truncated in place: shorter than the offset
+    assert resume_offset(log, saved) == 0
+    rotated = tmp_path / "new.jsonl"
+    rotated.write_text('{"a": 1}\n' * 20)
+    os.replace(rotated, log)  # rotated: same name, another file
+    assert resume_offset(log, saved) == 0
+    assert position(tmp_path / "gone.jsonl", 3) is None

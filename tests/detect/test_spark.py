@@ -241,3 +241,54 @@ def test_cli_spark_refuses_state_and_follow(tmp_path):
         "Spark use 'mlthreat detect stream FOLDER --checkpoint DIR'"]
     proc = cli("run", str(log), "--engine", "flink")
     assert proc.returncode == 2 and "unknown engine 'flink'" in proc.stderr
+
+
+def test_cli_stream_restarted_from_checkpoint_adds_to_its_alerts_once_each(traffic, tmp_path):
+    """Run a stream, stop it, restart it with the same --checkpoint and -o (no --append): the
+    file holds the first run's alerts and the second's, once each, the alerts of one run over
+    every file; a stream with a new checkpoint replaces the file."""
+    events = traffic["events"]
+    cut = len(events) * 2 // 3
+    folder, ckpt, alerts = tmp_path / "incoming", tmp_path / "ckpt", tmp_path / "alerts.jsonl"
+    parts = write_parts(events[:cut], folder, 2, garbage=False)
+    command = ("stream", str(folder), "--checkpoint", str(ckpt), "-o", str(alerts),
+               "--available-now", "--json", "--detectors", "prada,blacklight,volume,repeat")
+    first = cli(*command)
+    assert first.returncode == 1, first.stderr[-2000:]
+    first_lines = alerts.read_text().splitlines()
+    assert len(first_lines) == json.loads(first.stdout)["alerts"] > 0
+    assert "resuming" not in first.stderr
+
+    rest = folder / "part-9.jsonl"
+    rest.write_text("".join(json.dumps(e) + "\n" for e in events[cut:]), "utf-8")
+    second = cli(*command)
+    assert second.returncode == 1, second.stderr[-2000:]
+    assert f"resuming from checkpoint {ckpt}: alerts are added to {alerts}" in second.stderr
+    both = alerts.read_text().splitlines()
+    added = json.loads(second.stdout)["alerts"]
+    assert added > 0 and both == first_lines + both[len(first_lines):]
+    assert len(both) == len(first_lines) + added
+
+    def key(line: str) -> tuple[Any, ...]:
+        a = json.loads(line)
+        return (a["client_id"], a["detector"], a["technique"], a["queries_observed"])
+
+    once = tmp_path / "once.jsonl"
+    proc = cli("run", *map(str, [*parts, rest]), "-o", str(once),
+               "--detectors", "prada,blacklight,volume,repeat")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    want = sorted(map(key, once.read_text().splitlines()))
+    assert sorted(map(key, both)) == want and len(set(want)) == len(want)
+
+    # resuming into a file of another format is refused, naming why it appends
+    proc = cli(*command, "--format", "ecs")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"mlthreat: error: cannot append ecs alerts to {alerts}: it holds jsonl alerts, added "
+        f"to on resuming from checkpoint {ckpt} (use --format jsonl or another file)")
+    assert alerts.read_text().splitlines() == both
+
+    # a new checkpoint is a fresh stream: the file is replaced
+    fresh = cli(*command[:2], "--checkpoint", str(tmp_path / "ckpt2"), *command[4:])
+    assert fresh.returncode == 1, fresh.stderr[-2000:]
+    assert sorted(map(key, alerts.read_text().splitlines())) == want

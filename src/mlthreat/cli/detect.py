@@ -79,18 +79,19 @@ def _never() -> bool:
 
 
 def _then_follow(batches: Any, path: Path, mapping: str | None, quarantine: Path | None,
-                 stats: list[Any], poll_interval: float, max_seconds: float | None,
-                 stop: Callable[[], bool]) -> Iterator[Any]:
-    from mlthreat.detect.follow import FollowStats, follow
+                 followed: Any, poll_interval: float, max_seconds: float | None,
+                 stop: Callable[[], bool], offset: int = 0) -> Iterator[Any]:
+    from mlthreat.detect.follow import follow
 
     yield from batches
     from rich.console import Console
 
-    Console(stderr=True).print(f"following {path} (Ctrl-C to stop)", highlight=False)
-    followed = FollowStats(str(path))
-    stats.append(followed)
-    yield from follow(path, mapping=mapping, quarantine=quarantine, poll_interval=poll_interval,
-                      max_seconds=max_seconds, stop=stop, stats=followed)
+    where = f" from byte {offset}, where the saved state stopped" if offset else ""
+    Console(stderr=True).print(f"following {path}{where} (Ctrl-C to stop)", highlight=False,
+                               markup=False, soft_wrap=True)
+    yield from follow(path, offset=offset, mapping=mapping, quarantine=quarantine,
+                      poll_interval=poll_interval, max_seconds=max_seconds, stop=stop,
+                      stats=followed)
 
 
 def _names(detectors: str | None) -> list[str] | None:
@@ -159,17 +160,23 @@ def _check_format(fmt: str) -> None:
 
 
 @contextlib.contextmanager
-def _delivery(output: Path | None, fmt: str, as_json: bool,
-              append: bool = False) -> Iterator[Callable[[Any], None]]:
+def _delivery(output: Path | None, fmt: str, as_json: bool, append: bool = False,
+              resuming: str | None = None) -> Iterator[Callable[[Any], None]]:
     """The callback that delivers each alert as it is raised, in ``fmt``, to ``output`` (stdout
-    unless --json holds stdout for the summary; a file is replaced unless ``append``); the
-    sink is closed however the run ends."""
-    from mlthreat.detect.sinks import deliver, open_sink
+    unless --json holds stdout for the summary; a file is replaced unless ``append``, or
+    ``resuming`` names the checkpoint or state the run goes on from); the sink is closed
+    however the run ends."""
+    from mlthreat.detect.sinks import deliver, is_file, open_sink
 
     if append and output is None:
         raise UsageError("--append needs -o FILE")
-    sink = open_sink(str(output) if output is not None else "-", append=append, fmt=fmt) \
-        if output is not None or not as_json else None
+    sink = open_sink(str(output) if output is not None else "-", append=append, fmt=fmt,
+                     resuming=resuming) if output is not None or not as_json else None
+    if resuming is not None and output is not None and is_file(str(output)):
+        from rich.console import Console
+
+        Console(stderr=True).print(f"resuming from {resuming}: alerts are added to {output}",
+                                   highlight=False, markup=False, soft_wrap=True)
 
     def on_alert(alert: Any) -> None:
         if sink is not None:
@@ -248,7 +255,8 @@ def _print_techniques(by_technique: list[Any]) -> None:
 def run(
     logs: LogsArg,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Alert destination: a "
-                                                "file (JSONL, replaced unless --append), '-' "
+                                                "file (JSONL, replaced unless --append or "
+                                                "resuming from --state), '-' "
                                                 "for stdout, syslog://host:port, or an "
                                                 "http(s) collector (Splunk HEC; token from "
                                                 "MLTHREAT_HEC_TOKEN).")] = None,
@@ -267,7 +275,8 @@ def run(
                                                  "fingerprints and statistics only).")
                               ] = False,
     state: Annotated[Path | None, typer.Option(help="Detector state file: restored before "
-                                               "reading when it exists, written (atomically) "
+                                               "reading when it exists (the -o file is then "
+                                               "added to, not replaced), written (atomically) "
                                                "after the run, so a restarted run loses "
                                                "nothing.")] = None,
     follow: Annotated[bool, typer.Option("--follow", help="After reading the logs, keep "
@@ -317,12 +326,17 @@ def run(
                 if d.name in saved:
                     d.load_calibration(saved[d.name])
     stats: list[Any] = []
-    with _delivery(output, fmt, as_json, append) as on_alert, \
+    resuming = f"state {state}" if saved_state is not None else None
+    with _delivery(output, fmt, as_json, append, resuming) as on_alert, \
             _stop_on_signals() if follow else contextlib.nullcontext(_never) as stop:
         batches = _batches(logs[:-1] if follow else logs, mapping, quarantine, stats)
         if follow:
-            batches = _then_follow(batches, logs[-1], mapping, quarantine, stats,
-                                   poll_interval, max_seconds, stop)
+            from mlthreat.detect.follow import FollowStats, resume_offset
+
+            followed = FollowStats(str(logs[-1]))
+            offset = resume_offset(logs[-1], (saved_state or {}).get("follow"))
+            batches = _then_follow(batches, logs[-1], mapping, quarantine, followed,
+                                   poll_interval, max_seconds, stop, offset)
         if engine == "spark":
             from mlthreat.detect import spark
 
@@ -335,8 +349,13 @@ def run(
                                    suppression_window=suppress_window,
                                    include_inputs=include_inputs, on_alert=on_alert,
                                    suppression_state=_suppression(saved_state, state))
+    if follow:
+        stats.append(followed)
     if state is not None:  # only after a complete (or cleanly stopped) run
-        save_state(state, dets, result.suppression_state)
+        from mlthreat.detect.follow import position
+
+        save_state(state, dets, result.suppression_state,
+                   position(logs[-1], followed.offset) if follow else None)
     _report(result, stats, kb, as_json, quarantine)
 
 
@@ -348,7 +367,9 @@ def stream(
                                              "per-client detector state, fingerprints, "
                                              "suppression windows); reuse it to resume.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Alert destination, "
-                                                "as for 'detect run'.")] = None,
+                                                "as for 'detect run'; a file is added to, "
+                                                "not replaced, when --checkpoint resumes a "
+                                                "stream.")] = None,
     append: AppendOpt = False,
     fmt: AlertFormatOpt = "jsonl",
     detectors: DetectorsOpt = None,
@@ -380,7 +401,8 @@ def stream(
     kb = load_kb(atlas, extension)
     dets = _calibrated(_names(detectors), calibration)
     stats: list[Any] = []
-    with _delivery(output, fmt, as_json, append) as on_alert:
+    resuming = f"checkpoint {checkpoint}" if spark.resumes(checkpoint) else None
+    with _delivery(output, fmt, as_json, append, resuming) as on_alert:
         result = spark.stream(
             folder, dets, kb, checkpoint=checkpoint, quarantine=quarantine, stats=stats,
             allow_list=allow or (), suppression_window=suppress_window,

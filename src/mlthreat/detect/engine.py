@@ -178,16 +178,21 @@ STATE_SCHEMA_VERSION = 1
 
 
 def checkpoint_detectors(detectors: list[Detector],
-                         suppression: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Every detector's calibration and per-client state, and the open suppression windows,
+                         suppression: dict[str, Any] | None = None,
+                         follow: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every detector's calibration and per-client state, the open suppression windows, and
+    (``follow``, from :func:`mlthreat.detect.follow.position`) where following a log stopped,
     as a JSON-ready state document."""
     from mlthreat import __version__
 
-    return {"kind": STATE_KIND, "schema_version": STATE_SCHEMA_VERSION,
+    data = {"kind": STATE_KIND, "schema_version": STATE_SCHEMA_VERSION,
             "mlthreat_version": __version__,
             "detectors": {d.name: {"calibration": d.calibration(), "state": d.checkpoint()}
                           for d in detectors},
             "suppression": suppression or {}}
+    if follow is not None:
+        data["follow"] = follow
+    return data
 
 
 def restore_detectors(detectors: list[Detector], data: Any, source: str = "state") -> None:
@@ -241,12 +246,13 @@ def load_state(path: str | Path) -> dict[str, Any]:
 
 
 def save_state(path: str | Path, detectors: list[Detector],
-               suppression: dict[str, Any] | None = None) -> None:
+               suppression: dict[str, Any] | None = None,
+               follow: dict[str, Any] | None = None) -> None:
     """Write the detectors' checkpoint to ``path`` atomically (temporary file, then replace)."""
     from mlthreat.detect.errors import DetectError
 
     path = Path(path)
-    text = json.dumps(checkpoint_detectors(detectors, suppression),
+    text = json.dumps(checkpoint_detectors(detectors, suppression, follow),
                       default=_json_default) + "\n"
     tmp = None
     try:

@@ -7,6 +7,11 @@ lines is parsed by :class:`~mlthreat.detect.readers.LogReader` (through a tempor
 so bad lines are quarantined and counted exactly as in a plain run.
 
 Only JSONL can be followed: CSV and Parquet are not appended to line by line.
+
+A run with a state file keeps where it stopped (:func:`position`, saved with the detector state)
+and a restarted one goes on from there (:func:`resume_offset`): the lines it has already judged
+are not fed to the detectors a second time (which counted each old query twice and raised
+alerts on the doubled history).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from mlthreat.errors import UsageError
 if TYPE_CHECKING:
     from mlthreat.detect.batch import EventBatch
 
-__all__ = ["FollowStats", "check_followable", "follow"]
+__all__ = ["FollowStats", "check_followable", "follow", "position", "resume_offset"]
 
 _NOT_JSONL = {".csv": "CSV", ".parquet": "Parquet", ".pq": "Parquet", ".gz": "gzip"}
 
@@ -58,6 +63,7 @@ class FollowStats:
         self.blank = 0
         self.events = 0
         self.skipped: Counter[str] = Counter()
+        self.offset = 0  # byte offset past the last complete line fed to the detectors
 
     @property
     def skipped_total(self) -> int:
@@ -93,6 +99,7 @@ def follow(path: str | Path, *, offset: int = 0, mapping: Any = None, batch_size
     if poll_interval <= 0:
         raise UsageError(f"--poll-interval must be > 0, got {poll_interval}")
     stats = stats if stats is not None else FollowStats(str(path))
+    stats.offset = offset
     deadline = None if max_seconds is None else clock() + max_seconds
     with tempfile.TemporaryDirectory(prefix="mlthreat-follow-") as tmp:
         chunk_path = Path(tmp) / "chunk.jsonl"
@@ -104,6 +111,7 @@ def follow(path: str | Path, *, offset: int = 0, mapping: Any = None, batch_size
                                    quarantine=quarantine)
                 yield from reader
                 stats.add(reader.stats)
+                stats.offset = offset
                 continue  # more may have arrived meanwhile: read again before sleeping
             # nothing new: wait, in short slices so that a stop request is seen promptly
             wake = clock() + poll_interval
@@ -138,3 +146,33 @@ def _complete_lines(path: Path, offset: int) -> tuple[bytes, int]:
     if end < 0:
         return b"", offset  # only a partial line so far: wait for its newline
     return data[:end + 1], offset + end + 1
+
+
+def position(path: str | Path, offset: int) -> dict[str, Any] | None:
+    """Where following ``path`` stopped, for a state file: the resolved path, the byte
+    ``offset`` past the last line read, and the file's identity (device and inode), so that a
+    log rotated to a new file is read from its start. None when the file is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return {"path": str(Path(path).resolve()), "offset": int(offset),
+            "device": int(st.st_dev), "inode": int(st.st_ino)}
+
+
+def resume_offset(path: str | Path, saved: Any) -> int:
+    """The byte offset to go on following ``path`` from: the saved :func:`position`'s when it
+    is of this same file (path, device and inode) and the file is at least that long, else 0
+    (the start of a new, rotated or truncated file)."""
+    if not isinstance(saved, dict):
+        return 0
+    offset = saved.get("offset")
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        return 0
+    now = position(path, offset)
+    if now is None or any(saved.get(k) != now[k] for k in ("path", "device", "inode")):
+        return 0
+    try:
+        return offset if os.path.getsize(path) >= offset else 0
+    except OSError:
+        return 0

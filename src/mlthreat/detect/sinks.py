@@ -1,7 +1,9 @@
 """Where rendered alerts go: a JSONL file, stdout, syslog, or an HTTP collector.
 
 A file is replaced by each run unless appended to, and then only with alerts of the format it
-already holds (:class:`FileSink`, :func:`existing_format`).
+already holds (:class:`FileSink`, :func:`existing_format`). A run that resumes (a stream from
+its checkpoint, a run from its state file) always appends: its file holds the alerts the run
+delivered before it stopped, and replacing it would lose them.
 
 Every sink has ``send(record, *, time=None)`` for one rendered alert (a JSON-ready dict from
 :func:`mlthreat.detect.alerts.render`; ``time`` is the alert's epoch seconds) and ``close()``;
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HEC_TOKEN_ENV", "FileSink", "HecSink", "Sink", "StdoutSink", "SyslogSink", "deliver",
-    "existing_format", "open_sink",
+    "existing_format", "is_file", "open_sink",
 ]
 
 HEC_TOKEN_ENV = "MLTHREAT_HEC_TOKEN"
@@ -58,29 +60,34 @@ class Sink(Protocol):
 class FileSink:
     """Write one JSON line per alert to ``path`` (created with its directory if missing).
 
-    The file is replaced when the sink opens, unless ``append``: then the alerts go after the
-    ones already there, which must be in the same format ``fmt`` (judged by the file's first
-    line, see :func:`existing_format`), so that one file never mixes formats.
+    The file is replaced when the sink opens, unless ``append`` or ``resuming``: then the
+    alerts go after the ones already there, which must be in the same format ``fmt`` (judged by
+    the file's first line, see :func:`existing_format`), so that one file never mixes formats.
+    ``resuming`` names what the run resumes from (``"checkpoint DIR"``, ``"state FILE"``): a
+    resumed run's file holds the alerts it delivered before, so it is never replaced.
 
     Raises
     ------
     DetectError
-        One line naming the file: it cannot be opened, or (with ``append``) it holds alerts
-        in another format or something that is not mlthreat alerts.
+        One line naming the file: it cannot be opened, or (appending) it holds alerts in
+        another format or something that is not mlthreat alerts.
     """
 
-    def __init__(self, path: str | Path, *, append: bool = False, fmt: str = "jsonl") -> None:
+    def __init__(self, path: str | Path, *, append: bool = False, fmt: str = "jsonl",
+                 resuming: str | None = None) -> None:
         self.path = Path(path)
-        self.append = append
+        self.append = append or resuming is not None
         self.fmt = fmt
-        if append:
+        if self.append:
             held = existing_format(self.path)
             if held not in (None, fmt):
+                why = f", added to on resuming from {resuming}" if resuming else ""
                 raise DetectError(f"cannot append {fmt} alerts to {self.path}: it holds {held} "
-                                  f"alerts (use --format {held} or another file)")
+                                  f"alerts{why} (use --format {held} or another file)")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh: IO[str] | None = self.path.open("a" if append else "w", encoding="utf-8")
+            self._fh: IO[str] | None = self.path.open("a" if self.append else "w",
+                                                      encoding="utf-8")
         except OSError as exc:
             raise DetectError(f"cannot write alerts to {self.path}: {exc.strerror or exc}"
                               ) from None
@@ -248,10 +255,17 @@ class HecSink:
         pass
 
 
-def open_sink(destination: str, *, append: bool = False, fmt: str = "jsonl") -> Sink:
+def is_file(destination: str) -> bool:
+    """Whether a command-line alert destination is a file (not stdout, syslog or HTTP)."""
+    return destination not in ("-", "stdout") and \
+        urlsplit(destination).scheme not in ("syslog", "http", "https")
+
+
+def open_sink(destination: str, *, append: bool = False, fmt: str = "jsonl",
+              resuming: str | None = None) -> Sink:
     """A sink for a command-line destination: ``-`` or ``stdout``, ``syslog://HOST[:PORT]``,
-    ``http(s)://…`` (HEC), or a file path (replaced, unless ``append``: see
-    :class:`FileSink`).
+    ``http(s)://…`` (HEC), or a file path (replaced, unless ``append`` or ``resuming``: see
+    :class:`FileSink`; other destinations ignore ``resuming``).
 
     Raises
     ------
@@ -261,9 +275,7 @@ def open_sink(destination: str, *, append: bool = False, fmt: str = "jsonl") -> 
         From :class:`FileSink`.
     """
     parts = urlsplit(destination)
-    file = destination not in ("-", "stdout") and parts.scheme not in ("syslog", "http",
-                                                                        "https")
-    if append and not file:
+    if append and not is_file(destination):
         from mlthreat.errors import UsageError
 
         raise UsageError(f"--append applies to an alert file, not {destination}")
@@ -273,7 +285,7 @@ def open_sink(destination: str, *, append: bool = False, fmt: str = "jsonl") -> 
         return SyslogSink(parts.hostname or "127.0.0.1", parts.port or 514)
     if parts.scheme in ("http", "https"):
         return HecSink(destination)
-    return FileSink(destination, append=append, fmt=fmt)
+    return FileSink(destination, append=append, fmt=fmt, resuming=resuming)
 
 
 def deliver(alerts: Iterable[Alert], sink: Sink, fmt: str = "jsonl") -> int:

@@ -53,8 +53,8 @@ if TYPE_CHECKING:
     from mlthreat.detect.detectors.base import Detector
     from mlthreat.kb.model import KnowledgeBase
 
-__all__ = ["SparkRun", "check_logs", "detect", "events", "get_session", "match", "run",
-           "stream"]
+__all__ = ["SparkRun", "check_logs", "detect", "events", "get_session", "match", "resumes",
+           "run", "stream"]
 
 # a position is file index << 40 | line number: a trillion lines per file, a million files
 _LINE_BITS = 40
@@ -541,6 +541,15 @@ def _local_path(uri: str) -> str:
     return unquote(parsed.path) if parsed.scheme in ("file", "") else uri
 
 
+_META = ("mlthreat", "mlthreat-meta.json")  # under the checkpoint: written after each batch
+
+
+def resumes(checkpoint: str | Path) -> bool:
+    """Whether a stream started with ``checkpoint`` resumes an earlier one: a micro-batch of
+    it has completed, so its detector state (and the alerts it delivered) are carried on."""
+    return Path(checkpoint).joinpath(*_META).is_file()
+
+
 class _StreamState:
     """What a stream carries between micro-batches, kept as files under ``checkpoint``:
     ``meta.json`` (next file index, resolved calibration, open suppression windows),
@@ -550,7 +559,7 @@ class _StreamState:
     def __init__(self, spark: SparkSession, root: Path, driver: _Driver) -> None:
         self.spark, self.root, self.driver = spark, root, driver
         root.mkdir(parents=True, exist_ok=True)
-        self.meta_path = root / "mlthreat-meta.json"
+        self.meta_path = root / _META[1]
         self.meta: dict[str, Any] = {"files": 0, "spec": None, "suppression": {}, "batch": -1}
         if self.meta_path.exists():
             self.meta = json.loads(self.meta_path.read_text("utf-8"))
@@ -641,7 +650,7 @@ def stream(folder: str | Path, detectors: list[Detector], kb: KnowledgeBase, *,
                      suppression_window=suppression_window, include_inputs=include_inputs,
                      on_alert=on_alert, per_detector=False)
     root = Path(checkpoint)
-    carried = _StreamState(spark, root / "mlthreat", driver)
+    carried = _StreamState(spark, root / _META[0], driver)
     failure: list[BaseException] = []
 
     def each(batch: DataFrame, batch_id: int) -> None:
