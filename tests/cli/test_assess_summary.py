@@ -114,3 +114,20 @@ def test_progress_says_run_k_of_n(monkeypatch):
         assert progress._bar.tasks[-1].description == "run 7 of 20 demo-mlp membership-lira"
         progress.run_started("[red]x", "y", "AML.T0024.000", 10)  # no place: no "run k of N"
         assert progress._bar.tasks[-1].description == "\\[red]x y"
+
+
+def test_behind_a_mitigation_the_hint_is_another_one(monkeypatch, embedded):
+    """After `--mitigation round:2`, suggesting round:2 again would send the user in a circle."""
+    doc = _report()
+    doc["mitigation"] = "round:2"
+    out = io.StringIO()
+    monkeypatch.setattr(cli_assess, "console",
+                        lambda: Console(file=out, width=400, highlight=False,
+                                        color_system=None))
+    cli_assess._print_summary(doc, {"json": Path("r/report.json")}, embedded)
+    text = out.getvalue()
+    assert "--mitigation round:2 -o" not in text
+    hint = re.search(r"To verify another mitigation of what succeeded \((AML\.M\d{4})[^)]*\):"
+                     r"\n(mlthreat assess .*)\n", text)
+    assert hint is not None, text
+    assert "--mitigation " in hint.group(2)

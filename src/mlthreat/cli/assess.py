@@ -438,13 +438,16 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], kb: Any) -> N
                       f"{escape(f['reason'])}", highlight=False)
             if f.get("next_step"):
                 con.print(f"  Next step: {escape(f['next_step'])}", highlight=False)
-    verifiable = [m for m in ranked_mitigations(report, kb) if m["verify"]]
-    if verifiable:
-        m = verifiable[0]
-        con.print(f"To verify a mitigation of what succeeded ({m['id']} {escape(m['name'])}; "
-                  "report.html ranks them all):", highlight=False)
+    # the first verifiable mitigation this report did not already run behind
+    untried = [(m, v) for m in ranked_mitigations(report, kb) for v in m["verify"]
+               if v["mitigation"] != report["mitigation"]]
+    if untried:
+        m, v = untried[0]
+        other = " another" if report["mitigation"] else " a"
+        con.print(f"To verify{other} mitigation of what succeeded ({m['id']} "
+                  f"{escape(m['name'])}; report.html ranks them all):", highlight=False)
         # one line however long, so that it copies whole
-        con.print(escape(m["verify"][0]["command"]), highlight=False, soft_wrap=True)
+        con.print(escape(v["command"]), highlight=False, soft_wrap=True)
     if report["interrupted"]:
         con.print("[yellow]Interrupted: the report holds the runs that finished.[/yellow]")
     con.print("Report: " + ", ".join(escape(str(p)) for p in paths.values()))
