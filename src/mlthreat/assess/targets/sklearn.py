@@ -110,13 +110,22 @@ def load(path: str, *, trust_pickle: bool = False, clip_values: tuple[Any, Any] 
     if head.startswith(b"PK"):
         import skops.io as sio
 
-        from mlthreat.assess.targets._skops_trust import callable_names, decide
+        from mlthreat.assess.targets._skops_trust import (
+            SchemaError,
+            decide,
+            name_uses,
+            read_schema,
+        )
 
+        try:
+            uses = name_uses(read_schema(p))
+        except SchemaError as exc:
+            raise TargetError(f"{p}: not a skops file ({exc})") from None
         try:
             untrusted = sio.get_untrusted_types(file=p)
         except Exception as exc:  # skops raises many kinds on a corrupt archive
             raise TargetError(f"{p}: not a skops file ({type(exc).__name__}: {exc})") from None
-        decision = decide(untrusted, callable_names(p), trust_types)
+        decision = decide(untrusted, uses, trust_types)
         if decision.refused:
             name, why = next(iter(decision.refused.items()))
             raise TargetError(f"{p}: untrusted type {name} ({why})"
