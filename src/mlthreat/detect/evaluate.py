@@ -93,9 +93,16 @@ def evaluate(batches: Iterable[EventBatch], detectors: list[Detector], kb: Knowl
 def benign_events(x: np.ndarray, *, n_clients: int = 1000, queries: int = 150,
                   popular: int = 50, popular_share: float = 0.2, retry_rate: float = 0.05,
                   model_id: str = "model", seed: int = 0, start: float = 1.7e9,
-                  rate: float = 0.5) -> list[dict[str, Any]]:
-    """Benign traffic as QueryEvent dicts (no model answers: ``label`` is the row's position
-    in ``x`` modulo 10, unused by input-only detectors; pass through a target for real ones).
+                  rate: float = 0.5, labels: Any = None) -> list[dict[str, Any]]:
+    """Benign traffic as QueryEvent dicts.
+
+    ``labels`` are the served model's answers, one per row of ``x`` (``model.predict(x)``);
+    each event carries its row's as ``output.label``. Without them ``label`` is a placeholder,
+    the row's position in ``x`` modulo 10: fine for input-only detectors (blacklight, knn, ood,
+    volume, repeat), wrong for PRADA, which keeps its growing sets per predicted class. On the
+    digits demo's 450 non-members, 1,000 clients of 150 queries, seed 0, PRADA at its default
+    ``delta`` flags 22 clients with placeholder labels and none with the demo MLP's answers
+    (``tests/detect/test_prada_ood_volume.py``, ``benchmarks/README.md``).
 
     How rows are drawn, per client: ``queries`` requests; each is, with probability
     ``popular_share``, one of ``popular`` rows shared by every client (popular inputs, exact
@@ -106,6 +113,11 @@ def benign_events(x: np.ndarray, *, n_clients: int = 1000, queries: int = 150,
     """
     import numpy as np
 
+    answers = None if labels is None else np.asarray(labels).tolist()
+    if answers is not None and len(answers) != len(x):
+        from mlthreat.errors import UsageError
+
+        raise UsageError(f"benign_events: {len(answers)} labels for {len(x)} rows of x")
     rng = np.random.default_rng(seed)
     pool = rng.choice(len(x), size=min(popular, len(x)), replace=False)
     events: list[tuple[float, dict[str, Any]]] = []
@@ -125,6 +137,7 @@ def benign_events(x: np.ndarray, *, n_clients: int = 1000, queries: int = 150,
             events.append((t, {"ts": round(t, 3), "client_id": f"benign-{c:04d}",
                                "model_id": model_id,
                                "input": [round(float(v), 6) for v in x[row]],
-                               "output": {"label": int(row % 10)}, "truth": "benign"}))
+                               "output": {"label": int(row % 10) if answers is None
+                                          else answers[row]}, "truth": "benign"}))
     events.sort(key=lambda item: item[0])
     return [e for _, e in events]
