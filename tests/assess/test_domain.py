@@ -63,6 +63,22 @@ def test_spec_overrides_by_name_and_index(tmp_path):
     ("one_hot:\n  - [red]\n", r"one_hot\[0\]: a one-hot group lists two or more columns"),
     ("colours: []\n", r"a feature spec is a mapping with 'features' and/or 'one_hot'"),
     ("features: [\n", r"not YAML or JSON"),
+    # hostile or careless specs found by fuzzing the CLI: each once broke a run or passed
+    ("features:\n  - {name: age, min: .nan, max: 1}\n", r"features\[0\]: min and max must be "
+                                                         r"finite, got nan"),
+    ("features:\n  - {name: age, min: -.inf, max: .inf}\n", r"must be finite, got -inf"),
+    ("features:\n  - {name: age, min: true, max: 3}\n", r"must be numbers, got True"),
+    ("features:\n  - {name: age, min: '1', max: 3}\n", r"must be numbers, got '1'"),
+    ("features: 5\n", r"features: expected a list, got int"),
+    ("one_hot: {red: 1}\n", r"one_hot: expected a list, got dict"),
+    ("features:\n  - {name: age, index: 1}\n", r"features\[0\]: give name or index, not both"),
+    ("features:\n  - {name: age}\n  - {index: 0, kind: integer}\n",
+     r"features\[1\]: column 0 is already declared in features\[0\]"),
+    ("one_hot:\n  - [red, red]\n", r"one_hot\[0\]: a column is listed twice in the group"),
+    ("one_hot:\n  - [red, green]\n  - [green, blue]\n",
+     r"one_hot\[1\]: column 4 is already in one_hot\[0\]"),
+    ("features: !!python/object/apply:os.system ['echo hi']\n",
+     r"not YAML or JSON: could not determine a constructor for the tag"),
 ])
 def test_bad_spec_is_one_line_naming_file_and_entry(tmp_path, text, message):
     x = _table(np.random.default_rng(3))
@@ -103,3 +119,17 @@ def test_one_row_is_both_pool_and_evaluation(tmp_path):
     data = load_data(path, label_column="label")
     assert (len(data.x_pool), len(data.x_eval)) == (1, 1)
     assert data.y_pool.tolist() == [1]
+
+
+def test_spec_with_a_bom_and_an_oversized_spec(tmp_path, monkeypatch):
+    import mlthreat.assess.domain as domain_module
+
+    x = _table(np.random.default_rng(4))
+    spec = tmp_path / "bom.yaml"
+    spec.write_text("features:\n  - {name: age, kind: integer, min: 0, max: 120}\n",
+                    encoding="utf-8-sig")
+    domain = read_feature_spec(spec, infer_domain(x), ["age"] + [f"c{i}" for i in range(6)])
+    assert (domain.low[0], domain.high[0], domain.kinds[0]) == (0.0, 120.0, "integer")
+    monkeypatch.setattr(domain_module, "MAX_SPEC_BYTES", 10)
+    with pytest.raises(DataError, match=r"bom\.yaml: feature spec of \d+ bytes, over the"):
+        read_feature_spec(spec, infer_domain(x), ["age"])

@@ -29,6 +29,7 @@ Columns not listed keep what was inferred from the data.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["KINDS", "FeatureDomain", "infer_domain", "read_feature_spec"]
 
 KINDS = ("continuous", "integer", "binary", "constant")
+MAX_SPEC_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -148,22 +150,30 @@ def read_feature_spec(path: str | Path, base: FeatureDomain,
     Raises
     ------
     DataError
-        For a missing or unreadable file, an unknown key or kind, a column that does not exist,
-        ``min`` not below ``max``, or a one-hot group of fewer than two columns; the message
-        names the file and the entry.
+        For a missing, unreadable or oversized file, an unknown key or kind, ``features`` or
+        ``one_hot`` that is not a list, a column that does not exist or is declared twice,
+        ``min``/``max`` that are not finite numbers or ``min`` not below ``max``, a one-hot
+        group of fewer than two distinct columns, or one sharing a column with another group
+        of the spec; the message names the file and the entry.
     """
     import numpy as np
     import yaml
 
     p = Path(path)
     try:
-        spec = yaml.safe_load(p.read_text("utf-8"))
+        if p.stat().st_size > MAX_SPEC_BYTES:
+            raise DataError(f"{p}: feature spec of {p.stat().st_size} bytes, over the "
+                            f"{MAX_SPEC_BYTES // 2**20} MiB a spec of column declarations needs")
+        spec = yaml.safe_load(p.read_text("utf-8-sig"))
     except OSError as exc:
         raise DataError(f"{p}: cannot read feature spec: {exc.strerror or exc}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise DataError(f"{p}: not YAML or JSON: {str(exc).splitlines()[0]}") from None
     if not isinstance(spec, dict) or set(spec) - {"features", "one_hot"}:
         raise DataError(f"{p}: a feature spec is a mapping with 'features' and/or 'one_hot'")
+    for key in ("features", "one_hot"):
+        if spec.get(key) is not None and not isinstance(spec[key], list):
+            raise DataError(f"{p}: {key}: expected a list, got {type(spec[key]).__name__}")
     names = {n: i for i, n in enumerate(feature_names or [])}
     d = base.n_features
 
@@ -179,29 +189,48 @@ def read_feature_spec(path: str | Path, base: FeatureDomain,
         raise DataError(f"{p}: {where}: no column named {ref!r}"
                         + ("" if names else " (the data has no header: use index)"))
 
+    def bound(value: Any, where: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DataError(f"{p}: {where}: min and max must be numbers, got {value!r}")
+        if not math.isfinite(value):
+            raise DataError(f"{p}: {where}: min and max must be finite, got {value!r}")
+        return float(value)
+
     low, high, kinds = base.low.copy(), base.high.copy(), list(base.kinds)
+    declared: dict[int, str] = {}
     for k, entry in enumerate(spec.get("features") or []):
         where = f"features[{k}]"
         if not isinstance(entry, dict) or set(entry) - {"name", "index", "kind", "min", "max"}:
             raise DataError(f"{p}: {where}: expected keys name or index, kind, min, max")
+        if "name" in entry and "index" in entry:
+            raise DataError(f"{p}: {where}: give name or index, not both")
         j = column(entry.get("index", entry.get("name")), where)
+        if j in declared:
+            raise DataError(f"{p}: {where}: column {j} is already declared in {declared[j]}")
+        declared[j] = where
         kind = entry.get("kind", kinds[j])
         if kind not in KINDS:
             raise DataError(f"{p}: {where}: kind {kind!r}, expected one of {', '.join(KINDS)}")
-        try:
-            lo = float(entry.get("min", 0.0 if kind == "binary" else low[j]))
-            hi = float(entry.get("max", 1.0 if kind == "binary" else high[j]))
-        except (TypeError, ValueError):
-            raise DataError(f"{p}: {where}: min and max must be numbers") from None
+        lo = bound(entry["min"], where) if "min" in entry else \
+            (0.0 if kind == "binary" else float(low[j]))
+        hi = bound(entry["max"], where) if "max" in entry else \
+            (1.0 if kind == "binary" else float(high[j]))
         if lo > hi or (lo == hi and kind != "constant"):
             raise DataError(f"{p}: {where}: min {lo:g} must be below max {hi:g}")
         low[j], high[j], kinds[j] = lo, hi, kind
     groups = list(base.one_hot)
+    grouped: dict[int, str] = {}
     for k, group in enumerate(spec.get("one_hot") or []):
         where = f"one_hot[{k}]"
         if not isinstance(group, list) or len(group) < 2:
             raise DataError(f"{p}: {where}: a one-hot group lists two or more columns")
         cols = tuple(column(c, where) for c in group)
+        if len(set(cols)) != len(cols):
+            raise DataError(f"{p}: {where}: a column is listed twice in the group")
+        for c in cols:
+            if c in grouped:
+                raise DataError(f"{p}: {where}: column {c} is already in {grouped[c]}")
+            grouped[c] = where
         groups = [g for g in groups if not set(g) & set(cols)] + [cols]
         for c in cols:
             low[c], high[c], kinds[c] = 0.0, 1.0, "binary"
