@@ -73,3 +73,40 @@ def test_pickled_npy_is_refused_and_members_need_both(tmp_path, iris):
     folder = iris[0]
     with pytest.raises(DataError, match="both --members and --non-members"):
         load_data(folder / "rows.csv", label_column="label", members=folder / "rows.csv")
+
+
+@pytest.mark.parametrize("name, build, label, message", [
+    ("inf.csv", lambda p: p.write_text("a,b,label\n0.1,0.2,0\n0.3,inf,1\n"), "label",
+     r"inf\.csv: infinite \(or beyond float32\) value at data row 2, column 'b'$"),
+    ("big.csv", lambda p: p.write_text("a,b,label\n1e300,0.2,0\n"), "label",
+     r"big\.csv: infinite \(or beyond float32\) value at data row 1, column 'a'$"),
+    ("nanlabel.csv", lambda p: p.write_text("a,b,label\n0.1,0.2,0\n0.3,0.4,\n"), "label",
+     r"nanlabel\.csv: missing label \(first at data row 2\)$"),
+    ("nan.npy", lambda p: np.save(p, np.array([[0.1, 0.0], [np.nan, 1.0]])), "1",
+     r"nan\.npy: missing value at data row 2, column 0$"),
+    ("inf.npy", lambda p: np.save(p, np.array([[0.1, -np.inf, 0.0]])), None,
+     r"inf\.npy: infinite \(or beyond float32\) value at data row 1, column 1$"),
+    ("nanlabel.npy", lambda p: np.save(p, np.array([[0.1, 0.0], [0.2, np.nan]])), "1",
+     r"nanlabel\.npy: missing label \(first at data row 2\)$"),
+    ("col.npy", lambda p: np.save(p, np.zeros((2, 3))), "3",
+     r"col\.npy: --label-column 3 does not exist \(the array has 3 columns\)$"),
+    ("nanlabel.parquet", lambda p: pd.DataFrame({"a": [0.1, 0.2], "label": ["x", None]}
+                                                ).to_parquet(p), "label",
+     r"nanlabel\.parquet: missing label \(first at data row 2\)$"),
+])
+def test_non_finite_values_and_missing_labels_are_input_errors(tmp_path, name, build, label,
+                                                                message):
+    # each once reached the attacks and ended every run in an error (OverflowError from ART,
+    # "Input X contains infinity", or labels {0, 1, nan} that match no class)
+    path = tmp_path / name
+    build(path)
+    with pytest.raises(DataError, match=message):
+        read_table(path, label)
+
+
+def test_a_bom_csv_keeps_its_first_column_name(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_text("label,a,b\n1,0.5,0.25\n0,0.75,1\n", encoding="utf-8-sig")
+    x, y, names = read_table(path, "label")
+    assert names == ["a", "b"] and y.tolist() == [1, 0]
+    assert x.tolist() == [[0.5, 0.25], [0.75, 1.0]]

@@ -14,6 +14,7 @@ Arrays are float32 [n, *input_shape]; labels int64 [n] (float for a regressor).
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -131,14 +132,23 @@ def read_table(path: str | Path, label_column: str | None,
             if arr.ndim != 2:
                 raise DataError(f"{path}: expected a 2-D array, got shape {arr.shape}")
             if label_column is None:
-                return arr.astype("float32"), None, None
+                with np.errstate(over="ignore"):
+                    features = arr.astype("float32")
+                _check_values(path, features, None, None)
+                return features, None, None
             try:
                 col = int(label_column)
             except ValueError:
                 raise DataError(f"{path}: --label-column must be a column index for NPY "
                                 "files") from None
+            if not -arr.shape[1] <= col < arr.shape[1]:
+                raise DataError(f"{path}: --label-column {col} does not exist (the array has "
+                                f"{arr.shape[1]} columns)")
             labels = arr[:, col]
-            return np.delete(arr, col, axis=1).astype("float32"), labels, None
+            with np.errstate(over="ignore"):
+                features = np.delete(arr, col, axis=1).astype("float32")
+            _check_values(path, features, labels, None)
+            return features, labels, None
         import pandas as pd
 
         if suffix == ".parquet":
@@ -166,7 +176,31 @@ def read_table(path: str | Path, label_column: str | None,
     if frame.isna().to_numpy().any():
         row = int(np.where(frame.isna().to_numpy().any(axis=1))[0][0])
         raise DataError(f"{path}: missing values (first at data row {row + 1})")
-    return frame.to_numpy(dtype="float32"), labels, [str(c) for c in frame.columns]
+    names = [str(c) for c in frame.columns]
+    with warnings.catch_warnings():  # a value beyond float32 becomes inf, refused below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        features = frame.to_numpy(dtype="float32")
+    _check_values(path, features, labels, names)
+    return features, labels, names
+
+
+def _check_values(path: Path, x: Any, labels: Any, names: list[str] | None) -> None:
+    """Refuse features that are NaN or infinite (or overflow float32) and labels that are
+    missing, naming the first data row (1-based, the header not counted) and column."""
+    import numpy as np
+    import pandas as pd
+
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row, col = (int(i[0]) for i in np.nonzero(bad))
+        what = "missing" if np.isnan(x[row, col]) else "infinite (or beyond float32)"
+        column = repr(names[col]) if names else str(col)
+        raise DataError(f"{path}: {what} value at data row {row + 1}, column {column}")
+    if labels is not None and len(labels):
+        missing = pd.isna(np.asarray(labels, dtype=object))
+        if missing.any():
+            raise DataError(f"{path}: missing label (first at data row "
+                            f"{int(np.nonzero(missing)[0][0]) + 1})")
 
 
 def load_data(
