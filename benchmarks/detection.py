@@ -37,6 +37,14 @@ the table has one row per family.
 
 Calibration: every detector in ``DETECTORS`` is calibrated with ``target_fpr`` 0.001 on a
 separate benign sample (other client ids, seed + 1), then scored with ``evaluate``.
+
+PRADA side by side (lines with a ``"prada"`` key): PRADA keeps its growing sets per predicted
+class, so the labels in the log are part of what it measures. In the same run it is scored at
+its default ``delta`` and at the calibrated one on the mixed log (TPR per family and benign
+FPR), and on the same 1,000 benign clients as ``benign_events`` returns them, unanswered (the
+same rows and times, ``label`` the generator's placeholder, row position modulo 10): at the
+default ``delta``, at the table's calibrated one, and calibrated on placeholder-labelled
+traffic (seed + 1). Each line is a fresh detector.
 """
 
 from __future__ import annotations
@@ -212,6 +220,60 @@ class Recording:
         return out
 
 
+def placeholder_benign(x: np.ndarray, n_clients: int, seed: int, start: float
+                       ) -> list[dict[str, Any]]:
+    """The same benign clients as :func:`benign` (same rows, order and times: one call of
+    ``benign_events`` with the same seed), left unanswered: ``label`` is the generator's
+    placeholder (the row's position modulo 10), not what the MLP says."""
+    from mlthreat.detect.evaluate import benign_events
+
+    return benign_events(x, n_clients=n_clients, model_id="demo-mlp", seed=seed, start=start)
+
+
+def prada_side_by_side(calibration: dict[str, Any], x: np.ndarray, n_clients: int, seed: int,
+                       start: float, mixed: list[Any], kb: Any, out: Path
+                       ) -> list[dict[str, Any]]:
+    """PRADA on the table's benign traffic and on the same clients unanswered, at the default
+    ``delta`` and calibrated, with TPR on the mixed log at both ``delta``s.
+
+    PRADA keeps a growing set per predicted class, so the label each event carries is part of
+    its input: the unanswered rows carry ``benign_events``' placeholder label."""
+    from mlthreat.detect.detectors.prada import PradaDetector
+    from mlthreat.detect.evaluate import evaluate
+    from mlthreat.detect.readers import read_events
+
+    def line(traffic: str, det: Any, s: Any) -> dict[str, Any]:
+        return {"prada": traffic, "delta": round(float(det.params["delta"]), 4),
+                "truth": s.truth, "clients": s.clients, "flagged": s.flagged,
+                "rate": round(s.rate, 4), "ci95": [round(s.ci95[0], 4), round(s.ci95[1], 4)],
+                "median_queries": s.median_queries}
+
+    def fresh(cal: dict[str, Any] | None) -> Any:  # no client state carried between logs
+        det = PradaDetector()
+        if cal is not None:
+            det.load_calibration(cal)
+        return det
+
+    rows = []
+    # None: the default delta; calibration: the table's (benign answered, seed + 1)
+    for cal in (None, calibration):
+        det = fresh(cal)
+        for s in evaluate(iter(mixed), [det], kb):
+            rows.append(line("answered by the MLP (the table's traffic)", det, s))
+    write(placeholder_benign(x, n_clients, seed, start), out / "benign-placeholder.jsonl")
+    write(placeholder_benign(x, n_clients, seed + 1, start), out / "calib-placeholder.jsonl")
+    placeholder_cal = PradaDetector().calibrate(read_events(out / "calib-placeholder.jsonl"),
+                                                0.001)
+    for cal in (None, calibration, placeholder_cal):
+        det = fresh(cal)
+        traffic = "benign_events as returned (placeholder labels)"
+        if cal is placeholder_cal:
+            traffic += ", calibrated on placeholder labels (seed + 1)"
+        for s in evaluate(read_events(out / "benign-placeholder.jsonl"), [det], kb):
+            rows.append(line(traffic, det, s))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--benign-clients", type=int, default=1000)
@@ -316,6 +378,13 @@ def main() -> None:
                           "caught_by_any": len(caught),
                           "worst_queries": max(caught) if caught else None,
                           "met": met, "by_detector": by_det}))
+    if "prada" in names:
+        t = time.perf_counter()
+        (prada,) = (d for d in detectors if d.name == "prada")
+        for row in prada_side_by_side(prada.calibration(), x_non, args.benign_clients,
+                                      args.seed, start, batches, kb, out):
+            print(json.dumps(row))
+        print(f"prada side by side in {time.perf_counter() - t:.1f} s", file=sys.stderr)
     print(json.dumps({"seconds_total": round(time.perf_counter() - t0, 1),
                       "seconds_logs": round(t_logs, 1), "seconds_evaluate": round(t_eval, 1),
                       "load_average": [round(v, 2) for v in os.getloadavg()]}))
