@@ -144,3 +144,59 @@ def test_label_codes_against_class_names(iris):
     with pytest.raises(TargetError, match=r"the data's labels \{'cat', 'dog'\} do not match "
                                           r"the model's classes \{0, 1, 2\}"):
         coded.class_index(np.array(["cat", "dog"]))
+
+
+# -- hostile or inconsistent endpoints (each answer once broke a run or misled the user) --------
+def test_an_endpoint_switching_from_scores_to_labels_is_an_error_not_a_silent_switch():
+    calls = []
+
+    def respond(payload, headers):
+        calls.append(1)
+        n = len(payload["instances"])
+        return {"predictions": [[0.3, 0.7]] * n if len(calls) == 1 else [1] * n}
+
+    x = np.zeros((3, 2), dtype="float32")
+    with ModelServer(respond) as server:
+        target = load_target(server.url, n_features=2)
+        assert target.predict(x).tolist() == [[0.3, 0.7]] * 3
+        with pytest.raises(TargetError, match=r"answered labels after answering scores earlier "
+                                              r"in the assessment; an endpoint must answer one "
+                                              r"way$"):
+            target.predict(x)
+    assert target.output_kind == "scores"
+
+
+def test_all_zero_score_rows_keep_their_width_as_the_number_of_classes():
+    x = np.zeros((2, 2), dtype="float32")
+    with ModelServer(lambda p, h: {"predictions": [[0.0, 0.0, 0.0], [0.0, 0.2, 0.0]]}) as server:
+        target = load_target(server.url, n_features=2)
+        with pytest.warns(UserWarning, match="answers labels only"):
+            out = target.predict(x)
+    assert target.n_classes == 3 and out.tolist() == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+    assert "all zero and cannot be normalised" in target.notes[0]
+
+
+def test_label_objects_with_one_missing_name_the_prediction():
+    answer = {"predictions": [{"label": "a"}, {"score": 0.3}]}
+    with ModelServer(lambda p, h: answer) as server:
+        target = load_target(server.url, n_features=2, classes=["a", "b"])
+        with pytest.raises(TargetError, match=r"answered objects with a 'label' but prediction "
+                                              r"1 has none \(keys: score\)$"):
+            target.predict(np.zeros((2, 2), dtype="float32"))
+
+
+def test_json_nested_past_the_parser_is_a_target_error():
+    body = b'{"predictions": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with ModelServer(lambda p, h: body) as server:
+        target = load_target(server.url, n_features=2)
+        with pytest.raises(TargetError, match=r"answered JSON nested too deeply to read"):
+            target.predict(np.zeros((1, 2), dtype="float32"))
+
+
+def test_logits_at_the_float_limits_softmax_without_overflow_warnings():
+    answer = {"predictions": [[1e308, -1e308]]}
+    with ModelServer(lambda p, h: answer) as server:
+        target = load_target(server.url, n_features=2)
+        with np.errstate(all="raise"):
+            out = target.predict(np.zeros((1, 2), dtype="float32"))
+    assert out.tolist() == [[1.0, 0.0]]

@@ -98,7 +98,8 @@ def softmax(logits: Any) -> np.ndarray:
     import numpy as np
 
     z = np.asarray(logits, dtype="float64")
-    z = z - z.max(axis=1, keepdims=True)
+    with np.errstate(over="ignore"):  # 1e308 - (-1e308) is -inf, whose exp is the 0 we want
+        z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
 
@@ -243,6 +244,12 @@ class AnswerTarget(Target):
         if self._kind_given and kind != self.output_kind:
             raise TargetError(f"{self.description} answered {kind}, but output_kind="
                               f"{self.output_kind!r} was given")
+        if self._answered and kind != self.output_kind:
+            # the runs so far read its answers one way; switching would mix scores and
+            # one-hot labels in one run's measurements
+            raise TargetError(f"{self.description} answered {kind} after answering "
+                              f"{self.output_kind} earlier in the assessment; an endpoint must "
+                              "answer one way")
         if not self._answered and kind != self.output_kind:
             warnings.warn(f"{self.description} answers labels only: output_kind is 'labels' "
                           "(pass output_kind='labels' to say so up front)", stacklevel=4)
@@ -302,6 +309,8 @@ class AnswerTarget(Target):
                 if note is not None:
                     self.note(note)
                 if note is not None and note.endswith("read as labels"):
+                    if self._n_classes is None:  # the rows' width still says how many
+                        self._n_classes = arr.shape[1]
                     return self._labels_out(arr.argmax(axis=1), where)
             if self._n_classes is None:
                 self._n_classes = arr.shape[1]
@@ -336,6 +345,12 @@ class AnswerTarget(Target):
         for key in LABEL_KEYS:
             if all(key in r for r in raw):
                 return [r[key] for r in raw]
+        for key in LABEL_KEYS:
+            if any(key in r for r in raw):
+                row = next(i for i, r in enumerate(raw) if key not in r)
+                raise TargetError(f"{self.description} answered objects with a {key!r} but "
+                                  f"prediction {row} has none (keys: "
+                                  f"{', '.join(sorted(map(str, raw[row]))[:8]) or 'none'})")
         raise TargetError(f"{self.description} answered objects with keys "
                           f"{', '.join(sorted(raw[0])[:8])}, none a label "
                           f"({', '.join(LABEL_KEYS[:4])}…); set response_path to the "

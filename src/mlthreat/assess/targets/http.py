@@ -326,6 +326,9 @@ class HttpTarget(AnswerTarget):
         except ValueError:
             raise TargetError(f"{where} answered non-JSON ({ctype}): "
                               f"{self._snippet(raw)}") from None
+        except RecursionError:  # JSON nested deeper than Python's parser goes
+            raise TargetError(f"{where} answered JSON nested too deeply to read: "
+                              f"{self._snippet(raw)}") from None
 
     # -- protocol -------------------------------------------------------------------------------
     def _extract(self, answer: Any, n: int) -> Any:
