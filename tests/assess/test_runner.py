@@ -235,3 +235,37 @@ def test_few_rows_each_run_states_its_minimum(tmp_path):
             f"needs at least 2 pool rows (the surrogate learns from the answers to pool rows); "
             f"the data gives {pool}")
         assert findings["membership-lira"].status == "not-applicable"
+
+
+# -- --reference-target parity against artifacts that are not the same model ------------------
+@pytest.mark.parametrize("reference, expected", [
+    # string classes against integer ones: positions agree, classes do not (was rate 1.0)
+    ("strings", {"error": "the classes differ: {0, 1} against {'a', 'b'} in the reference"}),
+    # a regressor has no labels (was an internal AxisError)
+    ("regressor", {"error": "sklearn:reg is a regressor: label agreement needs two "
+                            "classifiers"}),
+    ("same", {"agree": 6, "rate": 1.0}),
+    # a model predicting the other class on every row
+    ("swapped", {"agree": 0, "rate": 0.0}),
+])
+def test_parity_compares_classes_not_column_positions(reference, expected):
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    from mlthreat.assess.data import AssessmentData
+    from mlthreat.assess.targets.sklearn import SklearnTarget
+
+    rng = np.random.default_rng(0)
+    x = rng.random((12, 3)).astype("float32")
+    y = (x[:, 0] > 0.5).astype(int)
+    model = LogisticRegression().fit(x, y)
+    refs = {"strings": LogisticRegression().fit(x, np.array(["a", "b"])[y]),
+            "regressor": LinearRegression().fit(x, x[:, 0]),
+            "same": model, "swapped": LogisticRegression().fit(x, 1 - y)}
+    target = SklearnTarget(model, model_id="m", description="sklearn:m")
+    ref = SklearnTarget(refs[reference], model_id="r",
+                        description="sklearn:reg" if reference == "regressor" else "sklearn:r")
+    data = AssessmentData(x_pool=x[:6], y_pool=y[:6], x_eval=x[6:], y_eval=y[6:],
+                          clip_values=(0.0, 1.0))
+    parity = Assessment([target], data, reference=ref)._parity(target)
+    assert {k: parity[k] for k in expected} == expected
+    assert parity["rows"] == 6

@@ -269,3 +269,17 @@ def test_list_never_cuts_an_atlas_id(width):
     ids = re.findall(r"AML\.T[\w.…]*", res.stdout)
     assert len(ids) >= 20  # two demo targets, ten runs each
     assert all(re.fullmatch(r"AML\.T\d{4}(\.\d{3})?", i) for i in ids), ids
+
+
+def test_an_http_reference_target_needs_confirmation_too(tmp_path, cancer):
+    folder, _model = cancer
+    with ModelServer(lambda payload, headers: {"predictions": [0] * len(payload["instances"])}
+                     ) as server:
+        res = run("--target", f"sklearn:{folder / 'model.skops'}", "--reference-target",
+                  server.url, "--n-features", "30", "--data", str(folder / "rows.csv"),
+                  "--label-column", "label", "--techniques", "extraction-equations",
+                  "-o", str(tmp_path / "out"))
+        assert res.returncode == 2
+        assert res.stderr.strip().endswith("querying an http(s) --reference-target needs "
+                                           "confirmation: pass --yes")
+        assert server.requests == []

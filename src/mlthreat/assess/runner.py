@@ -204,13 +204,26 @@ class Assessment:
         x = np.asarray(self.data.x_eval)
         out: dict[str, Any] = {"reference": self.reference.description or
                                self.reference.model_id, "rows": len(x)}
+        ref = self.reference
+        for t in (target, ref):
+            if t.task == "regression":
+                return {**out, "error": f"{t.description or t.model_id} is a regressor: "
+                                        "label agreement needs two classifiers"}
         try:
             with target.account(f"{target.model_id}-parity", "evaluation"):
-                mine = target.labels(x)
-            theirs = self.reference.labels(x)
+                mine = _class_values(target, target.labels(x))
+            theirs = _class_values(ref, ref.labels(x))
         except (TargetError, QueryBudgetExceeded) as exc:
             return {**out, "error": str(exc)}
-        agree = int((mine == theirs).sum())
+        except Exception as exc:  # the reference is the user's artifact; its crash is data
+            return {**out, "error": f"{type(exc).__name__}: {exc}"}
+        if isinstance(mine[0] if len(mine) else None, int) != \
+                isinstance(theirs[0] if len(theirs) else None, int) or \
+                (target.classes and ref.classes and
+                 {str(c) for c in target.classes} != {str(c) for c in ref.classes}):
+            return {**out, "error": f"the classes differ: {_classes_text(target)} against "
+                                    f"{_classes_text(ref)} in the reference"}
+        agree = sum(str(a) == str(b) for a, b in zip(mine, theirs, strict=True))
         low, high = clopper_pearson(agree, len(x))
         return {**out, "agree": agree, "rate": round(agree / max(len(x), 1), 6),
                 "ci95": [round(low, 4), round(high, 4)]}
@@ -368,3 +381,23 @@ def _plain(params: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def _class_values(target: Target, indices: Any) -> list[Any]:
+    """The predicted classes of ``target`` (its class values when it names them, else the
+    indices) for score-column ``indices`` [n], so two artifacts are compared by class, not by
+    column position."""
+    from mlthreat.assess.target import _plain
+
+    classes = list(target.classes or [])
+    if classes:
+        return [_plain(classes[int(i)]) for i in indices]
+    return [int(i) for i in indices]
+
+
+def _classes_text(target: Target) -> str:
+    from mlthreat.assess.target import _plain, _show
+
+    if target.classes:
+        return _show([_plain(c) for c in target.classes])
+    return f"{target.n_classes} unnamed classes"

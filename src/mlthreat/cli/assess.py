@@ -261,6 +261,13 @@ def assess(
             raise UsageError("attacking an http(s) endpoint needs confirmation: pass --yes")
         if not typer.confirm(f"Send attack traffic to {target}?", default=False):
             raise typer.Exit(2)
+    if reference_target is not None and reference_target.startswith(("http://", "https://")) \
+            and not yes:
+        if not sys.stdin.isatty():
+            raise UsageError("querying an http(s) --reference-target needs confirmation: pass "
+                             "--yes")
+        if not typer.confirm(f"Send the evaluation rows to {reference_target}?", default=False):
+            raise typer.Exit(2)
     out.mkdir(parents=True, exist_ok=True)
     queries_path = out / "queries.jsonl"
     queries_path.unlink(missing_ok=True)
