@@ -90,3 +90,21 @@ def test_yaml_is_read_safely(tmp_path):
     evil.write_text("!!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(kbmod.DataFileError, match="invalid YAML"):
         kbmod.load_file(evil)
+
+
+def test_a_top_level_technique_with_a_parent_is_refused(tmp_path):
+    # AML.T0000 under AML.T0001 and back: the pair left the matrix silently (no tactics of
+    # their own, each the other's sub-technique)
+    import yaml
+
+    data = yaml.safe_load(ATLAS_YAML.read_text(encoding="utf-8"))
+    techniques = {t["id"]: t for t in data["matrices"][0]["techniques"]}
+    for tid, parent in (("AML.T0000", "AML.T0001"), ("AML.T0001", "AML.T0000")):
+        techniques[tid].pop("tactics", None)
+        techniques[tid]["subtechnique-of"] = parent
+    path = tmp_path / "ATLAS.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.raises(kbmod.DataFileError, match=r"entry AML.T0000, field 'subtechnique-of': "
+                                                  r"AML.T0000 is not a sub-technique ID but has "
+                                                  r"parent AML.T0001"):
+        kbmod.load_file(path)

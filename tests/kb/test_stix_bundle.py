@@ -158,3 +158,68 @@ def test_check_reports_the_same_diagnostics(hostile: Path) -> None:
     assert revoked.found == _ref(json.loads(text)["objects"], "AML.T0015")["id"]
     assert revoked.location.endswith(".revoked") and revoked.location.startswith("objects[")
     assert revoked.line == 1  # the file is one line of JSON
+
+
+def _write(tmp_path: Path, bundle: dict[str, Any]) -> Path:
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(bundle), encoding="utf-8")
+    return path
+
+
+def test_subtechnique_of_links_that_the_ids_contradict_are_left_out(tmp_path: Path) -> None:
+    # a cycle of top-level techniques, a self-loop, a sub-technique filed under the wrong
+    # technique: each was read as given (the cycle's techniques vanished from the matrix
+    # without a word); now the IDs are believed and each link is a warning
+    bundle = json.loads(STIX_BUNDLE.read_text(encoding="utf-8"))
+    objs = bundle["objects"]
+    t0, t1, t2 = (_ref(objs, i)["id"] for i in ("AML.T0000", "AML.T0001", "AML.T0002"))
+    sub = _ref(objs, "AML.T0000.000")["id"]
+    objs += [_relationship("subtechnique-of", t0, t1, 1),
+             _relationship("subtechnique-of", t1, t0, 2),
+             _relationship("subtechnique-of", t2, t2, 3),
+             _relationship("subtechnique-of", sub, t2, 4)]
+    base = kbmod.load_file(_write(tmp_path, bundle))
+    mismatches = [w.message for w in base.warnings if w.code == "parent-mismatch"]
+    assert mismatches == [
+        "subtechnique-of AML.T0000 under AML.T0001, but AML.T0000 is not a sub-technique; "
+        "left out",
+        "subtechnique-of AML.T0001 under AML.T0000, but AML.T0001 is not a sub-technique; "
+        "left out",
+        "subtechnique-of AML.T0002 under AML.T0002, but AML.T0002 is not a sub-technique; "
+        "left out",
+        "subtechnique-of AML.T0000.000 under AML.T0002, but AML.T0000.000 already has parent "
+        "AML.T0000; left out",
+    ]
+    assert [base.technique(i).parent for i in ("AML.T0000", "AML.T0001", "AML.T0002")] == \
+        [None, None, None]
+    assert base.technique("AML.T0000.000").parent == "AML.T0000"
+    assert {"AML.T0000", "AML.T0001", "AML.T0002"} <= {t.id for t in base.techniques
+                                                       if t.tactics}
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda o: o.pop("id"), r"entry objects\[\d+\], field 'id': an attack-pattern needs a "
+                            r"string 'id'"),
+    (lambda o: o.update(external_references="AML.T0000"),
+     r"field 'external_references': external_references must be a list of objects"),
+    (lambda o: o["external_references"][0].update(external_id=42),
+     r"field 'external_references': the 'mitre-atlas' external_id is int 42, not an ATLAS ID"),
+    (lambda o: o.update(created=20240101), r"\(AML.T0000\), field 'created': expected a "
+                                           r"timestamp, got int"),
+])
+def test_malformed_atlas_objects_name_the_entry_and_field(tmp_path: Path, edit: Any,
+                                                          message: str) -> None:
+    bundle = json.loads(STIX_BUNDLE.read_text(encoding="utf-8"))
+    edit(_ref(bundle["objects"], "AML.T0000"))
+    with pytest.raises(kbmod.DataFileError, match=message):
+        kbmod.load_file(_write(tmp_path, bundle))
+
+
+def test_a_relationship_with_non_text_ends_is_a_dangling_warning(tmp_path: Path) -> None:
+    bundle = json.loads(STIX_BUNDLE.read_text(encoding="utf-8"))
+    bundle["objects"].append({"type": "relationship", "id": "relationship--x",
+                              "relationship_type": "subtechnique-of", "source_ref": ["a"],
+                              "target_ref": {"x": 1}})
+    base = kbmod.load_file(_write(tmp_path, bundle))
+    assert [(w.code, w.entry) for w in base.warnings if w.code == "dangling-relationship"] == \
+        [("dangling-relationship", "relationship--x")]

@@ -178,6 +178,9 @@ def validate(kb: KnowledgeBase, path: str | Path) -> None:
             need(tac, ("tactic",), t.id, "tactics")
         if t.parent is not None:
             need(t.parent, ("technique",), t.id, "subtechnique-of")
+            if kind_of(t.id) != "sub-technique":  # a parent on a top-level ID is a cycle risk
+                raise DataFileError(path, f"{t.id} is not a sub-technique ID but has parent "
+                                    f"{t.parent}", entry=t.id, field="subtechnique-of")
     for m in kb.mitigations:
         for use in m.techniques:
             need(use.technique, ("technique", "sub-technique"), m.id, "techniques")

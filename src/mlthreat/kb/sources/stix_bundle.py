@@ -31,6 +31,11 @@ the ATLAS ID:
     A mitigation's link to a revoked or deprecated technique (left out of the matrix).
 ``unread-relationship``
     A relationship of a type mlthreat does not read (``revoked-by`` is read).
+``parent-mismatch``
+    A ``subtechnique-of`` relationship that its ATLAS IDs contradict: from a technique that is
+    not a sub-technique (AML.T0000 under AML.T0001, itself, or in a cycle), or to a technique
+    other than the one the sub-technique's ID names (AML.T0051.001 under AML.T0043), or a
+    second parent; the ID is believed (left out).
 """
 
 from __future__ import annotations
@@ -102,13 +107,34 @@ class _Bundle:
                 raise DataFileError(path, "a STIX object must be a JSON object",
                                     entry=f"objects[{i}]")
             if obj.get("type") in _ATLAS_TYPES:
+                if not isinstance(obj.get("id"), str):
+                    raise DataFileError(path, f"an {obj['type']} needs a string 'id'",
+                                        entry=f"objects[{i}]", field="id")
+                refs = obj.get("external_references")
+                if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
+                    raise DataFileError(path, "external_references must be a list of objects",
+                                        entry=f"objects[{i}] {obj['id']}",
+                                        field="external_references")
                 ext, _ = _external(obj)
                 if not ext:
                     raise DataFileError(
                         path, "no 'mitre-atlas' external reference",
                         entry=f"objects[{i}] {obj.get('id')}", field="external_references",
                     )
+                if not isinstance(ext, str):
+                    raise DataFileError(path, f"the 'mitre-atlas' external_id is "
+                                        f"{type(ext).__name__} {ext!r}, not an ATLAS ID",
+                                        entry=f"objects[{i}] {obj['id']}",
+                                        field="external_references")
+                for key in ("created", "modified"):
+                    if key in obj and not isinstance(obj[key], str):
+                        raise DataFileError(path, f"expected a timestamp, got "
+                                            f"{type(obj[key]).__name__}",
+                                            entry=f"objects[{i}] {obj['id']} ({ext})", field=key)
                 self.atlas_id[obj["id"]] = ext
+            if not isinstance(obj.get("id", ""), str):
+                raise DataFileError(path, f"'id' must be text, got {type(obj['id']).__name__}",
+                                    entry=f"objects[{i}]", field="id")
             self.objects.append(obj)
             self.by_ref[obj.get("id", "")] = obj
         for obj in self.objects:
@@ -287,10 +313,14 @@ def _relationships(
             continue  # warned in _Bundle._check
         kind = o.get("relationship_type")
         ends = [o.get("source_ref"), o.get("target_ref")]
+        if not isinstance(kind, str):
+            b.warn("unread-relationship", o, f"relationship_type {kind!r} is not text; left out",
+                   "relationship_type")
+            continue
         missing = [(f, r) for f, r in zip(("source_ref", "target_ref"), ends, strict=True)
-                   if r not in b.by_ref]
+                   if not isinstance(r, str) or r not in b.by_ref]
         if missing:
-            other = [b.atlas_id[r] for r in ends if r in b.atlas_id]
+            other = [b.atlas_id[r] for r in ends if isinstance(r, str) and r in b.atlas_id]
             names = " and ".join(f"{f} {r}" for f, r in missing)
             about = f" (from {other[0]})" if other else ""
             b.warn("dangling-relationship", o, f"{kind} link{about}: {names} is not in the "
@@ -305,6 +335,14 @@ def _relationships(
                    f"{ends[0]} and {ends[1]}, which are not both ATLAS objects; left out",
                    "source_ref" if not src else "target_ref")
         elif kind == "subtechnique-of":
+            expected = parent_id(src) if kind_of(src) == "sub-technique" else None
+            if dst != expected or parent.get(src, dst) != dst:
+                why = (f"{src} is not a sub-technique" if expected is None else
+                       f"{src} already has parent {parent[src]}" if src in parent else
+                       f"the ID {src} names {expected} as its parent")
+                b.warn("parent-mismatch", o, f"subtechnique-of {src} under {dst}, but {why}; "
+                       "left out", "target_ref")
+                continue
             parent[src] = dst
         elif kind == "mitigates":
             uses.setdefault(src, []).append(MitigationUse(dst, o.get("description", "").strip()))
