@@ -84,8 +84,11 @@ def _entry_lines(text: str) -> list[int]:
             i = skip(i, ":")
             if key == "techniques" and text[i] == "[":
                 lines, i = [], skip(i + 1)
+                line, counted = 1, 0  # newlines counted once, not from the start per entry
                 while text[i] != "]":
-                    lines.append(text.count("\n", 0, i) + 1)
+                    line += text.count("\n", counted, i)
+                    counted = i
+                    lines.append(line)
                     i = skip(decoder.raw_decode(text, i)[1], ",")
                 i += 1
             else:
