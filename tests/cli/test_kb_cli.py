@@ -68,6 +68,13 @@ def test_unknown_id_is_one_line_exit_2():
     ("adversarial thing", "unknown ATLAS ID 'adversarial thing' in ATLAS data 5.6.0; search "
                           "names and descriptions with: mlthreat kb search 'adversarial thing'"),
     ("AML.T0199", "unknown ATLAS ID 'AML.T0199' in ATLAS data 5.6.0"),
+    # hostile text is never echoed raw: a terminal escape stays escaped, a long ID is cut
+    ("a\x1b[31mred", "unknown ATLAS ID 'a\\x1b[31mred' in ATLAS data 5.6.0; search names and "
+                    "descriptions with: mlthreat kb search WORDS"),
+    ("A" * 100_000, "unknown ATLAS ID '" + "A" * 60 + "…' in ATLAS data 5.6.0; search names and "
+                    "descriptions with: mlthreat kb search WORDS"),
+    ("", "unknown ATLAS ID '' in ATLAS data 5.6.0; search names and descriptions with: "
+         "mlthreat kb search WORDS"),
 ])
 def test_show_suggests_the_id_meant(text, message):
     out = run("kb", "show", text)

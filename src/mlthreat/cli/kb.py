@@ -126,8 +126,11 @@ def _known_id(kb: Any, text: str) -> str:
             raise
         import shlex
 
+        # the suggested command echoes the text only when it is short, printable words
+        # (never a terminal escape sequence or a 100 000-character argument)
+        words = shlex.quote(raw) if raw and raw.isprintable() and len(raw) <= 60 else "WORDS"
         raise UnknownIdError(raw, kb.version, hint="search names and descriptions with: "
-                             f"mlthreat kb search {shlex.quote(raw)}") from None
+                             f"mlthreat kb search {words}") from None
     return raw
 
 

@@ -86,6 +86,9 @@ class DataWarning:
         return f"{_where(self.path, self.line, self.entry, self.field)}: {self.message}"
 
 
+_SHOWN = 60  # characters of an unknown ID echoed in its error (the repr escapes the rest)
+
+
 class UnknownIdError(KnowledgeBaseError, KeyError):
     """An ATLAS ID that the loaded knowledge base does not hold."""
 
@@ -93,7 +96,8 @@ class UnknownIdError(KnowledgeBaseError, KeyError):
                  hint: str | None = None) -> None:
         self.atlas_id = atlas_id
         self.suggestion = suggestion
-        msg = f"unknown ATLAS ID {atlas_id!r} in ATLAS data {version}"
+        shown = atlas_id if len(atlas_id) <= _SHOWN else atlas_id[:_SHOWN] + "…"
+        msg = f"unknown ATLAS ID {shown!r} in ATLAS data {version}"
         if suggestion:
             msg += f" (did you mean {suggestion}?)"
         if hint:
