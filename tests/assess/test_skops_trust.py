@@ -133,12 +133,16 @@ def test_file_readers_are_refused_under_any_path(tmp_path, module, cls):
 def test_library_names_that_do_not_exist_are_refused_and_harmless_ones_trusted():
     uses = {"numpy.nothing_here": {"FunctionNode"},
             "numpy.core.multiarray._reconstruct": {"FunctionNode"},
-            "numpy.ndarray.tofile": {"MethodNode"}}
+            "numpy.ndarray.tofile": {"MethodNode"},
+            "numpy.conftest.pytest_configure": {"FunctionNode"},
+            "sklearn.tests.test_base.T": {"ObjectNode"}}
     decision = decide(uses, uses)
     assert decision.trusted == ("numpy.core.multiarray._reconstruct",)
     assert decision.refused == {
         "numpy.nothing_here": "not found in the installed library",
         "numpy.ndarray.tofile": "reads or writes files; pass --trust-type to accept it",
+        "numpy.conftest.pytest_configure": "test code of the library, not part of a model",
+        "sklearn.tests.test_base.T": "test code of the library, not part of a model",
     }
 
 

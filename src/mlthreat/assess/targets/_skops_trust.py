@@ -207,6 +207,13 @@ def _io_objects() -> list[Any]:
     return _IO_OBJECTS
 
 
+def _is_test_code(name: str) -> bool:
+    """Whether ``name`` lies in a library's tests or pytest configuration (never imported to
+    judge it: importing them configures pytest and hypothesis)."""
+    return any(part in ("tests", "conftest", "testing") or part.startswith("test_")
+               for part in name.split(".")[1:])
+
+
 def _reads_files(name: str) -> bool:
     """Whether the library name is, under any spelling, one of :data:`_IO_NAMES`."""
     if _within(name, _IO_NAMES):
@@ -249,6 +256,8 @@ def decide(untrusted: Iterable[str], uses: dict[str, set[str]] | set[str],
         elif _top(name) in _LIBRARIES:
             if name in extra:
                 trusted.append(name)
+            elif _is_test_code(name):
+                refused[name] = "test code of the library, not part of a model"
             elif _within(name, _IO_NAMES) or _reads_files(name):
                 refused[name] = "reads or writes files; pass --trust-type to accept it"
             elif not _resolve(name)[0]:
