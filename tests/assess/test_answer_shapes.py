@@ -200,3 +200,10 @@ def test_logits_at_the_float_limits_softmax_without_overflow_warnings():
         with np.errstate(all="raise"):
             out = target.predict(np.zeros((1, 2), dtype="float32"))
     assert out.tolist() == [[1.0, 0.0]]
+
+
+def test_null_predictions_are_named():
+    with ModelServer(lambda p, h: {"predictions": [None] * len(p["instances"])}) as server:
+        target = load_target(server.url, n_features=4)
+        with pytest.raises(TargetError, match=r"answered null for 3 of 3 predictions"):
+            target.predict(np.zeros((3, 4)))

@@ -61,6 +61,10 @@ def test_spec_overrides_by_name_and_index(tmp_path):
     ("features:\n  - {index: 0, kind: ordinal}\n", r"kind 'ordinal', expected one of"),
     ("features:\n  - {index: 0, min: 5, max: 1}\n", r"min 5 must be below max 1"),
     ("one_hot:\n  - [red]\n", r"one_hot\[0\]: a one-hot group lists two or more columns"),
+    ("features:\n  - {index: 2, kind: binary, max: 5}\n",
+     r"features\[0\]: a binary column takes 0 and 1, not min 0 and max 5 \(use kind integer\)"),
+    ("features:\n  - {index: 0, kind: constant, min: 1, max: 2}\n",
+     r"features\[0\]: a constant column has min equal to max, not 1 and 2"),
     ("colours: []\n", r"a feature spec is a mapping with 'features' and/or 'one_hot'"),
     ("features: [\n", r"not YAML or JSON"),
     # hostile or careless specs found by fuzzing the CLI: each once broke a run or passed

@@ -217,6 +217,12 @@ def read_feature_spec(path: str | Path, base: FeatureDomain,
             (1.0 if kind == "binary" else float(high[j]))
         if lo > hi or (lo == hi and kind != "constant"):
             raise DataError(f"{p}: {where}: min {lo:g} must be below max {hi:g}")
+        if kind == "binary" and (lo, hi) != (0.0, 1.0):
+            raise DataError(f"{p}: {where}: a binary column takes 0 and 1, not min {lo:g} and "
+                            f"max {hi:g} (use kind integer)")
+        if kind == "constant" and lo != hi:
+            raise DataError(f"{p}: {where}: a constant column has min equal to max, not "
+                            f"{lo:g} and {hi:g}")
         low[j], high[j], kinds[j] = lo, hi, kind
     groups = list(base.one_hot)
     grouped: dict[int, str] = {}

@@ -276,6 +276,9 @@ class AnswerTarget(Target):
                               f"{n} predictions")
         if len(raw) != n:
             raise TargetError(f"{where} answered {len(raw)} predictions for {n} inputs")
+        if isinstance(raw, list) and any(r is None for r in raw):
+            nulls = sum(r is None for r in raw)
+            raise TargetError(f"{where} answered null for {nulls} of {n} predictions")
         task: Task = self.task
         if task == "regression":
             arr = self._numeric(raw, where)
