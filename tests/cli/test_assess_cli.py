@@ -258,7 +258,7 @@ def test_reference_target_parity_of_an_onnx_export(tmp_path, cancer):
         shown.stdout.replace("\n", " ")
 
 
-@pytest.mark.parametrize("width", [40, 60, 80, 120])
+@pytest.mark.parametrize("width", [60, 100])  # a list below 72 columns, a table above
 def test_list_never_cuts_an_atlas_id(width):
     import re
 
