@@ -249,9 +249,6 @@ class _Receiver:
         self.sock.close()
 
 
-@pytest.mark.xfail(strict=True, reason="mlthreat.cli.detect passes -o through pathlib.Path, "
-                   "which turns syslog://HOST:PORT into syslog:/HOST:PORT, so every syslog "
-                   "alert goes to 127.0.0.1:514 whatever the destination says")
 def test_syslog_example_reaches_the_port_it_names(tmp_path: Path) -> None:
     log = tmp_path / "replay.jsonl"
     log.write_text("".join(json.dumps({"ts": 1.7e9 + i, "client_id": "loop", "model_id": "m",

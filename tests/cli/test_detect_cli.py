@@ -166,3 +166,26 @@ def test_output_file_is_replaced_unless_appending(tmp_path, logs):
     assert alerts.read_text().splitlines() == first + first  # untouched
     res = run("run", str(logs / "attack.jsonl"), "--append")
     assert res.returncode == 2 and res.stderr.strip() == "mlthreat: error: --append needs -o FILE"
+
+
+def test_hec_output_reaches_the_collector_it_names(tmp_path, monkeypatch):
+    """-o http://HOST:PORT/services/collector/event delivers to that collector, with the token
+    from the environment (it was read as a file path 'http:/HOST:PORT/…' before)."""
+    from model_server import ModelServer
+
+    log = tmp_path / "replay.jsonl"
+    log.write_text("".join(json.dumps({"ts": 1.7e9 + i, "client_id": "loop", "model_id": "m",
+                                       "input": [0.5, 0.25], "output": {"label": 1}}) + "\n"
+                           for i in range(40)))
+    monkeypatch.setenv("MLTHREAT_HEC_TOKEN", "t0ken")
+    with ModelServer(lambda payload, headers: {"text": "Success", "code": 0},
+                     path="/services/collector/event") as server:
+        res = run("run", str(log), "--detectors", "repeat", "-o", server.url)
+        received = list(server.requests)
+    assert res.returncode == 1, res.stderr
+    assert not (tmp_path / "http:").exists()
+    request, = received
+    assert request["path"] == "/services/collector/event"
+    assert request["headers"]["Authorization"] == "Splunk t0ken"
+    assert request["json"]["event"]["technique"] == "AML.T0029"
+    assert request["json"]["event"]["client_id"] == "loop"

@@ -160,7 +160,7 @@ def _check_format(fmt: str) -> None:
 
 
 @contextlib.contextmanager
-def _delivery(output: Path | None, fmt: str, as_json: bool, append: bool = False,
+def _delivery(output: str | None, fmt: str, as_json: bool, append: bool = False,
               resuming: str | None = None) -> Iterator[Callable[[Any], None]]:
     """The callback that delivers each alert as it is raised, in ``fmt``, to ``output`` (stdout
     unless --json holds stdout for the summary; a file is replaced unless ``append``, or
@@ -170,9 +170,9 @@ def _delivery(output: Path | None, fmt: str, as_json: bool, append: bool = False
 
     if append and output is None:
         raise UsageError("--append needs -o FILE")
-    sink = open_sink(str(output) if output is not None else "-", append=append, fmt=fmt,
+    sink = open_sink(output if output is not None else "-", append=append, fmt=fmt,
                      resuming=resuming) if output is not None or not as_json else None
-    if resuming is not None and output is not None and is_file(str(output)):
+    if resuming is not None and output is not None and is_file(output):
         from rich.console import Console
 
         Console(stderr=True).print(f"resuming from {resuming}: alerts are added to {output}",
@@ -254,7 +254,8 @@ def _print_techniques(by_technique: list[Any]) -> None:
 @app.command()
 def run(
     logs: LogsArg,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Alert destination: a "
+    # text, not a Path: a Path folds syslog://host:port into syslog:/host:port
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Alert destination: a "
                                                 "file (JSONL, replaced unless --append or "
                                                 "resuming from --state), '-' "
                                                 "for stdout, syslog://host:port, or an "
@@ -366,7 +367,7 @@ def stream(
     checkpoint: Annotated[Path, typer.Option(help="Folder for the stream's state (files read, "
                                              "per-client detector state, fingerprints, "
                                              "suppression windows); reuse it to resume.")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Alert destination, "
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Alert destination, "
                                                 "as for 'detect run'; a file is added to, "
                                                 "not replaced, when --checkpoint resumes a "
                                                 "stream.")] = None,
