@@ -36,6 +36,9 @@ DetectorsOpt = Annotated[str | None, typer.Option("--detectors", help="Comma-sep
                                                   "repeat (default: prada, blacklight, "
                                                   "volume, repeat, and any in "
                                                   "--calibration).")]
+CalibrateDetectorsOpt = Annotated[str | None, typer.Option(
+    "--detectors", help="Comma-separated: prada, blacklight, ood, volume, knn, repeat "
+    "(default: all of them; a run with --calibration then runs each one calibrated).")]
 QuarantineOpt = Annotated[Path | None, typer.Option(help="Where malformed lines go (JSONL).")]
 AlertFormatOpt = Annotated[str, typer.Option("--format", "-f", help="jsonl, ocsf, ecs or stix.")]
 CalibrationOpt = Annotated[Path | None, typer.Option(help="Calibration from "
@@ -419,7 +422,7 @@ def calibrate(
                       ] = Path("calibration.json"),
     target_fpr: Annotated[float, typer.Option(min=0.0, max=0.5, help="Fraction of benign "
                                               "clients allowed to be flagged.")] = 0.001,
-    detectors: DetectorsOpt = None,
+    detectors: CalibrateDetectorsOpt = None,
     mapping: MappingOpt = None,
     quarantine: QuarantineOpt = None,
 ) -> None:
