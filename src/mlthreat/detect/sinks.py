@@ -15,11 +15,14 @@ with one line naming the destination.
 BOM+JSON``, one datagram per alert. ``hec`` posts in the Splunk HTTP Event Collector style:
 ``{"event": record, "sourcetype": "mlthreat:alert", "time": epoch}`` with ``Authorization:
 Splunk <token>``, the token read from the environment variable ``MLTHREAT_HEC_TOKEN`` only (never
-an argument, so it stays out of shell history and process lists, and never in a message).
+an argument, so it stays out of shell history and process lists, and never in a message). A
+redirect is never followed (it would carry the token to wherever the answer points): a 3xx
+answer is a delivery error naming its ``Location``.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -86,18 +89,29 @@ class FileSink:
                                   f"alerts{why} (use --format {held} or another file)")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh: IO[str] | None = self.path.open("a" if self.append else "w",
-                                                      encoding="utf-8")
+            self._fh: IO[bytes] | None = self.path.open("ab" if self.append else "wb",
+                                                        buffering=0)
         except OSError as exc:
             raise DetectError(f"cannot write alerts to {self.path}: {exc.strerror or exc}"
                               ) from None
 
     def send(self, record: dict[str, Any], *, time: float | None = None) -> None:
+        """Write the record's line whole or not at all: one write of its complete bytes; if
+        that fails or falls short (a full disk), the part written is cut off again."""
+        data = (_line(record) + "\n").encode("utf-8")
         try:
             if self._fh is None:
                 raise ValueError("sink is closed")
-            self._fh.write(_line(record) + "\n")
-            self._fh.flush()
+            start = self._fh.seek(0, os.SEEK_END)
+            try:
+                written = self._fh.write(data)
+                if written is not None and written < len(data):
+                    raise OSError(errno.ENOSPC, f"only {written} of {len(data)} bytes written "
+                                                f"({os.strerror(errno.ENOSPC)})")
+                self._fh.flush()
+            except OSError:
+                self._fh.truncate(start)  # no torn last line
+                raise
         except (OSError, ValueError) as exc:
             reason = getattr(exc, "strerror", None) or exc
             raise DetectError(f"cannot write alerts to {self.path}: {reason}") from None
@@ -197,15 +211,30 @@ class SyslogSink:
             self._sock = None
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Follow no redirect: the 3xx answer reaches the caller as an HTTPError."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
+                         headers: Any, newurl: str) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 class HecSink:
     """POST alerts to an HTTP collector in the Splunk HEC style.
+
+    A redirect (3xx) is not followed, since the request carries the token: it fails at once,
+    naming the ``Location`` it pointed to.
 
     Parameters
     ----------
     url : str
         The collector endpoint (``https://splunk:8088/services/collector/event``).
     retries : int
-        Attempts after the first on a connection error, HTTP 429 or 5xx; other 4xx fail at once.
+        Attempts after the first on a connection error, HTTP 429 or 5xx; 3xx and other 4xx fail
+        at once.
     backoff : float
         Seconds before the first retry, doubled for each next one.
     timeout : float
@@ -229,19 +258,25 @@ class HecSink:
         if time is not None:
             body["time"] = round(time, 3)
         data = _line(body).encode()
-        headers = {"Authorization": f"Splunk {self._token()}",
-                   "Content-Type": "application/json"}
+        token = self._token()
+        headers = {"Authorization": f"Splunk {token}", "Content-Type": "application/json"}
         problem = ""
         for attempt in range(self.retries + 1):
             if attempt:
                 _time.sleep(self.backoff * 2 ** (attempt - 1))
             request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                with _OPENER.open(request, timeout=self.timeout) as response:
                     response.read()
+                if 300 <= response.status < 400:  # not raised by every urllib version
+                    problem = _redirect(response.status, response.headers, token)
+                    break
                 return
             except urllib.error.HTTPError as exc:
                 problem = f"HTTP {exc.code}"
+                if 300 <= exc.code < 400:
+                    problem = _redirect(exc.code, exc.headers, token)
+                    break
                 if exc.code != 429 and exc.code < 500:
                     break
             except (urllib.error.URLError, OSError) as exc:
@@ -253,6 +288,13 @@ class HecSink:
 
     def close(self) -> None:
         pass
+
+
+def _redirect(code: int, headers: Any, token: str) -> str:
+    """The problem text for a redirect not followed, its Location without the token."""
+    location = str((headers.get("Location") if headers is not None else None) or "none given")
+    location = location.replace(token, "***").replace("\r", " ").replace("\n", " ")
+    return f"HTTP {code} redirect to {location} not followed"
 
 
 def is_file(destination: str) -> bool:
