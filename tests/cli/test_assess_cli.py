@@ -283,3 +283,83 @@ def test_an_http_reference_target_needs_confirmation_too(tmp_path, cancer):
         assert res.stderr.strip().endswith("querying an http(s) --reference-target needs "
                                            "confirmation: pass --yes")
         assert server.requests == []
+
+
+def _start_long_run(folder, out):
+    """A boundary-attack run that takes a minute or more, started in the background; returns
+    the process once its first queries are in the staging log (the runs have begun)."""
+    import time
+
+    env = {**os.environ, "COLUMNS": "160"}
+    env.pop("MLTHREAT_ATLAS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlthreat", "assess", "--target",
+         f"sklearn:{folder / 'model.skops'}", "--data", str(folder / "rows.csv"),
+         "--label-column", "label", "--techniques", "extraction-equations,evasion-boundary",
+         "--param", "evasion-boundary.n_samples=60", "-o", str(out), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    staging = out / f".queries.jsonl.{proc.pid}.partial"
+    deadline = time.monotonic() + 60
+    while not (staging.exists() and staging.stat().st_size > 0):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    return proc
+
+
+def test_kill_keeps_the_previous_report_and_sigterm_saves_the_partial_one(tmp_path, cancer):
+    import signal
+
+    folder, _ = cancer
+    out = tmp_path / "report"
+    first = run("--target", f"sklearn:{folder / 'model.skops'}", "--data",
+                str(folder / "rows.csv"), "--label-column", "label", "--techniques",
+                "extraction-equations", "-o", str(out), "-q")
+    assert first.returncode == 0, first.stderr
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["layer.json", "queries.jsonl", "report.html", "report.json"]
+
+    killed = _start_long_run(folder, out)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=10)
+    # the previous set is whole and untouched; the dead run left only a hidden staging file
+    assert {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")} \
+        == before
+
+    termed = _start_long_run(folder, out)
+    termed.send_signal(signal.SIGTERM)
+    _, err = termed.communicate(timeout=60)
+    assert termed.returncode == 143, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["interrupted"] is True
+    assert [f["run"] for f in report["findings"]][:1] == ["extraction-equations"]
+    queries = (out / "queries.jsonl").read_text().splitlines()
+    assert queries and all(json.loads(line)["model_id"] == "model" for line in queries)
+    assert not [p for p in out.iterdir() if p.name.startswith(".queries.jsonl.")
+                and str(termed.pid) in p.name]
+
+
+def test_a_failed_write_keeps_the_previous_report(tmp_path, monkeypatch, cancer):
+    """Out of space while writing report.html: the error names it, the previous set stays."""
+    from mlthreat import files
+    from mlthreat.assess import Assessment, load_data, load_target, write_report
+    from mlthreat.kb import load as load_kb
+
+    folder, _ = cancer
+    kb = load_kb()
+    data = load_data(folder / "rows.csv", label_column="label")
+    target = load_target(f"sklearn:{folder / 'model.skops'}")
+    result = Assessment([target], data, techniques=["extraction-equations"], kb=kb).run()
+    out = tmp_path / "report"
+    write_report(result, out, kb)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = files._write_staged
+
+    def full_disk(path, data):
+        if path.name == "report.html":
+            raise files._fail(path, OSError(28, "No space left on device"))
+        return real(path, data)
+
+    monkeypatch.setattr(files, "_write_staged", full_disk)
+    with pytest.raises(files.OutputError, match=r"cannot write .*report\.html: No space left"):
+        write_report(result, out, kb)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

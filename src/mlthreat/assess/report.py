@@ -141,17 +141,27 @@ def layer_scores(report: dict[str, Any]) -> dict[str, float]:
     return scores
 
 
-def write_report(result: AssessmentResult, out_dir: str | Path, kb: KnowledgeBase
-                 ) -> dict[str, Path]:
-    """Write report.json, layer.json and report.html into ``out_dir`` (created); the query log
-    is written during the run. Returns the paths written, by role."""
+def write_report(result: AssessmentResult, out_dir: str | Path, kb: KnowledgeBase,
+                 queries: str | Path | None = None) -> dict[str, Path]:
+    """Write report.json, layer.json and report.html into ``out_dir`` (created), with the
+    query log the run wrote to ``queries`` (a staging file, see
+    :func:`mlthreat.files.staging_path`) as queries.jsonl. Returns the paths written, by role.
+
+    The files are written as a set (:func:`mlthreat.files.write_set`): until every one is
+    whole, the folder keeps the previous report, and report.json is renamed into place last.
+    Without ``queries`` a queries.jsonl left by an earlier run is removed, so the folder never
+    pairs one run's report with another's queries.
+
+    Raises
+    ------
+    OutputError
+        When a file cannot be written (named); the previous report is then untouched.
+    """
+    from mlthreat.files import write_set
     from mlthreat.kb.export import navigator
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     data = report_data(result, kb)
-    paths = {role: out / name for role, name in FILES.items()}
-    paths["json"].write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", "utf-8")
     scores = layer_scores(data)
     if scores:
         layer = navigator.render(
@@ -159,11 +169,19 @@ def write_report(result: AssessmentResult, out_dir: str | Path, kb: KnowledgeBas
         )
     else:
         layer = navigator.render(kb, layer="matrix", name="mlthreat assessment (nothing tested)")
-    paths["layer"].write_text(layer, "utf-8")
     from mlthreat.assess.report_html import render_report
 
-    paths["html"].write_text(render_report(data, kb), "utf-8")
-    return {k: v for k, v in paths.items() if v.exists()}
+    files = {FILES["layer"]: layer, FILES["html"]: render_report(data, kb),
+             FILES["json"]: json.dumps(data, indent=2, ensure_ascii=False) + "\n"}
+    staged = {FILES["queries"]: queries} if queries is not None and Path(queries).exists() \
+        else None
+    written = write_set(out, files, staged)
+    if staged is None:
+        (out / FILES["queries"]).unlink(missing_ok=True)
+    by_name = {name: role for role, name in FILES.items()}
+    order = ("json", "html", "layer", "queries")
+    found = {by_name[name]: path for name, path in written.items()}
+    return {role: found[role] for role in order if role in found}
 
 
 # -- verdicts -------------------------------------------------------------------------------------

@@ -61,6 +61,28 @@ def _parse_clip(text: str | None) -> tuple[float, float] | None:
     return lo, hi
 
 
+class _TermAsInterrupt:
+    """While the block runs, SIGTERM stops the assessment as Ctrl-C does (the runs that
+    finished are kept and the report is written); ``signalled`` says it came."""
+
+    signalled = False
+
+    def __enter__(self) -> _TermAsInterrupt:
+        import signal
+
+        def stop(signum: int, frame: object) -> None:
+            self.signalled = True
+            raise KeyboardInterrupt
+
+        self._previous = signal.signal(signal.SIGTERM, stop)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        signal.signal(signal.SIGTERM, self._previous)
+
+
 class _Progress:
     """One progress bar per technique run, counting the queries it spends."""
 
@@ -268,17 +290,26 @@ def assess(
                              "--yes")
         if not typer.confirm(f"Send the evaluation rows to {reference_target}?", default=False):
             raise typer.Exit(2)
-    out.mkdir(parents=True, exist_ok=True)
-    queries_path = out / "queries.jsonl"
-    queries_path.unlink(missing_ok=True)
+    from mlthreat.files import staging_path
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create {out}: {exc.strerror or exc}") from None
+    # the run's queries go to a hidden staging file; the previous report stays whole until
+    # the new one is written as a set
+    queries_path = staging_path(out / "queries.jsonl")
     log = QueryLog(queries_path, targets[0].model_id)
     assessment.query_log = log
-    with _Progress(quiet or as_json) as reporter:
-        try:
-            result = assessment.run(reporter)
-        finally:
-            log.close()
-    paths = api.write_report(result, out, kb)
+    try:
+        with _TermAsInterrupt() as term, _Progress(quiet or as_json) as reporter:
+            try:
+                result = assessment.run(reporter)
+            finally:
+                log.close()
+        paths = api.write_report(result, out, kb, queries=queries_path)
+    finally:
+        queries_path.unlink(missing_ok=True)
     report = json.loads(paths["json"].read_text("utf-8"))
     # With --mitigation the question is whether the mitigated deployment holds.
     succeeded = sum(1 for f in report["findings"] if f["status"] == "succeeded"
@@ -297,7 +328,7 @@ def assess(
         model, cause = next(iter(result.target_errors.items()))
         raise api.TargetError(f"{model}: {cause} (the report in {out} holds what ran)")
     if result.interrupted:
-        raise typer.Exit(130)
+        raise typer.Exit(143 if term.signalled else 130)
     errors = [f for f in report["findings"] if f["status"] == "error"]
     if errors:
         first = errors[0]
