@@ -229,3 +229,57 @@ def test_follow_resumes_only_the_same_file(tmp_path):
     os.replace(rotated, log)  # rotated: same name, another file
     assert resume_offset(log, saved) == 0
     assert position(tmp_path / "gone.jsonl", 3) is None
+
+
+def test_sigterm_while_behind_the_writer_stops_promptly_and_saves_where_it_stopped(
+        tmp_path, traffic):
+    """SIGTERM to a following run far behind its log: it exits within about a second, after a
+    whole chunk, its state file saying the byte it stopped at (a line boundary); the restart goes
+    on from there, and the two runs' alerts are those of one run over the whole log."""
+    import signal
+
+    x, events = traffic
+    log, alerts, state = tmp_path / "live.jsonl", tmp_path / "alerts.jsonl", tmp_path / "s.json"
+    log.write_text(lines(events[:100]))
+    command = ("run", str(log), "--follow", "--poll-interval", "0.2", "--detectors", DETECTORS,
+               "--state", str(state), "-o", str(alerts))
+    env = {**os.environ, "COLUMNS": "160"}
+    proc = subprocess.Popen([sys.executable, "-m", "mlthreat", "detect", *command],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline().startswith(f"following {log}")  # signals handled now
+        with log.open("a") as fh:  # far more than it can read before the signal
+            fh.write(lines(events[100:]))
+        time.sleep(0.1)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode in (0, 1), err
+    assert took < 2.0
+    saved = json.loads(state.read_text())["follow"]
+    assert saved["path"] == str(log.resolve())
+    data = log.read_bytes()
+    assert 0 < saved["offset"] < len(data)  # stopped behind the writer
+    assert data[saved["offset"] - 1:saved["offset"]] == b"\n"
+    first_alerts = read_alerts(alerts)
+
+    later = probe_events(x, max(e["ts"] for e in events) + 1.0, client="prober-2", seed=8)
+    with log.open("a") as fh:
+        fh.write(lines(later))
+    second = cli(*command, "--max-seconds", "1", "--json")
+    assert second.returncode == 1, second.stderr
+    assert f"following {log} from byte {saved['offset']}" in second.stderr
+    assert json.loads(second.stdout)["events"] == data[saved["offset"]:].count(b"\n") + len(later)
+    both = read_alerts(alerts)
+    assert both[:len(first_alerts)] == first_alerts
+    once = tmp_path / "once.jsonl"
+    assert cli("run", str(log), "--detectors", DETECTORS, "-o", str(once)).returncode == 1
+    assert both == read_alerts(once)
+    assert [(a["client_id"], a["detector"]) for a in both] == [
+        ("prober-1", "blacklight"), ("prober-2", "blacklight")]

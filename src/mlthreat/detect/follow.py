@@ -79,15 +79,18 @@ class FollowStats:
 def follow(path: str | Path, *, offset: int = 0, mapping: Any = None, batch_size: int = 4096,
            quarantine: str | Path | IO[str] | None = None, poll_interval: float = 1.0,
            max_seconds: float | None = None, stop: Callable[[], bool] = lambda: False,
-           stats: FollowStats | None = None,
+           stats: FollowStats | None = None, chunk_bytes: int = 1 << 20,
            clock: Callable[[], float] = time.monotonic,
            sleep: Callable[[float], None] = time.sleep) -> Iterator[EventBatch]:
     """Yield the events of the complete lines of ``path`` from byte ``offset`` on, then of the
     lines appended to it, polling every ``poll_interval`` seconds.
 
-    Stops (returning normally) when ``stop()`` turns true or ``max_seconds`` have passed. A
-    file that shrinks (truncated or rotated in place) is read again from its start. Line numbers
-    in quarantine records count from the start of each chunk read, not of the file.
+    Stops (returning normally) when ``stop()`` turns true or ``max_seconds`` have passed.
+    ``stop()`` is also asked before each chunk of at most ``chunk_bytes`` (or one longer line),
+    so a run far behind its writer still stops promptly, after a whole chunk: ``stats.offset``
+    is then past the last line fed to the detectors, never inside a chunk. A file that
+    shrinks (truncated or rotated in place) is read again from its start. Line numbers in
+    quarantine records count from the start of each chunk read, not of the file.
     """
     from mlthreat.detect.errors import LogFormatError
     from mlthreat.detect.readers import LogReader
@@ -104,7 +107,9 @@ def follow(path: str | Path, *, offset: int = 0, mapping: Any = None, batch_size
     with tempfile.TemporaryDirectory(prefix="mlthreat-follow-") as tmp:
         chunk_path = Path(tmp) / "chunk.jsonl"
         while True:
-            data, offset = _complete_lines(path, offset)
+            if stop():
+                return
+            data, offset = _complete_lines(path, offset, chunk_bytes)
             if data:
                 chunk_path.write_bytes(data)
                 reader = LogReader(chunk_path, mapping=mapping, batch_size=batch_size,
@@ -125,8 +130,9 @@ def follow(path: str | Path, *, offset: int = 0, mapping: Any = None, batch_size
                 sleep(max(0.0, min(0.1, left)))
 
 
-def _complete_lines(path: Path, offset: int) -> tuple[bytes, int]:
-    """The bytes of the complete lines after ``offset`` and the offset past them."""
+def _complete_lines(path: Path, offset: int, limit: int = 0) -> tuple[bytes, int]:
+    """The bytes of the complete lines after ``offset`` (at most ``limit`` bytes when that is
+    positive, but always at least one whole line) and the offset past them."""
     from mlthreat.detect.errors import LogFormatError
 
     try:
@@ -137,7 +143,10 @@ def _complete_lines(path: Path, offset: int) -> tuple[bytes, int]:
             return b"", offset
         with path.open("rb") as fh:
             fh.seek(offset)
-            data = fh.read(size - offset)
+            want = size - offset if limit <= 0 else min(size - offset, limit)
+            data = fh.read(want)
+            if want < size - offset and b"\n" not in data:
+                data += fh.read(size - offset - want)  # one line longer than the limit
     except FileNotFoundError:
         return b"", offset  # rotated away; wait for it to come back
     except OSError as exc:
