@@ -235,11 +235,13 @@ def restore_detectors(detectors: list[Detector], data: Any, source: str = "state
 def load_state(path: str | Path) -> dict[str, Any]:
     """Read a state file (DetectError naming it if unreadable or not JSON)."""
     from mlthreat.detect.errors import DetectError
+    from mlthreat.safeload import SafeLoadError, parse_json, read_text
 
     try:
-        data = json.loads(Path(path).read_text("utf-8-sig"))
-    except (OSError, ValueError) as exc:
-        raise DetectError(f"{path}: cannot read detector state: {exc}") from None
+        data = parse_json(read_text(path), path)
+    except SafeLoadError as exc:
+        raise DetectError(f"{exc.path}{'' if exc.line is None else f':{exc.line}'}: cannot "
+                          f"read detector state: {exc.reason}") from None
     if not isinstance(data, dict):
         raise DetectError(f"{path}: not an mlthreat detector state file (kind {STATE_KIND})")
     return data

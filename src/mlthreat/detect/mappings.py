@@ -378,15 +378,14 @@ class FieldMapping:
 
     @classmethod
     def from_file(cls, path: str | Path) -> FieldMapping:
-        import yaml
+        from mlthreat.safeload import SafeLoadError, load
 
         try:
-            spec = yaml.safe_load(Path(path).read_text(encoding="utf-8-sig"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise LogFormatError(f"mapping file {path}: cannot read ({exc})") from None
-        except yaml.YAMLError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else "invalid"
-            raise LogFormatError(f"mapping file {path}: not valid YAML ({first})") from None
+            spec = load(path)
+        except SafeLoadError as exc:
+            raise LogFormatError("mapping file " + str(exc).replace("invalid YAML: ",
+                                                                     "not valid YAML: ")
+                                 ) from None
         if not isinstance(spec, dict):
             raise LogFormatError(f"mapping file {path}: expected a mapping of field names to "
                                  "dotted paths")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from mlthreat.kb.errors import DataFileError, DataWarning
 from mlthreat.kb.ids import kind_of
-from mlthreat.kb.sources import read_text
+from mlthreat.kb.sources import MAX_BYTES
 
 if TYPE_CHECKING:
     from mlthreat.kb.model import KnowledgeBase
@@ -120,11 +120,13 @@ def read_layer(path: str | Path) -> Layer:
         field.
     """
     p = Path(path)
-    text = read_text(p, "utf-8-sig")
+    from mlthreat.safeload import SafeLoadError, parse_json, read_text
+
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataFileError(p, f"invalid JSON: {exc.msg}", line=exc.lineno) from None
+        text = read_text(p, max_bytes=MAX_BYTES)
+        data = parse_json(text, p)
+    except SafeLoadError as exc:
+        raise DataFileError(exc.path, exc.reason, line=exc.line) from None
     lines = _entry_lines(text)
     if isinstance(data, list) and len(data) == 1:
         data, lines = data[0], []
@@ -251,6 +253,7 @@ def read_scores(path: str | Path, kb: KnowledgeBase) -> Scores:
         technique or sub-technique of ``kb``.
     """
     from mlthreat.kb.sources import read_structured
+    from mlthreat.safeload import excerpt
 
     p = Path(path)
     data = read_structured(p)
@@ -266,7 +269,7 @@ def read_scores(path: str | Path, kb: KnowledgeBase) -> Scores:
         cells = {}
         for key, value in data.items():
             if not is_number(value):
-                raise DataFileError(p, f"score must be a finite number, got {value!r}",
+                raise DataFileError(p, f"score must be a finite number, got {excerpt(value)}",
                                     entry=str(key))
             cells[(str(key), None)] = float(value)
     else:

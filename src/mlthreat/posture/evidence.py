@@ -21,7 +21,6 @@ that system, whatever names its targets or paths carry.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -90,11 +89,14 @@ def load_evidence(path: str | Path) -> Evidence:
     except (OSError, UnicodeDecodeError) as exc:
         raise EvidenceError(f"cannot read evidence file '{p}': "
                             f"{getattr(exc, 'strerror', None) or exc}") from None
+    from mlthreat.safeload import SafeLoadError, parse_json
+
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise EvidenceError(f"evidence file '{p}' is not JSON (line {exc.lineno}: "
-                            f"{exc.msg})") from None
+        data = parse_json(text, p)
+    except SafeLoadError as exc:
+        line = "" if exc.line is None else f"line {exc.line}: "
+        reason = exc.reason.removeprefix("invalid JSON: ")
+        raise EvidenceError(f"evidence file '{p}' is not JSON ({line}{reason})") from None
     return parse_evidence(data, str(p))
 
 

@@ -303,14 +303,12 @@ def parse_profile(text: str, kb: KnowledgeBase, *, source: str = "<string>",
                   base_dir: str | Path = ".") -> Profile:
     """Validate profile YAML ``text``; ``source`` names it in errors, evidence paths are taken
     relative to ``base_dir``. Raises :class:`ProfileError` like :func:`load_profile`."""
+    from mlthreat.safeload import SafeLoadError, parse_yaml_node
+
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ProfileError(source, f"invalid YAML: {problem}",
-                           line=mark.line + 1 if mark is not None else None) from None
+        data, root = parse_yaml_node(text, source)
+    except SafeLoadError as exc:
+        raise ProfileError(source, exc.reason, line=exc.line) from None
 
     def fail(loc: Loc, reason: str) -> ProfileError:
         return ProfileError(source, reason, line=line_of(root, loc), field=format_loc(loc))

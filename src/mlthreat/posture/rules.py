@@ -16,7 +16,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mlthreat.kb.model import KnowledgeBase
@@ -143,13 +142,12 @@ class RuleSet:
 
 
 def _parse(text: str, source: str, kb: KnowledgeBase) -> list[tuple[_RuleSpec, str]]:
+    from mlthreat.safeload import SafeLoadError, parse_yaml_node
+
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ProfileError(source, f"invalid YAML: {getattr(exc, 'problem', None) or exc}",
-                           line=mark.line + 1 if mark is not None else None) from None
+        data, root = parse_yaml_node(text, source)
+    except SafeLoadError as exc:
+        raise ProfileError(source, exc.reason, line=exc.line) from None
     if data is None:
         return []
     if not isinstance(data, list):

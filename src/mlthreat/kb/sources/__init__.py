@@ -53,42 +53,16 @@ def read_structured(path: str | Path) -> Any:
     ------
     DataFileError
         When the file is missing, not a regular file, larger than :data:`MAX_BYTES`, or not
-        valid JSON/YAML (bad syntax, impossible dates, nesting too deep for the parser, numbers
-        too long); the message gives the line where the parser knows it.
+        valid JSON/YAML (bad syntax, impossible dates, numbers too long), or hostile: a key
+        given twice, nesting or alias expansion past the bounds of :mod:`mlthreat.safeload`;
+        the message gives the line where the parser knows it.
     """
-    path = Path(path)
-    try:
-        if not path.is_file():
-            raise DataFileError(path, "not a regular file" if path.exists() else
-                                "No such file or directory")
-        if path.stat().st_size > MAX_BYTES:
-            raise DataFileError(path, f"larger than {MAX_BYTES // 2**20} MiB; not a data file")
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataFileError(path, exc.strerror or str(exc)) from None
-    text = raw.decode("utf-8", errors="replace")
-    if text.lstrip().startswith(("{", "[")):
-        import json
+    from mlthreat.safeload import SafeLoadError, load
 
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataFileError(path, f"invalid JSON: {exc.msg}", line=exc.lineno) from None
-        except (RecursionError, ValueError) as exc:
-            raise DataFileError(path, f"invalid JSON: {_short(exc)}") from None
-    import yaml
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        return yaml.load(text, Loader=loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        line = mark.line + 1 if mark is not None else None
-        raise DataFileError(path, f"invalid YAML: {problem}", line=line) from None
-    except (RecursionError, ValueError, OverflowError) as exc:
-        # PyYAML builds dates and numbers after parsing: 2025-13-45 is a ValueError
-        raise DataFileError(path, f"invalid YAML: {_short(exc)}") from None
+        return load(path, max_bytes=MAX_BYTES)
+    except SafeLoadError as exc:
+        raise DataFileError(exc.path, exc.reason, line=exc.line) from None
 
 
 def _short(exc: BaseException) -> str:

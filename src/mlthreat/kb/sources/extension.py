@@ -50,7 +50,6 @@ from mlthreat.kb.model import (
     Reference,
     Technique,
 )
-from mlthreat.kb.sources import read_text
 
 __all__ = ["load_extension", "merge"]
 
@@ -77,7 +76,15 @@ def _read_with_lines(path: Path) -> tuple[Any, dict[int, tuple[int, dict[str, in
     _LineLoader.add_constructor(
         yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _LineLoader.construct_mapping
     )
-    text = read_text(path)
+    from mlthreat.safeload import SafeLoadError, parse_yaml, read_text
+
+    try:
+        # the bounded reader first (size, depth, alias expansion, duplicate keys naming both
+        # lines); then the line-recording loader over text known to be tame
+        text = read_text(path, encoding="utf-8")
+        parse_yaml(text, path)
+    except SafeLoadError as exc:
+        raise DataFileError(exc.path, exc.reason, line=exc.line) from None
     try:
         data = yaml.load(text, Loader=_LineLoader)
     except yaml.YAMLError as exc:
