@@ -80,7 +80,7 @@ def write_set(folder: str | Path, files: Mapping[str, str | bytes],
     folder : path
         Created if missing.
     files : mapping of file name to content
-        Written to temporary names first.
+        Written to temporary names first; a name may hold a subfolder.
     staged : mapping of file name to an already written temporary file, optional
         Files produced during the work (a query log) that join the set.
 
@@ -98,20 +98,25 @@ def write_set(folder: str | Path, files: Mapping[str, str | bytes],
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _fail(out, exc) from None
-    ready: list[tuple[Path, Path]] = [(Path(tmp), out / name)
-                                      for name, tmp in (staged or {}).items()]
+    ready: list[tuple[str, Path, Path]] = [(name, Path(tmp), out / name)
+                                           for name, tmp in (staged or {}).items()]
     try:
         for name, data in files.items():
-            ready.append((_write_staged(out / name, data), out / name))
+            final = out / name  # a name may hold a subfolder ("layers/x.json")
+            try:
+                final.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise _fail(final.parent, exc) from None
+            ready.append((name, _write_staged(final, data), final))
     except OutputError:
-        for tmp, _ in ready:
-            Path(tmp).unlink(missing_ok=True)
+        for _, tmp, _ in ready:
+            tmp.unlink(missing_ok=True)
         raise
     written: dict[str, Path] = {}
-    for tmp, final in ready:
+    for name, tmp, final in ready:
         try:
             os.replace(tmp, final)
         except OSError as exc:
             raise _fail(final, exc) from None
-        written[final.name] = final
+        written[name] = final
     return written

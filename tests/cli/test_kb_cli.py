@@ -105,8 +105,6 @@ def test_environment_variable_errors_name_the_variable(tmp_path, variable):
         str(layer): ("not an ATLAS data file" if variable == "MLTHREAT_ATLAS"
                      else "field 'namespace': missing required field"),
     }
-    if variable == "MLTHREAT_EXTENSIONS":
-        cases[str(tmp_path)] = "Is a directory"
     for value, reason in cases.items():
         out = run("kb", "show", "AML.T0043", env={variable: value})
         assert out.returncode == 2, value

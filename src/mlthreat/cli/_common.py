@@ -117,17 +117,20 @@ def indented(text: str, indent: int) -> Any:
 
 
 def write_output(text: str, output: Path | None) -> bool:
-    """Write ``text`` to ``output``, or to stdout when it is None or ``-``; return whether a
-    file was written. Raises UsageError when the file cannot be written."""
+    """Write ``text`` to ``output`` whole or not at all (see :mod:`mlthreat.files`), or to
+    stdout when it is None or ``-``; return whether a file was written. Raises UsageError
+    when the file cannot be written."""
     from mlthreat.errors import UsageError
 
     if output is None or str(output) == "-":
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return False
+    from mlthreat.files import OutputError, write_atomic
+
     try:
-        output.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
+        write_atomic(output, text)  # whole or not at all: a kill never leaves half a file
+    except OutputError as exc:
+        raise UsageError(str(exc)) from None
     return True
 
 

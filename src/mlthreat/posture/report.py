@@ -149,13 +149,13 @@ def write_outputs(doc: Doc, kb: KnowledgeBase, out: Path, layer_version: str = "
     }
     files.update({f"layers/{name}": text
                   for name, text in posture_layers(kb, doc, layer_version).items()})
-    written = []
+    from mlthreat.files import OutputError, write_set
+
+    # posture.json, the machine-readable result, goes in last: a set is whole or not at all
+    ordered = {name: text for name, text in files.items() if name != "posture.json"}
+    ordered["posture.json"] = files["posture.json"]
     try:
-        (out / "layers").mkdir(parents=True, exist_ok=True)
-        for name, text in files.items():
-            path = out / name
-            path.write_text(text, encoding="utf-8")
-            written.append(path)
-    except OSError as exc:
-        raise UsageError(f"cannot write {exc.filename or out}: {exc.strerror or exc}") from None
-    return written
+        written = write_set(out, ordered)
+    except OutputError as exc:
+        raise UsageError(str(exc)) from None
+    return [written[name] for name in files]
