@@ -218,3 +218,76 @@ def test_signature_in_the_model_folder_is_found_and_verified(tmp_path: Path) -> 
     assert doc["checks"] == [f"signature {model}/model.sig: does NOT verify"]
     assert [(f["rule"], f["severity"], f["technique"]) for f in doc["findings"]] == [
         ("signature.invalid", "critical", "AML.T0010.003")]
+
+
+def test_symlink_out_of_the_folder_fails_and_follow_symlinks_scans_it(tmp_path: Path) -> None:
+    models, outside = tmp_path / "models", tmp_path / "outside"
+    models.mkdir()
+    outside.mkdir()
+    (outside / "evil.pkl").write_bytes(call_p0("os", "system", "id"))
+    (models / "config.json").write_text("{}", "utf-8")
+    (models / "pytorch_model.bin").symlink_to("../outside/evil.pkl")
+    out = scan(str(models), "--engines", "none", "--fail-on", "high")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "scan.symlink-outside" in out.stdout and "-> ../outside/evil.pkl" in out.stdout
+    assert f"{models}/pytorch_model.bin" in out.stdout and "Findings: 1 high." in out.stdout
+    doc = json.loads(scan(str(models), "--engines", "none", "--json").stdout)
+    (finding,) = doc["findings"]
+    assert (finding["path"], finding["rule"], finding["severity"], finding["technique"]) == (
+        f"{models}/pytorch_model.bin", "scan.symlink-outside", "high", "AML.T0011.000")
+    assert finding["details"] == {"target": "../outside/evil.pkl"}
+    assert str(outside / "evil.pkl") in finding["message"]
+
+    followed = scan(str(models), "--engines", "none", "--json", "--follow-symlinks")
+    assert followed.returncode == 1
+    doc = json.loads(followed.stdout)
+    assert [(f["path"], f["rule"], f["symbol"], f["severity"]) for f in doc["findings"]] == [
+        (f"{models}/pytorch_model.bin", "pickle.dangerous-global", "os.system", "critical")]
+
+
+# a file name carrying: an OSC 52 clipboard write, an OSC 8 link, CSI as C1 (U+009B), a
+# right-to-left override (U+202E), a C0 control and rich markup
+HOSTILE = ("a\x1b]52;c;ZXZpbA==\x07b\x1b]8;;https:evil.example\x07c\x9b31md"
+           "\u202eq\x01[bold red]x[blink]y.pkl")
+RAW = ("\x1b", "\x07", "\x9b", "\u202e", "\x01")
+VISIBLE = r"a\x1b]52;c;ZXZpbA==\x07b\x1b]8;;https:evil.example\x07c\x9b31md\u202eq\x01" \
+    "[bold red]x[blink]y.pkl"
+
+
+def test_table_notes_and_progress_escape_hostile_file_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / HOSTILE).write_bytes(call_p0("os", "system", "id"))
+    manifest = tmp_path / f"m{HOSTILE}.json"
+    written = scan("manifest", str(models), "-o", str(manifest))
+    assert written.returncode == 0, written.stderr
+    out = scan(str(models), "--engines", "none", "--manifest", str(manifest))
+    assert out.returncode == 1, out.stderr
+    for raw in RAW:
+        assert raw not in written.stdout + out.stdout + out.stderr
+    assert written.stdout.strip().endswith(f"into {tmp_path}/m{VISIBLE}.json")
+    # the table folds long cells: compare without the frame
+    cells = "".join(line.split("│")[3].strip() for line in out.stdout.splitlines()
+                    if line.startswith("│"))
+    assert f"{models}/{VISIBLE}" in cells
+    assert f"manifest {tmp_path}/m{VISIBLE}.json: every file matches" in out.stdout
+
+    # the progress line (stderr, when a terminal)
+    import io
+
+    from mlthreat.cli.scan import _progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    err = Tty()
+    monkeypatch.setattr(sys, "stderr", err)
+    show = _progress()
+    assert show is not None
+    show(1, 2, str(models / HOSTILE))
+    for raw in RAW:
+        assert raw not in err.getvalue().replace("\x1b[", "")  # rich's own colour codes
+    assert VISIBLE in err.getvalue()

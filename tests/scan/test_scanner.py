@@ -133,7 +133,7 @@ def test_folder_benign_text_and_renamed_pickle(tmp_path: Path, sklearn_pickle: b
     (root / "README.md").write_text("# My model\n\nTrained on iris.\n")
     (root / "config.json").write_text(json.dumps({"model_type": "logreg"}))
     (root / "weights.safetensors").write_bytes(MALICIOUS)   # a pickle by its bytes
-    (root / "link.pkl").symlink_to(tmp_path / "elsewhere.pkl")
+    (root / "link.pkl").symlink_to("model.pkl")  # inside the folder: scanned as model.pkl
     seen: list[tuple[int, int | None, str]] = []
     report = Scanner(engines=()).run([root], progress=lambda *a: seen.append(a))
     assert records(report) == {
@@ -479,3 +479,65 @@ def test_hostile_file_names_are_reported_printable(tmp_path: Path) -> None:
     names = sorted(Path(f.path).name for f in report.findings)
     assert names == ["\\x1b[31mred.pkl", "bad\\xffbyte.pkl"]
     json.dumps(report.to_dict(), ensure_ascii=False).encode("utf-8")  # no lone surrogates
+
+
+# ---- symbolic links ----------------------------------------------------------------------
+
+
+def _link_tree(tmp_path: Path) -> Path:
+    """models/ with a link out to an evil pickle, a dangling link, a two-link loop, a link
+    to the parent folder and one back to its own folder (inside, harmless unless followed)."""
+    root = tmp_path / "models"
+    (root / "sub").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "evil.pkl").write_bytes(MALICIOUS)
+    (root / "pytorch_model.bin").symlink_to("../outside/evil.pkl")
+    (root / "dangling.bin").symlink_to("nowhere.bin")
+    (root / "loop-a").symlink_to("loop-b")
+    (root / "loop-b").symlink_to("loop-a")
+    (root / "up").symlink_to("..")
+    (root / "sub" / "back").symlink_to("..")
+    return root
+
+
+def test_links_not_followed_are_findings_when_they_hide_files(tmp_path: Path) -> None:
+    root = _link_tree(tmp_path)
+    report = Scanner(engines=()).run([root])
+    got = {(Path(f.path).relative_to(root).as_posix(), f.rule, f.severity, f.location)
+           for f in report.findings}
+    assert got == {
+        ("pytorch_model.bin", "scan.symlink-outside", "high", "-> ../outside/evil.pkl"),
+        ("dangling.bin", "scan.symlink-dangling", "high", "-> nowhere.bin"),
+        ("loop-a", "scan.symlink-loop", "high", "-> loop-b"),
+        ("loop-b", "scan.symlink-loop", "high", "-> loop-a"),
+        ("up", "scan.symlink-outside", "high", "-> .."),
+    }
+    assert all(f.technique == UNSAFE and f.format == "symlink" for f in report.findings)
+    assert records(report)[str(root / "sub" / "back")] == (None, "skipped")
+    assert report.exit_code("high") == 1
+    evil = next(f for f in report.findings if f.path.endswith("pytorch_model.bin"))
+    assert f"resolves to {tmp_path / 'outside' / 'evil.pkl'}" in evil.message
+    assert evil.details == {"target": "../outside/evil.pkl"}
+
+
+def test_follow_symlinks_scans_targets_once_and_reports_loops(tmp_path: Path) -> None:
+    root = _link_tree(tmp_path)
+    t0 = time.monotonic()
+    report = Scanner(engines=(), follow_symlinks=True).run([root])
+    assert time.monotonic() - t0 < 5
+    got = sorted((Path(f.path).relative_to(root).as_posix(), f.rule) for f in report.findings)
+    assert got == [
+        ("dangling.bin", "scan.symlink-dangling"),
+        ("loop-a", "scan.symlink-loop"),
+        ("loop-b", "scan.symlink-loop"),
+        ("pytorch_model.bin", "pickle.dangerous-global"),   # the target, under the link
+        ("sub/back", "scan.symlink-loop"),                  # back into a folder being walked
+        ("up/models", "scan.symlink-loop"),                 # up/ holds models/ again
+        ("up/outside/evil.pkl", "pickle.dangerous-global"),
+    ]
+    assert records(report)[str(root / "pytorch_model.bin")] == ("pickle", "findings")
+
+
+def test_follow_symlinks_must_be_bool() -> None:
+    with pytest.raises(UsageError, match="follow_symlinks"):
+        Scanner(follow_symlinks="yes").validate()  # type: ignore[arg-type]

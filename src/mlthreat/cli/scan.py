@@ -19,9 +19,21 @@ from mlthreat.cli._common import (
     print_json,
 )
 from mlthreat.errors import UsageError
+from mlthreat.scan.findings import printable
 
 FORMATS = ("table", "json", "sarif")
 FAIL_ON = ("critical", "high", "medium", "low", "info", "never")
+
+
+def terminal_text(text: object) -> str:
+    """Data text (a file name, a symbol read from a file) made safe to print with rich: C0
+    and C1 controls (ESC, BEL, CSI U+009B), bidirectional overrides (U+202E) and other
+    invisible format characters become visible ``\\xNN``/``\\uNNNN`` escapes, so an OSC
+    sequence (``ESC ] 52 ;`` … ``BEL``, a clipboard write; ``ESC ] 8`` links) never reaches
+    the terminal; then rich markup (``[bold]``) is escaped, so it prints as written."""
+    from rich.markup import escape
+
+    return escape(printable(str(text)))
 
 
 def _engines(text: str) -> tuple[str, ...]:
@@ -75,7 +87,7 @@ def _write(text: str, output: Path | None) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise UsageError(f"{output}: cannot write ({exc.strerror or exc})") from None
-    print(f"wrote {output}", file=sys.stderr)
+    print(f"wrote {printable(str(output))}", file=sys.stderr)
 
 
 def _manifest(paths: list[Path], output: Path | None, as_json: bool) -> None:
@@ -98,7 +110,7 @@ def _manifest(paths: list[Path], output: Path | None, as_json: bool) -> None:
     if as_json:
         print_json(doc)
     else:
-        print(f"{len(doc.get('files', []))} files hashed (SHA-256) into {out}")
+        print(f"{len(doc.get('files', []))} files hashed (SHA-256) into {printable(str(out))}")
 
 
 def scan(
@@ -133,6 +145,12 @@ def scan(
                                                            "(repeatable).")] = None,
     hash_files: Annotated[bool, typer.Option(help="Record every file's SHA-256 in the "
                                              "report.")] = True,
+    follow_symlinks: Annotated[bool, typer.Option(help="Scan what symbolic links inside a "
+                                                  "folder point to, under the link's name "
+                                                  "(each folder once; a loop is a finding). "
+                                                  "Without it a link leading out of the "
+                                                  "folder, dangling or looping is a high "
+                                                  "finding.")] = False,
     seconds_per_file: Annotated[float, typer.Option(min=0.0, help="Time budget per "
                                                     "top-level file.")] = 300.0,
     show: Annotated[str, typer.Option(help="Least severe finding the table lists (JSON and "
@@ -173,7 +191,8 @@ def scan(
     kb = load_kb(atlas, extension)
     chosen = Policy.from_file(policy) if policy is not None else None
     scanner = Scanner(policy=chosen, limits=replace(Limits(), seconds_per_file=seconds_per_file),
-                      engines=_engines(engines), hash_files=hash_files).validate()
+                      engines=_engines(engines), hash_files=hash_files,
+                      follow_symlinks=follow_symlinks).validate()
     report = scanner.run(paths, progress=_progress() if fmt == "table" else None)
     extra = []
     notes: list[str] = []
@@ -234,7 +253,8 @@ def _progress() -> Any:
     err = Console(stderr=True)
 
     def show(done: int, total: int | None, path: str) -> None:
-        err.print(f"[{done}/{total}] {path}", end="\r", highlight=False, soft_wrap=True)
+        err.print(f"[{done}/{total}] {terminal_text(path)}", end="\r", highlight=False,
+                  soft_wrap=True)
 
     return show
 
@@ -260,11 +280,13 @@ def _table(report: Any, kb: Any, fail_on: str, show: str, output: Path | None,
         for f in shown:
             where = f.location if f.engine == "mlthreat" else \
                 f"{f.location} ({f.engine})".strip()
-            table.add_row(f.severity, f.technique, f.path, f.rule, f.symbol, where)
+            table.add_row(*map(terminal_text, (f.severity, f.technique, f.path, f.rule,
+                                               f.symbol, where)))
         con.print(table)
         for tid, info in _techniques(kb, shown).items():
             mits = ", ".join(f"{m['id']} {m['name']}" for m in info["mitigations"]) or "none"
-            con.print(f"{tid} {info['name']}: mitigations {mits}", highlight=False)
+            con.print(terminal_text(f"{tid} {info['name']}: mitigations {mits}"),
+                      highlight=False)
     hidden = len(report.findings) - len(shown)
     counts = ", ".join(f"{n} {s}" for s, n in report.counts().items() if n)
     verdicts = report.verdicts()
@@ -273,10 +295,11 @@ def _table(report: Any, kb: Any, fail_on: str, show: str, output: Path | None,
               f"skipped (not model files). Findings: {counts or 'none'}"
               + (f" ({hidden} below {show} not listed; --show "
                  f"{'info' if show == 'low' else 'low'} lists them)" if hidden else "")
-              + f". Fail on {fail_on}. ATLAS data {kb.version}.", highlight=False)
+              + f". Fail on {fail_on}. ATLAS data {terminal_text(kb.version)}.",
+              highlight=False)
     for note in notes:
-        con.print(note, highlight=False)
+        con.print(terminal_text(note), highlight=False, soft_wrap=True)  # paths stay whole
     for message in report.engine_messages:
-        con.print(f"note: {message}", highlight=False, style="dim")
+        con.print(f"note: {terminal_text(message)}", highlight=False, style="dim")
     if buffer is not None:
         _write(buffer.getvalue(), output)

@@ -181,17 +181,23 @@ class Scanner:
         Record each file's SHA-256 (streamed). Hashing reads every byte, about 1-5 s per
         GiB; analysers mostly seek, so ``False`` makes scans of huge files much faster
         (``sha256`` is then ``""``).
+    follow_symlinks : bool
+        Scan what symbolic links inside a folder point to, under the link's name (each
+        folder once; a loop is a finding). By default a link is not followed, and one that
+        leads out of the folder, dangles or loops is a high-severity finding (see
+        :mod:`mlthreat.scan.inputs`).
     """
 
     def __init__(self, policy: Policy | None = None, limits: Limits = _DEFAULT_LIMITS,
                  engines: Sequence[str] = ENGINES,
                  max_engine_bytes: int = DEFAULT_MAX_ENGINE_BYTES,
-                 hash_files: bool = True) -> None:
+                 hash_files: bool = True, follow_symlinks: bool = False) -> None:
         self.policy = policy
         self.limits = limits
         self.engines = engines
         self.max_engine_bytes = max_engine_bytes
         self.hash_files = hash_files
+        self.follow_symlinks = follow_symlinks
 
     def validate(self) -> Scanner:
         """Check the parameters; returns ``self``.
@@ -211,6 +217,8 @@ class Scanner:
         if unknown:
             raise UsageError(f"unknown engine(s) {', '.join(map(str, unknown))}; "
                              f"known: {', '.join(ENGINES)}")
+        if not isinstance(self.follow_symlinks, bool):
+            raise UsageError("follow_symlinks must be True or False")
         if not isinstance(self.max_engine_bytes, int) or self.max_engine_bytes < 0:
             raise UsageError("max_engine_bytes must be a non-negative integer")
         lim = self.limits
@@ -244,7 +252,7 @@ class Scanner:
         started = datetime.now(UTC).isoformat(timespec="seconds")
         t0 = time.monotonic()
         try:
-            entries = list(iter_inputs(paths))
+            entries = list(iter_inputs(paths, bool(self.follow_symlinks)))
         except FileNotFoundError as exc:
             raise UsageError(str(exc)) from None
         run = _Run(self, policy)
@@ -252,7 +260,16 @@ class Scanner:
             run.workdir = Path(work)
             for done, entry in enumerate(entries, 1):
                 display = printable(str(entry.path))
-                if entry.skipped.startswith("cannot"):
+                if entry.rule:
+                    # a link that hides what it points to from the scan
+                    target = printable(entry.target)
+                    run.findings.append(violation(
+                        entry.rule, display, "symlink", printable(entry.skipped)
+                        + (f"; the link points to {target}" if target else ""),
+                        f"-> {target}" if target else "", target=target))
+                    run.files.append(FileRecord(display, None, 0, "", "error",
+                                                printable(entry.skipped)))
+                elif entry.skipped.startswith("cannot"):
                     # a folder we cannot list may hold anything: never "skipped" quietly
                     run.findings.append(violation("scan.unreadable", display, "folder",
                                                   f"not scanned: {entry.skipped}"))

@@ -1,7 +1,8 @@
 """Inputs of a scan: files, folders, and archives opened as containers of further files.
 
-Folders are walked recursively in sorted order; symbolic links inside a folder are never
-followed (a link could lead out of the folder, or loop) and are reported as skipped.
+Files and folders given are listed by :mod:`mlthreat.scan.inputs` (which also decides what a
+symbolic link inside a folder becomes); :func:`iter_inputs` and :class:`Entry` are re-exported
+here.
 
 Archives (``zip``, ``tar``, and single-stream ``gzip``/``bz2``/``xz``/``lzma``/``zlib``
 files) are containers: each member is streamed, in 64 KiB chunks, to a temporary file in the
@@ -39,12 +40,13 @@ import tempfile
 import time
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, BinaryIO, Protocol
 
 from mlthreat.scan.findings import TECHNIQUES, Finding, FormatError, Limits, printable
+from mlthreat.scan.inputs import Entry, iter_inputs
 from mlthreat.scan.sniff import COMPRESSIONS
 
 __all__ = ["Budget", "Entry", "Member", "declared_bombs", "iter_inputs",
@@ -78,14 +80,6 @@ class Budget:
 
 
 @dataclass(frozen=True)
-class Entry:
-    """A top-level input: a real file, or a path skipped for ``skipped`` (the reason)."""
-
-    path: Path
-    skipped: str = ""
-
-
-@dataclass(frozen=True)
 class Member:
     """One archive member: ``display`` is ``outer!name``; ``path`` the temporary file holding
     its bytes, or ``None`` when it is not a file (``note`` says why: a link, a device …)."""
@@ -102,48 +96,6 @@ def violation(rule: str, path: str, fmt: str, message: str, location: str = "",
     read past)."""
     return Finding(path=path, format=fmt, severity="high", rule=rule, message=message,
                    technique=TECHNIQUES["unsafe"], location=location, details=dict(details))
-
-
-def iter_inputs(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Entry]:
-    """Each file under ``paths`` in order; folders recursively, sorted by name.
-
-    A path given explicitly is followed even if it is a symbolic link (the user named it);
-    links found inside a folder are yielded as skipped (``"symbolic link (not followed)"``),
-    as are sockets, FIFOs and devices.
-
-    Raises
-    ------
-    FileNotFoundError
-        For an explicit path that does not exist.
-    """
-    for raw in paths:
-        p = Path(raw)
-        if not p.exists():
-            raise FileNotFoundError(f"no such file or folder: {p}")
-        if p.is_dir():
-            yield from _walk_dir(p)
-        elif p.is_file():
-            yield Entry(p)
-        else:
-            yield Entry(p, "not a regular file")
-
-
-def _walk_dir(folder: Path) -> Iterator[Entry]:
-    try:
-        children = sorted(os.scandir(folder), key=lambda d: d.name)
-    except OSError as exc:
-        yield Entry(folder, f"cannot list folder: {exc.strerror or exc}")
-        return
-    for child in children:
-        p = Path(child.path)
-        if child.is_symlink():
-            yield Entry(p, "symbolic link (not followed)")
-        elif child.is_dir(follow_symlinks=False):
-            yield from _walk_dir(p)
-        elif child.is_file(follow_symlinks=False):
-            yield Entry(p)
-        else:
-            yield Entry(p, "not a regular file")
 
 
 def member_name(display: str) -> str:
