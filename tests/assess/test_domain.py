@@ -66,7 +66,7 @@ def test_spec_overrides_by_name_and_index(tmp_path):
     ("features:\n  - {index: 0, kind: constant, min: 1, max: 2}\n",
      r"features\[0\]: a constant column has min equal to max, not 1 and 2"),
     ("colours: []\n", r"a feature spec is a mapping with 'features' and/or 'one_hot'"),
-    ("features: [\n", r"not YAML or JSON"),
+    ("features: [\n", r"spec.yaml:2: invalid YAML"),
     # hostile or careless specs found by fuzzing the CLI: each once broke a run or passed
     ("features:\n  - {name: age, min: .nan, max: 1}\n", r"features\[0\]: min and max must be "
                                                          r"finite, got nan"),
@@ -82,7 +82,7 @@ def test_spec_overrides_by_name_and_index(tmp_path):
     ("one_hot:\n  - [red, green]\n  - [green, blue]\n",
      r"one_hot\[1\]: column 4 is already in one_hot\[0\]"),
     ("features: !!python/object/apply:os.system ['echo hi']\n",
-     r"not YAML or JSON: could not determine a constructor for the tag"),
+     r"invalid YAML: could not determine a constructor for the tag"),
 ])
 def test_bad_spec_is_one_line_naming_file_and_entry(tmp_path, text, message):
     x = _table(np.random.default_rng(3))
@@ -135,5 +135,5 @@ def test_spec_with_a_bom_and_an_oversized_spec(tmp_path, monkeypatch):
     domain = read_feature_spec(spec, infer_domain(x), ["age"] + [f"c{i}" for i in range(6)])
     assert (domain.low[0], domain.high[0], domain.kinds[0]) == (0.0, 120.0, "integer")
     monkeypatch.setattr(domain_module, "MAX_SPEC_BYTES", 10)
-    with pytest.raises(DataError, match=r"bom\.yaml: feature spec of \d+ bytes, over the"):
+    with pytest.raises(DataError, match=r"bom\.yaml: file is \d+ bytes, over the 10-byte limit"):
         read_feature_spec(spec, infer_domain(x), ["age"])

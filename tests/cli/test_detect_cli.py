@@ -189,3 +189,19 @@ def test_hec_output_reaches_the_collector_it_names(tmp_path, monkeypatch):
     assert request["headers"]["Authorization"] == "Splunk t0ken"
     assert request["json"]["event"]["technique"] == "AML.T0029"
     assert request["json"]["event"]["client_id"] == "loop"
+
+
+def test_hostile_calibration_file_is_one_line(tmp_path):
+    log = tmp_path / "q.jsonl"
+    log.write_text(json.dumps({"ts": 1.7e9, "client_id": "c", "model_id": "m",
+                               "input": [0.5], "output": {"label": 1}}) + "\n")
+    dup = tmp_path / "cal.json"
+    dup.write_text('{"kind": "mlthreat.detect.calibration",\n "detectors": {},\n'
+                   ' "kind": "other"}\n')
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 10_000 + "]" * 10_000)
+    for path, reason in ((dup, "key 'kind' given twice (lines 1 and 3)"),
+                         (deep, "nested deeper than 100 levels")):
+        res = run("run", str(log), "--calibration", str(path))
+        assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert reason in res.stderr and str(path) in res.stderr

@@ -157,18 +157,14 @@ def read_feature_spec(path: str | Path, base: FeatureDomain,
         of the spec; the message names the file and the entry.
     """
     import numpy as np
-    import yaml
+
+    from mlthreat.safeload import SafeLoadError, load
 
     p = Path(path)
-    try:
-        if p.stat().st_size > MAX_SPEC_BYTES:
-            raise DataError(f"{p}: feature spec of {p.stat().st_size} bytes, over the "
-                            f"{MAX_SPEC_BYTES // 2**20} MiB a spec of column declarations needs")
-        spec = yaml.safe_load(p.read_text("utf-8-sig"))
-    except OSError as exc:
-        raise DataError(f"{p}: cannot read feature spec: {exc.strerror or exc}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise DataError(f"{p}: not YAML or JSON: {str(exc).splitlines()[0]}") from None
+    try:  # bounded: size, nesting, alias expansion; duplicate keys refused with both lines
+        spec = load(p, max_bytes=MAX_SPEC_BYTES)
+    except SafeLoadError as exc:
+        raise DataError(str(exc)) from None
     if not isinstance(spec, dict) or set(spec) - {"features", "one_hot"}:
         raise DataError(f"{p}: a feature spec is a mapping with 'features' and/or 'one_hot'")
     for key in ("features", "one_hot"):

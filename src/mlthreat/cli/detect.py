@@ -103,11 +103,12 @@ def _names(detectors: str | None) -> list[str] | None:
 
 def _load_calibration(path: Path) -> dict[str, Any]:
     from mlthreat.detect.errors import CalibrationError
+    from mlthreat.safeload import SafeLoadError, load
 
-    try:
-        data = json.loads(path.read_text("utf-8-sig"))
-    except (OSError, ValueError) as exc:
-        raise CalibrationError(f"{path}: cannot read calibration: {exc}") from None
+    try:  # bounded: size, nesting, duplicate keys
+        data = load(path)
+    except SafeLoadError as exc:
+        raise CalibrationError(f"cannot read calibration: {exc}") from None
     if not isinstance(data, dict) or data.get("kind") != CALIBRATION_KIND or \
             not isinstance(data.get("detectors"), dict):
         raise CalibrationError(f"{path}: not an mlthreat calibration file (kind "
