@@ -291,3 +291,22 @@ def test_table_notes_and_progress_escape_hostile_file_names(
     for raw in RAW:
         assert raw not in err.getvalue().replace("\x1b[", "")  # rich's own colour codes
     assert VISIBLE in err.getvalue()
+
+
+def test_hostile_policy_files_are_one_line(tmp_path):
+    model = tmp_path / "m.bin"
+    model.write_bytes(b"\x00" * 16)
+    cases = {
+        "dup.yaml": ("allowed: [a.b]\ndangerous: [c.d]\nallowed: [e.f]\n",
+                     "key 'allowed' given twice (lines 1 and 3)"),
+        "laughs.yaml": ("a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+                        + "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n"
+                                  for p, c in zip("abcdefgh", "bcdefghi", strict=True))
+                        + "allowed: *i\n", "aliases expand to more than"),
+    }
+    for name, (text, reason) in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        res = scan(str(model), "--policy", str(path))
+        assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert reason in res.stderr and str(path) in res.stderr

@@ -89,10 +89,12 @@ class Policy:
         UsageError
             Naming the file and field, for an unreadable file or a malformed entry.
         """
+        from mlthreat.safeload import SafeLoadError, read_text
+
         try:
-            text = Path(path).read_text("utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{path}: cannot read policy: {exc}") from None
+            text = read_text(path)  # size-capped, a regular file, UTF-8
+        except SafeLoadError as exc:
+            raise UsageError(f"cannot read policy: {exc}") from None
         mine = cls._from_text(text, str(path))
         data = _load(text, str(path))
         if data.get("replace") is True:
@@ -121,14 +123,12 @@ class Policy:
 
 
 def _load(text: str, source: str) -> dict[str, Any]:
-    import yaml
+    from mlthreat.safeload import SafeLoadError, parse_yaml
 
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise UsageError(f"{source}{where}: not valid YAML") from None
+    try:  # nesting and aliases bounded, duplicate keys refused naming both lines
+        data = parse_yaml(text, source)
+    except SafeLoadError as exc:
+        raise UsageError(str(exc)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
