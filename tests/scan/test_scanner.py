@@ -87,7 +87,7 @@ def _sniff(data: bytes) -> str | None:
     (b"\x89HDF\r\n\x1a\n" + bytes(8), "keras-h5"),
     (b"GGUF\x03\x00\x00\x00", "gguf"),
     (fb.safetensors_bytes({"w": np.zeros(2, np.float32)}), "safetensors"),
-    (gzip.compress(MALICIOUS), "gzip"),
+    (gzip.compress(MALICIOUS, mtime=0), "gzip"),
     (zlib.compress(MALICIOUS), "zlib"),
     (tar_bytes({"a.pkl": MALICIOUS}), "tar"),
     (zip_bytes({"archive/data.pkl": MALICIOUS, "archive/version": b"3\n"}), "pytorch-zip"),
