@@ -116,6 +116,23 @@ def indented(text: str, indent: int) -> Any:
     return Padding(text, (0, 0, 0, indent))
 
 
+# Characters a terminal acts on instead of printing: C0 controls but tab and newline, DEL, C1
+# controls (U+009B is a one-byte CSI), and the bidirectional overrides and isolates that
+# reorder what follows them (U+202E).
+_TERMINAL_CONTROL = dict.fromkeys(
+    [*range(0, 9), *range(11, 32), 127, *range(0x80, 0xA0), 0x061C, 0x200E, 0x200F,
+     *range(0x202A, 0x202F), *range(0x2066, 0x206A)], None)
+
+
+def data_text(text: Any) -> str:
+    """Text from data files (names, descriptions) made safe to print with rich and to keep
+    its lines: the characters of ``_TERMINAL_CONTROL`` are dropped (so no escape sequence,
+    OSC 52 clipboard write included, reaches the terminal) and rich markup is escaped."""
+    from rich.markup import escape
+
+    return escape(str(text).translate(_TERMINAL_CONTROL))
+
+
 def write_output(text: str, output: Path | None) -> bool:
     """Write ``text`` to ``output`` whole or not at all (see :mod:`mlthreat.files`), or to
     stdout when it is None or ``-``; return whether a file was written. Raises UsageError

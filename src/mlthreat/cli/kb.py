@@ -13,6 +13,7 @@ from mlthreat.cli._common import (
     ExtensionOpt,
     JsonOpt,
     console,
+    data_text,
     envelope,
     expect_exit,
     footer,
@@ -28,15 +29,6 @@ app = typer.Typer(help="The threat matrix: browse, search, diff, check, export."
                   no_args_is_help=True)
 
 
-_CONTROL = dict.fromkeys([*range(0, 9), *range(11, 32), 127], None)
-
-
-def _esc(text: str) -> str:
-    """Data text made safe for the terminal: rich markup escaped, control characters (escape
-    sequences that could retitle or clear the terminal) dropped."""
-    from rich.markup import escape
-
-    return escape(str(text).translate(_CONTROL))
 
 
 @app.command()
@@ -66,7 +58,7 @@ def matrix(
         table = Table(show_lines=False, expand=True, pad_edge=False)
         chunk = columns[start:start + per_table]
         for tactic, techs in chunk:
-            table.add_column(f"[bold]{_esc(tactic.name)}[/bold]\n[dim]{tactic.id} · "
+            table.add_column(f"[bold]{data_text(tactic.name)}[/bold]\n[dim]{tactic.id} · "
                              f"{len(techs)}[/dim]", overflow="fold", ratio=1)
         depth = max(len(techs) for _, techs in chunk)
         for row in range(depth):
@@ -76,7 +68,7 @@ def matrix(
                     cells.append("")
                     continue
                 t = techs[row]
-                label = t.id if ids else _esc(t.name)
+                label = t.id if ids else data_text(t.name)
                 cells.append(f"[dim]↳[/dim] {label}" if t.parent else label)
             table.add_row(*cells)
         con.print(table)
@@ -153,10 +145,11 @@ def show(
         return
     con = console()
     obj = kb.get(atlas_id)
-    con.print(f"[bold]{_esc(obj.name)}[/bold]  [cyan]{obj.id}[/cyan]  [dim]{data['type']}[/dim]")
+    con.print(f"[bold]{data_text(obj.name)}[/bold]  [cyan]{obj.id}[/cyan]  "
+              f"[dim]{data['type']}[/dim]")
     description = getattr(obj, "description", "")
     if description:
-        con.print(_esc(description))
+        con.print(data_text(description))
     facts = []
     if kb.status(atlas_id) != "active":
         by = [r.replaced_by for r in kb.retired if r.object.id == atlas_id and r.replaced_by]
@@ -165,12 +158,13 @@ def show(
     if data.get("maturity"):
         facts.append(f"maturity: {data['maturity']}")
     if data.get("parent"):
-        facts.append(f"sub-technique of {data['parent']} ({_esc(kb.get(data['parent']).name)})")
+        parent = data_text(kb.get(data["parent"]).name)
+        facts.append(f"sub-technique of {data['parent']} ({parent})")
     ref = data.get("attack_reference")
     if ref:
         facts.append(f"ATT&CK: {ref['id']}")
     if data["type"] in ("technique", "sub-technique"):
-        facts.append("tactics: " + ", ".join(f"{_esc(t['name'])} ({t['id']})"
+        facts.append("tactics: " + ", ".join(f"{data_text(t['name'])} ({t['id']})"
                                              for t in data["tactics"]))
     for fact in facts:
         con.print(f"  {fact}")
@@ -186,11 +180,11 @@ def show(
         con.print(f"\n[bold]{title}[/bold] ({len(items)})")
         for item in items:
             extra = " [dim](via parent)[/dim]" if item.get("inherited") else ""
-            con.print(f"  {item['id']:<14} {_esc(item.get('name') or '?')}{extra}")
+            con.print(f"  {item['id']:<14} {data_text(item.get('name') or '?')}{extra}")
             uses = item.get("use")
             for use in [uses] if isinstance(uses, str) else uses or []:
                 if use:
-                    con.print(indented(f"[dim]{_esc(use)}[/dim]", 17))
+                    con.print(indented(f"[dim]{data_text(use)}[/dim]", 17))
     con.print("\n" + footer(kb))
 
 
@@ -213,11 +207,11 @@ def search(
 
     con = console()
     if not hits:
-        con.print(f"No match for {_esc(' '.join(text))!r}. " + footer(kb))
+        con.print(f"No match for {data_text(' '.join(text))!r}. " + footer(kb))
         return
     table = Table("ID", "Type", "Name", "Score")
     for h in hits:
-        table.add_row(h.id, h.kind, _esc(h.name), f"{h.score:g}")
+        table.add_row(h.id, h.kind, data_text(h.name), f"{h.score:g}")
     con.print(table)
     con.print(footer(kb))
 
@@ -241,23 +235,23 @@ def _print_case_study(kb: Any, atlas_id: str, as_json: bool) -> None:
         print_json(envelope("mlthreat.kb.case-study", kb, {"type": "case-study", **data}))
         return
     con = console()
-    con.print(f"[bold]{_esc(cs.name)}[/bold]  [cyan]{cs.id}[/cyan]  [dim]{cs.case_study_type}, "
-              f"{cs.date_label}[/dim]")
+    con.print(f"[bold]{data_text(cs.name)}[/bold]  [cyan]{cs.id}[/cyan]  "
+              f"[dim]{cs.case_study_type}, {cs.date_label}[/dim]")
     for label, value in (("target", cs.target), ("actor", cs.actor), ("reporter", cs.reporter)):
         if value:
-            con.print(f"  {label}: {_esc(value)}")
-    con.print(_esc(cs.summary))
+            con.print(f"  {label}: {data_text(value)}")
+    con.print(data_text(cs.summary))
     con.print(f"\n[bold]Procedure[/bold] ({len(cs.procedure)} steps)")
     for n, step in enumerate(cs.procedure, 1):
         tac = kb.get(step.tactic).name if step.tactic in kb else "?"
         tech = kb.get(step.technique).name if step.technique in kb else "?"
         arrow = "   " if n == 1 else " → "
-        con.print(f"{arrow}{n:>2}. [magenta]{_esc(tac)}[/magenta] · {_esc(tech)} "
+        con.print(f"{arrow}{n:>2}. [magenta]{data_text(tac)}[/magenta] · {data_text(tech)} "
                   f"[dim]{step.technique}[/dim]")
         if step.description:
-            con.print(indented(f"[dim]{_esc(step.description)}[/dim]", 7))
+            con.print(indented(f"[dim]{data_text(step.description)}[/dim]", 7))
     for ref in cs.references:
-        con.print(f"  [dim]ref: {_esc(ref.title or ref.url)} {_esc(ref.url)}[/dim]")
+        con.print(f"  [dim]ref: {data_text(ref.title or ref.url)} {data_text(ref.url)}[/dim]")
     con.print("\n" + footer(kb))
 
 
@@ -318,8 +312,8 @@ def diff_cmd(
         for c in result.changes:
             # for a rename, Name and After are the same: show the name once
             name = "" if c.kind == "renamed" else c.name
-            table.add_row(c.kind, c.object_type, c.id, _esc(name), _esc(c.before),
-                          _esc(c.after.replace(",", ", ")))
+            table.add_row(c.kind, c.object_type, c.id, data_text(name), data_text(c.before),
+                          data_text(c.after.replace(",", ", ")))
         if result.changes:
             con.print(table)
         summary = ", ".join(f"{v} {k}" for k, v in sorted(result.counts().items()))
@@ -354,7 +348,7 @@ def check(
 
         con = console()
         for r in reports:
-            con.print(f"[bold]{_esc(r.path)}[/bold] ({r.file_format}): "
+            con.print(f"[bold]{data_text(r.path)}[/bold] ({r.file_format}): "
                       f"{plural(r.references_checked, 'reference')}, "
                       f"{plural(len(r.findings), 'finding')}")
             if not r.findings:
@@ -364,8 +358,8 @@ def check(
                 column.overflow = "fold"
             for f in r.findings:
                 use = f"{f.suggestion_id} {f.suggestion_name}" if f.suggestion_id else ""
-                table.add_row(str(f.line or ""), _esc(f.location), f.kind, _esc(f.found),
-                              _esc(use), _esc(f.message))
+                table.add_row(str(f.line or ""), data_text(f.location), f.kind, data_text(f.found),
+                              data_text(use), data_text(f.message))
             con.print(table)
         con.print(footer(kb))
     if total:

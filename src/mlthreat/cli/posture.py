@@ -18,6 +18,7 @@ from mlthreat.cli._common import (
     ExtensionOpt,
     JsonOpt,
     console,
+    data_text,
     expect_exit,
     footer,
     indented,
@@ -39,14 +40,6 @@ RulesOpt = Annotated[
                  "(repeatable).", show_default=False),
 ]
 
-_CONTROL = dict.fromkeys([*range(0, 9), *range(11, 32), 127], None)
-
-
-def _esc(text: Any) -> str:
-    """Data text made safe for the terminal: rich markup escaped, control characters dropped."""
-    from rich.markup import escape
-
-    return escape(str(text).translate(_CONTROL))
 
 
 def _assess(profile: Path, kb: Any, rules: list[Path] | None) -> dict[str, Any]:
@@ -102,7 +95,7 @@ def report(
         print_json(doc)
         if written:
             console_err = _stderr()
-            console_err.print(f"wrote {plural(len(written), 'file')} to {_esc(out)}")
+            console_err.print(f"wrote {plural(len(written), 'file')} to {data_text(out)}")
     else:
         _print_report(doc, kb, written, out)
     if failing:
@@ -121,12 +114,12 @@ def _print_report(doc: dict[str, Any], kb: Any, written: list[Path], out: Path |
     from rich.table import Table
 
     con = console()
-    con.print(f"[bold]{_esc(doc['organisation'])}[/bold]: "
-              f"{plural(len(doc['systems']), 'system')}, profile {_esc(doc['source'])}")
+    con.print(f"[bold]{data_text(doc['organisation'])}[/bold]: "
+              f"{plural(len(doc['systems']), 'system')}, profile {data_text(doc['source'])}")
     for s in doc["systems"]:
         n = s["summary"]
-        con.print(f"\n[bold]{_esc(s['name'])}[/bold] [dim]{_esc(s['kind'])}, "
-                  f"{_esc(', '.join(s['exposure']))}, owner {_esc(s['owner'])}[/dim]")
+        con.print(f"\n[bold]{data_text(s['name'])}[/bold] [dim]{data_text(s['kind'])}, "
+                  f"{data_text(', '.join(s['exposure']))}, owner {data_text(s['owner'])}[/dim]")
         con.print(indented(
             f"{n['applicable']} applicable: [green]{n['covered']} covered[/green], "
             f"[yellow]{n['partial']} partial[/yellow], [red]{n['uncovered']} uncovered[/red], "
@@ -144,13 +137,13 @@ def _print_report(doc: dict[str, Any], kb: Any, written: list[Path], out: Path |
             verify = "\n".join(v["command"] + ("" if v["ready"] else f" (needs {v['needs']})")
                                for v in g["verify"]) or "-"
             table.add_row(f"{g['priority']:g} {g['band']}",
-                          f"{g['technique']} {_esc(g['name'])}", g["status"],
-                          _esc(todo), _esc(verify))
+                          f"{g['technique']} {data_text(g['name'])}", g["status"],
+                          data_text(todo), data_text(verify))
         con.print(table)
     if written:
-        con.print(f"\nWrote {plural(len(written), 'file')} to {_esc(out)}:")
+        con.print(f"\nWrote {plural(len(written), 'file')} to {data_text(out)}:")
         for path in written:
-            con.print(f"  {_esc(path)}")
+            con.print(f"  {data_text(path)}")
     con.print("\n" + footer(kb))
 
 
@@ -217,15 +210,15 @@ def diff_cmd(
 
 def _print_diff(result: Any, kb: Any, old: Path, new: Path, worse: bool) -> None:
     con = console()
-    con.print(f"{_esc(old)} → {_esc(new)}")
+    con.print(f"{data_text(old)} → {data_text(new)}")
     for name in result.systems_added:
-        con.print(f"[green]+ system {_esc(name)}[/green]")
+        con.print(f"[green]+ system {data_text(name)}[/green]")
     for name in result.systems_removed:
-        con.print(f"[red]- system {_esc(name)}[/red]")
+        con.print(f"[red]- system {data_text(name)}[/red]")
     for s in result.systems:
         if not s.changed:
             continue
-        con.print(f"\n[bold]{_esc(s.name)}[/bold]")
+        con.print(f"\n[bold]{data_text(s.name)}[/bold]")
         for c in s.coverage_up:
             con.print(f"  [green]coverage up[/green]   {c.technique}: {100 * c.old:.0f}% → "
                       f"{100 * c.new:.0f}% (+{100 * (c.delta or 0):.1f})")
@@ -263,5 +256,5 @@ def example(
     if output is not None and str(output) != "-" and output.exists() and not force:
         raise UsageError(f"{output} exists; pass --force to overwrite it")
     if write_output(example_profile_text(), output):
-        console().print(f"wrote the example profile to {_esc(output)}; assess it with: "
-                        f"mlthreat posture report {_esc(output)}")
+        console().print(f"wrote the example profile to {data_text(output)}; assess it with: "
+                        f"mlthreat posture report {data_text(output)}")
