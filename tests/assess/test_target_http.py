@@ -288,3 +288,47 @@ def test_regression_endpoint():
         out = target.predict(np.ones((4, 3)))
     assert target.task == "regression" and target.n_classes == 1
     np.testing.assert_allclose(out, [3.0] * 4)
+
+
+def test_a_trickled_answer_is_bounded_by_the_timeout():
+    """An endpoint that sends its headers, then its body a byte every 0.2 s: the per-read
+    socket timeout never fires, so --timeout has to bound the whole answer."""
+    import socket
+    import threading
+    import time
+
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                body = b'{"predictions": [[0.5, 0.5]]}'
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+                for byte in body:
+                    if stop.is_set():
+                        return
+                    try:
+                        conn.sendall(bytes([byte]))
+                    except OSError:
+                        break
+                    time.sleep(0.2)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/predict"
+        target = load_target(url, n_features=2, timeout=1.0, retries=0)
+        started = time.monotonic()
+        with pytest.raises(TargetError, match=r"timed out after 1 s"):
+            target.predict(np.zeros((1, 2), dtype="float32"))
+        assert time.monotonic() - started < 3.0  # the body alone would take 6 s
+    finally:
+        stop.set()
+        server.close()

@@ -28,7 +28,8 @@ and ``output_kind`` are read from the first answer when not given (labels cannot
 classes there are, so a labels endpoint needs ``n_classes``); see
 :class:`~mlthreat.assess.targets._answers.AnswerTarget`.
 
-Transport: ``timeout`` seconds per request (default 10); ``retries`` (default 3) with exponential
+Transport: ``timeout`` seconds per request, the whole answer included (default 10);
+``retries`` (default 3) with exponential
 backoff from ``backoff`` seconds (default 0.5) on connection errors, timeouts, HTTP 5xx and 429,
 honouring ``Retry-After``; other 4xx answers fail at once; ``max_rps`` limits requests per
 second on the client side; ``batch_size`` rows go in one request (default 64). Redirects are not
@@ -265,6 +266,28 @@ class HttpTarget(AnswerTarget):
             return None
         return max(0.0, when.timestamp() - time.time())
 
+    def _read_body(self, response: Any, deadline: float) -> bytes:
+        """The answer's body, at most ``MAX_BODY + 1`` bytes, read in chunks until
+        ``deadline`` (monotonic seconds): the socket timeout bounds one read only, so an
+        endpoint that trickles its answer a byte at a time would otherwise never end.
+
+        Raises
+        ------
+        TimeoutError
+            When the body is not complete by the deadline (retried like any timeout).
+        """
+        parts: list[bytes] = []
+        size = 0
+        while size <= MAX_BODY:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"answer not complete within {self.timeout:g} s")
+            chunk = response.read1(min(1 << 16, MAX_BODY + 1 - size))
+            if not chunk:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+        return b"".join(parts)
+
     def _post(self, payload: Any) -> Any:
         where = self.description
         try:
@@ -281,7 +304,7 @@ class HttpTarget(AnswerTarget):
             wait: float | None = None
             try:
                 with self._opener.open(request, timeout=self.timeout) as response:
-                    raw = response.read(MAX_BODY + 1)
+                    raw = self._read_body(response, time.monotonic() + self.timeout)
                     if len(raw) > MAX_BODY:
                         raise TargetError(f"{where}: answer larger than {MAX_BODY >> 20} MiB; "
                                           "lower batch_size")
