@@ -47,18 +47,25 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
-def _graph_classes(path: Path) -> list[Any] | None:
-    """Class labels declared in the graph (ZipMap first, then any classifier node), or None
-    when the ``onnx`` package is missing or the graph declares none."""
+def _graph(path: Path) -> Any:
+    """The model's graph read with the ``onnx`` package (no external data), or None when the
+    package is missing or cannot read it."""
     try:
         import onnx
     except ImportError:
         return None
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        return onnx.load(str(path), load_external_data=False).graph
     except Exception:
         return None
-    nodes = sorted(model.graph.node, key=lambda node: node.op_type != "ZipMap")
+
+
+def _graph_classes(graph: Any) -> list[Any] | None:
+    """Class labels declared in ``graph`` (ZipMap first, then any classifier node), or None
+    when there is no graph or it declares none."""
+    if graph is None:
+        return None
+    nodes = sorted(graph.node, key=lambda node: node.op_type != "ZipMap")
     for node in nodes:
         for attr in node.attribute:
             if attr.name in _LABEL_ATTRS:
@@ -69,18 +76,12 @@ def _graph_classes(path: Path) -> list[Any] | None:
     return None
 
 
-def _producer(path: Path, output: str) -> str | None:
-    """The op type of the graph node that writes ``output`` (None without the ``onnx``
-    package or when no node does)."""
-    try:
-        import onnx
-    except ImportError:
+def _producer(graph: Any, output: str) -> str | None:
+    """The op type of the node of ``graph`` that writes ``output`` (None without a graph or
+    when no node does)."""
+    if graph is None:
         return None
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:
-        return None
-    return next((node.op_type for node in model.graph.node if output in node.output), None)
+    return next((node.op_type for node in graph.node if output in node.output), None)
 
 
 class OnnxTarget(Target):
@@ -190,7 +191,7 @@ class OnnxTarget(Target):
         if not probs and not labels and values and task != "regression":
             # one number per input: a binary classifier when the graph ends in a sigmoid or
             # the user says classification, a regressor otherwise
-            sigmoid = _producer(p, values[0].name) == "Sigmoid"
+            sigmoid = _producer(_graph(p), values[0].name) == "Sigmoid"
             if sigmoid or task == "classification":
                 self._output = values[0].name
                 self._mode = "sigmoid" if sigmoid else "logit"
@@ -227,7 +228,7 @@ class OnnxTarget(Target):
         if len(known) > 1:
             said = ", ".join(f"{k} {v}" for k, v in stated.items() if v is not None)
             raise TargetError(f"{p}: the number of classes disagrees ({said})")
-        graph = _graph_classes(p)
+        graph = _graph_classes(_graph(p))
         if not known and graph:
             known = {len(graph)}
         if not known:

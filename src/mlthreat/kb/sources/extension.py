@@ -64,12 +64,8 @@ def _read_with_lines(path: Path) -> tuple[Any, dict[int, tuple[int, dict[str, in
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             mapping = super().construct_mapping(node, deep=True)
             keys: dict[str, int] = {}
-            for key_node, _ in node.value:
-                key, line = str(key_node.value), key_node.start_mark.line + 1
-                if key in keys:  # YAML would silently keep the last value
-                    raise DataFileError(path, f"key '{key}' given twice (first on line "
-                                        f"{keys[key]})", line=line, field=key)
-                keys[key] = line
+            for key_node, _ in node.value:  # duplicate keys: refused by parse_yaml before
+                keys[str(key_node.value)] = key_node.start_mark.line + 1
             lines[id(mapping)] = (node.start_mark.line + 1, keys)
             return mapping
 
@@ -86,6 +82,7 @@ def _read_with_lines(path: Path) -> tuple[Any, dict[int, tuple[int, dict[str, in
     except SafeLoadError as exc:
         raise DataFileError(exc.path, exc.reason, line=exc.line) from None
     try:
+        # a SafeLoader subclass: plain YAML types only, never Python objects
         data = yaml.load(text, Loader=_LineLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
