@@ -185,13 +185,19 @@ def test_connection_refused():
     ({"predictions": [[0.5, 0.5], 1] * 2 + [1]}, "mix of score rows and labels"),
     ({"outputs": [[0.5, 0.5]] * 5}, r"no 'predictions' \(keys: outputs\)"),
     ({"predictions": "all good"}, "answered str"),
+    ((200, b'{"predictions": [[' + b"9" * 4000 + b", 0]" + b", [0.5, 0.5]" * 4 + b"]}",
+      {"Content-Type": "application/json"}), "numbers too large for float64"),
+    ({"predictions": [10 ** 3999] * 5}, r"answered label 10+\.\.\.0+; without the classes"),
+    ((200, b'{"predictions": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+      {"Content-Type": "application/json"}), "nested too deeply"),
 ])
 def test_garbage_answers(body, message):
     with ModelServer(lambda p, h: body) as server:
-        target = load_target(server.url, n_features=4)
+        target = load_target(server.url, n_features=4, n_classes=2)
         with pytest.raises(TargetError, match=message) as err:
             target.predict(np.zeros((5, 4)))
     assert server.url in str(err.value) and "\n" not in str(err.value)
+    assert len(str(err.value)) < 400
     assert target.total_queries == 0
 
 

@@ -13,6 +13,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from mlthreat.assess.errors import TargetError
+from mlthreat.safeload import excerpt
 from mlthreat.assess.target import OutputKind, Target, Task
 
 if TYPE_CHECKING:
@@ -165,16 +166,17 @@ def label_indices(where: str, labels: Any, classes: list[Any] | None,
             if key not in index and str(key) in index:  # classes given as text, "0", "1"…
                 key = str(key)
             if key not in index:
-                raise TargetError(f"{where} answered label {v!r}, which is not one of its "
-                                  f"classes {list(classes)[:10]}")
+                raise TargetError(f"{where} answered label {excerpt(v)}, which is not one of "
+                                  f"its classes {excerpt(list(classes))}")
             out.append(index[key])
         return np.asarray(out, dtype="int64")
     out = []
     for v in values:
+        # the range test comes first: float() of a 4,000-digit integer overflows
         if isinstance(v, bool) or not isinstance(v, int | float) or \
-                not float(v).is_integer() or not 0 <= v < n_classes:
-            raise TargetError(f"{where} answered label {v!r}; without the classes option a "
-                              f"label must be an integer in 0..{n_classes - 1}")
+                not 0 <= v < n_classes or not float(v).is_integer():
+            raise TargetError(f"{where} answered label {excerpt(v)}; without the classes option "
+                              f"a label must be an integer in 0..{n_classes - 1}")
         out.append(int(v))
     return np.asarray(out, dtype="int64")
 
@@ -373,6 +375,8 @@ class AnswerTarget(Target):
 
         try:
             arr = np.asarray(raw, dtype="float64")
+        except OverflowError:  # JSON integers have no size limit; float64 stops near 1e308
+            raise TargetError(f"{where} answered numbers too large for float64") from None
         except (TypeError, ValueError):
             raise TargetError(f"{where} answered non-numeric or ragged predictions") from None
         if not np.all(np.isfinite(arr)):
