@@ -224,6 +224,10 @@ def test_follow_resumes_only_the_same_file(tmp_path):
     assert resume_offset(tmp_path / "other.jsonl", saved) == 0  # another log
     log.write_text('{"a": 1}\n')  # truncated in place: shorter than the offset
     assert resume_offset(log, saved) == 0
+    log.write_text('{"b": 2}\n' * 10)  # truncated and written again past the offset
+    assert resume_offset(log, saved) == 0
+    log.write_text('{"a": 1}\n' * 30)  # the same start, grown: goes on
+    assert resume_offset(log, saved) == 45
     rotated = tmp_path / "new.jsonl"
     rotated.write_text('{"a": 1}\n' * 20)
     os.replace(rotated, log)  # rotated: same name, another file
@@ -283,3 +287,35 @@ def test_sigterm_while_behind_the_writer_stops_promptly_and_saves_where_it_stopp
     assert both == read_alerts(once)
     assert [(a["client_id"], a["detector"]) for a in both] == [
         ("prober-1", "blacklight"), ("prober-2", "blacklight")]
+
+
+def test_follow_quarantines_a_line_over_the_cap_before_its_newline_comes(tmp_path):
+    from mlthreat.detect.follow import FollowStats, follow
+
+    def event(ts):
+        return json.dumps({"ts": ts, "client_id": "c", "model_id": "m", "input": [0.0, 1.0],
+                           "output": {"label": 0}}) + "\n"
+
+    log, q = tmp_path / "live.jsonl", tmp_path / "q.jsonl"
+    log.write_text(event(1) + '{"ts": 2, "input": [' + "7, " * 3000)  # 9 kB, no newline yet
+    calls = 0
+
+    def stop():  # the writer finishes the long line, then writes one more event
+        nonlocal calls
+        calls += 1
+        if calls == 6:
+            with log.open("a") as fh:
+                fh.write("7" * 5000 + "]}\n" + event(3))
+        return calls > 12
+
+    stats = FollowStats(str(log))
+    got = [int(ts) for b in follow(log, quarantine=q, poll_interval=0.01, stop=stop,
+                                   stats=stats, chunk_bytes=256, max_line_bytes=4096)
+           for ts in b.ts]
+    assert got == [1, 3]
+    assert (stats.lines, stats.events, dict(stats.skipped)) == (3, 2, {"line_too_long": 1})
+    (record,) = [json.loads(line) for line in q.read_text().splitlines()]
+    assert record["reason"] == "line_too_long" and record["detail"] == \
+        "over the 4096-byte line cap"
+    assert record["raw"].startswith('{"ts": 2, "input": [7, 7') and len(record["raw"]) == 1024
+    assert stats.offset == log.stat().st_size

@@ -354,3 +354,36 @@ def test_quarantine_to_open_file_and_gzip(tmp_path: Path) -> None:
     (b,) = list(read_events(p, quarantine=sink))
     assert list(b.line) == [1, 3]
     assert json.loads(sink.getvalue())["raw"] == "{oops"
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_line_over_the_cap_is_quarantined_in_bounded_memory(tmp_path: Path, gz: bool) -> None:
+    import gzip
+    import tracemalloc
+
+    huge = '{"ts": 1, "input": [' + "0.5, " * 10_000_000 + "0.5]}"  # 50 MB, one line
+    text = "\n".join([_event(1), huge, _event(2), "", _event(3) + "x" * 300, _event(4)]) + "\n"
+    p = tmp_path / ("big.jsonl.gz" if gz else "big.jsonl")
+    p.write_bytes(gzip.compress(text.encode(), compresslevel=1) if gz else text.encode())
+    q = tmp_path / "q.jsonl"
+    reader = LogReader(p, quarantine=q, max_line_bytes=4 << 20)
+    tracemalloc.start()
+    batches = list(reader)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 12 << 20  # the 50 MB line is never held whole
+    assert [int(v) for b in batches for v in b.line] == [1, 3, 6]
+    assert reader.stats.lines == 5 and reader.stats.blank == 1
+    assert reader.stats.skipped == {"line_too_long": 1, "bad_json": 1}
+    first, second = (json.loads(line) for line in q.read_text().splitlines())
+    assert (first["line"], first["reason"]) == (2, "line_too_long")
+    assert first["detail"] == f"{len(huge) + 1} bytes, over the {4 << 20}-byte line cap"
+    assert first["raw"] == huge[:1024]
+    assert (second["line"], second["reason"]) == (5, "bad_json")
+
+
+def test_line_cap_must_be_positive(tmp_path: Path) -> None:
+    p = tmp_path / "q.jsonl"
+    p.write_text(_event(1) + "\n")
+    with pytest.raises(ValueError, match="max_line_bytes must be a positive integer, got 0"):
+        list(LogReader(p, max_line_bytes=0))

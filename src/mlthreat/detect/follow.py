@@ -80,7 +80,7 @@ def follow(path: str | Path, *, offset: int = 0, mapping: Any = None, batch_size
            quarantine: str | Path | IO[str] | None = None, poll_interval: float = 1.0,
            max_seconds: float | None = None, stop: Callable[[], bool] = lambda: False,
            stats: FollowStats | None = None, chunk_bytes: int = 1 << 20,
-           clock: Callable[[], float] = time.monotonic,
+           max_line_bytes: int | None = None, clock: Callable[[], float] = time.monotonic,
            sleep: Callable[[float], None] = time.sleep) -> Iterator[EventBatch]:
     """Yield the events of the complete lines of ``path`` from byte ``offset`` on, then of the
     lines appended to it, polling every ``poll_interval`` seconds.
@@ -91,9 +91,15 @@ def follow(path: str | Path, *, offset: int = 0, mapping: Any = None, batch_size
     is then past the last line fed to the detectors, never inside a chunk. A file that
     shrinks (truncated or rotated in place) is read again from its start. Line numbers in
     quarantine records count from the start of each chunk read, not of the file.
+
+    A line longer than ``max_line_bytes`` (default
+    :data:`~mlthreat.detect.readers.MAX_LINE_BYTES`) is quarantined as ``line_too_long`` once
+    that many bytes of it have arrived, newline or not, and read past without being held in
+    memory; a run stopped inside such a line resumes there, and the rest of the line is
+    quarantined as ``bad_json``.
     """
     from mlthreat.detect.errors import LogFormatError
-    from mlthreat.detect.readers import LogReader
+    from mlthreat.detect.readers import MAX_LINE_BYTES, LogReader, quarantine_one
 
     path = Path(path)
     if not path.is_file():
@@ -103,21 +109,35 @@ def follow(path: str | Path, *, offset: int = 0, mapping: Any = None, batch_size
         raise UsageError(f"--poll-interval must be > 0, got {poll_interval}")
     stats = stats if stats is not None else FollowStats(str(path))
     stats.offset = offset
+    cap = MAX_LINE_BYTES if max_line_bytes is None else max_line_bytes
+    skipping = False  # inside a line over the cap, reading on to its newline
     deadline = None if max_seconds is None else clock() + max_seconds
     with tempfile.TemporaryDirectory(prefix="mlthreat-follow-") as tmp:
         chunk_path = Path(tmp) / "chunk.jsonl"
         while True:
             if stop():
                 return
-            data, offset = _complete_lines(path, offset, chunk_bytes)
-            if data:
-                chunk_path.write_bytes(data)
-                reader = LogReader(chunk_path, mapping=mapping, batch_size=batch_size,
-                                   quarantine=quarantine)
-                yield from reader
-                stats.add(reader.stats)
+            if skipping:
+                offset, skipping = _past_newline(path, offset)
                 stats.offset = offset
-                continue  # more may have arrived meanwhile: read again before sleeping
+                if not skipping:
+                    continue
+            else:
+                data, offset = _complete_lines(path, offset, chunk_bytes, cap)
+                if data is None:  # a line over the cap starts at offset
+                    stats.lines += 1
+                    quarantine_one(quarantine, stats, str(path), 1, _head(path, offset),
+                                   "line_too_long", f"over the {cap}-byte line cap")
+                    skipping = True
+                    continue
+                if data:
+                    chunk_path.write_bytes(data)
+                    reader = LogReader(chunk_path, mapping=mapping, batch_size=batch_size,
+                                       quarantine=quarantine, max_line_bytes=cap)
+                    yield from reader
+                    stats.add(reader.stats)
+                    stats.offset = offset
+                    continue  # more may have arrived meanwhile: read again before sleeping
             # nothing new: wait, in short slices so that a stop request is seen promptly
             wake = clock() + poll_interval
             while True:
@@ -130,9 +150,10 @@ def follow(path: str | Path, *, offset: int = 0, mapping: Any = None, batch_size
                 sleep(max(0.0, min(0.1, left)))
 
 
-def _complete_lines(path: Path, offset: int, limit: int = 0) -> tuple[bytes, int]:
+def _complete_lines(path: Path, offset: int, limit: int, cap: int) -> tuple[bytes | None, int]:
     """The bytes of the complete lines after ``offset`` (at most ``limit`` bytes when that is
-    positive, but always at least one whole line) and the offset past them."""
+    positive, but always at least one whole line) and the offset past them; None for the bytes
+    when the line at ``offset`` is longer than ``cap``, whether its newline has come or not."""
     from mlthreat.detect.errors import LogFormatError
 
     try:
@@ -145,43 +166,85 @@ def _complete_lines(path: Path, offset: int, limit: int = 0) -> tuple[bytes, int
             fh.seek(offset)
             want = size - offset if limit <= 0 else min(size - offset, limit)
             data = fh.read(want)
-            if want < size - offset and b"\n" not in data:
-                data += fh.read(size - offset - want)  # one line longer than the limit
+            if b"\n" not in data and size - offset > want:  # one line longer than the limit
+                data += fh.read(min(size - offset, cap + 1) - want)
     except FileNotFoundError:
         return b"", offset  # rotated away; wait for it to come back
     except OSError as exc:
         raise LogFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
     end = data.rfind(b"\n")
-    if end < 0:
-        return b"", offset  # only a partial line so far: wait for its newline
+    if end < 0:  # only a partial line so far: wait for its newline, unless it is already over
+        return (None if len(data) > cap else b""), offset
     return data[:end + 1], offset + end + 1
+
+
+def _head(path: Path, offset: int) -> str:
+    """The first 1,024 bytes of the line at ``offset``, as text, for a quarantine record."""
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        return fh.read(1024).decode("utf-8", errors="replace")
+
+
+def _past_newline(path: Path, offset: int) -> tuple[int, bool]:
+    """Read on from ``offset`` (inside a line over the cap) in 1 MiB pieces to the line's end:
+    the offset past its newline and False, or the end of the file and True when the newline
+    has not come yet. A file now shorter than ``offset`` starts over at 0."""
+    try:
+        if os.path.getsize(path) < offset:
+            return 0, False
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            while piece := fh.read(1 << 20):
+                end = piece.find(b"\n")
+                if end >= 0:
+                    return offset + end + 1, False
+                offset += len(piece)
+    except FileNotFoundError:
+        pass  # rotated away; wait for it to come back
+    return offset, True
+
+
+_HEAD = 1024  # bytes at the start of a log whose hash tells one file's content from another
+
+
+def _head_hash(path: str | Path, offset: int) -> str:
+    import hashlib
+
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read(min(offset, _HEAD))).hexdigest()
 
 
 def position(path: str | Path, offset: int) -> dict[str, Any] | None:
     """Where following ``path`` stopped, for a state file: the resolved path, the byte
-    ``offset`` past the last line read, and the file's identity (device and inode), so that a
-    log rotated to a new file is read from its start. None when the file is gone."""
+    ``offset`` past the last line read, and the file's identity (device, inode and the SHA-256
+    of its first ``min(offset, 1024)`` bytes), so that a log rotated to a new file, or
+    truncated and written again past the offset (``copytruncate``), is read from its start.
+    None when the file is gone."""
     try:
         st = os.stat(path)
+        head = _head_hash(path, offset)
     except OSError:
         return None
     return {"path": str(Path(path).resolve()), "offset": int(offset),
-            "device": int(st.st_dev), "inode": int(st.st_ino)}
+            "device": int(st.st_dev), "inode": int(st.st_ino), "head_sha256": head}
 
 
 def resume_offset(path: str | Path, saved: Any) -> int:
     """The byte offset to go on following ``path`` from: the saved :func:`position`'s when it
-    is of this same file (path, device and inode) and the file is at least that long, else 0
-    (the start of a new, rotated or truncated file)."""
+    is of this same file (path, device, inode and head) and the file is at least that long,
+    else 0 (the start of a new, rotated or truncated file)."""
     if not isinstance(saved, dict):
         return 0
     offset = saved.get("offset")
     if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
         return 0
-    now = position(path, offset)
-    if now is None or any(saved.get(k) != now[k] for k in ("path", "device", "inode")):
-        return 0
     try:
-        return offset if os.path.getsize(path) >= offset else 0
+        if os.path.getsize(path) < offset:
+            return 0
     except OSError:
         return 0
+    now = position(path, offset)
+    if now is None or any(saved.get(k) != now[k]
+                          for k in ("path", "device", "inode", "head_sha256")):
+        return 0
+    return offset

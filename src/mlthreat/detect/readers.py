@@ -27,7 +27,8 @@ A batch has ``scores`` when any of its events has them; the rows of events witho
 
 Bad records never stop a read and are never dropped silently: each is counted under its reason
 in :class:`ReadStats` and, when ``quarantine`` is given, appended to that JSONL file as
-``{"source", "line", "reason", "detail", "raw"}`` with the line verbatim. Reasons:
+``{"source", "line", "reason", "detail", "raw"}`` with the line verbatim (a line over the
+``max_line_bytes`` cap: its first 1,024 bytes, and its length in ``detail``). Reasons:
 :data:`REASONS`. Whole-file problems (missing or unreadable file, unknown format, missing CSV or
 Parquet columns, bad mapping) raise :class:`~mlthreat.detect.errors.LogFormatError` when
 iteration starts.
@@ -42,23 +43,28 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from mlthreat.detect._records import RecordBuilder, from_native
 from mlthreat.detect.batch import EventBatch
 from mlthreat.detect.errors import LogFormatError
 from mlthreat.detect.mappings import BadRecord, Item, Mapping, resolve_mapping
 
-__all__ = ["BOM", "REASONS", "LogReader", "ReadStats", "detect_format", "read_events"]
+__all__ = ["BOM", "MAX_LINE_BYTES", "REASONS", "LogReader", "ReadStats", "detect_format",
+           "quarantine_one", "read_events"]
 
 #: why a record was skipped
-REASONS = ("bad_encoding", "bad_json", "not_object", "missing_field", "bad_ts", "bad_value",
-           "non_finite", "dim_mismatch", "no_input", "unmatched")
+REASONS = ("line_too_long", "bad_encoding", "bad_json", "not_object", "missing_field", "bad_ts",
+           "bad_value", "non_finite", "dim_mismatch", "no_input", "unmatched")
 _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".log": "jsonl",
              ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _REQUIRED = ("ts", "client_id", "model_id", "input", "output_label")
 BOM = b"\xef\xbb\xbf"
 """The UTF-8 byte-order mark a log may start with; skipped by every reader."""
+MAX_LINE_BYTES = 16 << 20
+"""Default cap on one JSONL line or CSV row, in bytes (an image of 224x224x3 floats as JSON is
+about 2 MB): a longer line is quarantined as ``line_too_long`` without being held in memory."""
+_HEAD_BYTES = 1024  # of an over-long line, kept in its quarantine record
 
 
 @dataclass
@@ -129,6 +135,9 @@ class LogReader:
         Events per batch (the last one may be smaller).
     quarantine : path or text file, optional
         Where bad records go, appended as JSONL.
+    max_line_bytes : int
+        Longest JSONL line or CSV row read, in bytes; longer ones are quarantined as
+        ``line_too_long`` and read past in 1 MiB pieces, so memory stays bounded.
 
     Attributes
     ----------
@@ -145,18 +154,21 @@ class LogReader:
     """
 
     def __init__(self, path: str | Path, *, mapping: str | Path | Mapping | None = None,
-                 batch_size: int = 4096, quarantine: str | Path | IO[str] | None = None) -> None:
+                 batch_size: int = 4096, quarantine: str | Path | IO[str] | None = None,
+                 max_line_bytes: int = MAX_LINE_BYTES) -> None:
         self.path = path
         self.mapping = mapping
         self.batch_size = batch_size
         self.quarantine = quarantine
+        self.max_line_bytes = max_line_bytes
         self.stats = ReadStats(source=str(path))
         self.label_names: list[str] = []
 
     def __iter__(self) -> Iterator[EventBatch]:
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
-                or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        for name in ("batch_size", "max_line_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         path = Path(self.path)
         if not path.is_file():
             raise LogFormatError(f"{path}: " + ("a folder, not a log file" if path.is_dir()
@@ -177,11 +189,21 @@ class LogReader:
         except OSError as exc:
             raise LogFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
+        cap = self.max_line_bytes
+
         def gen() -> Iterator[tuple[int, str | BadRecord, str]]:
             with fh:
-                for number, data in enumerate(fh, 1):
+                number = 0
+                while data := fh.readline(cap + 1):
+                    number += 1
                     if number == 1:
                         data = data.removeprefix(BOM)
+                    if len(data) > cap and not data.endswith(b"\n"):
+                        size = len(data) + _skip_line(fh)
+                        yield number, BadRecord("line_too_long", f"{size} bytes, over the "
+                                                f"{cap}-byte line cap"), \
+                            data[:_HEAD_BYTES].decode("utf-8", errors="replace")
+                        continue
                     data = data.rstrip(b"\r\n")
                     if not data.strip():
                         self.stats.blank += 1
@@ -293,6 +315,29 @@ class LogReader:
             self.stats.events += 1
             if builder.size >= self.batch_size:
                 yield builder.flush()
+
+
+def _skip_line(fh: IO[bytes]) -> int:
+    """Read past the rest of the current line in 1 MiB pieces; the bytes skipped (with the
+    newline)."""
+    skipped = 0
+    while piece := fh.readline(1 << 20):
+        skipped += len(piece)
+        if piece.endswith(b"\n"):
+            break
+    return skipped
+
+
+def quarantine_one(target: str | Path | IO[str] | None, stats: Any, source: str,
+                   line: int, raw: str, reason: str, detail: str) -> None:
+    """Count one bad record under ``reason`` in ``stats`` (anything with a ``skipped``
+    counter) and append it to the ``target`` quarantine file, as a read would."""
+    quarantine, close = _Quarantine.open(target)
+    try:
+        quarantine.write(stats, source, line, raw, BadRecord(reason, detail))
+    finally:
+        if close:
+            quarantine.close()
 
 
 def read_events(path: str | Path, *, mapping: str | Path | Mapping | None = None,
