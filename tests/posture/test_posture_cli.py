@@ -257,6 +257,17 @@ def test_diff_rejects_other_documents(tmp_path, example):
     assert res.stderr.strip() == (f"mlthreat: error: {other}: kind: expected a profile or a "
                                   "saved posture.json (kind mlthreat.posture), not "
                                   "'mlthreat.kb.matrix'")
+    twice = tmp_path / "twice.json"
+    twice.write_text('{"kind": "mlthreat.posture",\n "kind": "mlthreat.posture"}')
+    res = run("diff", str(twice), str(example))
+    assert res.returncode == 2
+    assert res.stderr.strip() == (f"mlthreat: error: {twice}:2: key 'kind' given twice "
+                                  "(lines 1 and 2)")
+    deep = tmp_path / "deep.json"
+    deep.write_text("{" + '"a": {' * 5000 + "}" * 5001)
+    res = run("diff", str(deep), str(example))
+    assert res.returncode == 2 and "nested deeper than 100 levels" in res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def test_diff_checks_an_edited_saved_posture_against_its_schema(tmp_path: Path) -> None:

@@ -133,6 +133,18 @@ def data_text(text: Any) -> str:
     return escape(str(text).translate(_TERMINAL_CONTROL))
 
 
+def shown_name(text: Any) -> str:
+    """A name read from data (a file name, a symbol from a file) made safe to print with rich
+    and told apart from look-alikes: C0 and C1 controls, bidirectional overrides and other
+    invisible characters become visible ``\\xNN``/``\\uNNNN`` escapes instead of being dropped
+    (:func:`data_text` drops them, for prose), and rich markup is escaped."""
+    from rich.markup import escape
+
+    from mlthreat.scan.findings import printable
+
+    return escape(printable(str(text)))
+
+
 def write_output(text: str, output: Path | None) -> bool:
     """Write ``text`` to ``output`` whole or not at all (see :mod:`mlthreat.files`), or to
     stdout when it is None or ``-``; return whether a file was written. Raises UsageError

@@ -7,7 +7,6 @@ error (a profile problem is one line, ``FILE:LINE: FIELD: REASON``).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -148,38 +147,6 @@ def _print_report(doc: dict[str, Any], kb: Any, written: list[Path], out: Path |
 
 
 # -- diff ---------------------------------------------------------------------------------------
-def _side(path: Path, kb: Any, rules: list[Path] | None) -> dict[str, Any]:
-    """A posture document from a saved posture.json, or assessed from a profile (by content)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not a text file (expected a profile or posture.json)"
-                         ) from None
-    if text.lstrip().startswith("{"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
-        kind = data.get("kind") if isinstance(data, dict) else None
-        if kind != "mlthreat.posture":
-            raise UsageError(f"{path}: kind: expected a profile or a saved posture.json "
-                             f"(kind mlthreat.posture), not {kind!r}")
-        from jsonschema import Draft202012Validator
-
-        from mlthreat.schemas import schema
-
-        # a saved document may have been edited: check it whole before diffing it
-        error = next(iter(sorted(Draft202012Validator(schema("mlthreat.posture"))
-                                 .iter_errors(data), key=lambda e: list(e.path))), None)
-        if error is not None:
-            where = error.json_path.removeprefix("$.") if error.path else "document"
-            raise UsageError(f"{path}: {where}: {error.message[:200]}")
-        return data
-    return _assess(path, kb, rules)
-
-
 @app.command("diff")
 def diff_cmd(
     old: Annotated[Path, typer.Argument(help="Older profile (YAML) or saved posture.json.")],
@@ -193,10 +160,10 @@ def diff_cmd(
     priority changes, gaps opened and closed. Exits 1 when the posture got worse (a gap opened
     or a coverage went down)."""
     from mlthreat import posture
-    from mlthreat.posture.report import diff_document, is_worse
+    from mlthreat.posture.report import diff_document, is_worse, load_posture
 
     kb = load_kb(atlas, extension)
-    a, b = _side(old, kb, rules), _side(new, kb, rules)
+    a, b = load_posture(old, kb, rules or ()), load_posture(new, kb, rules or ())
     result = posture.diff_posture(a, b)
     worse = is_worse(result)
     expect_exit(1 if worse else 0)

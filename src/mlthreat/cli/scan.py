@@ -17,23 +17,13 @@ from mlthreat.cli._common import (
     expect_exit,
     load_kb,
     print_json,
+    shown_name,
 )
 from mlthreat.errors import UsageError
 from mlthreat.scan.findings import printable
 
 FORMATS = ("table", "json", "sarif")
 FAIL_ON = ("critical", "high", "medium", "low", "info", "never")
-
-
-def terminal_text(text: object) -> str:
-    """Data text (a file name, a symbol read from a file) made safe to print with rich: C0
-    and C1 controls (ESC, BEL, CSI U+009B), bidirectional overrides (U+202E) and other
-    invisible format characters become visible ``\\xNN``/``\\uNNNN`` escapes, so an OSC
-    sequence (``ESC ] 52 ;`` … ``BEL``, a clipboard write; ``ESC ] 8`` links) never reaches
-    the terminal; then rich markup (``[bold]``) is escaped, so it prints as written."""
-    from rich.markup import escape
-
-    return escape(printable(str(text)))
 
 
 def _engines(text: str) -> tuple[str, ...]:
@@ -253,7 +243,7 @@ def _progress() -> Any:
     err = Console(stderr=True)
 
     def show(done: int, total: int | None, path: str) -> None:
-        err.print(f"[{done}/{total}] {terminal_text(path)}", end="\r", highlight=False,
+        err.print(f"[{done}/{total}] {shown_name(path)}", end="\r", highlight=False,
                   soft_wrap=True)
 
     return show
@@ -280,12 +270,12 @@ def _table(report: Any, kb: Any, fail_on: str, show: str, output: Path | None,
         for f in shown:
             where = f.location if f.engine == "mlthreat" else \
                 f"{f.location} ({f.engine})".strip()
-            table.add_row(*map(terminal_text, (f.severity, f.technique, f.path, f.rule,
+            table.add_row(*map(shown_name, (f.severity, f.technique, f.path, f.rule,
                                                f.symbol, where)))
         con.print(table)
         for tid, info in _techniques(kb, shown).items():
             mits = ", ".join(f"{m['id']} {m['name']}" for m in info["mitigations"]) or "none"
-            con.print(terminal_text(f"{tid} {info['name']}: mitigations {mits}"),
+            con.print(shown_name(f"{tid} {info['name']}: mitigations {mits}"),
                       highlight=False)
     hidden = len(report.findings) - len(shown)
     counts = ", ".join(f"{n} {s}" for s, n in report.counts().items() if n)
@@ -295,11 +285,11 @@ def _table(report: Any, kb: Any, fail_on: str, show: str, output: Path | None,
               f"skipped (not model files). Findings: {counts or 'none'}"
               + (f" ({hidden} below {show} not listed; --show "
                  f"{'info' if show == 'low' else 'low'} lists them)" if hidden else "")
-              + f". Fail on {fail_on}. ATLAS data {terminal_text(kb.version)}.",
+              + f". Fail on {fail_on}. ATLAS data {shown_name(kb.version)}.",
               highlight=False)
     for note in notes:
-        con.print(terminal_text(note), highlight=False, soft_wrap=True)  # paths stay whole
+        con.print(shown_name(note), highlight=False, soft_wrap=True)  # paths stay whole
     for message in report.engine_messages:
-        con.print(f"note: {terminal_text(message)}", highlight=False, style="dim")
+        con.print(f"note: {shown_name(message)}", highlight=False, style="dim")
     if buffer is not None:
         _write(buffer.getvalue(), output)

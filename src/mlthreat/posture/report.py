@@ -11,7 +11,7 @@ The folder holds ``posture.json``, ``posture.html`` (:mod:`mlthreat.posture.repo
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,8 @@ from mlthreat.kb.model import KnowledgeBase
 from mlthreat.posture.compute import PostureResult
 from mlthreat.posture.diff import PostureDiff
 
-__all__ = ["BAND_ORDER", "all_gaps", "diff_document", "posture_document", "render_markdown",
-           "write_outputs"]
+__all__ = ["BAND_ORDER", "all_gaps", "diff_document", "load_posture", "posture_document",
+           "render_markdown", "write_outputs"]
 
 #: Priority bands from most to least urgent.
 BAND_ORDER = ("high", "medium", "low")
@@ -33,6 +33,43 @@ Doc = Mapping[str, Any]
 def _envelope(kind: str, kb: KnowledgeBase) -> dict[str, Any]:
     return {"kind": kind, "schema_version": 1, "mlthreat_version": __version__,
             "atlas_version": kb.version, "atlas_source": kb.source}
+
+
+def load_posture(path: str | Path, kb: KnowledgeBase,
+                 rules: Sequence[str | Path] = ()) -> dict[str, Any]:
+    """The posture document of ``path``: a saved ``posture.json`` (text starting with ``{``),
+    checked whole against its schema since it may have been edited, or a YAML profile
+    assessed with ``rules`` over the built-in ones.
+
+    Raises
+    ------
+    UsageError
+        One line naming the file (and the line or field) for an unreadable, oversized or
+        invalid file, or JSON of another kind.
+    """
+    from mlthreat import posture
+    from mlthreat.safeload import parse_json, read_text
+
+    text = read_text(path)
+    if not text.lstrip().startswith("{"):
+        ruleset = posture.load_rules(kb, rules)
+        return posture_document(posture.assess_posture(posture.load_profile(path, kb), kb,
+                                                       ruleset), kb)
+    data = parse_json(text, path)
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if kind != "mlthreat.posture":
+        raise UsageError(f"{path}: kind: expected a profile or a saved posture.json "
+                         f"(kind mlthreat.posture), not {kind!r}")
+    from jsonschema import Draft202012Validator
+
+    from mlthreat.schemas import schema
+
+    error = next(iter(sorted(Draft202012Validator(schema("mlthreat.posture")).iter_errors(data),
+                             key=lambda e: list(e.path))), None)
+    if error is not None:
+        where = error.json_path.removeprefix("$.") if error.path else "document"
+        raise UsageError(f"{path}: {where}: {error.message[:200]}")
+    return data
 
 
 def posture_document(result: PostureResult, kb: KnowledgeBase) -> dict[str, Any]:
