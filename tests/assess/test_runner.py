@@ -42,6 +42,40 @@ class _Interrupt(_Crash):
         raise KeyboardInterrupt
 
 
+class _Slow(_Crash):
+    """Sends one row every 20 ms, without end: only a time limit stops it."""
+
+    name = "slow"
+
+    def run(self, ctx):
+        import time
+
+        with ctx.attack():
+            while True:
+                ctx.target.predict(ctx.data.x_pool[:1])
+                time.sleep(0.02)
+
+
+class _KeepsWhatItHas(_Slow):
+    """Stops sending when its queries (or time) run out and measures on the evaluation rows."""
+
+    name = "keeps"
+
+    def run(self, ctx):
+        import time
+
+        from mlthreat.assess.errors import QueryBudgetExceeded
+
+        t0 = time.perf_counter()
+        try:
+            super().run(ctx)
+        except QueryBudgetExceeded as exc:
+            stopped = str(exc)
+        with ctx.evaluation():
+            ctx.target.predict(ctx.data.x_eval)
+        return self.finding(ctx, "failed", stopped, {}, t0)
+
+
 def _with_runs(monkeypatch, *classes):
     equations = run_classes(["extraction-equations"])[0]
     monkeypatch.setattr(runner_mod, "run_classes", lambda sel=None: [*classes, equations])
@@ -86,6 +120,27 @@ def test_total_budget_stops_starting_runs(demo_data, demo_targets, embedded):
     # 5 queries left: the second solve needs 65 and is stopped by the budget
     assert second.status == "failed" and second.queries <= 5
     assert result.queries_total <= 70
+
+
+def test_run_timeout_stops_the_attack_not_the_measurement(monkeypatch, tmp_path, demo_data,
+                                                           demo_targets, embedded):
+    import time
+
+    _with_runs(monkeypatch, _Slow, _KeepsWhatItHas)
+    t0 = time.monotonic()
+    result = Assessment(demo_targets[:1], demo_data, run_timeout=0.3, kb=embedded).run()
+    assert time.monotonic() - t0 < 3
+    slow, keeps, equations = (f for _, f in result.findings())
+    assert slow.status == "error" and 8 <= slow.queries <= 16  # one row per 20 ms for 0.3 s
+    assert slow.reason == (f"stopped: time limit of 0.3 s reached after {slow.queries} "
+                           "queries (raise run_timeout, or lower the budget)")
+    assert keeps.status == "failed" and 8 <= keeps.queries <= 16
+    assert keeps.reason.startswith("time limit of 0.3 s reached after")
+    assert keeps.evaluation_queries == len(demo_data.x_eval)  # measured past the limit
+    assert equations.status == "succeeded"  # each run has its own limit
+    report = json.loads(write_report(result, tmp_path, embedded)["json"].read_text())
+    Draft202012Validator(schema("mlthreat.assessment")).validate(report)
+    assert report["run_timeout"] == 0.3
 
 
 def test_query_log_holds_every_query(tmp_path, demo_data, demo_targets, embedded):
@@ -162,6 +217,10 @@ def test_bad_parameters_fail_before_any_query(demo_data, demo_targets, embedded)
                    params={"evasion-hopskipjump": {"n_samples": -1}}, kb=embedded).run()
     with pytest.raises(UsageError, match=r"no technique run for AML\.T9999"):
         Assessment(demo_targets, demo_data, techniques=["AML.T9999"], kb=embedded).run()
+    for bad in (0, -1.0, float("nan"), True, "5"):
+        with pytest.raises(UsageError, match=f"run_timeout={bad!r}: must be a number of "
+                           "seconds above 0"):
+            Assessment(demo_targets, demo_data, run_timeout=bad, kb=embedded).run()
     with pytest.raises(UsageError, match="not selected"):
         Assessment(demo_targets, demo_data, techniques=["extraction-equations"],
                    params={"evasion-boundary": {"n_samples": 2}}, kb=embedded).run()

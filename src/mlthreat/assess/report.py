@@ -110,6 +110,7 @@ def report_data(result: AssessmentResult, kb: KnowledgeBase) -> dict[str, Any]:
         "seed": result.seed,
         "budget": result.budget,
         "total_budget": result.total_budget,
+        "run_timeout": result.run_timeout,
         "interrupted": result.interrupted,
         "seconds": result.seconds,
         "queries_total": result.queries_total,

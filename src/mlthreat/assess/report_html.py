@@ -133,6 +133,8 @@ def _facts(data: Mapping[str, Any]) -> list[Data]:
         ("Data SHA-256", d.get("sha256") or "not recorded"),
         ("Seed", _num(data["seed"])),
         ("Query budget", _budget(data.get("budget"), data.get("total_budget"))),
+        *([("Time limit", f"{_num(data['run_timeout'])} s per run's attack")]
+          if data.get("run_timeout") is not None else []),
         ("Queries sent", f"{_num(data['queries_total'])} by the attacks in all"),
         ("Duration", f"{_num(data.get('seconds'))} s"),
         ("Mitigation", data.get("mitigation") or "none (runs against the target as deployed)"),

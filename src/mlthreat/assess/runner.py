@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mlthreat.assess.errors import QueryBudgetExceeded, TargetError
+from mlthreat.assess.errors import QueryBudgetExceeded, RunTimeLimit, TargetError
 from mlthreat.assess.finding import Finding
 from mlthreat.assess.techniques import RunContext, TechniqueRun, run_classes
 
@@ -95,6 +95,7 @@ class AssessmentResult:
     seconds: float = 0.0
     queries_total: int = 0
     target_errors: dict[str, str] = field(default_factory=dict)
+    run_timeout: float | None = None
 
     def findings(self, *, mitigated: bool = False) -> list[tuple[str, Finding]]:
         """(model_id, Finding) pairs from the plain runs, or the mitigated ones."""
@@ -135,6 +136,11 @@ class Assessment:
         Clients each run's attack queries appear under in the query log (1: the run is one
         client, as one attacker with one key; more spread the parts of a run, such as evasion
         samples, round-robin, as an attacker rotating keys).
+    run_timeout : float, optional
+        Seconds each run's attack may take (None: no limit). Past it the attack sends no more
+        queries; a run that keeps what it measured when its queries run out reports on that
+        (measured on the target, which is not time-limited), any other ends in ``error``
+        saying so.
 
     The constructor only stores parameters; :meth:`plan` and :meth:`run` validate them.
     """
@@ -145,7 +151,8 @@ class Assessment:
                  params: dict[str, dict[str, Any]] | None = None,
                  mitigation: Mitigation | None = None, fit: Any = None,
                  kb: KnowledgeBase | None = None, query_log: QueryLog | None = None,
-                 clients_per_run: int = 1, reference: Target | None = None) -> None:
+                 clients_per_run: int = 1, reference: Target | None = None,
+                 run_timeout: float | None = None) -> None:
         self.targets = list(targets)
         self.data = data
         self.techniques = techniques
@@ -159,6 +166,7 @@ class Assessment:
         self.query_log = query_log
         self.clients_per_run = clients_per_run
         self.reference = reference
+        self.run_timeout = run_timeout
 
     def _runs(self) -> list[TechniqueRun]:
         from mlthreat.errors import UsageError
@@ -181,6 +189,10 @@ class Assessment:
                 or self.clients_per_run < 1:
             raise UsageError(f"clients_per_run={self.clients_per_run!r}: must be an integer "
                              "of at least 1")
+        limit = self.run_timeout
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float)
+                                  or not 0 < limit < float("inf")):
+            raise UsageError(f"run_timeout={limit!r}: must be a number of seconds above 0")
         return runs
 
     def _tell_labels(self) -> None:
@@ -313,7 +325,7 @@ class Assessment:
             budget=self.budget, total_budget=self.total_budget, atlas_version=kb.version,
             interrupted=interrupted, mitigation=self.mitigation.label if self.mitigation else None,
             started=started, seconds=round(time.time() - started, 3), queries_total=spent,
-            target_errors=target_errors,
+            target_errors=target_errors, run_timeout=self.run_timeout,
         )
 
     def _one(self, target: Target, run: TechniqueRun, budget: int, kb: KnowledgeBase,
@@ -338,9 +350,13 @@ class Assessment:
                              technique=run.technique, clients_per_run=self.clients_per_run)
             np.random.seed(self.seed)  # ART draws from numpy's global generator
             try:
-                finding = run.run(ctx)
+                with target.time_limit(self.run_timeout):
+                    finding = run.run(ctx)
             except KeyboardInterrupt:
                 raise
+            except RunTimeLimit as exc:  # it measured nothing it could keep
+                finding = run.finding(ctx, "error", f"stopped: {exc} (raise run_timeout, or "
+                                      "lower the budget)", {}, t0)
             except QueryBudgetExceeded as exc:
                 finding = run.finding(ctx, "failed", f"stopped: {exc}", {}, t0)
             except TargetError as exc:  # the model itself failed: later runs would too

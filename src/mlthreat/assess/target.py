@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from mlthreat.assess.errors import QueryBudgetExceeded, TargetError
+from mlthreat.assess.errors import QueryBudgetExceeded, RunTimeLimit, TargetError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -78,6 +78,7 @@ class Target:
     classes: list[Any] | None = None  # the model's class labels, in score order
 
     _account: QueryAccount | None = None
+    _deadline: tuple[float, float] | None = None  # (time.monotonic() to stop at, seconds)
     _log: QueryLog | None = None
     total_queries: int = 0
     notes: tuple[str, ...] = ()  # what the adapter noticed about the answers, for reports
@@ -96,6 +97,9 @@ class Target:
         ------
         QueryBudgetExceeded
             When the rows would exceed the current account's limit (nothing is sent).
+        RunTimeLimit
+            When the :meth:`time_limit` in force has passed and the account has a limit (an
+            attack's queries; nothing is sent).
         TargetError
             When the model answers with the wrong shape or not at all.
         """
@@ -112,6 +116,11 @@ class Target:
         if account is not None and account.limit is not None and \
                 account.used + len(x) > account.limit:
             raise QueryBudgetExceeded(account.client_id, account.limit, account.used, len(x))
+        # the limit is on the attack's queries (accounts with a budget): the measurement
+        # after it still runs, so a run cut short reports on what it did
+        if self._deadline is not None and account is not None and account.limit is not None \
+                and time.monotonic() >= self._deadline[0]:
+            raise RunTimeLimit(self._deadline[1], account.used)
         y = np.asarray(self._predict(x))
         expected = (len(x),) if self.task == "regression" else (len(x), self.n_classes)
         if y.shape != expected:
@@ -151,6 +160,18 @@ class Target:
             yield acc
         finally:
             self._account = previous
+
+    @contextmanager
+    def time_limit(self, seconds: float | None) -> Iterator[None]:
+        """Refuse queries charged to a limited account (an attack's) with
+        :class:`RunTimeLimit` once ``seconds`` have passed inside the block (None: no limit).
+        A query under way is not cut: the HTTP target's ``timeout`` bounds each answer."""
+        previous = self._deadline
+        self._deadline = None if seconds is None else (time.monotonic() + seconds, seconds)
+        try:
+            yield
+        finally:
+            self._deadline = previous
 
     def attach_log(self, log: QueryLog | None) -> None:
         """Log every accounted query to ``log`` (None stops logging)."""

@@ -151,6 +151,9 @@ def assess(
                                                "run.")] = None,
     total_budget: Annotated[int | None, typer.Option(min=1, help="Most attack queries in "
                                                      "all.")] = None,
+    run_timeout: Annotated[float | None, typer.Option(min=0.001, help="Seconds each run's "
+                                                      "attack may take; past it, it sends "
+                                                      "no more queries.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
     clients_per_run: Annotated[int, typer.Option(min=1, help="Clients each run's queries "
                                                  "appear under in queries.jsonl (1: one "
@@ -182,7 +185,8 @@ def assess(
                                                   "say).")] = None,
     clip: Annotated[str | None, typer.Option(help="Valid feature range LOW,HIGH (default: "
                                              "from the data).")] = None,
-    timeout: Annotated[float, typer.Option(help="HTTP timeout per request, seconds.")] = 30.0,
+    timeout: Annotated[float, typer.Option(help="HTTP timeout per request, seconds (the "
+                                                "whole answer, not one read).")] = 30.0,
     retries: Annotated[int, typer.Option(help="HTTP retries on errors.")] = 3,
     max_rps: Annotated[float | None, typer.Option(help="HTTP requests per second at most.")
                        ] = None,
@@ -264,7 +268,8 @@ def assess(
                                 params=_merge_params(demo_params, _parse_params(param or []),
                                                      selection),
                                 mitigation=mit, fit=fit_fn,
-                                kb=kb, clients_per_run=clients_per_run, reference=reference)
+                                kb=kb, clients_per_run=clients_per_run, reference=reference,
+                                run_timeout=run_timeout)
     if list_runs or dry_run:
         plan = assessment.plan()
         if as_json:

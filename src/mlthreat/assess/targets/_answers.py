@@ -13,8 +13,8 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from mlthreat.assess.errors import TargetError
-from mlthreat.safeload import excerpt
 from mlthreat.assess.target import OutputKind, Target, Task
+from mlthreat.safeload import excerpt
 
 if TYPE_CHECKING:
     import numpy as np
