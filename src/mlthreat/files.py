@@ -20,7 +20,14 @@ __all__ = ["OutputError", "staging_path", "write_atomic", "write_set"]
 
 
 class OutputError(MlthreatError):
-    """An output file could not be written (no space, no permission…); the message names it."""
+    """An output file could not be written (no space, no permission…); the message names it.
+
+    ``path`` and ``reason`` are kept apart so a command can word the line its own way."""
+
+    def __init__(self, path: str | Path, reason: object) -> None:
+        super().__init__(f"cannot write {path}: {reason}")
+        self.path = Path(path)
+        self.reason = str(reason)
 
 
 def staging_path(path: str | Path) -> Path:
@@ -31,7 +38,7 @@ def staging_path(path: str | Path) -> Path:
 
 
 def _fail(path: Path, exc: OSError) -> OutputError:
-    return OutputError(f"cannot write {path}: {exc.strerror or exc}")
+    return OutputError(path, exc.strerror or exc)
 
 
 def _write_staged(path: Path, data: str | bytes) -> Path:
@@ -48,8 +55,11 @@ def _write_staged(path: Path, data: str | bytes) -> Path:
     return tmp
 
 
-def write_atomic(path: str | Path, data: str | bytes) -> Path:
+def write_atomic(path: str | Path, data: str | bytes, *, parents: bool = True) -> Path:
     """Write ``data`` (text as UTF-8) to ``path`` whole or not at all.
+
+    ``parents=False`` leaves a missing folder an error (a mistyped ``-o`` path is refused
+    rather than made).
 
     Raises
     ------
@@ -58,10 +68,11 @@ def write_atomic(path: str | Path, data: str | bytes) -> Path:
         ``path`` is then as it was before.
     """
     p = Path(path)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _fail(p.parent, exc) from None
+    if parents:
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _fail(p.parent, exc) from None
     tmp = _write_staged(p, data)
     try:
         os.replace(tmp, p)

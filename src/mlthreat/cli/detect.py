@@ -438,10 +438,12 @@ def calibrate(
         saved[d.name] = d.calibrate(_batches(logs, mapping, quarantine, stats), target_fpr)
     data = {"kind": CALIBRATION_KIND, "schema_version": 1, "mlthreat_version": __version__,
             "target_fpr": target_fpr, "logs": [str(p) for p in logs], "detectors": saved}
-    try:
-        output.write_text(json.dumps(data, indent=2) + "\n", "utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
+    from mlthreat.files import OutputError, write_atomic
+
+    try:  # whole or not at all: a run reading half a calibration would be mis-tuned
+        write_atomic(output, json.dumps(data, indent=2) + "\n", parents=False)
+    except OutputError as exc:
+        raise UsageError(str(exc)) from None
     console().print(f"wrote {output} ({', '.join(saved)})", highlight=False)
 
 

@@ -65,18 +65,19 @@ def _write(text: str, output: Path | None) -> None:
     """Write a report whole or not at all: encoded first (a stray surrogate from a file name
     becomes an escape, not a crash half-way), then to a temporary file renamed over
     ``output``, so a failure never leaves an earlier report truncated."""
+    from mlthreat.files import OutputError, write_atomic
+
     data = text.encode("utf-8", "backslashreplace")
     if output is None or str(output) == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
-    tmp = output.with_name(f".{output.name}.tmp")
     try:
-        tmp.write_bytes(data)
-        tmp.replace(output)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UsageError(f"{output}: cannot write ({exc.strerror or exc})") from None
+        # a per-process staging name (two scans to one file cannot mix their bytes) and
+        # fsync before the rename, so a crash right after it cannot leave an empty report
+        write_atomic(output, data, parents=False)
+    except OutputError as exc:
+        raise UsageError(f"{output}: cannot write ({exc.reason})") from None
     print(f"wrote {printable(str(output))}", file=sys.stderr)
 
 
@@ -92,9 +93,13 @@ def _manifest(paths: list[Path], output: Path | None, as_json: bool) -> None:
         raise UsageError(f"{root}: no such file or folder")
     out = output or (root / "manifest.json" if root.is_dir() else
                      root.with_name(root.name + ".manifest.json"))
+    from mlthreat.files import OutputError
+
     try:
         doc = write_manifest(root if root.is_dir() else [root], out)
-    except OSError as exc:
+    except OutputError as exc:
+        raise UsageError(f"{out}: cannot write the manifest ({exc.reason})") from None
+    except OSError as exc:  # a file being digested could not be read
         raise UsageError(f"{out}: cannot write the manifest ({exc.strerror or exc})") from None
     expect_exit(0)
     if as_json:

@@ -104,7 +104,12 @@ def write_manifest(paths: str | Path | Iterable[str | Path], out: str | Path) ->
     ------
     UsageError
         When a given path does not exist or lies outside the manifest's folder.
+    OutputError
+        When ``out`` cannot be written (its folder missing, a full disk); ``out`` is then as
+        it was, never a truncated manifest.
     """
+    from mlthreat.files import write_atomic
+
     out = Path(out)
     if isinstance(paths, str | Path):
         manifest = build_manifest(paths, exclude=[out])
@@ -122,7 +127,7 @@ def write_manifest(paths: str | Path | Iterable[str | Path], out: str | Path) ->
             files.append(rp)
         manifest = {"kind": KIND, "schema_version": SCHEMA_VERSION, "algorithm": "sha256",
                     "files": _entries(files, base)}
-    out.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_atomic(out, json.dumps(manifest, indent=2) + "\n", parents=False)
     return manifest
 
 
