@@ -71,7 +71,9 @@ class Technique:
     ``tactics`` are the tactic IDs the data lists for it; sub-techniques usually list none and
     inherit their parent's (use :meth:`KnowledgeBase.tactics_of`). ``maturity`` is the strongest
     evidence that the technique works: ``feasible`` (shown in research), ``demonstrated`` (shown
-    against a real system) or ``realized`` (used in a real attack).
+    against a real system) or ``realized`` (used in a real attack). ``platforms`` are the kinds
+    of AI system it applies to (``Predictive AI``, ``Generative AI``, ``Agentic AI``,
+    ``Enterprise``); format-6 data gives them, the legacy layout does not.
     """
 
     id: str
@@ -84,6 +86,7 @@ class Technique:
     references: tuple[Reference, ...] = ()
     created: str = ""
     modified: str = ""
+    platforms: tuple[str, ...] = ()
 
     @property
     def is_subtechnique(self) -> bool:
@@ -189,7 +192,8 @@ class KnowledgeBase:
     Parameters
     ----------
     version : str
-        The ATLAS data version (``"5.6.0"``), or that version plus extension names.
+        The ATLAS data version: the content release (``"2026.09"``) for format-6 data, the
+        legacy data version (``"5.6.0"``) before it; plus extension names when extended.
     tactics, techniques, mitigations, case_studies : sequence
         In matrix order: tactics left to right, techniques in the order the source lists them.
     source : str
@@ -199,6 +203,9 @@ class KnowledgeBase:
         not iterated, and not under any tactic.
     warnings : sequence of DataWarning
         What the loader read past (dangling links, inferred parents, retired objects...).
+    format_version : str
+        The data file's format (``"6.0.0"``); empty for the legacy layout, whose ``version``
+        names the data and the format at once.
 
     Raises
     ------
@@ -215,6 +222,7 @@ class KnowledgeBase:
     name: str = "ATLAS"
     retired: tuple[Retired, ...] = ()
     warnings: tuple[DataWarning, ...] = field(default=(), compare=False)
+    format_version: str = ""
     _index: dict[str, AtlasObject] = field(init=False, repr=False, compare=False)
     _matrix: tuple[AtlasObject, ...] = field(init=False, repr=False, compare=False)
     _retired: dict[str, Retired] = field(init=False, repr=False, compare=False)

@@ -73,6 +73,8 @@ def object_from_dict(cls: type, data: dict[str, Any]) -> Any:
 def to_dict(kb: KnowledgeBase) -> dict[str, Any]:
     """The whole knowledge base as plain data (sections in matrix order)."""
     out: dict[str, Any] = {"name": kb.name, "atlas_version": kb.version}
+    if kb.format_version:
+        out["format_version"] = kb.format_version
     for section, _ in _SECTIONS:
         out[section] = [object_to_dict(o) for o in getattr(kb, section)]
     return out
@@ -85,5 +87,6 @@ def from_dict(data: dict[str, Any], *, source: str) -> KnowledgeBase:
         for section, cls in _SECTIONS
     }
     return KnowledgeBase(
-        version=data["atlas_version"], name=data.get("name", "ATLAS"), source=source, **kwargs
+        version=data["atlas_version"], name=data.get("name", "ATLAS"), source=source,
+        format_version=data.get("format_version", ""), **kwargs
     )

@@ -19,12 +19,12 @@ __all__ = ["SOURCES", "load_file", "read_structured", "read_text"]
 
 
 def _sources() -> tuple[ModuleType, ...]:
-    from mlthreat.kb.sources import atlas_yaml, snapshot, stix_bundle
+    from mlthreat.kb.sources import atlas_v6, atlas_yaml, snapshot, stix_bundle
 
-    return (snapshot, stix_bundle, atlas_yaml)
+    return (snapshot, stix_bundle, atlas_v6, atlas_yaml)
 
 
-SOURCES = ("snapshot", "stix-bundle", "atlas-yaml")
+SOURCES = ("snapshot", "stix-bundle", "atlas-v6", "atlas-yaml")
 
 
 MAX_BYTES = 256 * 1024 * 1024  # far above any matrix file; keeps a wrong path from eating RAM
@@ -73,8 +73,9 @@ def _short(exc: BaseException) -> str:
 
 
 def load_file(path: str | Path) -> KnowledgeBase:
-    """Load any supported matrix file: official ATLAS.yaml, official STIX bundle, or a snapshot,
-    and check it holds together (:func:`validate`).
+    """Load any supported matrix file: official ATLAS data in format 6 (``ATLAS-latest.yaml``)
+    or the legacy ``ATLAS.yaml``, the official STIX bundle, or a snapshot, and check it holds
+    together (:func:`validate`).
 
     Raises
     ------
@@ -100,8 +101,9 @@ def load_file(path: str | Path) -> KnowledgeBase:
             return kb
     raise DataFileError(
         path,
-        "not an ATLAS data file: expected the official ATLAS.yaml (with 'matrices'), "
-        "the official STIX 2.1 bundle, or an mlthreat snapshot",
+        "not an ATLAS data file: expected official ATLAS data (format 6 with "
+        "'format-version', or the legacy ATLAS.yaml with 'matrices'), the official STIX 2.1 "
+        "bundle, or an mlthreat snapshot",
     )
 
 

@@ -1,0 +1,121 @@
+"""ATLAS data in format 6 (the monthly content releases since May 2026): the official 5.6.0 file
+converted to the v6 shape loads as the same matrix; the release-2026.09 changes load as
+published; malformed v6 files give one line naming the entry."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from atlas_paths import ATLAS_YAML
+from atlas_v6 import release_2026_09, to_v6, write_v6
+
+from mlthreat import kb as kbmod
+from mlthreat.kb.serialize import to_dict
+
+
+@pytest.fixture(scope="module")
+def legacy_doc():
+    return yaml.safe_load(ATLAS_YAML.read_text("utf-8"))
+
+
+@pytest.fixture(scope="module")
+def v6_path(legacy_doc, tmp_path_factory):
+    return write_v6(to_v6(legacy_doc), tmp_path_factory.mktemp("v6") / "ATLAS-2026.05.yaml")
+
+
+def _without_platforms(data):
+    for t in data["techniques"]:
+        assert t.pop("platforms") == ["Predictive AI"]
+    return data
+
+
+def test_converted_5_6_0_is_the_same_matrix(official, v6_path):
+    v6 = kbmod.load_file(v6_path)
+    assert (v6.version, v6.format_version) == ("2026.05", "6.0.0")
+    assert (official.version, official.format_version) == ("5.6.0", "")
+    old, new = to_dict(official), _without_platforms(to_dict(v6))
+    old.pop("atlas_version")
+    new.pop("atlas_version"), new.pop("format_version")
+    assert new == old  # IDs, names, order, relations, maturity, procedures and use texts
+    assert v6.technique("AML.T0051.001").maturity == "demonstrated"
+    assert v6.case_study("AML.CS0000").case_study_type == "exercise"
+    assert [t.id for t in v6.tactics][12] == "AML.TA0001"
+
+
+def test_release_2026_09_changes(legacy_doc, tmp_path):
+    kb = kbmod.load_file(write_v6(release_2026_09(legacy_doc), tmp_path / "r.yaml"))
+    assert kb.version == "2026.09"
+    assert [t.id for t in kb.tactics][:3] == ["AML.TA0002", "AML.TA0003", "AML.TA0001"]
+    staging = kb.tactic("AML.TA0001")
+    assert (staging.name, staging.shortname) == ("AI Attack Adaptation", "ai-attack-adaptation")
+    for gone in ("AML.T0019", "AML.T0058", "AML.T0104"):
+        assert gone not in kb
+    assert [t.id for t in kb.subtechniques("AML.T0115")] == [
+        "AML.T0115.000", "AML.T0115.001", "AML.T0115.002"]
+    assert [t.name for t in kb.tactics_of("AML.T0115.001")] == ["Resource Development"]
+    assert kb.technique("AML.T0115").platforms == ("Predictive AI", "Generative AI")
+    assert kb.technique("AML.T0020").name == "Training Data Poisoning"
+    assert kb.mitigation("AML.M0004").name == "Limit AI Service Query Volume and Rate"
+
+
+def _broken(doc, tmp_path, change):
+    doc = copy.deepcopy(doc)
+    change(doc)
+    return write_v6(doc, tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update({"format-version": "7.0.0"}),
+     "field 'format-version': ATLAS data format 7.0.0 is not supported: this mlthreat reads "
+     "format 6.x"),
+    (lambda d: d["collection"].update({"version": "September"}),
+     ":2, entry collection, field 'version': content release 'September' is not YYYY.MM or "
+     "YYYY.MM.N"),
+    (lambda d: d["relationships"]["AML.CS0000"]["employs"].insert(1, 42),
+     r"entry AML.CS0000, field 'employs': relationships.AML.CS0000.employs\[1\]: expected an "
+     "ATLAS ID or a mapping holding one under 'target'"),
+    (lambda d: d["relationships"]["AML.CS0000"]["employs"][0].pop("tactic"),
+     r"employs\[0\]: a procedure step needs the 'tactic' it serves"),
+    (lambda d: d["relationships"]["ATLAS-matrix"]["sequences"].append("AML.TA0099"),
+     "the matrix sequences tactic AML.TA0099, which the file does not hold"),
+    (lambda d: d["relationships"]["AML.T0000"].pop("achieves"),
+     "entry AML.T0000, field 'relationships': a technique needs an 'achieves' or a "
+     "'specializes'"),
+    (lambda d: d["relationships"]["AML.M0000"]["mitigates"].append("AML.T0999"),
+     "entry AML.M0000, field 'techniques': refers to 'AML.T0999', which is not a technique "
+     "in this file"),
+    (lambda d: d["relationships"].update({"AML.T0998": {"achieves": ["AML.TA0002"]}}),
+     "relationships from 'AML.T0998', which the file does not hold"),
+    (lambda d: d["techniques"]["AML.T0000"].pop("name"),
+     "entry AML.T0000, field 'name': missing required"),
+])
+def test_malformed_v6_gives_one_line(legacy_doc, tmp_path, change, message):
+    path = _broken(to_v6(legacy_doc), tmp_path, change)
+    with pytest.raises(kbmod.DataFileError, match=message) as err:
+        kbmod.load_file(path)
+    assert str(err.value).startswith(f"{path}") and "\n" not in str(err.value)
+
+
+def test_a_relationship_error_points_into_relationships(legacy_doc, tmp_path):
+    path = _broken(to_v6(legacy_doc), tmp_path,
+                   lambda d: d["relationships"]["AML.CS0000"]["employs"].insert(1, 42))
+    with pytest.raises(kbmod.DataFileError) as err:
+        kbmod.load_file(path)
+    lines = path.read_text().splitlines()
+    assert lines[err.value.line - 1] == "  AML.CS0000:"
+    assert "relationships:" in lines[:err.value.line]
+
+
+def test_items_as_ids_or_mappings_and_unread_types(legacy_doc, tmp_path):
+    doc = to_v6(legacy_doc)
+    doc["relationships"]["AML.T0000"]["achieves"] = [{"id": "AML.TA0002", "note": "x"}]
+    doc["relationships"]["AML.T0000"]["related-to"] = ["AML.T0001"]
+    doc["collection"]["version"] = 2026.10  # unquoted in YAML: read as the float 2026.1
+    kb = kbmod.load_file(write_v6(doc, tmp_path / "ok.yaml"))
+    assert kb.technique("AML.T0000").tactics == ("AML.TA0002",)
+    assert kb.version == "2026.10"
+    (warning,) = kb.warnings
+    assert (warning.code, warning.atlas_id) == ("unknown-relationship", "AML.T0000")
+    assert "'related-to'" in warning.message
