@@ -119,3 +119,52 @@ def test_items_as_ids_or_mappings_and_unread_types(legacy_doc, tmp_path):
     (warning,) = kb.warnings
     assert (warning.code, warning.atlas_id) == ("unknown-relationship", "AML.T0000")
     assert "'related-to'" in warning.message
+
+
+@pytest.fixture(scope="module")
+def release(legacy_doc, tmp_path_factory):
+    path = tmp_path_factory.mktemp("r") / "ATLAS-2026.09.yaml"
+    return kbmod.load_file(write_v6(release_2026_09(legacy_doc), path))
+
+
+def _findings(kb, path):
+    from mlthreat.kb.check import check_file
+
+    return [(f.kind, f.id, f.found, f.suggestion_id) for f in check_file(kb, path).findings]
+
+
+def test_tactic_short_names_resolve_under_either_data(embedded, release, tmp_path):
+    import json
+
+    layer = tmp_path / "layer.json"
+    layer.write_text(json.dumps({"techniques": [
+        {"techniqueID": "AML.T0005", "tactic": "ai-attack-adaptation"},
+        {"techniqueID": "AML.T0005", "tactic": "ai-attack-staging"}]}))
+    assert _findings(embedded, layer) == [
+        ("newer-tactic", "AML.T0005", "ai-attack-adaptation", "AML.TA0001")]
+    assert _findings(release, layer) == [
+        ("legacy-tactic", "AML.T0005", "ai-attack-staging", "AML.TA0001")]
+    from mlthreat.kb.check import check_file
+
+    (notice,) = check_file(embedded, layer).findings
+    assert notice.message == ("'ai-attack-adaptation' is what ATLAS 2026.08 calls AML.TA0001, "
+                              "newer than the loaded 5.6.0, where it is 'ai-attack-staging': "
+                              "read as AML.TA0001")
+
+
+def test_check_against_a_newer_release(release, tmp_path):
+    sheet = tmp_path / "mapping.csv"
+    sheet.write_text("id,name\nAML.T0115.000,Datasets\nAML.T0019,Publish Poisoned Datasets\n"
+                     "AML.T0020,Poison Training Data\n"
+                     "AML.M0004,Restrict Number of AI Model Queries\n")
+    assert _findings(release, sheet) == [
+        ("unknown-id", "AML.T0019", "AML.T0019", None),
+        ("outdated-name", "AML.T0020", "Poison Training Data", "AML.T0020"),
+        ("outdated-name", "AML.M0004", "Restrict Number of AI Model Queries", "AML.M0004")]
+    from mlthreat.kb.check import check_file
+
+    gone, renamed, _ = check_file(release, sheet).findings
+    assert gone.message == ("AML.T0019 (Publish Poisoned Datasets) was last in ATLAS 5.6.0 and "
+                            "is gone from 2026.09")
+    assert renamed.message == ("'Poison Training Data' is the ATLAS 5.6.0 name of AML.T0020; "
+                               "it is now 'Training Data Poisoning'")

@@ -42,8 +42,8 @@ def test_layer_with_legacy_tactics_and_unknown_id(embedded, tmp_path):
     assert all(k[2] == "ml-attack-staging" and k[3] == "AML.TA0001" for k in legacy)
     assert ("wrong-tactic", "AML.T0015", "reconnaissance", "AML.TA0004") in kinds
     # no near number (AML.T0109 is an unrelated technique) when nothing says what was meant
-    assert ("unknown-id", "AML.T0199", "AML.T0199", None) in kinds
-    unknown = next(f for f in report.findings if f.kind == "unknown-id")
+    assert ("newer-id", "AML.T0199", "AML.T0199", None) in kinds
+    unknown = next(f for f in report.findings if f.kind == "newer-id")
     assert path.read_text().splitlines()[unknown.line - 1].strip() == '"techniqueID": "AML.T0199"'
 
 
@@ -83,7 +83,7 @@ def test_yaml_and_prose(embedded, tmp_path):
     assert report.file_format == "structured"
     assert _kinds(report) == [
         ("outdated-name", "AML.M0004", "Restrict Number of ML Model Queries", "AML.M0004"),
-        ("unknown-id", "AML.T0010.009", "AML.T0010.009", "AML.T0010"),
+        ("newer-id", "AML.T0010.009", "AML.T0010.009", "AML.T0010"),
     ]
     assert [f.line for f in report.findings] == [4, 6]
     notes = tmp_path / "notes.md"
@@ -91,13 +91,13 @@ def test_yaml_and_prose(embedded, tmp_path):
     report = check_file(embedded, notes)
     assert report.file_format == "text"
     assert [(f.kind, f.id, f.line) for f in report.findings] == [
-        ("unknown-id", "AML.T0051.009", 4)]
+        ("newer-id", "AML.T0051.009", 4)]
     # a prose line with a colon is valid YAML; notes are still read as text
     notes.write_text("# Notes\nWe cover AML.T0199 and AML.T0051.000 (LLM Prompt Injection: "
                      "Direct).\n")
     report = check_file(embedded, notes)
     assert (report.file_format, report.references_checked) == ("text", 2)
-    assert [(f.kind, f.id, f.line) for f in report.findings] == [("unknown-id", "AML.T0199", 2)]
+    assert [(f.kind, f.id, f.line) for f in report.findings] == [("newer-id", "AML.T0199", 2)]
 
 
 def test_unreadable_and_malformed_files(embedded, tmp_path):
@@ -202,16 +202,35 @@ def test_malformed_layer_entries(embedded, tmp_path):
 
 
 def test_unknown_ids_get_no_near_number(embedded, tmp_path):
-    # AML.T0017 is the closest string to AML.TA0017, and AML.TA0015 the closest tactic: both
-    # unrelated objects, so neither is suggested.
-    assert embedded._suggest("AML.TA0017") is None
+    # AML.T0038 is a gap in the numbering (AML.T0037 and AML.T0039 exist): neither near number
+    # is suggested, since both name unrelated objects.
+    assert embedded._suggest("AML.T0038") is None
     path = tmp_path / "notes.txt"
-    path.write_text("AML.TA0017 AML.TA0017 AML.T0043.009\n")
+    path.write_text("AML.T0038 AML.T0038 AML.T0043.003x AML.T0026.001\n")
     report = check_file(embedded, path)
-    assert [(f.line, f.id, f.suggestion_id) for f in report.findings] == [
-        (1, "AML.TA0017", None), (1, "AML.TA0017", None), (1, "AML.T0043.009", "AML.T0043")]
-    assert report.findings[2].message == ("AML.T0043.009 is not in ATLAS 5.6.0; its parent "
-                                          "technique AML.T0043 is")
+    assert [(f.line, f.kind, f.id, f.suggestion_id) for f in report.findings] == [
+        (1, "unknown-id", "AML.T0038", None), (1, "unknown-id", "AML.T0038", None),
+        (1, "unknown-id", "AML.T0026.001", None)]
+    assert report.findings[0].message == "AML.T0038 is not in ATLAS 5.6.0"
+
+
+def test_ids_past_the_data_say_it_may_be_older(embedded, tmp_path):
+    path = tmp_path / "mapping.csv"
+    path.write_text("id,name\nAML.T0115.000,Publish Poisoned Datasets\nAML.TA0017,x\nAML.T0043.009,y\n"
+                    "AML.T0051.001,Indirect\n")
+    report = check_file(embedded, path)
+    assert [(f.line, f.kind, f.id, f.suggestion_id) for f in report.findings] == [
+        (2, "newer-id", "AML.T0115.000", "AML.T0019"), (3, "newer-id", "AML.TA0017", None),
+        (4, "newer-id", "AML.T0043.009", "AML.T0043")]
+    hint = "so the data may be older than this mapping (run 'mlthreat kb update', or pass " \
+        "--atlas with a newer ATLAS file)"
+    assert [f.message for f in report.findings] == [
+        f"AML.T0115.000 is past the data: in the loaded ATLAS 5.6.0 its highest technique is "
+        f"AML.T0112, {hint}; the name beside it, 'Publish Poisoned Datasets', is AML.T0019's",
+        f"AML.TA0017 is past the data: in the loaded ATLAS 5.6.0 its highest tactic is "
+        f"AML.TA0015, {hint}",
+        f"AML.T0043.009 is past the data: in the loaded ATLAS 5.6.0 AML.T0043's highest "
+        f"sub-technique is AML.T0043.004, {hint}"]
 
 
 def test_names_match_loosely_across_the_ml_to_ai_renames(embedded, tmp_path):
@@ -225,18 +244,18 @@ def test_names_match_loosely_across_the_ml_to_ai_renames(embedded, tmp_path):
         "AML.T0040,ML Model Inference API Access\n"        # 6: the exact 4.5.1 name
         "AML.T0043,Craft Adversarial Data\n"               # 7: fine
         "AML.T0024.002,Evade ML Model\n"                   # 8: another technique's old name
-        "AML.T0199,Craft Adversarial Data\n"               # 9: unknown ID, known name
-        "AML.T0198,Exfiltrate via ML Inference API\n"      # 10: unknown ID, loose old name
-        "AML.T0197,rate limiting\n"                        # 11: unknown ID, no name
+        "AML.T0038,Craft Adversarial Data\n"               # 9: unknown ID (a gap), known name
+        "AML.T0033,Exfiltrate via ML Inference API\n"      # 10: unknown ID, loose old name
+        "AML.T0032,rate limiting\n"                        # 11: unknown ID, no name
     )
     report = check_file(embedded, path)
     assert [(f.line, f.kind, f.id, f.suggestion_id) for f in report.findings] == [
         (2, "outdated-name", "AML.T0024", "AML.T0024"),
         (6, "outdated-name", "AML.T0040", "AML.T0040"),
         (8, "name-mismatch", "AML.T0024.002", "AML.T0015"),
-        (9, "unknown-id", "AML.T0199", "AML.T0043"),
-        (10, "unknown-id", "AML.T0198", "AML.T0024"),
-        (11, "unknown-id", "AML.T0197", None),
+        (9, "unknown-id", "AML.T0038", "AML.T0043"),
+        (10, "unknown-id", "AML.T0033", "AML.T0024"),
+        (11, "unknown-id", "AML.T0032", None),
     ]
     by_line = {f.line: f for f in report.findings}
     assert by_line[2].message == (
@@ -245,9 +264,9 @@ def test_names_match_loosely_across_the_ml_to_ai_renames(embedded, tmp_path):
     assert by_line[2].suggestion_name == "Exfiltration via AI Inference API"
     assert by_line[6].message == ("'ML Model Inference API Access' is the ATLAS 4.5.1 name of "
                                   "AML.T0040; it is now 'AI Model Inference API Access'")
-    assert by_line[9].message == ("AML.T0199 is not in ATLAS 5.6.0; the name beside it, "
+    assert by_line[9].message == ("AML.T0038 is not in ATLAS 5.6.0; the name beside it, "
                                   "'Craft Adversarial Data', is AML.T0043's")
-    assert by_line[11].message == "AML.T0197 is not in ATLAS 5.6.0"
+    assert by_line[11].message == "AML.T0032 is not in ATLAS 5.6.0"
 
 
 def test_every_old_release_name_beside_its_id_is_accepted_or_noted(embedded, tmp_path):

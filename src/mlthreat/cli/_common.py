@@ -71,8 +71,7 @@ def envelope(kind: str, kb: KnowledgeBase, payload: dict[str, Any]) -> dict[str,
         "kind": kind,
         "schema_version": 1,
         "mlthreat_version": __version__,
-        "atlas_version": kb.version,
-        "atlas_source": kb.source,
+        **kb.provenance(),
         **payload,
     }
 

@@ -7,12 +7,20 @@ sheet pairs an ID with the wrong name. Findings, each with the current ID and na
 ``unknown-id``
     A well-formed ID the data does not hold (with the ID it was retired from, or a close match
     of the same kind).
+``newer-id``
+    An ID the data does not hold but a newer release may: the embedded snapshot has it, or its
+    number is past the highest of its kind in the data (:mod:`mlthreat.kb.history`); the data
+    may be older than the mapping.
 ``outdated-name``
     An ID written next to the name it had in an older release.
 ``name-mismatch``
     An ID written next to the name of a different object.
 ``legacy-tactic``
     A layer's ``tactic`` short name from an older release.
+``newer-tactic``
+    A layer's ``tactic`` short name from a release newer than the data, for the tactic the
+    data names otherwise (``ai-attack-adaptation`` under 5.6.0): a notice that the entry is
+    read, under the data's name.
 ``wrong-tactic``
     A layer entry placing a technique under a tactic it does not belong to.
 ``revoked``, ``dangling-relationship``, ``parent-inferred``… (a STIX bundle)
@@ -38,6 +46,7 @@ from typing import Any
 
 from mlthreat.kb._scan import MAX_NODES, Lines, walk
 from mlthreat.kb.errors import DataFileError, DataWarning
+from mlthreat.kb.history import LATER_TACTIC_NAMES, newer_than_data
 from mlthreat.kb.ids import ID_PATTERN, find_ids, kind_of, parent_id
 from mlthreat.kb.model import KnowledgeBase
 from mlthreat.kb.names import could_be_name, has_ml_words, name_key, similarity
@@ -76,13 +85,13 @@ class _Names:
     IDs dropped from older releases, and legacy tactic short names."""
 
     def __init__(self, kb: KnowledgeBase) -> None:
+        from mlthreat.kb.history import history_for
         from mlthreat.kb.names import NameIndex
         from mlthreat.kb.sources.atlas_yaml import shortname
-        from mlthreat.kb.sources.snapshot import history
 
         self.kb = kb
         self.index = NameIndex(kb)
-        hist = history()
+        hist = history_for(kb)
         self.removed: dict[str, list[str]] = hist.get("removed", {})
         self.legacy_tactics: dict[str, str] = {}
         for atlas_id, entries in hist.get("names", {}).items():
@@ -166,22 +175,31 @@ class _Checker:
             self._pair(present, text, f"{loc}.{key}" if key else loc, line_hint)
 
     def _unknown(self, atlas_id: str, line: int | None, loc: str, names: list[str]) -> None:
-        """An ID the data does not hold: the ID it was retired from, or the object the name
-        beside it names, or its parent; never a near number, which names an unrelated object."""
+        """An ID the data does not hold: the ID it was retired from, or one newer than the data,
+        or the object the name beside it names, or its parent; never a near number, which
+        names an unrelated object."""
         if atlas_id in self.names.removed:
             name, release = self.names.removed[atlas_id]
             self.add("unknown-id", line, loc, atlas_id, atlas_id,
                      f"{atlas_id} ({name}) was last in ATLAS {release} and is gone from "
                      f"{self.kb.version}")
             return
-        msg = f"{atlas_id} is not in ATLAS {self.kb.version}"
+        # an ID past the data says so first; a name beside it may still point at an object
+        newer = newer_than_data(self.kb, atlas_id)
+        kind, msg = ("newer-id", newer) if newer is not None else \
+            ("unknown-id", f"{atlas_id} is not in ATLAS {self.kb.version}")
         family = _family(kind_of(atlas_id) or "")
         for text in names:
             owner = self.names.owner(text, family)
             if owner is not None:
-                self.add("unknown-id", line, loc, atlas_id, atlas_id,
+                self.add(kind, line, loc, atlas_id, atlas_id,
                          f"{msg}; the name beside it, '{text}', is {owner}'s", owner)
                 return
+        if newer is not None:
+            parent = parent_id(atlas_id)
+            self.add(kind, line, loc, atlas_id, atlas_id, msg,
+                     parent if parent is not None and parent in self.kb else None)
+            return
         parent = parent_id(atlas_id)
         if parent is not None and parent in self.kb:
             self.add("unknown-id", line, loc, atlas_id, atlas_id,
@@ -252,7 +270,14 @@ class _Checker:
             return
         self.checked += 1
         legacy = self.names.legacy_tactics.get(tactic)
-        if legacy:
+        later = LATER_TACTIC_NAMES.get(tactic)
+        if later is not None and later[0] in valid.values():
+            now = self.kb.tactic(later[0]).shortname
+            self.add("newer-tactic", line, loc, technique_id, tactic,
+                     f"'{tactic}' is what ATLAS {later[1]} calls {later[0]}, newer than the "
+                     f"loaded {self.kb.version}, where it is '{now}': read as {later[0]}",
+                     later[0])
+        elif legacy:
             new = self.kb.tactic(legacy).shortname
             self.add("legacy-tactic", line, loc, technique_id, tactic,
                      f"tactic '{tactic}' was renamed; use '{new}'", legacy)

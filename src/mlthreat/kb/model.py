@@ -262,6 +262,15 @@ class KnowledgeBase:
         object.__setattr__(self, "_mitigations_of", {k: tuple(v) for k, v in mits.items()})
         object.__setattr__(self, "_case_studies_of", {k: tuple(v) for k, v in uses.items()})
 
+    def provenance(self) -> dict[str, str]:
+        """What every output resolved against this data cites: ``atlas_version`` (the content
+        release or legacy version), ``atlas_source``, and ``atlas_format_version`` when the
+        file's format is known apart from the version (format-6 data)."""
+        out = {"atlas_version": self.version, "atlas_source": self.source}
+        if self.format_version:
+            out["atlas_format_version"] = self.format_version
+        return out
+
     # -- look-ups -------------------------------------------------------------------------------
     def __contains__(self, atlas_id: object) -> bool:
         """Whether :meth:`get` resolves the ID (retired objects included)."""

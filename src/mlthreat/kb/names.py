@@ -90,10 +90,11 @@ def canonical_ids(text: str, prefixes: tuple[str, ...] = ("AML",)) -> list[str]:
 
 class NameIndex:
     """Every object of a knowledge base by the key of its current name, and of the names it had
-    in older releases (the snapshot's history), for look-up in constant time."""
+    in older releases (:func:`mlthreat.kb.history.history_for`), for look-up in constant
+    time."""
 
     def __init__(self, kb: KnowledgeBase) -> None:
-        from mlthreat.kb.sources.snapshot import history
+        from mlthreat.kb.history import history_for
 
         self.kb = kb
         self.current: dict[str, list[str]] = {}
@@ -101,7 +102,7 @@ class NameIndex:
             self.current.setdefault(name_key(obj.name), []).append(obj.id)
         self.former: dict[str, list[str]] = {}
         self.former_of: dict[str, dict[str, tuple[str, str]]] = {}  # id -> key -> (name, rel.)
-        for atlas_id, entries in history().get("names", {}).items():
+        for atlas_id, entries in history_for(kb)["names"].items():
             if atlas_id not in kb:
                 continue
             for name, release in entries:

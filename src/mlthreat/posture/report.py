@@ -32,7 +32,7 @@ Doc = Mapping[str, Any]
 
 def _envelope(kind: str, kb: KnowledgeBase) -> dict[str, Any]:
     return {"kind": kind, "schema_version": 1, "mlthreat_version": __version__,
-            "atlas_version": kb.version, "atlas_source": kb.source}
+            **kb.provenance()}
 
 
 def load_posture(path: str | Path, kb: KnowledgeBase,

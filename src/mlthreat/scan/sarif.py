@@ -187,7 +187,7 @@ def to_sarif(findings: Iterable[Finding], *, kb: KnowledgeBase, tool_version: st
             "version": tool_version,
             "semanticVersion": tool_version,
             "rules": [_rule(r, by_rule[r], kb) for r in rule_ids],
-            "properties": {"atlas_version": kb.version, "atlas_source": kb.source},
+            "properties": kb.provenance(),
         }},
         "columnKind": "unicodeCodePoints",
         "results": results,
