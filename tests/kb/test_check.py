@@ -216,8 +216,8 @@ def test_unknown_ids_get_no_near_number(embedded, tmp_path):
 
 def test_ids_past_the_data_say_it_may_be_older(embedded, tmp_path):
     path = tmp_path / "mapping.csv"
-    path.write_text("id,name\nAML.T0115.000,Publish Poisoned Datasets\nAML.TA0017,x\nAML.T0043.009,y\n"
-                    "AML.T0051.001,Indirect\n")
+    path.write_text("id,name\nAML.T0115.000,Publish Poisoned Datasets\nAML.TA0017,x\n"
+                    "AML.T0043.009,y\nAML.T0051.001,Indirect\n")
     report = check_file(embedded, path)
     assert [(f.line, f.kind, f.id, f.suggestion_id) for f in report.findings] == [
         (2, "newer-id", "AML.T0115.000", "AML.T0019"), (3, "newer-id", "AML.TA0017", None),
