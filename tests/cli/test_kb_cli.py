@@ -140,6 +140,63 @@ def test_diff_exit_codes():
     assert same.returncode == 0 and "No differences." in same.stdout
 
 
+@pytest.fixture(scope="module")
+def v6_files(tmp_path_factory):
+    """The 5.6.0 file converted to format 6 as it is, and as release 2026.09; made once."""
+    import copy
+
+    import yaml
+    from atlas_v6 import release_2026_09, to_v6, write_v6
+
+    legacy = yaml.load(ATLAS_YAML.read_text("utf-8"), Loader=yaml.CSafeLoader)
+    tmp = tmp_path_factory.mktemp("v6")
+    return (write_v6(to_v6(copy.deepcopy(legacy), "2026.05"), tmp / "ATLAS-2026.05.yaml"),
+            write_v6(release_2026_09(copy.deepcopy(legacy)), tmp / "ATLAS-2026.09.yaml"))
+
+
+def test_diff_across_formats_names_replacements(v6_files):
+    from jsonschema import Draft202012Validator
+
+    from mlthreat.schemas import schema
+
+    _, release = v6_files
+    out = run("kb", "diff", str(ATLAS_YAML), str(release))
+    assert out.returncode == 1, out.stderr
+    assert out.stdout.startswith(f"ATLAS 5.6.0 ({ATLAS_YAML}) → 2026.09 ({release})")
+    for old, new in (("AML.T0019", "AML.T0115.000 (Datasets)"),
+                     ("AML.T0058", "AML.T0115.001 (Models)"),
+                     ("AML.T0104", "AML.T0115.002 (AI Agent Tools)")):
+        row = next(line for line in out.stdout.splitlines() if old in line)
+        assert f"removed, replaced by {new}" in row
+    assert "column 13" in out.stdout and "column 3" in out.stdout
+    as_json = run("kb", "diff", str(ATLAS_YAML), str(release), "--json")
+    assert as_json.returncode == 1
+    data = json.loads(as_json.stdout)
+    validator = Draft202012Validator(schema("mlthreat.kb.diff"))
+    assert not list(validator.iter_errors(data))
+    assert (data["old"]["atlas_version"], data["new"]["atlas_version"]) == ("5.6.0", "2026.09")
+    removed = [c for c in data["changes"] if c["kind"] == "removed"]
+    assert [(c["id"], c["replaced_by"]) for c in removed] == [
+        ("AML.T0019", ["AML.T0115.000"]), ("AML.T0058", ["AML.T0115.001"]),
+        ("AML.T0104", ["AML.T0115.002"])]
+    assert all("replaced_by" not in c for c in data["changes"] if c["kind"] != "removed")
+    moved = next(c for c in data["changes"] if c["kind"] == "moved")
+    assert (moved["id"], moved["before"], moved["after"]) == ("AML.TA0001", "column 13",
+                                                              "column 3")
+    added = next(c for c in data["changes"] if c["kind"] == "added")
+    for bad in ({**removed[0], "replaced_by": []}, {**removed[0], "replaced_by": ["T0115"]},
+                {**added, "replaced_by": ["AML.T0115.000"]}, {**moved, "after": "AML.TA0003"},
+                {**moved, "before": "column 0"}):
+        assert list(validator.iter_errors({**data, "changes": [bad]})), bad
+
+
+def test_diff_legacy_against_its_own_v6_conversion(v6_files):
+    same, _ = v6_files
+    out = run("kb", "diff", str(ATLAS_YAML), str(same))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "No differences." in out.stdout and "5.6.0" in out.stdout and "2026.05" in out.stdout
+
+
 def test_check_exit_codes(tmp_path):
     clean = run("kb", "check", str(CASE_STUDY_LAYERS / "AML.CS0001.json"))
     assert clean.returncode == 0, clean.stdout

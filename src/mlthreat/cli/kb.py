@@ -279,16 +279,34 @@ def _load_side(spec: str) -> Any:
     return base
 
 
+def _change_json(change: Any) -> dict[str, Any]:
+    """A diff change as JSON: every field, but ``replaced_by`` only when something replaced a
+    removed object, so documents without replacements read as they always have."""
+    from mlthreat.kb.serialize import object_to_dict
+
+    out: dict[str, Any] = object_to_dict(change, keep_empty=True)
+    if not out["replaced_by"]:
+        del out["replaced_by"]
+    return out
+
+
+def _change_kind(change: Any, new: Any) -> str:
+    """The Change column: the kind, and for a removed object what replaced it, with names."""
+    if not change.replaced_by:
+        return str(change.kind)
+    by = ", ".join(f"{i} ({new.get(i).name})" for i in change.replaced_by)
+    return f"{change.kind}, replaced by {by}"
+
+
 @app.command("diff")
 def diff_cmd(
     old: Annotated[str, typer.Argument(help="Older data file, or 'embedded'.")],
     new: Annotated[str, typer.Argument(help="Newer data file, or 'embedded'.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Compare two data files: added, removed, renamed and moved objects. Exits 1 if they
-    differ, like diff(1)."""
+    """Compare two data files, legacy or format 6, of any releases: added, removed (and what
+    replaced it), renamed and moved objects. Exits 1 if they differ, like diff(1)."""
     from mlthreat.kb.diff import diff
-    from mlthreat.kb.serialize import object_to_dict
 
     a, b = _load_side(old), _load_side(new)
     result = diff(a, b)
@@ -299,21 +317,25 @@ def diff_cmd(
             "old": {"atlas_version": a.version, "source": a.source},
             "new": {"atlas_version": b.version, "source": b.source},
             "counts": result.counts(),
-            "changes": [object_to_dict(c, keep_empty=True) for c in result.changes],
+            "changes": [_change_json(c) for c in result.changes],
         })
     else:
         from rich.table import Table
 
         con = console()
-        con.print(f"ATLAS {a.version} ({a.source}) → {b.version} ({b.source})")
+        con.print(f"ATLAS {result.old_version} ({a.source}) → {result.new_version} "
+                  f"({b.source})")
         table = Table("Change", "Type", "ID", "Name", "Before", "After")
         for column in table.columns:
             column.overflow = "fold"
-        for c in result.changes:
+        kinds = [_change_kind(c, b) for c in result.changes]
+        # "removed, replaced by ID (Name)" reads as one phrase: keep it on one line where it fits
+        table.columns[0].min_width = min(max(map(len, kinds), default=0), 60)
+        for c, kind in zip(result.changes, kinds, strict=True):
             # for a rename, Name and After are the same: show the name once
             name = "" if c.kind == "renamed" else c.name
-            table.add_row(c.kind, c.object_type, c.id, data_text(name), data_text(c.before),
-                          data_text(c.after.replace(",", ", ")))
+            table.add_row(data_text(kind), c.object_type, c.id, data_text(name),
+                          data_text(c.before), data_text(c.after.replace(",", ", ")))
         if result.changes:
             con.print(table)
         summary = ", ".join(f"{v} {k}" for k, v in sorted(result.counts().items()))
