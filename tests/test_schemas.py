@@ -203,16 +203,17 @@ def test_check_all_finding_kinds(tmp_path):
             entry["tactic"] = "ml-attack-staging"
     layer["techniques"].append({"techniqueID": "AML.T0015", "tactic": "reconnaissance"})
     layer["techniques"].append({"techniqueID": "AML.T0015", "tactic": "no-such-tactic"})
+    layer["techniques"].append({"techniqueID": "AML.T0005", "tactic": "ai-attack-adaptation"})
     old_layer = tmp_path / "layer.json"
     old_layer.write_text(json.dumps(layer, indent=2), encoding="utf-8")
     notes = tmp_path / "notes.md"
-    notes.write_text("We cover AML.T0043 and AML.T9998.\n", encoding="utf-8")
+    notes.write_text("We cover AML.T0043, AML.T0038 and AML.T9998.\n", encoding="utf-8")
     doc = run_json("kb", "check", str(stale), str(old_layer), str(notes),
                    str(CASE_STUDY_LAYERS / "AML.CS0001.json"), exit_code=1)
     assert_valid(doc, "mlthreat.kb.check")
     found = {f["kind"] for r in doc["files"] for f in r["findings"]}
-    assert found == {"unknown-id", "outdated-name", "name-mismatch", "legacy-tactic",
-                     "wrong-tactic"}
+    assert found == {"unknown-id", "newer-id", "outdated-name", "name-mismatch",
+                     "legacy-tactic", "newer-tactic", "wrong-tactic"}
     assert [r["file_format"] for r in doc["files"]] == ["csv", "layer", "text", "layer"]
     assert doc["findings"] == sum(len(r["findings"]) for r in doc["files"])
 

@@ -168,3 +168,24 @@ def test_check_against_a_newer_release(release, tmp_path):
                             "is gone from 2026.09")
     assert renamed.message == ("'Poison Training Data' is the ATLAS 5.6.0 name of AML.T0020; "
                                "it is now 'Training Data Poisoning'")
+
+
+def test_exports_follow_the_data(embedded, release):
+    import json
+
+    from mlthreat.kb.export import navigator, stix
+
+    layer = json.loads(navigator.render(release))
+    assert layer["versions"] == {"layer": "4.5", "navigator": "5.1.0"}
+    assert {"name": "atlas_format_version", "value": "6.0.0"} in layer["metadata"]
+    assert {"name": "atlas_data_version", "value": "2026.09"} in layer["metadata"]
+    assert [e["tactic"] for e in layer["techniques"]
+            if e["techniqueID"] == "AML.T0005"] == ["ai-attack-adaptation"]
+    assert json.loads(navigator.render(embedded))["versions"]["layer"] == "4.3"
+    assert json.loads(navigator.render(release, layer_version="4.3"))["versions"]["layer"] == \
+        "4.3"
+    bundle = json.loads(stix.render(release))
+    ids = {ref["external_id"] for o in bundle["objects"]
+           for ref in o.get("external_references", []) if ref.get("source_name") == "mitre-atlas"}
+    assert {"AML.T0115", "AML.T0115.000", "AML.TA0001", "AML.M0004"} <= ids
+    assert "AML.T0019" not in ids

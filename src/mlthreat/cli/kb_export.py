@@ -39,9 +39,10 @@ def export(
                                                 "layer (its per-tactic scores and comments "
                                                 "kept), to colour the layer or HTML "
                                                 "page.")] = None,
-    layer_version: Annotated[str, typer.Option(help="Navigator layer format: 4.3 (ATLAS "
-                                               "Navigator) or 4.5 (current ATT&CK "
-                                               "Navigator).")] = "4.3",
+    layer_version: Annotated[str | None, typer.Option(
+        help="Navigator layer format: 4.3 (ATLAS Navigator 4.6) or 4.5 (Navigator 5.x); "
+        "default 4.5 for format-6 ATLAS data, 4.3 for the legacy data.",
+        show_default=False)] = None,
     name: Annotated[str | None, typer.Option(help="Layer or page title.")] = None,
     atlas: AtlasOpt = None,
     extension: ExtensionOpt = None,
@@ -51,7 +52,7 @@ def export(
 
     kb = load_kb(atlas, extension)
     module = exporter(fmt)
-    if fmt != "navigator" and (layer != "matrix" or case_study_id or layer_version != "4.3"):
+    if fmt != "navigator" and (layer != "matrix" or case_study_id or layer_version is not None):
         raise UsageError("--layer, --case-study and --layer-version apply to --format "
                          "navigator only")
     if scores and fmt not in ("navigator", "html"):

@@ -71,8 +71,9 @@ def report(
     fail_on: Annotated[str, typer.Option(help="Exit 1 when any gap is in this priority band "
                                          "or a higher one: high, medium, low or never.")
                        ] = "never",
-    layer_version: Annotated[str, typer.Option(help="Navigator layer format: 4.3 or 4.5.")
-                             ] = "4.3",
+    layer_version: Annotated[str | None, typer.Option(
+        help="Navigator layer format: 4.3 or 4.5 (default: 4.5 for format-6 ATLAS data, 4.3 "
+        "for the legacy data).", show_default=False)] = None,
     atlas: AtlasOpt = None,
     extension: ExtensionOpt = None,
     as_json: JsonOpt = False,

@@ -90,7 +90,7 @@ def _percent(coverage: float) -> float:
     return round(100.0 * coverage, 1)
 
 
-def _build(kb: KnowledgeBase, layer_version: str, name: str, description: str,
+def _build(kb: KnowledgeBase, layer_version: str | None, name: str, description: str,
            scores: Mapping[str, float], comments: Mapping[str, str], gradient: list[str],
            metadata: tuple[tuple[str, str], ...]) -> dict[str, Any]:
     """A layer scoring ``scores`` (technique ID -> 0-100) with a comment on each scored entry."""
@@ -127,7 +127,7 @@ def _gap_comment(g: Mapping[str, Any]) -> str:
 
 
 def _system_layers(kb: KnowledgeBase, doc: Doc, system: Mapping[str, Any],
-                   layer_version: str) -> tuple[dict[str, Any], dict[str, Any]]:
+                   layer_version: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
     org = doc["organisation"]
     meta = (("organisation", org), ("system", system["name"]))
     techniques = system["techniques"]
@@ -147,7 +147,7 @@ def _system_layers(kb: KnowledgeBase, doc: Doc, system: Mapping[str, Any],
     return coverage, gap_layer
 
 
-def _org_layers(kb: KnowledgeBase, doc: Doc, layer_version: str
+def _org_layers(kb: KnowledgeBase, doc: Doc, layer_version: str | None
                 ) -> tuple[dict[str, Any], dict[str, Any]]:
     org = doc["organisation"]
     view = organisation_view(doc)
@@ -178,7 +178,7 @@ def _org_layers(kb: KnowledgeBase, doc: Doc, layer_version: str
     return coverage, gaps
 
 
-def posture_layers(kb: KnowledgeBase, doc: Doc, layer_version: str = "4.3"
+def posture_layers(kb: KnowledgeBase, doc: Doc, layer_version: str | None = None
                    ) -> dict[str, str]:
     """Every layer of a posture as ``{file name: JSON text}``.
 

@@ -166,7 +166,7 @@ def render_markdown(doc: Doc) -> str:
 
 
 # -- the output folder --------------------------------------------------------------------------
-def write_outputs(doc: Doc, kb: KnowledgeBase, out: Path, layer_version: str = "4.3"
+def write_outputs(doc: Doc, kb: KnowledgeBase, out: Path, layer_version: str | None = None
                   ) -> list[Path]:
     """Write every output of the posture ``doc`` into ``out`` (created if needed); return the
     paths written, ``posture.json`` first.

@@ -9,8 +9,10 @@ then shows it under every tactic of its parent), and when a sub-technique is mar
 is listed unmarked with ``showSubtechniques: true``, only so that Navigator expands it.
 
 Two layer formats are written: ``"4.3"`` (Navigator 4.6.4, the version the ATLAS Navigator
-runs) and ``"4.5"`` (the current ATT&CK Navigator format; no ``attack`` version, since the data
-is not ATT&CK). :func:`read_layer` reads any 4.x layer back.
+ran up to the legacy data) and ``"4.5"`` (the current Navigator format, which ATLAS's own layers
+use since the format-6 content releases; no ``attack`` version, since the data is not ATT&CK).
+Each builder defaults to the format that suits its data (:func:`default_layer_version`).
+:func:`read_layer` reads any 4.x layer back.
 
 References
 ----------
@@ -40,6 +42,7 @@ __all__ = [
     "SUFFIX",
     "Layer",
     "case_study_layer",
+    "default_layer_version",
     "frequency_layer",
     "matrix_layer",
     "read_layer",
@@ -67,7 +70,16 @@ ScoreMap = Mapping[str, float] | Mapping[_Key, float] | Mapping[ScoreKey, float]
 CommentMap = Mapping[str, str] | Mapping[_Key, str] | Mapping[ScoreKey, str]
 
 
-def _versions(layer_version: str) -> dict[str, str]:
+def default_layer_version(kb: KnowledgeBase) -> str:
+    """The layer format that suits ``kb``: ``"4.5"`` for format-6 data (ATLAS publishes its
+    layers for Navigator 5.x since the content releases began), ``"4.3"`` before (the format of
+    the ATLAS Navigator 4.6.4)."""
+    return "4.5" if kb.format_version.split(".")[0] == "6" else "4.3"
+
+
+def _versions(layer_version: str | None, kb: KnowledgeBase) -> dict[str, str]:
+    if layer_version is None:
+        layer_version = default_layer_version(kb)
     try:
         return dict(LAYER_VERSIONS[layer_version])
     except (KeyError, TypeError):
@@ -125,7 +137,7 @@ class _Entries:
 
 def _layer(
     kb: KnowledgeBase,
-    layer_version: str,
+    layer_version: str | None,
     name: str,
     description: str,
     entries: _Entries,
@@ -134,10 +146,12 @@ def _layer(
     **extra: Any,
 ) -> dict[str, Any]:
     return {
-        "versions": _versions(layer_version),
+        "versions": _versions(layer_version, kb),
         "domain": DOMAIN,
         "metadata": [
             {"name": "atlas_data_version", "value": kb.version},
+            *([{"name": "atlas_format_version", "value": kb.format_version}]
+              if kb.format_version else []),
             {"name": "generated_by", "value": f"mlthreat {__version__}"},
             *({"name": k, "value": v} for k, v in metadata),
         ],
@@ -148,15 +162,15 @@ def _layer(
     }
 
 
-def matrix_layer(kb: KnowledgeBase, layer_version: str = "4.3") -> dict[str, Any]:
+def matrix_layer(kb: KnowledgeBase, layer_version: str | None = None) -> dict[str, Any]:
     """Every technique and sub-technique of the matrix, coloured and expanded.
 
     Parameters
     ----------
     kb : KnowledgeBase
         The matrix to draw.
-    layer_version : {"4.3", "4.5"}
-        Layer file format.
+    layer_version : {"4.3", "4.5"}, optional
+        Layer file format (default: :func:`default_layer_version` of ``kb``).
 
     Returns
     -------
@@ -175,7 +189,7 @@ def matrix_layer(kb: KnowledgeBase, layer_version: str = "4.3") -> dict[str, Any
     >>> layer["techniques"][0]["techniqueID"], layer["techniques"][0]["tactic"]
     ('AML.T0000', 'reconnaissance')
     """
-    _versions(layer_version)
+    _versions(layer_version, kb)
     entries = _Entries(kb)
     for t in kb.techniques:
         if t.parent is None:
@@ -192,7 +206,7 @@ def matrix_layer(kb: KnowledgeBase, layer_version: str = "4.3") -> dict[str, Any
 
 
 def case_study_layer(
-    kb: KnowledgeBase, case_study_id: str, layer_version: str = "4.3"
+    kb: KnowledgeBase, case_study_id: str, layer_version: str | None = None
 ) -> dict[str, Any]:
     """The techniques one case study's procedure uses, coloured under the tactic of each step.
 
@@ -202,8 +216,8 @@ def case_study_layer(
         Holds the case study.
     case_study_id : str
         ``AML.CS0000``-style ID.
-    layer_version : {"4.3", "4.5"}
-        Layer file format.
+    layer_version : {"4.3", "4.5"}, optional
+        Layer file format (default: :func:`default_layer_version` of ``kb``).
 
     Returns
     -------
@@ -225,7 +239,7 @@ def case_study_layer(
     >>> [e["techniqueID"] for e in layer["techniques"] if "color" in e][:3]
     ['AML.T0000.001', 'AML.T0002.000', 'AML.T0005']
     """
-    _versions(layer_version)
+    _versions(layer_version, kb)
     cs = kb.case_study(case_study_id)
     entries = _Entries(kb)
     for step in cs.procedure:
@@ -248,7 +262,7 @@ def case_study_layer(
     )
 
 
-def frequency_layer(kb: KnowledgeBase, layer_version: str = "4.3") -> dict[str, Any]:
+def frequency_layer(kb: KnowledgeBase, layer_version: str | None = None) -> dict[str, Any]:
     """A heat map of how often the case studies' procedures use each technique.
 
     The score of a top-level technique under a tactic is the number of procedure steps, over
@@ -261,8 +275,8 @@ def frequency_layer(kb: KnowledgeBase, layer_version: str = "4.3") -> dict[str, 
     ----------
     kb : KnowledgeBase
         Holds the case studies.
-    layer_version : {"4.3", "4.5"}
-        Layer file format.
+    layer_version : {"4.3", "4.5"}, optional
+        Layer file format (default: :func:`default_layer_version` of ``kb``).
 
     Returns
     -------
@@ -275,7 +289,7 @@ def frequency_layer(kb: KnowledgeBase, layer_version: str = "4.3") -> dict[str, 
     UsageError
         For an unsupported ``layer_version``.
     """
-    _versions(layer_version)
+    _versions(layer_version, kb)
     counts: Counter[_Key] = Counter()
     for cs in kb.case_studies:
         for step in cs.procedure:
@@ -331,7 +345,7 @@ def scores_layer(
     scores: ScoreMap,
     name: str,
     description: str = "",
-    layer_version: str = "4.3",
+    layer_version: str | None = None,
     comments: CommentMap | None = None,
 ) -> dict[str, Any]:
     """A layer scoring the given techniques, for example attack success rates.
@@ -347,8 +361,8 @@ def scores_layer(
         sub-technique's parent is expanded.
     name, description : str
         Layer name and description.
-    layer_version : {"4.3", "4.5"}
-        Layer file format.
+    layer_version : {"4.3", "4.5"}, optional
+        Layer file format (default: :func:`default_layer_version` of ``kb``).
     comments : mapping, optional
         Entry comments, keyed as ``scores``.
 
@@ -374,7 +388,7 @@ def scores_layer(
     >>> [(e["techniqueID"], e.get("tactic"), e.get("score")) for e in layer["techniques"]]
     [('AML.T0015', 'impact', 2)]
     """
-    _versions(layer_version)
+    _versions(layer_version, kb)
     for key, value in scores.items():
         if not is_number(value):
             tid = key if isinstance(key, str) else key[0]
@@ -410,7 +424,7 @@ def render(
     case_study: str | None = None,
     scores: ScoreMap | None = None,
     name: str | None = None,
-    layer_version: str = "4.3",
+    layer_version: str | None = None,
     comments: CommentMap | None = None,
 ) -> str:
     """One layer as JSON text: 2-space indent, entries sorted, same bytes for the same input.
@@ -428,8 +442,8 @@ def render(
         :func:`scores_layer`.
     name : str, optional
         Replaces the layer's name.
-    layer_version : {"4.3", "4.5"}
-        Layer file format.
+    layer_version : {"4.3", "4.5"}, optional
+        Layer file format (default: :func:`default_layer_version` of ``kb``).
     comments : mapping, optional
         Entry comments for ``layer="scores"``, keyed as ``scores``.
 
@@ -443,7 +457,7 @@ def render(
     UsageError
         For an unknown layer, a missing or misplaced option, or an unsupported format.
     """
-    _versions(layer_version)
+    _versions(layer_version, kb)
     if case_study is not None and layer != "case-study":
         raise UsageError("case_study only applies to layer='case-study'")
     if scores is not None and layer != "scores":
