@@ -1,11 +1,15 @@
-"""Rebuild the embedded snapshot from an official ATLAS.yaml.
+"""Rebuild the embedded snapshot from an official ATLAS data file: the legacy ATLAS.yaml or a
+format-6 content release (``ATLAS-2026.09.yaml``), read by the same loader as ``--atlas``.
 
 Facts come from the official file; descriptions and summaries are this project's own texts,
 taken from the current snapshot (or from YAML files mapping ID to text, for a first build).
 Procedure step descriptions and mitigation "use" texts are left empty on purpose.
 
     python tools/build_snapshot.py ../shared/atlas-data/ATLAS.yaml \
-        --releases ../shared/atlas-data/releases/*.yaml [--descriptions FILE.yaml ...]
+        --releases ../shared/atlas-data/releases/*.yaml [--descriptions FILE.yaml ...] \
+        [--out FILE]
+
+Older releases, legacy or format 6, are ordered by :func:`mlthreat.kb.history.release_key`.
 
 Fails, listing them, when any object lacks a description of ours.
 """
@@ -20,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from mlthreat.kb.history import release_key
 from mlthreat.kb.model import KnowledgeBase
 from mlthreat.kb.serialize import to_dict
 from mlthreat.kb.sources import load_file
@@ -31,7 +36,8 @@ OUT = Path(__file__).resolve().parents[1] / "src/mlthreat/kb/data" / SNAPSHOT_FI
 def _history(current: KnowledgeBase, releases: list[KnowledgeBase]) -> dict:
     names: dict[str, list[list[str]]] = {}
     removed: dict[str, list[str]] = {}
-    for old in sorted(releases, key=lambda k: [int(x) for x in k.version.split(".")]):
+    releases = sorted(releases, key=lambda k: release_key(k.version))
+    for old in releases:
         for obj in (*old.tactics, *old.techniques, *old.mitigations):
             if obj.id not in current:
                 removed[obj.id] = [obj.name, old.version]
@@ -46,11 +52,13 @@ def main() -> int:
     ap.add_argument("atlas")
     ap.add_argument("--releases", nargs="*", default=[])
     ap.add_argument("--descriptions", nargs="*", default=[])
+    ap.add_argument("--out", type=Path, default=OUT, help="the snapshot file to write")
     args = ap.parse_args()
+    out: Path = args.out
 
     kb = load_file(args.atlas)
     ours: dict[str, str] = {}
-    if OUT.exists():
+    if OUT.exists():  # the texts of the shipped snapshot, whatever file is written
         old = json.loads(OUT.read_text("utf-8"))
         for section in ("tactics", "techniques", "mitigations"):
             ours.update({o["id"]: o.get("description", "") for o in old[section]})
@@ -76,6 +84,7 @@ def main() -> int:
 
     snap = KnowledgeBase(
         version=kb.version,
+        format_version=kb.format_version,
         name=kb.name,
         tactics=tuple(map(own, kb.tactics)),
         techniques=tuple(map(own, kb.techniques)),
@@ -88,8 +97,8 @@ def main() -> int:
         "Facts (IDs, names, relations, maturity, dates, ATT&CK references, procedures) from the "
         f"official MITRE ATLAS data {kb.version} (Apache-2.0); descriptions written for mlthreat."
     )
-    OUT.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n", "utf-8")
-    print(f"wrote {OUT} ({OUT.stat().st_size} bytes, {len(snap)} objects)")
+    out.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n", "utf-8")
+    print(f"wrote {out} ({out.stat().st_size} bytes, {len(snap)} objects)")
     return 0
 
 

@@ -189,3 +189,28 @@ def test_exports_follow_the_data(embedded, release):
            for ref in o.get("external_references", []) if ref.get("source_name") == "mitre-atlas"}
     assert {"AML.T0115", "AML.T0115.000", "AML.TA0001", "AML.M0004"} <= ids
     assert "AML.T0019" not in ids
+
+
+def test_snapshot_tool_takes_a_v6_release(legacy_doc, v6_path, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from atlas_paths import RELEASES
+
+    tool = Path(__file__).resolve().parents[2] / "tools" / "build_snapshot.py"
+    out = tmp_path / "snapshot.json"
+    done = subprocess.run([sys.executable, str(tool), str(v6_path), "--releases",
+                           str(RELEASES / "ATLAS-5.0.0.yaml"), str(ATLAS_YAML), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    snap = kbmod.load_file(out)
+    assert (snap.version, snap.format_version, snap.source) == ("2026.05", "6.0.0", str(out))
+    assert len(snap) == len(kbmod.load())
+    assert json.loads(out.read_text())["history"]["releases"] == ["5.0.0", "5.6.0"]
+    newer = write_v6(release_2026_09(legacy_doc), tmp_path / "ATLAS-2026.09.yaml")
+    refused = subprocess.run([sys.executable, str(tool), str(newer), "--out", str(out)],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("no description of ours for 8 objects: ['AML.T0115'")
