@@ -164,6 +164,8 @@ def test_check_against_a_newer_release(release, tmp_path):
     from mlthreat.kb.check import check_file
 
     gone, renamed, _ = check_file(release, sheet).findings
+    # the snapshot's descriptions are ours, not the official ones: content cannot tie AML.T0019
+    # to AML.T0115.000, and the names differ
     assert gone.message == ("AML.T0019 (Publish Poisoned Datasets) was last in ATLAS 5.6.0 and "
                             "is gone from 2026.09")
     assert renamed.message == ("'Poison Training Data' is the ATLAS 5.6.0 name of AML.T0020; "
@@ -214,3 +216,22 @@ def test_snapshot_tool_takes_a_v6_release(legacy_doc, v6_path, tmp_path):
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode == 1
     assert refused.stderr.startswith("no description of ours for 8 objects: ['AML.T0115'")
+
+
+def test_check_names_the_id_that_took_a_removed_ones_name(legacy_doc, tmp_path):
+    from mlthreat.kb.check import check_file
+
+    doc = release_2026_09(legacy_doc)
+    doc["techniques"]["AML.T0135"] = doc["techniques"].pop("AML.T0006")
+    doc["relationships"]["AML.T0135"] = doc["relationships"].pop("AML.T0006")
+    for links in doc["relationships"].values():
+        for item in links.get("mitigates", []) + links.get("employs", []):
+            if item["target"] == "AML.T0006":
+                item["target"] = "AML.T0135"
+    renumbered = kbmod.load_file(write_v6(doc, tmp_path / "renumbered.yaml"))
+    sheet = tmp_path / "mapping.csv"
+    sheet.write_text("id\nAML.T0006\n")
+    (finding,) = check_file(renumbered, sheet).findings
+    assert (finding.kind, finding.suggestion_id) == ("unknown-id", "AML.T0135")
+    assert finding.message == ("AML.T0006 (Active Scanning) was last in ATLAS 5.6.0 and is "
+                               "gone from 2026.09; replaced by AML.T0135 (Active Scanning)")

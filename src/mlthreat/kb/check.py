@@ -93,6 +93,7 @@ class _Names:
         self.index = NameIndex(kb)
         hist = history_for(kb)
         self.removed: dict[str, list[str]] = hist.get("removed", {})
+        self.replaced: dict[str, list[str]] = hist.get("replaced", {})
         self.legacy_tactics: dict[str, str] = {}
         for atlas_id, entries in hist.get("names", {}).items():
             if atlas_id in kb and kb.kind(atlas_id) == "tactic":
@@ -180,9 +181,14 @@ class _Checker:
         names an unrelated object."""
         if atlas_id in self.names.removed:
             name, release = self.names.removed[atlas_id]
-            self.add("unknown-id", line, loc, atlas_id, atlas_id,
-                     f"{atlas_id} ({name}) was last in ATLAS {release} and is gone from "
-                     f"{self.kb.version}")
+            msg = f"{atlas_id} ({name}) was last in ATLAS {release} and is gone from " \
+                  f"{self.kb.version}"
+            heirs = self.names.replaced.get(atlas_id, [])
+            if heirs:
+                msg += "; replaced by " + ", ".join(f"{h} ({self.kb.get(h).name})"
+                                                    for h in heirs)
+            self.add("unknown-id", line, loc, atlas_id, atlas_id, msg,
+                     heirs[0] if len(heirs) == 1 else None)
             return
         # an ID past the data says so first; a name beside it may still point at an object
         newer = newer_than_data(self.kb, atlas_id)

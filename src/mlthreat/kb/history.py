@@ -50,16 +50,18 @@ def release_key(version: str) -> tuple[int, ...]:
 
 
 def history_for(kb: KnowledgeBase) -> dict[str, Any]:
-    """``{"releases", "names", "removed"}`` as :func:`~mlthreat.kb.sources.snapshot.history`
-    gives them, widened, when ``kb`` is newer than the embedded snapshot, by the snapshot's own
-    names (where ``kb`` names the object otherwise) and IDs (where ``kb`` lacks them) as those
-    of the snapshot's release."""
+    """``{"releases", "names", "removed", "replaced"}``: the first three as
+    :func:`~mlthreat.kb.sources.snapshot.history` gives them, widened, when ``kb`` is newer
+    than the embedded snapshot, by the snapshot's own names (where ``kb`` names the object
+    otherwise) and IDs (where ``kb`` lacks them) as those of the snapshot's release;
+    ``replaced`` maps such a removed ID to the objects of ``kb`` that carry its name or content
+    (:func:`mlthreat.kb.diff.replacements`)."""
     from mlthreat.kb.sources.snapshot import history, load_embedded
 
     hist = history()
     out: dict[str, Any] = {"releases": list(hist.get("releases", [])),
                            "names": {k: list(v) for k, v in hist.get("names", {}).items()},
-                           "removed": dict(hist.get("removed", {}))}
+                           "removed": dict(hist.get("removed", {})), "replaced": {}}
     embedded = load_embedded()
     if release_key(kb.version) <= release_key(embedded.version):
         return out
@@ -69,6 +71,10 @@ def history_for(kb: KnowledgeBase) -> dict[str, Any]:
             out["removed"][obj.id] = [obj.name, embedded.version]
         elif kb.get(obj.id).name != obj.name:
             out["names"].setdefault(obj.id, []).append([obj.name, embedded.version])
+    from mlthreat.kb.diff import replacements
+
+    for section in ("tactics", "techniques", "mitigations"):
+        out["replaced"].update(replacements(embedded, kb, section))
     return out
 
 
