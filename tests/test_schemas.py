@@ -233,26 +233,35 @@ def test_extension_ids_validate(tmp_path):
         assert_valid(run_json("kb", "show", atlas_id, "-x", str(ext)), "mlthreat.kb.object")
 
 
-@pytest.fixture
-def release_server():
-    """Serves a GitHub-style latest-release answer naming v5.6.1, and that release's file (an
-    older release would be refused: it holds fewer objects than the embedded data)."""
-    body = ATLAS_YAML.read_bytes()
-    routes: dict[str, Route] = {"/latest": (200, json.dumps({"tag_name": "v5.6.1"}).encode()),
-                                "/v5.6.1/ATLAS.yaml": (200, body)}
+@pytest.fixture(scope="module")
+def release_server(tmp_path_factory):
+    """Serves an atlas-data dist/ folder: a manifest naming 2026.09 and that release in
+    format 6, made from the official 5.6.0 file."""
+    import yaml
+    from atlas_v6 import release_2026_09, write_v6
+
+    doc = release_2026_09(yaml.safe_load(ATLAS_YAML.read_bytes()))
+    body = write_v6(doc, tmp_path_factory.mktemp("v6") / "a.yaml").read_bytes()
+    routes: dict[str, Route] = {
+        "/dist/manifest.yaml": (200, b"releases:\n  2026.09: {v6: v6/ATLAS-2026.09.yaml}\n"),
+        "/dist/v6/ATLAS-2026.09.yaml": (200, body)}
     with route_server(routes) as base:
         yield base, body
 
 
 def test_update(release_server, tmp_path):
     base, body = release_server
-    doc = run_json("kb", "update", "--releases-api", f"{base}/latest",
-                   "--raw-url", f"{base}/{{tag}}/ATLAS.yaml", "--timeout", "10",
-                   env={"MLTHREAT_CACHE_DIR": str(tmp_path)})
-    assert (doc["version"], doc["tag"]) == ("5.6.0", "v5.6.1")
+    env = {"MLTHREAT_CACHE_DIR": str(tmp_path)}
+    doc = run_json("kb", "update", "--dist-url", f"{base}/dist", "--timeout", "10", env=env)
+    assert (doc["release"], doc["format_version"], doc["found_by"]) == ("2026.09", "6.0.0",
+                                                                        "manifest")
     assert doc["sha256"] == hashlib.sha256(body).hexdigest() and doc["size"] == len(body)
     assert Path(doc["path"]).parent == tmp_path
+    assert (doc["previous"], doc["changed"]) == (None, True)
     assert_valid(doc, "mlthreat.kb.update")
+    again = run_json("kb", "update", "--dist-url", f"{base}/dist", "--timeout", "10", env=env)
+    assert (again["previous"], again["changed"]) == (None, False)
+    assert_valid(again, "mlthreat.kb.update")
 
 
 # -- broken documents fail ------------------------------------------------------------------------
@@ -366,12 +375,17 @@ def test_diff_change_rules(samples):
 
 def test_update_example_and_broken_update():
     good = {"kind": "mlthreat.kb.update", "schema_version": 1, "mlthreat_version": __version__,
-            "version": "5.0.0", "tag": "v5.0.0",
-            "url": "https://example.invalid/v5.0.0/ATLAS.yaml", "path": "/cache/ATLAS.yaml",
-            "sha256": "0" * 64, "size": 1234}
+            "release": "2026.09", "format_version": "6.0.0", "found_by": "manifest",
+            "url": "https://example.invalid/dist/v6/ATLAS-2026.09.yaml",
+            "path": "/cache/ATLAS.yaml", "sha256": "0" * 64, "size": 1234,
+            "previous": "/cache/ATLAS.previous.yaml", "changed": True}
     assert not errors(good)
+    assert not errors({**good, "format_version": "", "release": "5.6.0", "previous": None})
     for bad in ({**good, "kind": "mlthreat.kb.matrix"}, {**good, "sha256": "abc"},
                 {**good, "size": "1234"}, {**good, "url": "file:///etc/passwd"},
+                {**good, "format_version": "six"}, {**good, "changed": "yes"},
+                {**good, "previous": ""}, {**good, "tag": "v5.6.0"},
                 {k: v for k, v in good.items() if k != "mlthreat_version"},
+                {k: v for k, v in good.items() if k != "previous"},
                 {k: v for k, v in good.items() if k != "path"}):
         assert errors(bad, "mlthreat.kb.update"), bad

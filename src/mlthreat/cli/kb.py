@@ -393,27 +393,55 @@ app.command()(export)  # defined in kb_export, listed here before update
 
 @app.command()
 def update(
-    remove: Annotated[bool, typer.Option("--remove", help="Delete the downloaded release and "
+    release: Annotated[str | None, typer.Option(
+        "--release", metavar="YYYY.MM", help="Fetch this content release (2026.09, "
+        "2026.09.1) instead of the newest.")] = None,
+    previous: Annotated[bool, typer.Option("--previous", help="Go back to the copy the last "
+                                           "update replaced (run again to swap back).")] = False,
+    remove: Annotated[bool, typer.Option("--remove", help="Delete the downloaded releases and "
                                          "go back to the embedded snapshot.")] = False,
-    releases_api: Annotated[str, typer.Option(help="GitHub-style latest-release URL.")] = "",
-    raw_url: Annotated[str, typer.Option(help="URL template of ATLAS.yaml with {tag}.")] = "",
+    dist_url: Annotated[str, typer.Option(help="URL of atlas-data's dist/ folder (a mirror).")]
+    = "",
     timeout: Annotated[float, typer.Option(help="Seconds per request.")] = 30.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Download the newest official ATLAS release into the user cache; later commands use it."""
+    """Download the newest ATLAS content release into the user cache; later commands use it.
+    The copy it replaces is kept (see --previous)."""
     from mlthreat.kb import update as upd
 
     if remove:
         found = upd.remove()
-        console().print("removed the downloaded release" if found else "no downloaded release")
+        console().print("removed the downloaded releases" if found else "no downloaded release")
         return
-    release = upd.update(releases_api=releases_api or upd.RELEASES_API,
-                         raw_url=raw_url or upd.RAW_URL, timeout=timeout)
+    if previous:
+        now = upd.restore_previous()
+        console().print(f"went back to ATLAS {data_text(now)} ({upd.cached_release()}); the "
+                        "replaced copy is now the previous one")
+        return
+    result = upd.update(release=release, dist_url=dist_url or upd.DIST_URL, timeout=timeout)
     if as_json:
+        from dataclasses import asdict
+
         from mlthreat import __version__
 
         print_json({"kind": "mlthreat.kb.update", "schema_version": 1,
-                    "mlthreat_version": __version__, **release.__dict__})
+                    "mlthreat_version": __version__, **asdict(result)})
         return
-    console().print(f"ATLAS data {release.version} ({release.tag}) saved to {release.path}, "
-                    f"{release.size} bytes, sha256 {release.sha256[:16]}…")
+    _print_update(result)
+
+
+def _print_update(result: Any) -> None:
+    """One line on what ``kb update`` installed, from where, and where the old copy went."""
+    fmt = f"format {result.format_version}" if result.format_version else "legacy format"
+    what = f"ATLAS {data_text(result.release)} ({fmt})"
+    if not result.changed:
+        console().print(f"{what} from {result.url} is already installed at {result.path}; "
+                        "nothing changed")
+        return
+    kept = (f"previous copy kept at {result.previous} (mlthreat kb update --previous goes "
+            "back)" if result.previous else "no previous copy")
+    # a fallback says why the manifest was passed over, so a changed layout gets noticed
+    how = "" if result.found_by in ("manifest", "release") else \
+        f" (found as {data_text(result.found_by)})"
+    console().print(f"installed {what} from {result.url}{how} to {result.path}, "
+                    f"{result.size:,} bytes, sha256 {result.sha256[:16]}…; {kept}")

@@ -4,7 +4,12 @@ chunks up to a size limit, and a deadline on the whole request.
 ``timeout`` bounds each wait for data; a whole request, headers and redirects included, must
 finish within ``DEADLINE_FACTOR`` times ``timeout``, or its sockets are shut down. A body larger
 than the caller's limit is refused (without being read, when its ``Content-Length`` says so), and
-one shorter than announced is refused too. The body of a redirect is never read.
+one shorter than announced is refused too. The body of a redirect is never read, and a redirect
+may lead only to the same host, never from https to http.
+
+A server that cannot be reached at all raises :class:`Unreachable` (the caller words the "looks
+offline" message, knowing which data stays in use); an HTTP error status raises
+:class:`HTTPStatusError` (a missing file, which a caller may answer by trying another).
 """
 
 from __future__ import annotations
@@ -16,10 +21,31 @@ from typing import Any
 
 from mlthreat.kb.errors import UpdateError
 
-__all__ = ["DEADLINE_FACTOR", "check_url", "fetch"]
+__all__ = ["DEADLINE_FACTOR", "HTTPStatusError", "Unreachable", "check_url", "fetch"]
 
 DEADLINE_FACTOR = 4  # a whole request may take this many times ``timeout``
 _CHUNK = 1 << 16
+
+
+class Unreachable(UpdateError):
+    """No connection could be made (no network, DNS failure, connection refused): ``url``, the
+    ``reason`` the system gave, and ``keeps``, the data that stays in use, for the message."""
+
+    def __init__(self, url: str, reason: str, keeps: str = "the data it has (the embedded "
+                 "snapshot or the last release downloaded)") -> None:
+        super().__init__(f"cannot reach {url} ({reason}): this machine looks offline; nothing "
+                         f"was changed and mlthreat keeps using {keeps}")
+        self.url = url
+        self.reason = reason
+
+
+class HTTPStatusError(UpdateError):
+    """The server answered with an error status ``code``."""
+
+    def __init__(self, url: str, code: int, reason: str) -> None:
+        super().__init__(f"{url}: HTTP {code} {reason}")
+        self.url = url
+        self.code = code
 
 
 def check_url(url: str, what: str) -> None:
@@ -95,6 +121,18 @@ def _opener(deadline: _Deadline) -> Any:
             fp.close()  # the body of a redirect is never read: it could be endless
             return super().http_error_302(req, io.BytesIO(), code, msg, headers)
 
+        def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any,
+                             newurl: str) -> Any:
+            # The URLs were checked by the caller; a redirect must not lead elsewhere (another
+            # host, or plain http from https), or the checks would be moot.
+            from urllib.parse import urlsplit
+
+            old, new = urlsplit(req.full_url), urlsplit(newurl)
+            if new.hostname != old.hostname or (old.scheme, new.scheme) == ("https", "http"):
+                raise UpdateError(f"{req.full_url}: redirected to {newurl[:200]}, another host "
+                                  "or a downgrade to http; refused")
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
         http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
     opener = urllib.request.OpenerDirector()
@@ -121,19 +159,29 @@ def fetch(url: str, timeout: float, limit: int) -> bytes:
             resp = _opener(deadline).open(req, timeout=timeout)
         except urllib.error.HTTPError as exc:
             exc.close()
-            raise UpdateError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+            raise HTTPStatusError(url, exc.code, str(exc.reason)) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
             if deadline.passed():
                 raise UpdateError(late) from None
-            reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
-            raise UpdateError(
-                f"cannot reach {url} ({reason}); offline? mlthreat keeps working with the data "
-                "it has (the embedded snapshot or the last release downloaded)"
-            ) from None
+            raise _failure(url, exc) from None
         with resp:
             return _read(resp, url, limit, deadline, late)
     finally:
         deadline.cancel()
+
+
+def _failure(url: str, exc: BaseException) -> UpdateError:
+    """No connection at all (DNS, refused, no route, connect timeout) is :class:`Unreachable`;
+    a TLS failure or a server that hangs up without a proper answer is reachable, so it is a
+    plain :class:`UpdateError` rather than a guess that the machine is offline."""
+    import ssl
+    import urllib.error
+
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, OSError) and not isinstance(reason, ssl.SSLError | ConnectionResetError):
+        return Unreachable(url, reason.strerror or str(reason) or type(reason).__name__)
+    text = str(reason) if isinstance(reason, str) else f"{type(reason).__name__}: {reason}"
+    return UpdateError(f"{url}: no usable answer ({text[:200]})")
 
 
 def _read(resp: Any, url: str, limit: int, deadline: _Deadline, late: str) -> bytes:

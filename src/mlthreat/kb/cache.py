@@ -6,10 +6,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["CACHE_FILE", "META_FILE", "cache_dir", "cached_release"]
+__all__ = ["CACHE_FILE", "META_FILE", "PREVIOUS_FILE", "PREVIOUS_META", "cache_dir",
+           "cached_release"]
 
-CACHE_FILE = "ATLAS.yaml"
+CACHE_FILE = "ATLAS.yaml"  # the data in use, in whichever format atlas-data served it
 META_FILE = "release.json"
+# the copy an update replaced, kept so the user can go back to it (``--atlas`` or ``--previous``)
+PREVIOUS_FILE = "ATLAS.previous.yaml"
+PREVIOUS_META = "release.previous.json"
 
 
 def cache_dir() -> Path:
