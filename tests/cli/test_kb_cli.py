@@ -197,6 +197,23 @@ def test_diff_legacy_against_its_own_v6_conversion(v6_files):
     assert "No differences." in out.stdout and "5.6.0" in out.stdout and "2026.05" in out.stdout
 
 
+def test_v6_release_through_atlas_and_check_of_newer_ids(v6_files, tmp_path):
+    _, release = v6_files
+    shown = run("kb", "show", "AML.T0115", "--atlas", str(release))
+    assert shown.returncode == 0, shown.stderr
+    assert "platforms: Predictive AI, Generative AI" in shown.stdout
+    assert "ATLAS data 2026.09" in shown.stdout
+    as_json = json.loads(run("kb", "show", "AML.T0115", "--json", "--atlas", str(release)).stdout)
+    assert (as_json["atlas_version"], as_json["atlas_format_version"]) == ("2026.09", "6.0.0")
+    mapping = tmp_path / "mapping.csv"
+    mapping.write_text("id\nAML.T0115.000\n")
+    checked = run("kb", "check", str(mapping))  # under the embedded 5.6.0 data
+    assert checked.returncode == 1
+    assert "newer-id" in checked.stdout and "may be older than this mapping" in checked.stdout
+    assert "unknown-id" not in checked.stdout
+    assert run("kb", "check", str(mapping), "--atlas", str(release)).returncode == 0
+
+
 def test_check_exit_codes(tmp_path):
     clean = run("kb", "check", str(CASE_STUDY_LAYERS / "AML.CS0001.json"))
     assert clean.returncode == 0, clean.stdout

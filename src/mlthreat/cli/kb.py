@@ -157,6 +157,8 @@ def show(
                      + (f" (replaced by {by[0]})" if by else ""))
     if data.get("maturity"):
         facts.append(f"maturity: {data['maturity']}")
+    if data.get("platforms"):
+        facts.append("platforms: " + ", ".join(map(data_text, data["platforms"])))
     if data.get("parent"):
         parent = data_text(kb.get(data["parent"]).name)
         facts.append(f"sub-technique of {data['parent']} ({parent})")
