@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mlthreat.errors import MlthreatError
 
-__all__ = ["OutputError", "staging_path", "write_atomic", "write_set"]
+__all__ = ["OutputError", "staging_path", "write_atomic", "write_set", "write_synced"]
 
 
 class OutputError(MlthreatError):
@@ -41,17 +41,26 @@ def _fail(path: Path, exc: OSError) -> OutputError:
     return OutputError(path, exc.strerror or exc)
 
 
-def _write_staged(path: Path, data: str | bytes) -> Path:
-    tmp = staging_path(path)
+def write_synced(path: str | Path, data: str | bytes) -> None:
+    """Write ``data`` (text as UTF-8) to exactly ``path`` and flush it to disk, so a rename
+    that follows never exposes a short file. Raises :class:`OutputError` naming ``path``."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
     try:
-        with open(tmp, "wb") as fh:
+        with open(path, "wb") as fh:
             fh.write(raw)
             fh.flush()
             os.fsync(fh.fileno())
     except OSError as exc:
+        raise _fail(Path(path), exc) from None
+
+
+def _write_staged(path: Path, data: str | bytes) -> Path:
+    tmp = staging_path(path)
+    try:
+        write_synced(tmp, data)
+    except OutputError as exc:
         tmp.unlink(missing_ok=True)
-        raise _fail(path, exc) from None
+        raise OutputError(path, exc.reason) from None
     return tmp
 
 

@@ -10,11 +10,11 @@ import json
 import os
 from pathlib import Path
 
+from mlthreat.files import OutputError, staging_path, write_synced
 from mlthreat.kb.cache import CACHE_FILE, META_FILE, PREVIOUS_FILE, PREVIOUS_META, cache_dir
 from mlthreat.kb.errors import UpdateError
 
-__all__ = ["keep", "prepare", "remove", "replace", "restore_previous", "sha256_of", "staging",
-           "write"]
+__all__ = ["keep", "prepare", "remove", "replace", "restore_previous", "sha256_of", "write"]
 
 
 def _why(exc: OSError) -> str:
@@ -39,21 +39,12 @@ def prepare(target: Path) -> None:
             raise UpdateError(f"cannot install into {path}: it is a directory; remove it")
 
 
-def staging(path: Path) -> Path:
-    """The hidden name ``path`` is written under first, in the same folder (so renaming it is
-    atomic) and unique to this process."""
-    return path.with_name(f".{path.name}.{os.getpid()}.part")
-
-
 def write(path: Path, data: bytes) -> None:
-    """Write and flush to disk, so the rename that follows never exposes a short file."""
+    """Write and flush to disk (:func:`mlthreat.files.write_synced`), as an UpdateError."""
     try:
-        with open(path, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except OSError as exc:
-        raise UpdateError(f"cannot write {path}: {_why(exc)}") from None
+        write_synced(path, data)
+    except OutputError as exc:
+        raise UpdateError(str(exc)) from None
 
 
 def replace(part: Path, path: Path) -> None:
@@ -79,7 +70,7 @@ def keep(src: Path, dst: Path) -> None:
     ------
     UpdateError
         When ``src`` cannot be read or ``dst`` written."""
-    stage = staging(dst)
+    stage = staging_path(dst)
     try:
         _stage_copy(src, stage)
         replace(stage, dst)
@@ -119,7 +110,7 @@ def restore_previous() -> str:
             continue
         # current -> staged copy, older -> current, staged -> older: a usable file stays at
         # ``current`` throughout
-        stage = staging(older)
+        stage = staging_path(older)
         try:
             if current.is_file():
                 _stage_copy(current, stage)

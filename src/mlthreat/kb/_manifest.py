@@ -19,10 +19,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["RELEASE", "ManifestError", "newest", "parse_release", "v6_path"]
+from mlthreat.kb.history import parse_release
 
-RELEASE = re.compile(r"(\d{4})\.(\d{2})(?:\.(\d{1,4}))?")
-"""A content release: year, month (01-12, checked by :func:`parse_release`), optional revision."""
+__all__ = ["ManifestError", "newest", "v6_path"]
+
 _IN_NAME = re.compile(r"(?<![\d.])(\d{4}\.\d{2}(?:\.\d{1,4})?)(?=\.ya?ml$|\.json$)")
 _FORMAT_6_KEY = re.compile(r"(?:v|format[-_ ]?(?:version[-_ ]?)?)?6(?:\.\d+)*", re.IGNORECASE)
 _FORMAT_KEYS = {"format", "format-version", "format_version", "formatversion"}
@@ -33,14 +33,6 @@ MAX_NODES = 200_000  # far above any real manifest; shared alias nodes are count
 
 class ManifestError(ValueError):
     """The manifest names no release with a usable format-6 file, or is too large to walk."""
-
-
-def parse_release(text: str) -> tuple[int, int, int] | None:
-    """``text`` as a comparable ``(year, month, revision)``, or None when it is no release."""
-    m = RELEASE.fullmatch(text)
-    if m is None or not 1 <= int(m.group(2)) <= 12:
-        return None
-    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
 
 
 def v6_path(release: str) -> str:

@@ -22,8 +22,8 @@ from mlthreat.kb.ids import kind_of, parent_id
 if TYPE_CHECKING:
     from mlthreat.kb.model import KnowledgeBase
 
-__all__ = ["LATER_TACTIC_NAMES", "UPDATE_HINT", "history_for", "newer_than_data",
-           "release_key"]
+__all__ = ["LATER_TACTIC_NAMES", "RELEASE", "UPDATE_HINT", "history_for", "newer_than_data",
+           "parse_release", "release_key"]
 
 #: Tactic short names published after the embedded snapshot's release: name -> (ID, release).
 LATER_TACTIC_NAMES: dict[str, tuple[str, str]] = {
@@ -31,8 +31,18 @@ LATER_TACTIC_NAMES: dict[str, tuple[str, str]] = {
 }
 UPDATE_HINT = "run 'mlthreat kb update', or pass --atlas with a newer ATLAS file"
 
-_RELEASE = re.compile(r"(\d{4})\.(\d{2})(?:\.(\d+))?")
+RELEASE = re.compile(r"(\d{4})\.(\d{2})(?:\.(\d{1,4}))?")
+"""A content release: year, month (01-12, checked by :func:`parse_release`), optional revision."""
 _SEMVER = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def parse_release(text: str) -> tuple[int, int, int] | None:
+    """A content release (``2026.09``, ``2026.09.1``) as a comparable ``(year, month,
+    revision)``, or None when ``text`` is not one."""
+    m = RELEASE.fullmatch(text)
+    if m is None or not 1 <= int(m.group(2)) <= 12:
+        return None
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
 
 
 def release_key(version: str) -> tuple[int, ...]:
@@ -40,9 +50,9 @@ def release_key(version: str) -> tuple[int, ...]:
     for the content release ``2026.09``, ``(-1,)`` for a version that is neither (a STIX bundle
     says none). Extension names after the version (``5.6.0 + acme 1``) are ignored."""
     head = version.split()[0] if version.split() else ""
-    m = _RELEASE.fullmatch(head)
-    if m:
-        return (1, int(m[1]), int(m[2]), int(m[3] or 0))
+    release = parse_release(head)
+    if release is not None:
+        return (1, *release)
     m = _SEMVER.fullmatch(head)
     if m:
         return (0, int(m[1]), int(m[2]), int(m[3] or 0))

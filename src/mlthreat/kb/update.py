@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlthreat.files import staging_path
 from mlthreat.kb._http import DEADLINE_FACTOR as DEADLINE_FACTOR  # named in the docs above
 from mlthreat.kb._http import HTTPStatusError, Unreachable, check_url, fetch
 from mlthreat.kb._install import (
@@ -47,10 +48,9 @@ from mlthreat.kb._install import (
     replace,
     restore_previous,
     sha256_of,
-    staging,
     write,
 )
-from mlthreat.kb._manifest import ManifestError, newest, parse_release, v6_path
+from mlthreat.kb._manifest import ManifestError, newest, v6_path
 from mlthreat.kb.cache import (
     CACHE_FILE,
     META_FILE,
@@ -60,6 +60,7 @@ from mlthreat.kb.cache import (
     cached_release,
 )
 from mlthreat.kb.errors import KnowledgeBaseError, UpdateError
+from mlthreat.kb.history import parse_release
 
 if TYPE_CHECKING:
     from mlthreat.kb.model import KnowledgeBase
@@ -305,7 +306,7 @@ def update(*, release: str | None = None, dist_url: str = DIST_URL,
         raise _offline(exc, target) from None
     final, meta_path = target / CACHE_FILE, target / META_FILE
     previous, previous_meta = target / PREVIOUS_FILE, target / PREVIOUS_META
-    part, meta_part = staging(final), staging(meta_path)
+    part, meta_part = staging_path(final), staging_path(meta_path)
     sha = hashlib.sha256(body).hexdigest()
     try:
         write(part, body)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mlthreat.kb.errors import DataWarning
+from mlthreat.kb.history import parse_release
 from mlthreat.kb.model import (
     CaseStudy,
     KnowledgeBase,
@@ -43,7 +44,6 @@ FORMAT = "atlas-v6"
 MAJOR = 6
 _SECTIONS = ("tactics", "techniques", "mitigations", "case-studies")
 _READ = frozenset({"sequences", "achieves", "specializes", "mitigates", "employs"})
-_RELEASE = re.compile(r"\d{4}\.\d{2}(\.\d+)?")
 
 
 def sniff(data: Any) -> bool:
@@ -105,7 +105,7 @@ def load(data: Any, path: Path) -> KnowledgeBase:
                      None, "format-version")
     collection = r.get(data, "collection", dict, None)
     version = release_of(r.get(collection, "version", (str, int, float), "collection"))
-    if not _RELEASE.fullmatch(version):
+    if parse_release(version) is None:
         raise r.fail(f"content release {version!r} is not YYYY.MM or YYYY.MM.N", "collection",
                      "version")
     sections = {name: r.get(data, name, dict, None, {}) for name in _SECTIONS}
