@@ -58,21 +58,14 @@ class _V6Reader(_Reader):
         super().__init__(path)
         self.section = section
 
-    def line_of(self, entry: str | None) -> int | None:
-        if not entry:
-            return None
-        if self._text is None:
-            try:
-                self._text = self.path.read_text(encoding="utf-8", errors="replace")
-            except OSError:
-                self._text = ""
-        start = 0
-        if self.section is not None:
-            top = re.search(rf"^{re.escape(self.section)}\s*:", self._text, re.M)
-            start = top.end() if top else 0
-        key = re.escape(entry.split()[0])
-        m = re.compile(rf"^\s*['\"]?{key}['\"]?\s*:", re.M).search(self._text, start)
-        return self._text.count("\n", 0, m.start()) + 1 if m else None
+    def entry_pattern(self, entry: str) -> str:
+        return rf"^\s*['\"]?{re.escape(entry.split()[0])}['\"]?\s*:"
+
+    def search_from(self, text: str) -> int:
+        if self.section is None:
+            return 0
+        top = re.search(rf"^{re.escape(self.section)}\s*:", text, re.M)
+        return top.end() if top else 0
 
 
 def release_of(value: Any) -> str:

@@ -51,6 +51,14 @@ class _Reader:
         self.path = path
         self._text: str | None = None
 
+    def entry_pattern(self, entry: str) -> str:
+        """Where an entry starts: its ``- id: X`` line in this layout."""
+        return rf"^\s*-?\s*id:\s*['\"]?{re.escape(entry)}['\"]?\s*$"
+
+    def search_from(self, text: str) -> int:
+        """Where in ``text`` entries are looked for (the whole file here)."""
+        return 0
+
     def line_of(self, entry: str | None) -> int | None:
         if not entry:
             return None
@@ -59,8 +67,9 @@ class _Reader:
                 self._text = self.path.read_text(encoding="utf-8", errors="replace")
             except OSError:
                 self._text = ""
-        m = re.search(rf"^\s*-?\s*id:\s*['\"]?{re.escape(entry)}['\"]?\s*$", self._text, re.M)
-        return self._text.count("\n", 0, m.start()) + 1 if m else None
+        text = self._text
+        m = re.compile(self.entry_pattern(entry), re.M).search(text, self.search_from(text))
+        return text.count("\n", 0, m.start()) + 1 if m else None
 
     def fail(
         self, message: str, entry: str | None = None, field: str | None = None
