@@ -81,9 +81,13 @@ def test_fail_on(models: Path, fail_on: str, code: int) -> None:
 def test_engines_report_alongside_ours(models: Path) -> None:
     (models / "evil.pkl").write_bytes(call_p0("os", "system", "id"))
     doc = json.loads(scan(str(models / "evil.pkl"), "--json").stdout)
-    critical = sorted(f["engine"] for f in doc["findings"] if f["severity"] == "critical")
-    assert critical == ["fickling", "mlthreat", "modelscan", "picklescan"]
-    assert {f["symbol"] for f in doc["findings"] if f["severity"] == "critical"} == {"os.system"}
+    # one finding, ours, with every engine that agreed on it listed
+    [critical] = [f for f in doc["findings"] if f["severity"] == "critical"]
+    assert (critical["engine"], critical["symbol"]) == ("mlthreat", "os.system")
+    assert critical["engines"] == ["mlthreat", "fickling", "picklescan", "modelscan"]
+    assert {e["engine"] for e in critical["details"]["engine_findings"]} == {
+        "fickling", "picklescan", "modelscan"}
+    assert list(Draft202012Validator(schema("mlthreat.scan.report")).iter_errors(doc)) == []
 
 
 def test_sarif_validates_against_oasis_schema(models: Path, tmp_path: Path) -> None:

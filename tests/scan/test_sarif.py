@@ -67,7 +67,8 @@ def test_sarif_is_schema_valid_and_complete(kb, tmp_path: Path) -> None:
     first = res[0]
     assert first["properties"] == {
         "severity": "critical", "technique": "AML.T0011.000", "engine": "mlthreat",
-        "symbol": "os.system", "format": "pickle", "path": "models/evil.pkl",
+        "engines": ["mlthreat"], "symbol": "os.system", "format": "pickle",
+        "path": "models/evil.pkl",
         "details": {"offset": 0}}
     loc = first["locations"][0]
     assert loc["physicalLocation"]["artifactLocation"] == {"uri": "models/evil.pkl"}

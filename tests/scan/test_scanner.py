@@ -345,16 +345,16 @@ def test_engines_on_files_and_archive_members(tmp_path: Path) -> None:
     assert {f.engine for f in only_ours.findings} == {"mlthreat"}
     assert only_ours.engine_messages == []
     full = Scanner().run([evil, bundle])
-    by_engine: dict[str, set[tuple[str, str]]] = {}
-    for f in full.findings:
-        if f.severity == "critical":
-            by_engine.setdefault(f.engine, set()).add((f.path, f.symbol))
     member = f"{bundle}!inner/evil.pkl"
-    expected = {(str(evil), "os.system"), (member, "os.system")}
-    assert by_engine == {e: expected for e in ("mlthreat", "fickling", "picklescan", "modelscan")}
-    # engine findings are kept alongside ours, under the member's scan name (not the temp file)
+    # one finding per file and global, ours kept, every engine that agreed listed on it
+    critical = sorted((f.path, f.symbol, f.engine, f.engines) for f in full.findings
+                      if f.severity == "critical")
+    agreed = ("mlthreat", "fickling", "picklescan", "modelscan")
+    assert critical == [(member, "os.system", "mlthreat", agreed),
+                        (str(evil), "os.system", "mlthreat", agreed)]
+    # engine findings are kept under the member's scan name (not the temp file)
     assert all(f.path in (str(evil), member) for f in full.findings)
-    assert full.to_dict()["counts"]["critical"] == 8
+    assert full.to_dict()["counts"]["critical"] == 2
 
 
 def test_exit_code_levels(tmp_path: Path, sklearn_pickle: bytes) -> None:
@@ -466,7 +466,8 @@ def test_file_named_like_a_model_with_unknown_bytes_is_a_finding(tmp_path: Path)
     empty.write_bytes(b"")
     report = Scanner(engines=()).run([tmp_path])
     assert sorted((Path(f.path).name, f.rule, f.severity) for f in report.findings) == [
-        ("model.onnx", "scan.unrecognised", "high"), ("weights.pt", "scan.unrecognised", "high")]
+        ("model.onnx", "scan.unrecognised", "medium"),
+        ("weights.pt", "scan.unrecognised", "medium")]
     assert set(records(report).values()) == {(None, "error")}
 
 

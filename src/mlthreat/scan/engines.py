@@ -27,6 +27,14 @@ None of the engines loads the model. Each API used here was read in the installe
     scanned through a symbolic link named after the format we recognised by its bytes
     (``model.pkl``, ``model.pt`` …).
 
+Standard output: fickling writes warnings to ``sys.stdout`` on malformed pickles, and native
+code under any engine could write to file descriptor 1 directly; a scan whose report goes to
+stdout (``--json``, ``-f sarif``) must print exactly one document. So every engine runs with
+fd 1 pointed at a temporary file (``os.dup2``, which catches native writes too) and
+``sys.stdout`` at a text buffer; whatever an engine printed is kept out of the report and
+summarised as one engine message (``fickling: printed 180 bytes to standard output (not
+shown): Warning: malformed pickle …``).
+
 Size cap: engines are skipped (and the skip is reported) for a file larger than
 ``max_bytes``, :data:`DEFAULT_MAX_ENGINE_BYTES` (1 GiB) unless given, because fickling holds
 the whole pickle in memory and the other two hold a pickle's opcode list. Our own analysers,
@@ -60,14 +68,18 @@ named global is on the default policy's ``payload`` list (``marshal.loads``, ``p
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import re
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mlthreat.scan.findings import TECHNIQUES, Finding, Limits
+from mlthreat.scan.findings import TECHNIQUES, Finding, Limits, printable
 
 __all__ = ["DEFAULT_MAX_ENGINE_BYTES", "ENGINES", "engine_versions", "run_engines"]
 
@@ -149,17 +161,62 @@ def run_engines(path: Path, fmt: str, *, engines: Sequence[str] = ENGINES, limit
         if fmt not in _SUPPORTED[name]:
             messages.append(f"{name}: does not support format {fmt!r}")
             continue
+        printed: list[str] = []
         try:
-            found, notes = runners[name](path, fmt, limits, max_bytes)
+            with _stdout_captured(printed):
+                found, notes = runners[name](path, fmt, limits, max_bytes)
         except Exception as exc:  # a third-party engine must never stop the scan
             messages.append(f"{name}: failed: {type(exc).__name__}: {exc}")
             continue
+        finally:
+            messages.extend(f"{name}: {p}" for p in printed)
         findings.extend(found)
         messages.extend(f"{name}: {n}" for n in notes)
     return findings, messages
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+_PRINTED_SHOWN = 160  # characters of an engine's stray output quoted in its message
+
+
+@contextmanager
+def _stdout_captured(printed: list[str]) -> Iterator[None]:
+    """Run the body with file descriptor 1 on a temporary file and ``sys.stdout`` on a string
+    buffer; afterwards append a one-line summary of anything written to ``printed``.
+
+    Redirecting ``sys.stdout`` alone would miss C extensions and ``os.write(1, …)``;
+    redirecting fd 1 alone would miss text still in Python's buffer when we restore it. Both
+    are swapped, our own buffered output is flushed first so it is not captured, and fd 1 is
+    restored in ``finally`` whatever the engine raised.
+    """
+    text = io.StringIO()
+    with contextlib.ExitStack() as stack:
+        try:
+            sys.stdout.flush()
+            saved = os.dup(1)
+        except (OSError, ValueError, AttributeError):  # no fd 1 (embedded use): text only
+            saved = -1
+        sink = stack.enter_context(tempfile.TemporaryFile())
+        if saved >= 0:
+            os.dup2(sink.fileno(), 1)
+        try:
+            with contextlib.redirect_stdout(text):
+                yield
+        finally:
+            if saved >= 0:
+                # what went to the real stdout object is still in its buffer: into the sink
+                if sys.__stdout__ is not None:
+                    with contextlib.suppress(OSError, ValueError):
+                        sys.__stdout__.flush()
+                os.dup2(saved, 1)
+                os.close(saved)
+            sink.seek(0)
+            raw = sink.read().decode("utf-8", "replace") + text.getvalue()
+            if raw.strip():
+                first = printable(raw.strip().splitlines()[0][:_PRINTED_SHOWN])
+                printed.append(f"printed {len(raw)} characters to standard output "
+                               f"(kept out of the report): {first}")
 
 def _kebab(name: str) -> str:
     name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", name)

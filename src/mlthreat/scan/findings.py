@@ -73,9 +73,13 @@ class Finding:
         The offending global (``os.system``), operator or type, when there is one.
     engine : str
         Who found it: ``mlthreat`` or the underlying scanner (``fickling``, ``picklescan``,
-        ``modelscan``).
+        ``modelscan``); for a merged finding, whose finding was kept.
     details : dict
         JSON-ready extra facts (sizes, digests, counts).
+    engines : tuple of str
+        Every scanner that reported this problem, once each (``("mlthreat", "fickling")``);
+        empty means just ``engine``. Set when the scan merges the engines' findings on the same
+        file and global (see :mod:`mlthreat.scan.merge`).
     """
 
     path: str
@@ -88,11 +92,13 @@ class Finding:
     symbol: str = ""
     engine: str = "mlthreat"
     details: dict[str, Any] = field(default_factory=dict)
+    engines: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "format": self.format, "severity": self.severity,
                 "rule": self.rule, "message": self.message, "technique": self.technique,
                 "location": self.location, "symbol": self.symbol, "engine": self.engine,
+                "engines": list(self.engines or (self.engine,)),
                 "details": dict(self.details)}
 
 

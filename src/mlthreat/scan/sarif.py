@@ -19,6 +19,10 @@ current folder when the file lies under it, else to the scanned root holding it,
 `` @ <location>`` when there is one, ``name`` the innermost member or location. The finding's
 own ``path`` is kept verbatim in ``result.properties.path``.
 
+One result per problem: the scan has already merged the engines' findings on the same file
+and global (:mod:`mlthreat.scan.merge`); ``result.properties.engines`` lists every scanner
+that reported it and ``properties.engine`` the one whose finding was kept.
+
 ``partialFingerprints["mlthreatFinding/v1"]`` is a SHA-256 over rule, path, symbol, location
 and engine, so the same problem in the same place keeps its identity between runs.
 """
@@ -178,7 +182,8 @@ def to_sarif(findings: Iterable[Finding], *, kb: KnowledgeBase, tool_version: st
             "locations": [location],
             "partialFingerprints": {"mlthreatFinding/v1": _fingerprint(f)},
             "properties": {"severity": f.severity, "technique": f.technique,
-                           "engine": f.engine, "symbol": f.symbol, "format": f.format,
+                           "engine": f.engine, "engines": list(f.engines or (f.engine,)),
+                           "symbol": f.symbol, "format": f.format,
                            "path": f.path, "details": dict(f.details)},
         })
     run: dict[str, Any] = {

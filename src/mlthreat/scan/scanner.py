@@ -7,9 +7,22 @@ Typical use::
     print(report.to_dict()["counts"], report.exit_code("high"))
 
 A file whose format is not a model format (text, JSON, images …) is *skipped* and counted,
-not a finding. A file that claims a model format but cannot be parsed is never clean: it gets
-a ``scan.unparseable`` finding, plus whatever its analyser found before the error. A bug in
-one analyser becomes a ``scan.internal-error`` finding and the scan goes on.
+not a finding; one *named* like a model (``.pkl``, ``.pt``, ``.onnx`` …) whose bytes match no
+format is a medium ``scan.unrecognised`` finding (corrupt, truncated, or a format we do not
+read: worth a look, but not evidence of code). A file that claims a model format but cannot
+be parsed is never clean: it gets a ``scan.unparseable`` finding, plus whatever its analyser
+found before the error. A bug in one analyser becomes a ``scan.internal-error`` finding and
+the scan goes on.
+
+Verdicts: ``error`` when part of the file was not scanned (a ``scan.*`` or ``archive.*``
+rule); else ``findings`` when a finding counts; else ``clean``. A finding does not count when
+it is ``info``, or when only third-party engines report it and rate it below ``medium``
+(:data:`NOTE_BELOW`): the engines rate every import outside their own short lists ``low``
+(fickling calls the ``OrderedDict`` update in every ``torch.save`` state_dict "likely
+unsafe"), while which globals a model may import is decided by our allow-list, so those
+ratings are notes. They stay in the report (and ``--fail-on low`` still fails on them); they
+only leave the verdict clean. The engines' findings are merged with ours first
+(:mod:`mlthreat.scan.merge`), so a global both we and an engine flag counts once, as ours.
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ from mlthreat.scan.findings import (
     severity_rank,
 )
 from mlthreat.scan.formats import ANALYZERS
+from mlthreat.scan.merge import merge_findings
 from mlthreat.scan.policy import Policy
 from mlthreat.scan.sniff import CONTAINERS, sniff
 from mlthreat.scan.walk import (
@@ -48,9 +62,11 @@ from mlthreat.scan.walk import (
     violation,
 )
 
-__all__ = ["VERDICTS", "FileRecord", "ScanReport", "Scanner"]
+__all__ = ["NOTE_BELOW", "VERDICTS", "FileRecord", "ScanReport", "Scanner"]
 
 VERDICTS: tuple[str, ...] = ("clean", "findings", "error", "skipped")
+# Findings only third-party engines report, rated below this, do not make a verdict "findings".
+NOTE_BELOW = "medium"
 REPORT_KIND = "mlthreat.scan.report"
 SCHEMA_VERSION = 1
 
@@ -62,7 +78,8 @@ _HASH_CHUNK = 1 << 20
 _INCOMPLETE = ("scan.", "archive.")
 # Zip-based model formats: their analyser reads the zip whole (not unpacked as an archive).
 _ZIP_MODELS = frozenset({"pytorch-zip", "npz", "keras-zip", "skops"})
-# Extensions model files go by: a file so named whose bytes match no format is a finding.
+# Extensions model files go by: a file so named whose bytes match no format is a (medium)
+# finding, not a skip.
 MODEL_SUFFIXES = frozenset({".pkl", ".pickle", ".joblib", ".pt", ".pth", ".ckpt", ".bin",
                             ".npy", ".npz", ".h5", ".hdf5", ".keras", ".onnx", ".safetensors",
                             ".gguf", ".skops", ".sav", ".mar"})
@@ -86,7 +103,8 @@ class FileRecord:
         Hex digest of the bytes, streamed; ``""`` when the file could not be read.
     verdict : str
         ``clean``, ``findings``, ``error`` (not completely scanned: unparseable, a bound hit,
-        an internal error) or ``skipped``.
+        encrypted, an internal error) or ``skipped``. Engine-only findings below
+        :data:`NOTE_BELOW` and ``info`` findings are notes: they leave a file ``clean``.
     note : str
         Why a file was skipped (``not a model file``, ``symbolic link (not followed)`` …).
     """
@@ -109,7 +127,8 @@ class ScanReport:
     Attributes
     ----------
     findings : list of Finding
-        Ours and the engines' (``engine`` says whose), most severe first, then by path.
+        Ours and the engines', merged (one per file and global, ``engines`` lists who
+        agreed), most severe first, then by path.
     files : list of FileRecord
         Every file seen, in scan order.
     engine_messages : list of str
@@ -316,10 +335,13 @@ class _Run:
             if fmt is None:
                 if Path(display).suffix.lower() in MODEL_SUFFIXES:
                     # named like a model, but no model format's bytes: corrupt or disguised
-                    own.append(violation(
+                    # medium: no format means nothing ran through our analysers, but also
+                    # no evidence of code; unreadable is not the same as malicious
+                    own.append(dataclasses.replace(violation(
                         "scan.unrecognised", display, "unknown",
                         f"named like a model file ({Path(display).suffix}) but its bytes "
-                        "match no model format mlthreat reads"))
+                        "match no model format mlthreat reads: not scanned"),
+                        severity="medium"))
                 else:
                     self.files[slot] = FileRecord(display, None, size, "", "skipped",
                                                   "not a model or archive file")
@@ -373,7 +395,7 @@ class _Run:
         elif not bombs:
             # engines inflate zip members in memory: never hand them a declared bomb
             out.extend(self._engines(real, display, fmt))
-        return out
+        return merge_findings(out)
 
     def _engines(self, real: Path, display: str, fmt: str) -> list[Finding]:
         efmt = _ENGINE_FORMAT.get(fmt, fmt)
@@ -424,11 +446,18 @@ def _internal(display: str, fmt: str, where: str, exc: BaseException) -> Finding
                      exception=type(exc).__name__)
 
 
+def _counts(finding: Finding) -> bool:
+    """Whether ``finding`` makes a verdict ``findings`` (see the module docstring)."""
+    if finding.severity == "info":
+        return False
+    only_engines = finding.engine != "mlthreat" and "mlthreat" not in finding.engines
+    return not (only_engines and severity_rank(finding.severity) > severity_rank(NOTE_BELOW))
+
+
 def _verdict(findings: list[Finding]) -> str:
     if any(f.rule.startswith(_INCOMPLETE) for f in findings):
         return "error"
-    # info findings (an engine's note about an allowed global) leave a file clean
-    return "findings" if any(f.severity != "info" for f in findings) else "clean"
+    return "findings" if any(_counts(f) for f in findings) else "clean"
 
 
 def _digest(path: Path) -> tuple[int, str]:
