@@ -211,3 +211,23 @@ def legacy_torch(obj_pickle: bytes, raw_tail: bytes) -> bytes:
     return (pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2) + pickle.dumps(1001, protocol=2)
             + pickle.dumps({"protocol_version": 1001, "little_endian": True}, protocol=2)
             + obj_pickle + pickle.dumps(["0"], protocol=2) + raw_tail)
+
+
+# ---- framing (PEP 3154) ---------------------------------------------------------------
+
+
+def frame(n: int) -> bytes:
+    """FRAME n: the next ``n`` bytes are one frame (8-byte little-endian length)."""
+    return b"\x95" + struct.pack("<Q", n)
+
+
+def framed(body: bytes, length: int | None = None) -> bytes:
+    """Protocol 4: PROTO, one FRAME declaring ``length`` (default: all of ``body``), body."""
+    return proto(4) + frame(len(body) if length is None else length) + body
+
+
+def frame_straddle_call() -> bytes:
+    """``os.system('x')`` whose frame ends inside the SHORT_BINUNICODE 'system': the C
+    unpickler reads on across the frame's end, ``Lib/pickle.py`` refuses the opcode."""
+    body = stack_global("os", "system") + ustr("x") + TUPLE1 + REDUCE + STOP
+    return framed(body, len(ustr("os")) + 3)

@@ -169,8 +169,13 @@ def test_memo_confusion_bypass() -> None:
 
 
 def test_nested_pickle_loads() -> None:
-    found = scan_bytes(pb.nested_loads(pb.call_p0("os", "system", "echo pwned")))
-    assert summary(found) == {("pickle.payload-global", "critical", "pickle.loads", MALWARE)}
+    data = pb.nested_loads(pb.call_p0("os", "system", "echo pwned"))
+    found = scan_bytes(data)
+    assert summary(found) == {("pickle.payload-global", "critical", "pickle.loads", MALWARE),
+                              ("pickle.dangerous-global", "critical", "os.system", UNSAFE)}
+    # the inner pickle is scanned too, its findings named by where it sits in the outer one
+    inner = next(f for f in found if f.symbol == "os.system")
+    assert inner.path == f"m.pkl#inner[offset {data.index(b'C')}, raw]"
 
 
 def test_import_module_getattr_chain() -> None:

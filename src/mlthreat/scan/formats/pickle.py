@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import _compat_pickle
 import codecs
+import io
 import pickletools
 import re
 import struct
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
 from mlthreat.scan.findings import TECHNIQUES, Finding, FormatError, Limits
+from mlthreat.scan.formats import _pickle_nest as nest
 from mlthreat.scan.policy import Policy
 
 __all__ = ["ByteSource", "analyze", "analyze_stream"]
@@ -68,6 +70,13 @@ _RULE = {"payload": "pickle.payload-global", "dangerous": "pickle.dangerous-glob
 _TECH = {"payload": TECHNIQUES["malware"], "dangerous": TECHNIQUES["unsafe"],
          "unknown": TECHNIQUES["unsafe"]}
 _SEVERITY = {"payload": "critical", "dangerous": "critical", "unknown": "high"}
+# Opcodes that import or call: inside the part of a stream that inconsistent frames put in
+# dispute, one of them makes the frame finding critical (see _Analyzer._flush_frames).
+_CALLS = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"})
+# Disputed calls listed in a finding's details (the count is always given).
+_MAX_LISTED = 8
+# Largest string argument decoded and scanned as a nested pickle (its encoded size).
+_MAX_NESTED_BYTES = 16 * 1024 * 1024
 
 
 class _Truncated(Exception):
@@ -146,6 +155,16 @@ class _Input:
             if nl >= 0:
                 return b"".join(parts)
 
+    def peek(self, n: int) -> bytes:
+        """Up to ``n`` bytes from the current position, without moving it."""
+        n = max(0, min(n, self.end - self.pos))
+        off = self.pos - self._bufstart
+        if not (off >= 0 and off + n <= len(self._buf)):
+            self._buf = self._fetch(self.pos, min(max(_CHUNK, n), self.end - self.pos))
+            self._bufstart = self.pos
+            off = 0
+        return self._buf[off:off + n]
+
     def skip(self, n: int) -> None:
         """Move ``n`` bytes forward without reading them (bounded memory)."""
         if n < 0 or self.pos + n > self.end:
@@ -202,12 +221,19 @@ class _StreamState:
     memo: dict[int, Any] = field(default_factory=dict)
     proto: int = 0
     hits: dict[tuple[str, str], _Hit] = field(default_factory=dict)
+    # Framing (PEP 3154): the first inconsistency (offset, why), how many there were, and
+    # the import/call opcodes from the first one on (offset, opcode).
+    frame_issue: tuple[int, str, str] | None = None
+    frame_issues: int = 0
+    frame_calls: list[tuple[int, str]] = field(default_factory=list)
+    frame_calls_total: int = 0
 
 
 class _Analyzer:
     def __init__(self, inp: _Input, *, path: str, fmt: str, base: int, limits: Limits,
-                 policy: Policy) -> None:
+                 policy: Policy, depth: int = 0) -> None:
         self.inp = inp
+        self.depth = depth
         self.path = path
         self.fmt = fmt
         self.base = base
@@ -229,6 +255,7 @@ class _Analyzer:
             old.count += 1
 
     def _flush(self, st: _StreamState) -> None:
+        self._flush_frames(st)
         for (rule, symbol), h in st.hits.items():
             details: dict[str, Any] = {"count": h.count, "stream": st.index}
             if h.raw and h.raw != symbol:
@@ -239,6 +266,48 @@ class _Analyzer:
                 message=h.message, technique=tech, location=h.location, symbol=symbol,
                 details=details))
         st.hits.clear()
+
+    # ---- framing (PEP 3154) -----------------------------------------------------------
+    def _frame_issue(self, st: _StreamState, offset: int, opname: str, why: str) -> None:
+        st.frame_issues += 1
+        if st.frame_issue is None:
+            st.frame_issue = (offset, opname, why)
+
+    def _flush_frames(self, st: _StreamState) -> None:
+        """One ``pickle.frame-mismatch`` finding per stream with inconsistent frames.
+
+        A pickler writes every opcode whole inside one frame (or, for a large argument,
+        outside any frame), and each frame's length ends on an opcode boundary. CPython's
+        two unpicklers disagree on anything else: ``_pickle.c`` (``load_frame``) only
+        prefetches the frame and reads on across its end, but fails at once on a frame
+        longer than the data left; ``Lib/pickle.py`` (``_Unframer``) runs a short final
+        frame, but refuses an opcode that crosses a frame's end and a frame that starts
+        inside another. So from the first inconsistency on, one of them runs opcodes the
+        other refuses, and a scanner modelled on the refusing one reports nothing there.
+
+        This reader walks the opcodes in order, as ``_pickle.c`` and
+        :func:`pickletools.genops` do, so it sees every opcode either way: each global is
+        judged as usual. The framing finding is ``high``, and ``critical`` when the disputed
+        part (from the first inconsistency to the end of the stream) imports or calls
+        (:data:`_CALLS`): a layout that puts a call where some readers never look.
+        """
+        if st.frame_issue is None:
+            return
+        offset, opname, why = st.frame_issue
+        calls = st.frame_calls
+        details: dict[str, Any] = {"stream": st.index, "inconsistencies": st.frame_issues,
+                                   "calls_after": st.frame_calls_total}
+        message = f"inconsistent pickle frames: {why}"
+        if calls:
+            details["calls"] = [f"offset {o - self.base} ({n})" for o, n in calls]
+            message += (f"; the disputed part imports or calls ({st.frame_calls_total} "
+                        f"opcodes, first {calls[0][1]} at offset {calls[0][0] - self.base})")
+        self.findings.append(Finding(
+            path=self.path, format=self.fmt,
+            severity="critical" if calls else "high", rule="pickle.frame-mismatch",
+            message=message, technique=TECHNIQUES["unsafe" if calls else "tampered"],
+            location=self._loc(offset, opname), details=details))
+        st.frame_issue = None
 
     def _check_global(self, st: _StreamState, module: str, name: str, offset: int,
                       opname: str) -> _Global:
@@ -363,7 +432,10 @@ class _Analyzer:
             if n < 0:
                 raise FormatError(f"negative {op.name} length", self._loc(offset, op.name))
             if name.startswith("bytes"):
-                inp.skip(n)
+                if n >= nest.MIN_LEN:
+                    self._nested_bytes(offset, op.name, n)
+                else:
+                    inp.skip(n)
                 return _Blob("bytes", n)
             if n > self.keep:
                 inp.skip(n)
@@ -371,10 +443,15 @@ class _Analyzer:
             data = inp.read(n)
             if name.startswith("unicode"):
                 try:
-                    return data.decode("utf-8", "surrogatepass")
+                    text = data.decode("utf-8", "surrogatepass")
                 except UnicodeDecodeError:
                     raise FormatError(f"{op.name} is not UTF-8",
                                       self._loc(offset, op.name)) from None
+                if n >= nest.MIN_LEN:
+                    self._nested_text(offset, op.name, text)
+                return text
+            if n >= nest.MIN_LEN:
+                self._nested(offset, op.name, data)
             # Python 2 str: the default unpickler decodes it (encoding="ASCII"); latin-1
             # keeps every byte so a non-ASCII name is still reported, never dropped.
             return data.decode("latin-1")
@@ -389,10 +466,16 @@ class _Analyzer:
         try:
             if name == "stringnl":
                 if len(body) >= 2 and body[:1] == body[-1:] and body[:1] in (b"'", b'"'):
-                    return codecs.escape_decode(body[1:-1])[0].decode("latin-1")
+                    raw = codecs.escape_decode(body[1:-1])[0]
+                    if len(raw) >= nest.MIN_LEN:
+                        self._nested(offset, op.name, raw)
+                    return raw.decode("latin-1")
                 raise FormatError("STRING argument is not quoted", self._loc(offset, op.name))
             if name == "unicodestringnl":
-                return body.decode("raw-unicode-escape")
+                text = body.decode("raw-unicode-escape")
+                if len(text) >= nest.MIN_LEN:
+                    self._nested_text(offset, op.name, text)
+                return text
             if name == "decimalnl_short":
                 if body == b"00":
                     return False
@@ -407,6 +490,68 @@ class _Analyzer:
             raise FormatError(f"bad {op.name} argument", self._loc(offset, op.name)) from None
         raise FormatError(f"unsupported argument type {name}", self._loc(offset, op.name))
 
+    # ---- pickles inside pickles ------------------------------------------------------
+    def _nested_bytes(self, offset: int, opname: str, n: int) -> None:
+        """Consume a bytes argument of ``n`` bytes, scanning it when it may be a pickle.
+
+        Array data and other large blobs are only peeked at (their head) and skipped."""
+        head = self.inp.peek(min(n, nest.head_bytes()))
+        encodings = nest.plausible(head, n == len(head))
+        if not encodings or not self._may_nest(offset, opname, n):
+            self.inp.skip(n)
+            return
+        self._nested(offset, opname, self.inp.read(n), encodings)
+
+    def _nested_text(self, offset: int, opname: str, text: str) -> None:
+        # Protocol 2 writes bytes as _codecs.encode(text, "latin1"), so a text argument whose
+        # characters all fit in a byte is tried as those bytes; anything else as UTF-8.
+        try:
+            raw = text.encode("latin-1")
+        except UnicodeEncodeError:
+            raw = text.encode("utf-8", "surrogatepass")
+        self._nested(offset, opname, raw)
+
+    def _may_nest(self, offset: int, opname: str, n: int) -> bool:
+        """Whether a plausible nested pickle is within the depth and size bounds; when it is
+        not, a ``pickle.nested-unscanned`` finding (medium) says so."""
+        limit = min(self.limits.max_header_bytes, _MAX_NESTED_BYTES)
+        if self.depth < nest.MAX_DEPTH and n <= limit:
+            return True
+        why = (f"nested deeper than {nest.MAX_DEPTH} pickles" if n <= limit
+               else f"{n} bytes, above the {limit}-byte bound")
+        self.findings.append(Finding(
+            path=self.path, format=self.fmt, severity="medium", rule="pickle.nested-unscanned",
+            message=f"a {opname} argument starts like a pickle but was not scanned ({why})",
+            technique=TECHNIQUES["malware"], location=self._loc(offset, opname),
+            details={"bytes": n, "depth": self.depth}))
+        return False
+
+    def _nested(self, offset: int, opname: str, data: bytes,
+                encodings: list[str] | None = None) -> None:
+        """Scan ``data`` (a string or bytes argument) as a pickle under each encoding its
+        head allows. Findings carry the path ``outer#inner[offset N, ENCODING]``, as archive
+        members are ``archive!member``; offsets inside are offsets in the decoded bytes. A
+        string that only looked like a pickle (it does not parse, nothing found) is dropped
+        without a finding."""
+        if encodings is None:
+            encodings = nest.plausible(data[:nest.head_bytes()],
+                                       len(data) <= nest.head_bytes())
+            if not encodings or not self._may_nest(offset, opname, len(data)):
+                return
+        for enc in encodings:
+            inner = nest.decode(data, enc)
+            if inner is None:
+                continue
+            sub = _Analyzer(_Input(io.BytesIO(inner), 0, len(inner)),
+                            path=f"{self.path}#inner[offset {offset - self.base}, {enc}]",
+                            fmt=self.fmt, base=0, limits=self.limits, policy=self.policy,
+                            depth=self.depth + 1)
+            try:
+                self.findings.extend(sub.run())
+            except FormatError as exc:
+                # A payload followed by garbage is still a payload; garbage alone is text.
+                self.findings.extend(exc.findings)
+
     def _text(self, raw: bytes, op: pickletools.OpcodeInfo, offset: int) -> str:
         try:
             return raw.decode("utf-8")
@@ -419,6 +564,8 @@ class _Analyzer:
         inp = self.inp
         stack = st.stack
         count = 0
+        # End offset of the frame being read, -1 outside frames (PEP 3154).
+        frame_end = -1
 
         def pop(offset: int, opname: str) -> Any:
             if not st.stack:
@@ -446,13 +593,32 @@ class _Analyzer:
             arg = self._arg(op, offset)
             name = op.name
             stack = st.stack
+            if frame_end >= 0 and inp.pos >= frame_end:
+                if offset < frame_end < inp.pos:
+                    self._frame_issue(st, offset, name, f"{name} at offset {offset - self.base} "
+                                      f"crosses the end of its frame at offset "
+                                      f"{frame_end - self.base}")
+                frame_end = -1
+            if st.frame_issue is not None and name in _CALLS:
+                st.frame_calls_total += 1
+                if len(st.frame_calls) < _MAX_LISTED:
+                    st.frame_calls.append((offset, name))
+            if name == "FRAME":
+                if frame_end >= 0:
+                    self._frame_issue(st, offset, name, f"a frame starts at offset "
+                                      f"{offset - self.base}, inside the previous frame "
+                                      f"(which ends at offset {frame_end - self.base})")
+                frame_end = inp.pos + arg
+                if frame_end > inp.end:
+                    self._frame_issue(st, offset, name, f"the frame at offset {offset - self.base} "
+                                      f"declares {arg} bytes, only {inp.end - inp.pos} remain")
 
             if name == "STOP":
                 return pop(offset, name)
             if name == "PROTO":
                 st.proto = arg
             elif name in ("FRAME", "READONLY_BUFFER"):
-                pass
+                pass  # frames are checked above; a read-only flag changes nothing here
             elif name == "MARK":
                 st.metastack.append(st.stack)
                 st.stack = []
@@ -623,7 +789,7 @@ class _Analyzer:
             raise FormatError("joblib array wrapper with an unreadable dtype", loc)
         if hasobject:
             nested = _Analyzer(self.inp, path=self.path, fmt=self.fmt, base=self.base,
-                               limits=self.limits, policy=self.policy)
+                               limits=self.limits, policy=self.policy, depth=self.depth)
             nested.streams = self.streams
             try:
                 nested._stream()
