@@ -2,8 +2,14 @@
 
 A file named ``weights.safetensors`` that holds a pickle is a pickle; a ``.bin`` that is a zip
 with ``data.pkl`` is a PyTorch zip. Only a bounded head of the file is read (at most
-:data:`HEAD_BYTES` plus a few small seeks for ONNX, and the central directory of a zip), so
-sniffing a multi-gigabyte file is cheap.
+:data:`HEAD_BYTES` plus a few small seeks for ONNX and SavedModel protobufs, and the central
+directory of a zip), so sniffing a multi-gigabyte file is cheap.
+
+One exception, for text, which has no magic bytes: a file that no binary format claims and
+that is UTF-8 text of at most 16 MiB is read whole, and is a ``template-config`` when it is a
+JSON or YAML object with a ``chat_template`` key, or a ``jinja`` chat template when its *name*
+ends in ``.jinja`` or ``.j2`` (see :mod:`mlthreat.scan.formats.templates`). A name can only
+add a text file to the scan, never change the format of binary content.
 
 Formats returned are the keys of :data:`mlthreat.scan.formats.ANALYZERS` plus the container
 and compression names the walker opens: ``zip``, ``tar``, ``gzip``, ``bz2``, ``xz``, ``lzma``,
@@ -20,6 +26,8 @@ import struct
 import zipfile
 import zlib
 from typing import IO, Any
+
+from mlthreat.scan.formats.templates import sniff_template
 
 __all__ = ["COMPRESSIONS", "CONTAINERS", "HEAD_BYTES", "sniff", "sniff_zip_names"]
 
@@ -41,6 +49,14 @@ _ONNX_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25
 _ONNX_STRONG = frozenset({2, 7, 8})
 _ONNX_MAX_FIELDS = 16
 _ONNX_MAX_IR = 64
+# SavedModel (tensorflow/core/protobuf/saved_model.proto): schema version 1 (varint) and
+# meta_graphs 2; a MetaGraphDef (meta_graph.proto) has fields 1-7, all messages or maps.
+_SAVED_MODEL_MAX_FIELDS = 64
+_SAVED_MODEL_MAX_VERSION = 16
+_META_GRAPH_TAGS = frozenset((n << 3) | 2 for n in range(1, 8))
+# keras_metadata.pb (keras/protobuf/saved_metadata.proto): SavedMetadata.nodes 1, each a
+# SavedObject of node_id 2 (varint), node_path 3, identifier 4, metadata 5, version 6.
+_KERAS_OBJECT_FIELDS = {2: 0, 3: 2, 4: 2, 5: 2, 6: 2}
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 # HDF5 allows a user block before the superblock: 0, 512, 1024, 2048 … (HDF5 spec, 3.1).
 _HDF5_OFFSETS = (0, 512, 1024, 2048)
@@ -56,22 +72,22 @@ def sniff(fh: IO[bytes], name: str = "") -> str | None:
     fh : binary file object
         Seekable; read from offset 0. Left at an unspecified offset.
     name : str
-        Ignored for the decision (kept for callers' logging); the extension is never trusted.
+        The file's name (an archive member's ``archive!member``). Used only for UTF-8 text
+        that no binary format claimed, to call a ``.jinja``/``.j2`` file a chat template.
 
     Returns
     -------
     str or None
         ``pickle``, ``numpy``, ``npz``, ``pytorch-zip``, ``keras-zip``, ``skops``,
-        ``keras-h5``, ``onnx``, ``safetensors``, ``gguf``, ``zip``, ``tar``, ``gzip``,
-        ``bz2``, ``xz``, ``lzma``, ``zlib``; ``None`` for anything else (including an empty
-        file).
+        ``keras-h5``, ``savedmodel``, ``keras-metadata``, ``onnx``, ``safetensors``,
+        ``gguf``, ``template-config``, ``jinja``, ``zip``, ``tar``, ``gzip``, ``bz2``,
+        ``xz``, ``lzma``, ``zlib``; ``None`` for anything else (including an empty file).
 
     Raises
     ------
     OSError
         When the file cannot be read.
     """
-    del name  # the decision never depends on it
     fh.seek(0)
     head = fh.read(HEAD_BYTES)
     if not head:
@@ -95,9 +111,15 @@ def sniff(fh: IO[bytes], name: str = "") -> str | None:
         return "safetensors"
     if _is_pickle(head, whole):
         return "pickle"
+    # before ONNX: a SavedModel's first bytes (field 1 = 1, then field 2) also fit a
+    # ModelProto's (ir_version, producer_name)
+    if _is_saved_model(fh, head, size):
+        return "savedmodel"
     if _is_onnx(fh, head, size):
         return "onnx"
-    return None
+    if _is_keras_metadata(head):
+        return "keras-metadata"
+    return sniff_template(fh, head, size, name)
 
 
 def sniff_zip(fh: IO[bytes]) -> str:
@@ -265,3 +287,91 @@ def _is_onnx(fh: IO[bytes], head: bytes, size: int) -> bool:
         if strong and fields >= 2:
             return True
     return strong
+
+
+def _top_fields(fh: IO[bytes], head: bytes, size: int,
+                limit: int) -> tuple[list[tuple[int, int, int, int]], bool] | None:
+    """``(field, wire type, value or length, payload offset)`` of the top-level protobuf
+    fields, seeking over payloads, and whether the last one runs past the end of the file
+    (the walk stops there); None when the walk breaks (a bad varint, a wire type other than
+    varint or length-delimited) or finds more than ``limit`` fields."""
+    out: list[tuple[int, int, int, int]] = []
+    pos, buf, buf_at = 0, head, 0
+    while pos < size:
+        if len(out) >= limit:
+            return None
+        if pos + 20 > buf_at + len(buf):
+            fh.seek(pos)
+            buf, buf_at = fh.read(32), pos
+        tag = _varint(buf, pos - buf_at)
+        if tag is None:
+            return None
+        number, wire = tag[0] >> 3, tag[0] & 7
+        if number == 0 or wire not in (0, 2):
+            return None
+        value = _varint(buf, tag[1])
+        if value is None:
+            return None
+        pos = buf_at + value[1]
+        out.append((number, wire, value[0], pos))
+        if wire == 2:
+            pos += value[0]
+            if pos > size:
+                return out, True
+    return out, False
+
+
+def _is_saved_model(fh: IO[bytes], head: bytes, size: int) -> bool:
+    """SavedModel: top-level fields are only a small schema version (1, varint) and
+    meta_graphs (2, length-delimited), at least one of them, and the first meta graph starts
+    with a MetaGraphDef field whose length fits inside it.
+
+    A file cut short is still a SavedModel (for the analyser to report as unparseable, rather
+    than a skipped file) when it opens as TensorFlow writes one: schema version 1, then a meta
+    graph."""
+    if head[:1] not in (b"\x08", b"\x12"):
+        return False
+    walked = _top_fields(fh, head, size, _SAVED_MODEL_MAX_FIELDS)
+    if not walked or not walked[0]:
+        return False
+    fields, truncated = walked
+    if truncated and not head.startswith(b"\x08\x01\x12"):
+        return False
+    graphs = [f for f in fields if f[0] == 2 and f[1] == 2]
+    if not graphs or any((n, w) not in ((1, 0), (2, 2)) for n, w, _v, _p in fields):
+        return False
+    if any(n == 1 and v > _SAVED_MODEL_MAX_VERSION for n, _w, v, _p in fields):
+        return False
+    _n, _w, length, at = graphs[0]
+    fh.seek(at)
+    inner = fh.read(min(length, 16))
+    if not inner or inner[0] not in _META_GRAPH_TAGS:
+        return False
+    first = _varint(inner, 1)
+    return first is not None and first[1] + first[0] <= length
+
+
+def _is_keras_metadata(head: bytes) -> bool:
+    """SavedMetadata: the head opens a ``nodes`` entry (field 1) whose SavedObject fields
+    have the declared wire types up to an identifier that starts with ``_tf_keras_``."""
+    if head[:1] != b"\x0a":
+        return False
+    entry = _varint(head, 1)
+    if entry is None:
+        return False
+    pos, end = entry[1], entry[1] + entry[0]
+    while pos < min(end, len(head)):
+        tag = _varint(head, pos)
+        if tag is None:
+            return False
+        number, wire = tag[0] >> 3, tag[0] & 7
+        if _KERAS_OBJECT_FIELDS.get(number) != wire:
+            return False
+        value = _varint(head, tag[1])
+        if value is None:
+            return False
+        if number == 4:
+            start = value[1]
+            return value[0] >= 10 and head[start:start + 10] == b"_tf_keras_"
+        pos = value[1] + (value[0] if wire == 2 else 0)
+    return False

@@ -18,4 +18,8 @@ ANALYZERS: dict[str, str] = {
     "onnx": "mlthreat.scan.formats.onnx:analyze",
     "safetensors": "mlthreat.scan.formats.safetensors:analyze",
     "gguf": "mlthreat.scan.formats.gguf:analyze",
+    "savedmodel": "mlthreat.scan.formats.savedmodel:analyze",
+    "keras-metadata": "mlthreat.scan.formats.savedmodel:analyze_keras_metadata",
+    "template-config": "mlthreat.scan.formats.templates:analyze_config",
+    "jinja": "mlthreat.scan.formats.templates:analyze_jinja",
 }

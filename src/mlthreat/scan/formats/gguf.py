@@ -11,17 +11,23 @@ byte-swapped (big-endian files from ``gguf-py --bigendian``).
 that runtimes such as llama-cpp-python and transformers render when the model is used. A
 template that walks from a Jinja object to Python internals
 (``cycler.__init__.__globals__.os.popen``) runs commands in a renderer that is not
-sandboxed. Templates are parsed with Jinja's sandboxed environment (parsing compiles nothing
-and runs nothing) and their syntax tree is searched.
+sandboxed. Templates are checked by :func:`mlthreat.scan.formats.templates.template_problem`
+(the one check for chat templates wherever they are found): parsed with Jinja's sandboxed
+environment (parsing compiles nothing and runs nothing) and their syntax tree searched.
 """
 
 from __future__ import annotations
 
-import re
 import struct
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-from mlthreat.scan.findings import TECHNIQUES, Finding, FormatError, Limits
+from mlthreat.scan.findings import Finding, FormatError, Limits
+from mlthreat.scan.formats.templates import (
+    SUSPICIOUS_ATTRIBUTES,
+    SUSPICIOUS_NAMES,
+    template_findings,
+    template_problem,
+)
 from mlthreat.scan.policy import Policy
 
 __all__ = ["SUSPICIOUS_ATTRIBUTES", "SUSPICIOUS_NAMES", "analyze", "template_problem"]
@@ -33,85 +39,6 @@ _FIXED = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 _STRING, _ARRAY = 8, 9
 _MAX_KEY = 65535  # the spec's limit on a key's length
 _MAX_ARRAY_NESTING = 8
-
-# Jinja globals and Python names a chat template never needs: the classic SSTI starting points
-# (``cycler``/``joiner``/``lipsum``/``self`` lead to ``__globals__``) and what payloads call.
-SUSPICIOUS_NAMES = frozenset({
-    "cycler", "joiner", "lipsum", "self", "config", "request", "url_for",
-    "get_flashed_messages", "os", "subprocess", "sys", "builtins", "eval", "exec",
-    "compile", "open", "getattr", "__import__", "importlib",
-})
-# Attributes and item keys: anything starting with "_" (dunders, private state) plus these.
-SUSPICIOUS_ATTRIBUTES = frozenset({
-    "mro", "popen", "system", "spawn", "load_module", "func_globals", "f_globals",
-    "f_builtins", "f_locals", "gi_frame", "gi_code", "co_code", "subprocess", "os",
-    "eval", "exec", "import_module", "getattr",
-})
-# Fallback for templates Jinja cannot parse (a broken template may still be rendered by a
-# more lenient engine, e.g. minja in llama.cpp): plain substrings of the source.
-_TOKENS = ("__class__", "__globals__", "__subclasses__", "__builtins__", "__import__",
-           "__init__", "__mro__", "__base__", "__dict__", "__getattribute__", ".mro",
-           "os.", "popen", "subprocess", "eval(", "exec(", "cycler", "joiner", "lipsum",
-           "namespace.__", "self.", "|attr", "request.", "config.")
-
-
-def _suspicious_attr(attr: str) -> bool:
-    return attr.startswith("_") or attr in SUSPICIOUS_ATTRIBUTES
-
-
-def _walk(node: Any, hits: list[str]) -> None:
-    """Post-order over a Jinja AST (inner expressions first, so hits read in the order a
-    payload chains them: ``cycler`` before ``__init__`` before ``__globals__``)."""
-    from jinja2 import nodes
-
-    for child in node.iter_child_nodes():
-        _walk(child, hits)
-    if isinstance(node, nodes.Name) and (node.name in SUSPICIOUS_NAMES
-                                         or node.name.startswith("_")):
-        hits.append(node.name)
-    elif isinstance(node, nodes.Getattr) and _suspicious_attr(node.attr):
-        hits.append(node.attr)
-    elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) \
-            and isinstance(node.arg.value, str) and _suspicious_attr(node.arg.value):
-        hits.append(node.arg.value)
-    elif isinstance(node, nodes.Filter) and node.name == "attr":
-        # ``x|attr('__class__')`` is how payloads get past a filter on dots
-        arg = node.args[0] if node.args else None
-        if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
-            if _suspicious_attr(arg.value):
-                hits.append(arg.value)
-        else:
-            hits.append("|attr")  # a computed attribute name: hides what it reaches
-    elif isinstance(node, nodes.Const) and isinstance(node.value, str) \
-            and re.fullmatch(r"__\w*", node.value):
-        # a bare string such as '__globals__' is an attribute name in waiting
-        hits.append(node.value)
-
-
-def template_problem(template: str) -> tuple[str, str] | None:
-    """``("code", token)`` when a Jinja chat template reaches Python internals,
-    ``("unparseable", message)`` when Jinja cannot parse it, else None.
-
-    The check parses with ``jinja2.sandbox.SandboxedEnvironment().parse`` (no compilation, no
-    rendering) and walks the syntax tree for names in :data:`SUSPICIOUS_NAMES`, attributes or
-    constant item keys starting with ``_`` or in :data:`SUSPICIOUS_ATTRIBUTES`, and
-    ``|attr(...)`` filters. A template that does not parse is searched as text instead.
-    """
-    from jinja2 import TemplateSyntaxError
-    from jinja2.sandbox import SandboxedEnvironment
-
-    try:
-        tree = SandboxedEnvironment().parse(template)
-    except TemplateSyntaxError as exc:
-        low = template.lower().replace(" ", "")
-        for token in _TOKENS:
-            if token in low:
-                return ("code", token)
-        return ("unparseable", f"line {exc.lineno}: {exc.message}")
-    hits: list[str] = []
-    _walk(tree, hits)
-    return ("code", hits[0]) if hits else None
-
 
 class _Reader:
     def __init__(self, fh: BinaryIO, size: int, limits: Limits) -> None:
@@ -226,23 +153,7 @@ def analyze(fh: BinaryIO, *, path: str, size: int, limits: Limits,
             r.skip_value(vtype, f"value of {key!r}")
             continue
         template = r.string(f"value of {key!r}", limits.max_header_bytes)
-        problem = template_problem(template)
-        where = f"metadata '{key}' (offset {key_at})"
-        if problem is None:
-            continue
-        kind, what = problem
-        if kind == "code":
-            findings.append(Finding(
-                path=path, format=FORMAT, severity="critical", rule="gguf.template-code",
-                message=f"chat template {key!r} reaches Python internals ({what!r}): "
-                        "rendering it can run code",
-                technique=TECHNIQUES["unsafe"], location=where, symbol=what,
-                details={"key": key, "template_bytes": len(template.encode())}))
-        else:
-            findings.append(Finding(
-                path=path, format=FORMAT, severity="medium", rule="gguf.template-unparseable",
-                message=f"chat template {key!r} is not valid Jinja ({what}): it cannot be "
-                        "checked",
-                technique=TECHNIQUES["unsafe"], location=where,
-                details={"key": key}))
+        findings.extend(template_findings(
+            template, path=path, fmt=FORMAT, rule_prefix="gguf", name=key,
+            location=f"metadata '{key}' (offset {key_at})", details={"key": key}))
     return findings
