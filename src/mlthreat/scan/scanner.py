@@ -433,7 +433,8 @@ class _Run:
                 out.append(item)
             elif isinstance(item, Member):
                 if item.path is None:
-                    self.files.append(FileRecord(item.display, None, 0, "", "skipped",
+                    self.files.append(FileRecord(item.display, None, item.size, "",
+                                                 "error" if item.unscanned else "skipped",
                                                  item.note))
                 else:
                     self.scan_file(item.path, item.display, depth + 1, budget)

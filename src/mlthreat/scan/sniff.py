@@ -36,7 +36,7 @@ HEAD_BYTES = 4096
 # Single-stream compressed files (one member: the decompressed bytes).
 COMPRESSIONS: frozenset[str] = frozenset({"gzip", "bz2", "xz", "lzma", "zlib"})
 # Formats the walker opens as containers of further files.
-CONTAINERS: frozenset[str] = frozenset({"zip", "tar"}) | COMPRESSIONS
+CONTAINERS: frozenset[str] = frozenset({"zip", "tar", "7z"}) | COMPRESSIONS
 
 _OPCODES: dict[int, pickletools.OpcodeInfo] = {ord(op.code): op for op in pickletools.opcodes}
 # Opcodes a protocol 0/1 pickle can plausibly start with (a value, a container, a mark or an
@@ -57,6 +57,8 @@ _META_GRAPH_TAGS = frozenset((n << 3) | 2 for n in range(1, 8))
 # keras_metadata.pb (keras/protobuf/saved_metadata.proto): SavedMetadata.nodes 1, each a
 # SavedObject of node_id 2 (varint), node_path 3, identifier 4, metadata 5, version 6.
 _KERAS_OBJECT_FIELDS = {2: 0, 3: 2, 4: 2, 5: 2, 6: 2}
+# 7z signature header (7-Zip 7zFormat.txt, "SignatureHeader"): 6 bytes, then the version.
+_7Z_MAGIC = b"7z\xbc\xaf\x27\x1c"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 # HDF5 allows a user block before the superblock: 0, 512, 1024, 2048 … (HDF5 spec, 3.1).
 _HDF5_OFFSETS = (0, 512, 1024, 2048)
@@ -102,6 +104,8 @@ def sniff(fh: IO[bytes], name: str = "") -> str | None:
         return "keras-h5"
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return sniff_zip(fh)
+    if head.startswith(_7Z_MAGIC):
+        return "7z"
     compression = _compression(head)
     if compression:
         return compression

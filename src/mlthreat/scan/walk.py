@@ -4,12 +4,13 @@ Files and folders given are listed by :mod:`mlthreat.scan.inputs` (which also de
 symbolic link inside a folder becomes); :func:`iter_inputs` and :class:`Entry` are re-exported
 here.
 
-Archives (``zip``, ``tar``, and single-stream ``gzip``/``bz2``/``xz``/``lzma``/``zlib``
-files) are containers: each member is streamed, in 64 KiB chunks, to a temporary file in the
-scan's work directory and scanned like a file under the name ``outer!member`` (nested:
-``a.zip!b.tar!c.pkl``). A single-stream compressed file has one member, named after the outer
-file with the compression suffix removed (``x.tar.gz`` → ``x.tar.gz!x.tar``, ``m.tgz`` →
-``m.tgz!m.tar``, ``model.joblib`` (zlib) → ``model.joblib!model.joblib``).
+Archives (``zip``, ``7z`` (see :mod:`mlthreat.scan.sevenzip`), ``tar``, and single-stream
+``gzip``/``bz2``/``xz``/``lzma``/``zlib`` files) are containers: each member is streamed, in
+64 KiB chunks, to a temporary file in the scan's work directory and scanned like a file
+under the name ``outer!member`` (nested: ``a.zip!b.tar!c.pkl``). A single-stream compressed
+file has one member, named after the outer file with the compression suffix removed
+(``x.tar.gz`` → ``x.tar.gz!x.tar``, ``m.tgz`` → ``m.tgz!m.tar``, ``model.joblib`` (zlib) →
+``model.joblib!model.joblib``).
 
 Temporary-file policy: a member is copied to disk because the analysers need a seekable file
 and the third-party engines need a real path; at most one temporary file per nesting level
@@ -25,12 +26,18 @@ deeper than ``max_depth`` gives ``archive.too-deep``; ``seconds_per_file`` spent
 ``scan.timeout``; an archive that cannot be read gives ``scan.unparseable``. Each of these is
 a high-severity finding on the container (``location`` names the member), and the scan goes
 on.
+
+Encrypted members (zip: general-purpose flag bit 0, set for ZipCrypto and WinZip AES alike,
+APPNOTE.TXT 4.4.4; 7z: a 7zAES coder) cannot be scanned without the password: each is a
+medium ``archive.encrypted`` finding under its ``archive!member`` name (not a corrupt
+archive), recorded with verdict ``error``, and the other members are scanned.
 """
 
 from __future__ import annotations
 
 import bz2
 import contextlib
+import dataclasses
 import gzip
 import lzma
 import os
@@ -49,10 +56,14 @@ from mlthreat.scan.findings import TECHNIQUES, Finding, FormatError, Limits, pri
 from mlthreat.scan.inputs import Entry, iter_inputs
 from mlthreat.scan.sniff import COMPRESSIONS
 
-__all__ = ["Budget", "Entry", "Member", "declared_bombs", "iter_inputs",
+__all__ = ["Budget", "Entry", "Member", "declared_bombs", "encrypted", "iter_inputs",
            "member_name", "open_container", "violation"]
 
 CHUNK = 1 << 16
+# zip general-purpose flag bit 0: the member is encrypted (APPNOTE.TXT 4.4.4); method 99 is
+# WinZip's AES (APPNOTE.TXT 4.4.5, appendix E)
+_ZIP_ENCRYPTED = 0x1
+_ZIP_AES = 99
 
 _ZIP_ERRORS = (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError,
                RuntimeError, struct.error, zlib.error, lzma.LZMAError)
@@ -82,12 +93,15 @@ class Budget:
 @dataclass(frozen=True)
 class Member:
     """One archive member: ``display`` is ``outer!name``; ``path`` the temporary file holding
-    its bytes, or ``None`` when it is not a file (``note`` says why: a link, a device …)."""
+    its bytes, or ``None`` when it is not scanned (``note`` says why: a link, a device, an
+    encrypted member …). ``unscanned`` marks a member that may hold a model but could not be
+    read (its record's verdict is ``error``, not ``skipped``)."""
 
     display: str
     path: Path | None
     size: int
     note: str = ""
+    unscanned: bool = False
 
 
 def violation(rule: str, path: str, fmt: str, message: str, location: str = "",
@@ -96,6 +110,22 @@ def violation(rule: str, path: str, fmt: str, message: str, location: str = "",
     read past)."""
     return Finding(path=path, format=fmt, severity="high", rule=rule, message=message,
                    technique=TECHNIQUES["unsafe"], location=location, details=dict(details))
+
+
+def encrypted(display: str, fmt: str, name: str, size: int,
+              method: str) -> Iterator[Member | Finding]:
+    """A medium ``archive.encrypted`` finding for the member ``name`` of ``display`` (on the
+    archive itself when ``name`` is empty: its member names are encrypted too), and the
+    member's record. Not a bound broken and not corruption: a part we cannot read."""
+    path = f"{display}!{printable(name)}" if name else display
+    what = f"member {name}" if name else "the archive's file list"
+    yield dataclasses.replace(
+        violation("archive.encrypted", path, fmt,
+                  f"encrypted: {what} cannot be scanned without the password ({method})",
+                  container=display, encryption=method, declared_bytes=size),
+        severity="medium")
+    if name:
+        yield Member(path, None, size, f"encrypted ({method}): not scanned", unscanned=True)
 
 
 def member_name(display: str) -> str:
@@ -173,6 +203,10 @@ def open_container(src: Path, fmt: str, display: str, budget: Budget,
     archive: that is a ``scan.unparseable`` finding."""
     if fmt == "zip":
         yield from _zip_members(src, display, budget, workdir)
+    elif fmt == "7z":
+        from mlthreat.scan.sevenzip import sevenzip_members
+
+        yield from sevenzip_members(src, display, budget, workdir)
     elif fmt == "tar":
         yield from _tar_members(src, display, budget, workdir)
     elif fmt in COMPRESSIONS:
@@ -236,6 +270,10 @@ def _zip_members(src: Path, display: str, budget: Budget,
                 name = info.filename
                 if budget.expired():
                     raise _Expired
+                if info.flag_bits & _ZIP_ENCRYPTED:
+                    method = "WinZip AES" if info.compress_type == _ZIP_AES else "ZipCrypto"
+                    yield from encrypted(display, "zip", name, info.file_size, method)
+                    continue
                 if info.compress_type != zipfile.ZIP_STORED and \
                         info.file_size > limits.unpack_cap(info.compress_size):
                     yield _ratio_bomb(display, "zip", name, info.file_size,
