@@ -22,7 +22,7 @@ from mlthreat.cli._common import (
 from mlthreat.errors import UsageError
 from mlthreat.scan.findings import printable
 
-FORMATS = ("table", "json", "sarif")
+FORMATS = ("table", "json", "sarif", "cyclonedx")
 FAIL_ON = ("critical", "high", "medium", "low", "info", "never")
 
 
@@ -112,8 +112,10 @@ def scan(
     paths: Annotated[list[Path], typer.Argument(help="Model files, folders (recursive) and "
                                                 "archives; 'manifest PATH' writes a digest "
                                                 "manifest instead.", show_default=False)],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table, json or sarif "
-                                     "(SARIF 2.1.0 for code scanning).")] = "table",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, json, sarif (SARIF "
+                                     "2.1.0 for code scanning) or cyclonedx (a CycloneDX 1.6 "
+                                     "ML-BOM: the files scanned as components, findings as "
+                                     "vulnerabilities keyed by ATLAS technique).")] = "table",
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report (or "
                                                 "the manifest) here instead of stdout.")
@@ -148,8 +150,8 @@ def scan(
                                                   "finding.")] = False,
     seconds_per_file: Annotated[float, typer.Option(min=0.0, help="Time budget per "
                                                     "top-level file.")] = 300.0,
-    show: Annotated[str, typer.Option(help="Least severe finding the table lists (JSON and "
-                                      "SARIF list all): the engines report every "
+    show: Annotated[str, typer.Option(help="Least severe finding the table lists (JSON, "
+                                      "SARIF and CycloneDX list all): the engines report every "
                                       "non-standard import as low.")] = "medium",
     atlas: AtlasOpt = None,
     extension: ExtensionOpt = None,
@@ -225,6 +227,10 @@ def scan(
         doc = to_sarif(report.findings, kb=kb, tool_version=__version__,
                        scanned=[str(p) for p in paths])
         _write(json.dumps(doc, indent=2) + "\n", output)
+    elif fmt == "cyclonedx":
+        from mlthreat.scan.cyclonedx import to_cyclonedx
+
+        _write(to_cyclonedx(report, tool_version=__version__, kb=kb), output)
     elif fmt == "json":
         body = report.to_dict()
         for key in ("kind", "schema_version"):
