@@ -98,7 +98,7 @@ def test_every_example_is_run_or_excluded_with_a_reason() -> None:
     assert sorted(set(EXCLUDED) - set(commands)) == []  # no stale exclusions
     assert all(len(reason) > 20 for reason in EXCLUDED.values())
     run = [c for c in commands if c not in EXCLUDED]
-    assert len(run) == 40
+    assert len(run) == 41
     assert run[0] == "python examples/make_inputs.py"
 
 
@@ -169,6 +169,12 @@ def _sarif(work: Path, out: str) -> None:
     assert any(u.endswith("unsafe.pkl") for u in uris)
 
 
+def _cyclonedx(work: Path, out: str) -> None:
+    bom = json.loads((work / "models.cdx.json").read_text())
+    assert (bom["bomFormat"], bom["specVersion"]) == ("CycloneDX", "1.6")
+    assert {v["id"] for v in bom["vulnerabilities"]} == {"AML.T0011.000"}
+
+
 def _manifest(work: Path, out: str) -> None:
     files = json.loads((work / "models.manifest.json").read_text())["files"]
     assert sorted(f["path"] for f in files) == ["model.pkl", "model.skops", "unsafe.pkl"]
@@ -187,6 +193,7 @@ CHECKS: dict[str, Callable[[Path, str], None]] = {
     "mlthreat detect evaluate examples/benign.jsonl": _evaluated,
     "mlthreat detect run examples/live.jsonl --follow": _followed,
     "mlthreat scan examples/models/ -f sarif": _sarif,
+    "mlthreat scan examples/models/ -f cyclonedx": _cyclonedx,
     "mlthreat scan manifest examples/models/": _manifest,
     "mlthreat kb check examples/controls.csv": _checked,
 }
@@ -230,7 +237,7 @@ def test_examples_run_as_written(tmp_path: Path) -> None:
                 if command.startswith(prefix):
                     check(work, out)
             ran.append(command)
-    assert len(ran) == 40
+    assert len(ran) == 41
 
 
 class _Receiver:
