@@ -152,7 +152,7 @@ def test_policy_file_allows_a_reviewed_global(models: Path, tmp_path: Path) -> N
     (["{models}", "--engines", "clamav"], "mlthreat: error: unknown engine(s) clamav; known: "
      "fickling, picklescan, modelscan"),
     (["{models}", "-f", "xml"], "mlthreat: error: unknown format 'xml'; choose one of table, "
-     "json, sarif"),
+     "json, sarif, cyclonedx"),
     (["{models}", "--public-key", "k.pem"], "mlthreat: error: --public-key and --certificate "
      "need --signature (or a model.sig in the scanned model folder)"),
 ])

@@ -134,3 +134,24 @@ def test_encrypted_7z_is_medium_encrypted(tmp_path: Path, header: bool) -> None:
     assert (finding.rule, finding.severity) == ("archive.encrypted", "medium")
     # with the file list encrypted too, even the member's name is unknown
     assert finding.path == (str(path) if header else f"{path}!x.pkl")
+
+
+def test_7z_member_unpacking_past_its_declared_size_is_stopped(tmp_path: Path) -> None:
+    """A header that lies: the writer py7zr is given counts bytes against the declared size."""
+    from mlthreat.scan.sevenzip import _Spool, _Stop
+    from mlthreat.scan.walk import Budget
+
+    spool = _Spool(tmp_path, "lie.7z", {"x.pkl": 4}, Budget(Limits()))
+    writer = spool.create("x.pkl")
+    assert writer.write(b"1234") == 4
+    with pytest.raises(_Stop) as stop:
+        writer.write(b"5")
+    assert (stop.value.finding.rule, stop.value.finding.location) == ("archive.bomb",
+                                                                      "entry x.pkl")
+    writer.fh.close()
+    # and the archive's total against the unpacked-bytes budget
+    tight = _Spool(tmp_path, "big.7z", {}, Budget(Limits(max_unpacked_bytes=3)))
+    other = tight.create("y.pkl")
+    with pytest.raises(_Stop, match="budget"):
+        other.write(b"1234")
+    other.fh.close()

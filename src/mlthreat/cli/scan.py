@@ -279,8 +279,9 @@ def _table(report: Any, kb: Any, fail_on: str, show: str, output: Path | None,
         for col in ("path", "rule", "symbol", "where"):
             table.add_column(col, overflow="fold")
         for f in shown:
-            where = f.location if f.engine == "mlthreat" else \
-                f"{f.location} ({f.engine})".strip()
+            # a merged finding names every third-party engine that agreed with it
+            others = [e for e in (f.engines or (f.engine,)) if e != "mlthreat"]
+            where = f"{f.location} ({', '.join(others)})".strip() if others else f.location
             table.add_row(*map(shown_name, (f.severity, f.technique, f.path, f.rule,
                                                f.symbol, where)))
         con.print(table)
