@@ -141,6 +141,7 @@ class _Checker:
         self.findings: list[CheckFinding] = []
         self.checked = 0
         self._tactics: dict[str, dict[str, str]] = {}
+        self._newer: dict[str, str | None] = {}
 
     def add(self, kind: str, line: int | None, loc: str, atlas_id: str, found: str, msg: str,
             suggestion: str | None = None) -> None:
@@ -191,7 +192,9 @@ class _Checker:
                      heirs[0] if len(heirs) == 1 else None)
             return
         # an ID past the data says so first; a name beside it may still point at an object
-        newer = newer_than_data(self.kb, atlas_id)
+        if atlas_id not in self._newer:  # a file may repeat one ID thousands of times
+            self._newer[atlas_id] = newer_than_data(self.kb, atlas_id)
+        newer = self._newer[atlas_id]
         kind, msg = ("newer-id", newer) if newer is not None else \
             ("unknown-id", f"{atlas_id} is not in ATLAS {self.kb.version}")
         family = _family(kind_of(atlas_id) or "")

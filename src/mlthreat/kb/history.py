@@ -15,6 +15,7 @@ Version order (:func:`release_key`): legacy versions (``5.6.0``) come before con
 from __future__ import annotations
 
 import re
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from mlthreat.kb.ids import kind_of, parent_id
@@ -59,6 +60,14 @@ def release_key(version: str) -> tuple[int, ...]:
     return (-1,)
 
 
+@cache
+def _embedded() -> KnowledgeBase:
+    """The embedded snapshot, built once (it is immutable)."""
+    from mlthreat.kb.sources.snapshot import load_embedded
+
+    return load_embedded()
+
+
 def history_for(kb: KnowledgeBase) -> dict[str, Any]:
     """``{"releases", "names", "removed", "replaced"}``: the first three as
     :func:`~mlthreat.kb.sources.snapshot.history` gives them, widened, when ``kb`` is newer
@@ -66,13 +75,13 @@ def history_for(kb: KnowledgeBase) -> dict[str, Any]:
     otherwise) and IDs (where ``kb`` lacks them) as those of the snapshot's release;
     ``replaced`` maps such a removed ID to the objects of ``kb`` that carry its name or content
     (:func:`mlthreat.kb.diff.replacements`)."""
-    from mlthreat.kb.sources.snapshot import history, load_embedded
+    from mlthreat.kb.sources.snapshot import history
 
     hist = history()
     out: dict[str, Any] = {"releases": list(hist.get("releases", [])),
                            "names": {k: list(v) for k, v in hist.get("names", {}).items()},
                            "removed": dict(hist.get("removed", {})), "replaced": {}}
-    embedded = load_embedded()
+    embedded = _embedded()
     if release_key(kb.version) <= release_key(embedded.version):
         return out
     out["releases"].append(embedded.version)
@@ -95,12 +104,10 @@ def newer_than_data(kb: KnowledgeBase, atlas_id: str) -> str | None:
     the highest of its kind in ``kb`` (for a sub-technique of a known technique, past that
     technique's highest sub-technique).
     """
-    from mlthreat.kb.sources.snapshot import load_embedded
-
     kind = kind_of(atlas_id)
     if kind is None:
         return None
-    embedded = load_embedded()
+    embedded = _embedded()
     if atlas_id in embedded and release_key(kb.version) < release_key(embedded.version):
         return (f"{atlas_id} ({embedded.get(atlas_id).name}) is in ATLAS {embedded.version}, "
                 f"newer than the loaded {kb.version}: {UPDATE_HINT}")

@@ -75,14 +75,14 @@ Progress = Callable[[int, int | None, str], None]
 _DEFAULT_LIMITS = Limits()
 _HASH_CHUNK = 1 << 20
 # Rules that mean part of a file was not scanned: its verdict is "error", not "findings".
-_INCOMPLETE = ("scan.", "archive.")
+_INCOMPLETE = ("scan.", "archive.", "pickle.nested-unscanned")
 # Zip-based model formats: their analyser reads the zip whole (not unpacked as an archive).
 _ZIP_MODELS = frozenset({"pytorch-zip", "npz", "keras-zip", "skops"})
 # Extensions model files go by: a file so named whose bytes match no format is a (medium)
 # finding, not a skip.
 MODEL_SUFFIXES = frozenset({".pkl", ".pickle", ".joblib", ".pt", ".pth", ".ckpt", ".bin",
                             ".npy", ".npz", ".h5", ".hdf5", ".keras", ".onnx", ".safetensors",
-                            ".gguf", ".skops", ".sav", ".mar"})
+                            ".gguf", ".skops", ".sav", ".mar", ".pb"})
 # Our format name -> the name engines.py knows it by.
 _ENGINE_FORMAT = {"npz": "zip", "keras-zip": "keras"}
 

@@ -29,7 +29,8 @@ from typing import IO, Any
 
 from mlthreat.scan.formats.templates import sniff_template
 
-__all__ = ["COMPRESSIONS", "CONTAINERS", "HEAD_BYTES", "sniff", "sniff_zip_names"]
+__all__ = ["COMPRESSIONS", "CONTAINERS", "HEAD_BYTES", "is_pickle_head", "sniff",
+           "sniff_zip_names"]
 
 HEAD_BYTES = 4096
 
@@ -113,7 +114,7 @@ def sniff(fh: IO[bytes], name: str = "") -> str | None:
         return "tar"
     if _is_safetensors(head, size):
         return "safetensors"
-    if _is_pickle(head, whole):
+    if is_pickle_head(head, whole):
         return "pickle"
     # before ONNX: a SavedModel's first bytes (field 1 = 1, then field 2) also fit a
     # ModelProto's (ir_version, producer_name)
@@ -193,7 +194,7 @@ def _is_safetensors(head: bytes, size: int) -> bool:
     return head[9:10] in (b'"', b"}", b" ", b"\n", b"\r", b"\t")
 
 
-def _is_pickle(head: bytes, whole: bool) -> bool:
+def is_pickle_head(head: bytes, whole: bool) -> bool:
     """Whether the head parses as pickle opcodes (argument readers from :mod:`pickletools`).
 
     The unpickler runs any opcode whatever PROTO declared (or whether it declared one), so

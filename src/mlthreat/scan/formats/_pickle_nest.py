@@ -2,11 +2,11 @@
 
 A payload can hide a whole second pickle inside a string of the first, to be unpickled later by
 code the first one calls (``pickle.loads(b"...")``, ``base64``-decoded by a gadget, or by the
-loading program itself). The reader hands every long enough string argument here; only those
-whose first bytes can start a pickle (the sniffer's test, :func:`mlthreat.scan.sniff._is_pickle`)
-are kept, raw or after hex or base64 decoding. Hex and base64 are decoded only when the whole
-argument is of that alphabet (base64 may carry MIME line breaks, as ``base64.encodebytes``
-writes them), so plain text and array bytes cost one look at their head.
+loading program itself). The reader hands every long enough string argument here; only those whose
+first bytes can start a pickle (the sniffer's test, :func:`mlthreat.scan.sniff.is_pickle_head`) are
+kept, raw or after hex or base64 decoding. Hex and base64 are decoded only when the whole argument
+is of that alphabet (base64 may carry MIME line breaks, as ``base64.encodebytes`` writes them), so
+plain text and array bytes cost one look at their head.
 
 References: :mod:`pickletools` (opcode table), RFC 4648 (base16, base64 and base64url).
 """
@@ -17,7 +17,7 @@ import base64
 import binascii
 import re
 
-from mlthreat.scan.sniff import _is_pickle
+from mlthreat.scan.sniff import is_pickle_head
 
 __all__ = ["ENCODINGS", "MAX_DEPTH", "MIN_LEN", "decode", "head_bytes", "plausible"]
 
@@ -42,7 +42,7 @@ def head_bytes() -> int:
 
 
 def _pickle_head(head: bytes, whole: bool) -> bool:
-    return bool(head) and _is_pickle(head, whole)
+    return bool(head) and is_pickle_head(head, whole)
 
 
 def plausible(head: bytes, whole: bool) -> list[str]:
