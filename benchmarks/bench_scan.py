@@ -11,10 +11,16 @@ benign
     legacy format), NumPy ``.npy``/``.npz`` (about 100 MB of float arrays), skops, ONNX
     (skl2onnx), safetensors (written by hand from NumPy), a Keras HDF5 file (h5py with a
     ``model_config``: Keras itself is not installed, so no ``.keras`` is *saved by Keras*) and
-    a GGUF header with a ChatML template. A few hundred MB in all.
+    a GGUF header with a ChatML template, and a Hugging Face style folder (``hf_chat_model/``:
+    ``tokenizer_config.json`` and ``chat_template.jinja`` with a ChatML template that renders
+    tools, ``config.json``, ``generation_config.json``, a README, safetensors weights, a
+    training YAML naming a built-in template, and a TensorFlow SavedModel protobuf with its
+    ``keras_metadata.pb``, both written by the test builders' protobuf encoder). A few hundred
+    MB in all.
 malicious
     Every attack and bypass the test builders (``tests/scan/pickle_builders.py``,
     ``tests/scan/format_builders.py``) make, one file each, named with its usual extension.
+    The encrypted zip member is expected to be ``medium`` ("cannot be scanned"), not detected.
 
 Throughput: each mode scans the benign folder in a fresh process (so peak RSS, the
 process's ``VmHWM``, is that mode's own): (a) ``Scanner(engines=())``, our analysers
@@ -22,6 +28,10 @@ only; (b) the same without SHA-256 hashing; (c) ``Scanner()``, ours plus ficklin
 and modelscan; (d) ``modelscan`` alone, ``ModelScan().scan(folder)`` (it picks files by
 extension: the bytes it actually scanned are reported). Corpus files were just written, so
 they are in the page cache for every mode.
+
+Per format: recall of each column below, by the format our sniffer gives each malicious
+file, and false positives as the benign files (top-level, members counted with
+their file) with a finding at ``high`` or ``critical``, by format.
 
 Recall: "detected" means at least one finding at ``high`` or ``critical``. Under our mapping
 (see ``mlthreat.scan.engines``) fickling's ``LIKELY_UNSAFE``/``SUSPICIOUS`` and picklescan's
@@ -56,6 +66,8 @@ sys.path.insert(0, str(HERE.parent / "tests" / "scan"))
 MODES = ("ours", "ours-nohash", "default", "modelscan")
 SCANNERS = ("ours", "fickling", "picklescan", "modelscan", "modelscan-native", "combined")
 DETECTED = ("critical", "high")
+# Malicious files whose expected result is below high (not counted as a miss).
+EXPECTED_BELOW = {"encrypted_member.zip": "medium, \"cannot be scanned\""}
 _RANK = ("critical", "high", "medium", "low", "info")
 
 
@@ -149,6 +161,65 @@ def build_benign(folder: Path) -> None:
                          data=rng.standard_normal((4096, 1024), dtype=np.float32))
     # GGUF header with the ChatML template
     (folder / "chatml.gguf").write_bytes(gguf_bytes(CHATML))
+    build_hf_folder(folder / "hf_chat_model", rng)
+
+
+def build_hf_folder(hf: Path, rng: Any) -> None:
+    """A Hugging Face style chat model folder with a benign SavedModel export."""
+    import numpy as np
+    from format_builders import (
+        CHATML_TOOLS,
+        const,
+        function,
+        hf_model_folder,
+        keras_metadata,
+        node,
+        saved_model,
+        saver_nodes,
+        write,
+    )
+
+    hf_model_folder(hf, CHATML_TOOLS, arrays={
+        f"model.layers.{i}.mlp.up_proj.weight": rng.standard_normal((1024, 1024),
+                                                                    dtype=np.float32)
+        for i in range(2)})
+    write(hf, "tokenizer_config.json", json.dumps({
+        "add_bos_token": False, "add_prefix_space": False, "bos_token": None,
+        "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": CHATML_TOOLS,
+        "clean_up_tokenization_spaces": False, "errors": "replace",
+        "model_max_length": 32768, "split_special_tokens": False,
+        "tokenizer_class": "Qwen2Tokenizer", "unk_token": None,
+        "added_tokens_decoder": {str(151643 + i): {"content": tok, "lstrip": False,
+                                                   "normalized": False, "rstrip": False,
+                                                   "single_word": False, "special": True}
+                                 for i, tok in enumerate(("<|endoftext|>", "<|im_start|>",
+                                                          "<|im_end|>"))},
+        "additional_special_tokens": ["<|im_start|>", "<|im_end|>"]}, indent=2))
+    write(hf, "chat_template.jinja", CHATML_TOOLS)
+    write(hf, "config.json", json.dumps({
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 1024,
+        "intermediate_size": 1024, "num_hidden_layers": 2, "num_attention_heads": 16,
+        "vocab_size": 151936, "torch_dtype": "float32", "tie_word_embeddings": True,
+        "eos_token_id": 151645, "bos_token_id": 151643}, indent=2))
+    write(hf, "generation_config.json", json.dumps({
+        "do_sample": True, "eos_token_id": [151645, 151643], "temperature": 0.7,
+        "top_p": 0.8, "repetition_penalty": 1.05}, indent=2))
+    write(hf, "README.md", "---\nlicense: apache-2.0\npipeline_tag: text-generation\n---\n"
+          "# hf_chat_model\n\nA small chat model. The chat template (ChatML) is in "
+          "`tokenizer_config.json`; apply it with `tokenizer.apply_chat_template(messages, "
+          "tools=tools, add_generation_prompt=True)`. Tool calls come back between "
+          "`<tool_call>` tags, e.g. `{{ tool_call.arguments | tojson }}`.\n")
+    write(hf, "finetune.yaml", "base_model: ./hf_chat_model\nchat_template: chatml\n"
+          "datasets:\n  - path: data/chat.jsonl\n    type: chat_template\n"
+          "sequence_len: 4096\nmicro_batch_size: 2\nlearning_rate: 0.0002\n")
+    graph = [*saver_nodes(), *(const(f"dense_{i}/kernel", 2 << 20) for i in range(4)),
+             node("dense_1/BiasAdd", "BiasAdd"), node("softmax", "Softmax")]
+    library = (function("__inference_call_7", [node("mul", "Mul"), node("add", "AddV2")]),
+               function("__inference_serving_default_42",
+                        [node("call", "StatefulPartitionedCall")]))
+    write(hf, "saved_model/saved_model.pb", saved_model(graph, library, graphs=2))
+    write(hf, "saved_model/keras_metadata.pb", keras_metadata(with_lambda=False))
+    write(hf, "saved_model/variables/variables.index", rng.bytes(256))
 
 
 def build_malicious(folder: Path) -> dict[str, str]:
@@ -161,15 +232,26 @@ def build_malicious(folder: Path) -> dict[str, str]:
     import pickle_builders as pb
     import torch
     from format_builders import (
+        MALICIOUS,
         SSTI,
+        TOOL_SSTI,
+        encrypted_zip,
+        function,
         gguf_bytes,
         keras3_functional,
         keras_h5,
         keras_sequential,
         keras_zip,
+        node,
         onnx_model,
+        saved_model,
+        saver_nodes,
+        serving_yaml,
+        seven_zip,
         skops_edit,
         skops_model,
+        text,
+        tokenizer_config,
     )
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -252,6 +334,33 @@ def build_malicious(folder: Path) -> dict[str, str]:
         src = skops_model(Path(tmp))
         skops_edit(src, folder / "untrusted_type.skops", edit)
     described["untrusted_type.skops"] = "skops schema with a FunctionNode os.system"
+    # chat templates outside GGUF
+    put("tokenizer_config.json", tokenizer_config(SSTI).encode(),
+        "tokenizer_config.json, chat_template SSTI (cycler.__init__.__globals__)")
+    put("chat_template.json", json.dumps({"chat_template": SSTI}).encode(),
+        "chat_template.json, SSTI")
+    put("chat_template.jinja", (TOOL_SSTI + "\n").encode(),
+        ".jinja template, joiner.__init__.__globals__.os.system")
+    put("serve.yaml", serving_yaml("{{ self.__init__.__globals__.__builtins__ }}").encode(),
+        "YAML serving config, serving.chat_template reaching __builtins__")
+    # TensorFlow SavedModel protobufs
+    put("pyfunc_graph_saved_model.pb",
+        saved_model([*saver_nodes(), node("py", "PyFunc", token=text(2, "pyfunc_0"))]),
+        "SavedModel, PyFunc node in the graph")
+    put("pyfunc_library_saved_model.pb", saved_model(saver_nodes(), (function(
+        "__inference_f_12", [node("id", "Identity"), node("eager", "EagerPyFunc")],
+        signature_last=True),)), "SavedModel, EagerPyFunc in a function of the library")
+    # pickle framing and pickles inside pickles
+    put("frame_straddle.pkl", pb.frame_straddle_call(),
+        "os.system whose FRAME ends inside the 'system' string")
+    for enc in pb.ENCODERS:
+        put(f"nested_{enc}.pkl", pb.nested_pickle(system0, enc),
+            f"dict pickle holding an os.system pickle ({enc}), no loader global")
+    # archives
+    seven_zip(folder / "payload.7z", {"x.pkl": MALICIOUS, "docs/card.md": b"# card\n"})
+    described["payload.7z"] = "7z archive, member x.pkl calls os.system"
+    put("encrypted_member.zip", encrypted_zip({"secret.pkl": MALICIOUS}),
+        "zip whose only member (an os.system pickle) is flagged encrypted")
     return described
 
 
@@ -320,12 +429,29 @@ def run_mode(mode: str, folder: Path) -> dict[str, Any]:
         above = sorted({f"{Path(f.path.split('!')[0]).name}: {f.engine} {f.rule} {f.symbol}"
                         for f in report.findings if f.severity in DETECTED})
         extra = {"verdicts": report.verdicts(), "engine_messages": len(report.engine_messages),
-                 "slowest": sorted(per_file, reverse=True)[:4]}
+                 "slowest": sorted(per_file, reverse=True)[:4],
+                 "per_format": per_format(report, folder)}
     return {"mode": mode, "files": len(files), "bytes": total, "seconds": round(seconds, 3),
             "mb_per_s": round(total / 1e6 / seconds, 1),
             "files_per_s": round(len(files) / seconds, 1),
             "rss_before_mb": round(rss0, 1), "peak_rss_mb": round(_rss_mb(), 1),
             "findings": counts, "high_or_critical": above, **extra}
+
+
+def per_format(report: Any, folder: Path) -> dict[str, dict[str, Any]]:
+    """Benign files by format (top-level files; a member counts with its archive): how many,
+    and which have a finding at high or critical."""
+    top = {r.path: r.format or "(skipped)" for r in report.files if "!" not in r.path}
+    out: dict[str, dict[str, Any]] = {}
+    for fmt in top.values():
+        out.setdefault(fmt, {"files": 0, "flagged": []})["files"] += 1
+    flagged = {f.path.split("!")[0].split("#")[0] for f in report.findings
+               if f.severity in DETECTED}
+    for path in sorted(flagged):
+        fmt = top.get(path, "(unknown)")
+        out.setdefault(fmt, {"files": 0, "flagged": []})["flagged"].append(
+            str(Path(path).relative_to(folder)))
+    return out
 
 
 # --- recall ------------------------------------------------------------------------------------
@@ -398,14 +524,28 @@ def markdown(corpus: list[tuple[str, int]], modes: list[dict[str, Any]],
               "|---|---|" + "---|" * len(SCANNERS)]
     for name, row in recall.items():
         cells = [f"**{row[s]}**" if row[s] in DETECTED else row[s] for s in SCANNERS]
-        lines.append(f"| {name} | {row['format']} | " + " | ".join(cells) + " |")
-    n = len(recall)
+        label = f"{name} (expected {EXPECTED_BELOW[name]})" if name in EXPECTED_BELOW else name
+        lines.append(f"| {label} | {row['format']} | " + " | ".join(cells) + " |")
+    scored = {k: r for k, r in recall.items() if k not in EXPECTED_BELOW}
+    n = len(scored)
     rec = []
     for s in SCANNERS:
-        hit = sum(r[s] in DETECTED for r in recall.values())
-        sup = sum(r[s] != "n/s" for r in recall.values())
+        hit = sum(r[s] in DETECTED for r in scored.values())
+        sup = sum(r[s] != "n/s" for r in scored.values())
         rec.append(f"{hit}/{n} ({hit}/{sup} of readable)")
-    lines.append("| **recall** | | " + " | ".join(rec) + " |")
+    lines.append("| **recall** (expected-below-high rows left out) | | " + " | ".join(rec) + " |")
+    lines += ["", "| format | malicious | " + " | ".join(SCANNERS) + " | benign files | "
+              "benign high/critical: ours | default |", "|---|---|" + "---|" * (len(SCANNERS) + 3)]
+    pf = {m["mode"]: m.get("per_format", {}) for m in modes}
+    fmts = sorted({r["format"] for r in scored.values()} | set(pf.get("ours", {})))
+    for fmt in fmts:
+        rows = [r for r in scored.values() if r["format"] == fmt]
+        ours_b = pf.get("ours", {}).get(fmt, {"files": 0, "flagged": []})
+        dflt = pf.get("default", {}).get(fmt, {"files": 0, "flagged": []})
+        hit = ["—" if not rows else "n/s" if all(r[s] == "n/s" for r in rows)
+               else f"{sum(r[s] in DETECTED for r in rows)}/{len(rows)}" for s in SCANNERS]
+        lines.append(f"| {fmt} | {len(rows)} | " + " | ".join(hit) + f" | {ours_b['files']} | "
+                     f"{len(ours_b['flagged'])} | {len(dflt['flagged'])} |")
     lines += ["", "Malicious files:", ""] + [f"- `{k}`: {v}" for k, v in described.items()]
     return "\n".join(lines)
 
@@ -428,7 +568,9 @@ def main() -> None:
         described = build_malicious(work / "malicious")
         build_s = time.perf_counter() - t0
         print(f"corpora built in {build_s:.1f} s", file=sys.stderr)
-        corpus = sorted((p.name, p.stat().st_size) for p in (work / "benign").iterdir())
+        benign = work / "benign"
+        corpus = sorted((str(p.relative_to(benign)), p.stat().st_size)
+                        for p in benign.rglob("*") if p.is_file())
         modes = []
         for mode in MODES:
             out = subprocess.run([sys.executable, __file__, "--mode", mode, "--folder",
@@ -450,7 +592,7 @@ def main() -> None:
         print(f"\n{m['mode']} high/critical on benign: {m['high_or_critical']}")
         print(f"{m['mode']} details: " + json.dumps(
             {k: m[k] for k in ("verdicts", "engine_messages", "slowest", "scanned_files",
-                               "skipped", "errors", "error_kinds") if k in m}))
+                               "skipped", "errors", "error_kinds", "per_format") if k in m}))
 
 
 if __name__ == "__main__":

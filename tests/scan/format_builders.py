@@ -1,8 +1,10 @@
-"""Builders for the model-file fixtures of test_other_formats: each writes a small file into a
-folder and returns its path. Nothing here needs a deep-learning framework."""
+"""Builders for the model-file fixtures of the scan tests (and of benchmarks/bench_scan.py):
+each writes a small file into a folder and returns its path, or returns the file's bytes.
+Nothing here needs a deep-learning framework, and nothing is ever loaded or rendered."""
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 import zipfile
@@ -219,3 +221,204 @@ def skops_edit(src: Path, dst: Path, edit: Any) -> Path:
                 data = json.dumps(edit(json.loads(data))).encode()
             zout.writestr(item, data)
     return dst
+
+
+# --- chat templates outside GGUF -----------------------------------------------------------
+
+TOOL_SSTI = "{{ joiner.__init__.__globals__.os.system('id') }}"
+# A ChatML template in the shape Qwen-style tokenizer_config.json files ship: a default system
+# turn, tools rendered with ``tojson``, tool calls and tool responses, a generation prompt.
+CHATML_TOOLS = (
+    "{%- if tools %}{{- '<|im_start|>system\\n' }}"
+    "{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] }}"
+    "{%- else %}{{- 'You are a helpful assistant.' }}{%- endif %}"
+    "{{- '\\n\\n# Tools\\n\\n<tools>' }}"
+    "{%- for tool in tools %}{{- '\\n' }}{{- tool | tojson }}{%- endfor %}"
+    "{{- '\\n</tools><|im_end|>\\n' }}"
+    "{%- elif messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message.role == 'user' or (message.role == 'system' and not loop.first) %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}"
+    "{%- elif message.role == 'assistant' %}{{- '<|im_start|>' + message.role }}"
+    "{%- if message.content %}{{- '\\n' + message.content }}{%- endif %}"
+    "{%- for tool_call in message.tool_calls | default([]) %}"
+    "{%- if tool_call.function is defined %}{%- set tool_call = tool_call.function %}"
+    "{%- endif %}{{- '\\n<tool_call>\\n{\"name\": \"' + tool_call.name + '\", \"arguments\": ' }}"
+    "{{- tool_call.arguments | tojson }}{{- '}\\n</tool_call>' }}{%- endfor %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- elif message.role == 'tool' %}"
+    "{%- if loop.index0 == 0 or messages[loop.index0 - 1].role != 'tool' %}"
+    "{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\\n<tool_response>\\n' + message.content + '\\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}{{- '<|im_end|>\\n' }}"
+    "{%- endif %}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+
+
+def tokenizer_config(template: object) -> str:
+    """A Hugging Face ``tokenizer_config.json`` whose ``chat_template`` is ``template`` (a
+    string, or a list of ``{"name", "template"}`` entries)."""
+    return json.dumps({"add_bos_token": True, "bos_token": "<s>", "chat_template": template,
+                       "model_max_length": 4096, "tokenizer_class": "LlamaTokenizer",
+                       "added_tokens_decoder": {"0": {"content": "<unk>", "special": True}}},
+                      indent=2)
+
+
+def serving_yaml(template: str) -> str:
+    """A serving config whose ``serving.chat_template`` is ``template`` (a YAML block)."""
+    return ("base_model: meta-llama/Llama-3-8B\nserving:\n  port: 8000\n"
+            f"  chat_template: |\n    {template}\n")
+
+
+def write(folder: Path, name: str, content: str | bytes) -> Path:
+    """Write ``content`` to ``folder/name`` (parents made), text as UTF-8."""
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, str):
+        path.write_text(content, encoding="utf-8")
+    else:
+        path.write_bytes(content)
+    return path
+
+
+def hf_model_folder(folder: Path, template: object,
+                    arrays: dict[str, np.ndarray] | None = None) -> Path:
+    """A Hugging Face style model folder: model.safetensors (``arrays``, default one 2x2),
+    config.json, a README that mentions ``{{ messages }}``, tokenizer_config.json whose chat
+    template is ``template``."""
+    write(folder, "model.safetensors",
+          safetensors_bytes(arrays or {"w": np.zeros((2, 2), np.float32)}))
+    write(folder, "config.json", json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    write(folder, "README.md", "Chat with {{ messages }}\n")
+    write(folder, "tokenizer_config.json", tokenizer_config(template))
+    return folder
+
+
+# --- TensorFlow SavedModel and keras_metadata.pb (protobuf wire format, no TensorFlow) -------
+# Field numbers from tensorflow/core/protobuf and tensorflow/core/framework (saved_model,
+# meta_graph, graph, node_def, function, attr_value) and keras/protobuf/saved_metadata.proto.
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def msg(number: int, payload: bytes) -> bytes:
+    """A length-delimited field."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def text(number: int, value: str) -> bytes:
+    return msg(number, value.encode())
+
+
+def num(number: int, value: int) -> bytes:
+    """A varint field."""
+    return varint(number << 3) + varint(value)
+
+
+def node(name: str, op: str, **attrs: bytes) -> bytes:
+    """NodeDef: name 1, op 2, input 3, device 4, attr 5 (entries: key 1, AttrValue 2)."""
+    out = text(1, name) + text(2, op) + text(3, "x:0") + text(4, "/device:CPU:0")
+    for key, value in attrs.items():
+        out += msg(5, text(1, key) + msg(2, value))
+    return out
+
+
+def const(name: str, nbytes: int) -> bytes:
+    """A Const node whose tensor (AttrValue.tensor 8, TensorProto.tensor_content 4) holds
+    ``nbytes`` of weights: the reader must skip them."""
+    return node(name, "Const", dtype=num(6, 1), value=msg(8, num(1, 1) + msg(4, b"\0" * nbytes)))
+
+
+def function(name: str, nodes: list[bytes], signature_last: bool = False) -> bytes:
+    """FunctionDef: signature 1 (OpDef.name 1), node_def 3, ret 4."""
+    sig = msg(1, text(1, name))
+    body = b"".join(msg(3, n) for n in nodes) + msg(4, text(1, "out") + text(2, "y:0"))
+    return body + sig if signature_last else sig + body
+
+
+def saved_model(nodes: list[bytes], functions: tuple[bytes, ...] = (),
+                graphs: int = 1) -> bytes:
+    """SavedModel (version 1, meta_graphs 2) of MetaGraphDefs (meta_info_def 1 with tags 4,
+    graph_def 2, signature_def 5) around one GraphDef (node 1, library 2, versions 4)."""
+    graph = b"".join(msg(1, n) for n in nodes)
+    if functions:
+        graph += msg(2, b"".join(msg(1, f) for f in functions))
+    graph += msg(4, num(1, 1286))
+    meta = msg(1, text(4, "serve") + text(5, "2.16.1")) + msg(2, graph) \
+        + msg(5, text(1, "serving_default") + msg(2, b""))
+    return num(1, 1) + b"".join(msg(2, meta) for _ in range(graphs))
+
+
+def saver_nodes() -> list[bytes]:
+    """What every SavedModel holds: weights and the saver's own file operations."""
+    return [const("dense/kernel", 4096), node("dense/MatMul", "MatMul"),
+            node("saver/SaveV2", "SaveV2"), node("saver/RestoreV2", "RestoreV2"),
+            node("print", "PrintV2", output_stream=text(2, "stderr"))]
+
+
+def keras_metadata(with_lambda: bool) -> bytes:
+    """SavedMetadata (nodes 1) of SavedObjects (node_id 2, node_path 3, identifier 4,
+    metadata 5): the model, whose metadata repeats its layers' configs, then each layer."""
+    config = keras_sequential(with_lambda=with_lambda)
+    model = {"name": "sequential", "class_name": "Sequential", "config": config["config"]}
+    objects = [(0, "root", "_tf_keras_sequential", model)]
+    for i, layer in enumerate(config["config"]["layers"], 1):
+        objects.append((i, f"root.layer-{i}", "_tf_keras_layer",
+                        {"name": layer["config"]["name"], **layer}))
+    return b"".join(msg(1, num(2, i) + text(3, path) + text(4, ident)
+                        + text(5, json.dumps(meta)) + msg(6, num(1, 1)))
+                    for i, path, ident, meta in objects)
+
+
+# --- archives: 7z and encrypted zip members ------------------------------------------------
+
+# GLOBAL os.system; MARK; STRING 'id'; TUPLE; REDUCE; STOP  (protocol 0, never loaded)
+MALICIOUS = b"cos\nsystem\n(S'id'\ntR."
+
+
+def seven_zip(path: Path, members: dict[str, bytes], password: str | None = None,
+              header_encryption: bool = False) -> Path:
+    """A 7z archive (py7zr) of ``members``, optionally encrypted (and its file list too)."""
+    import py7zr
+
+    with py7zr.SevenZipFile(path, "w", password=password,
+                            header_encryption=header_encryption) as archive:
+        for name, data in members.items():
+            archive.writestr(data, name)
+    return path
+
+
+def encrypted_zip(members: dict[str, bytes] | None = None,
+                  encrypted: tuple[str, ...] = ("secret.pkl",)) -> bytes:
+    """A stored zip of ``members`` (default: ``secret.pkl`` and ``plain.pkl``, both
+    :data:`MALICIOUS`) whose ``encrypted`` members have the encrypted flag (bit 0) set in their
+    local and central headers (the bytes stay plain: the flag is what a reader goes by)."""
+    if members is None:
+        members = {"secret.pkl": MALICIOUS, "plain.pkl": MALICIOUS}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    data = bytearray(buf.getvalue())
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as zf:
+        locals_ = {i.filename: i.header_offset for i in zf.infolist()}
+        pos = zf.start_dir  # type: ignore[attr-defined]
+    offsets = [locals_[name] + 6 for name in encrypted]  # local header: flag at +6
+    while data[pos:pos + 4] == b"PK\x01\x02":  # central headers: flag at +8
+        n, m, k = struct.unpack_from("<HHH", data, pos + 28)
+        if data[pos + 46:pos + 46 + n].decode() in encrypted:
+            offsets.append(pos + 8)
+        pos += 46 + n + m + k
+    for offset in offsets:
+        (flags,) = struct.unpack_from("<H", data, offset)
+        struct.pack_into("<H", data, offset, flags | 0x1)
+    return bytes(data)

@@ -6,7 +6,9 @@ nothing here unpickles anything.
 
 from __future__ import annotations
 
+import base64
 import io
+import pickle
 import struct
 import zipfile
 
@@ -206,8 +208,6 @@ def get0(i: int) -> bytes:
 def legacy_torch(obj_pickle: bytes, raw_tail: bytes) -> bytes:
     """The legacy ``torch.save`` layout: magic, protocol version, sys info, the object,
     storage keys (each its own pickle), then raw storage bytes."""
-    import pickle
-
     return (pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2) + pickle.dumps(1001, protocol=2)
             + pickle.dumps({"protocol_version": 1001, "little_endian": True}, protocol=2)
             + obj_pickle + pickle.dumps(["0"], protocol=2) + raw_tail)
@@ -231,3 +231,26 @@ def frame_straddle_call() -> bytes:
     unpickler reads on across the frame's end, ``Lib/pickle.py`` refuses the opcode."""
     body = stack_global("os", "system") + ustr("x") + TUPLE1 + REDUCE + STOP
     return framed(body, len(ustr("os")) + 3)
+
+
+# ---- pickles inside pickles -----------------------------------------------------------
+
+ENCODERS = {
+    "raw": lambda b: b,
+    "hex": lambda b: b.hex(),
+    "base64": lambda b: base64.b64encode(b).decode(),
+}
+
+
+def nested_pickle(inner: bytes, encoding: str, protocol: int = 4) -> bytes:
+    """A plain dict pickled with ``protocol`` whose value holds ``inner`` as bytes (``raw``),
+    a hex string or a base64 string: no loader global, only the nesting shows ``inner``."""
+    return pickle.dumps({"weights": [1.0, 2.0], "extra": ENCODERS[encoding](inner)},
+                        protocol=protocol)
+
+
+def wrap(data: bytes, times: int) -> bytes:
+    """``data`` as the value of a dict pickle, ``times`` deep."""
+    for _ in range(times):
+        data = pickle.dumps({"x": data}, protocol=4)
+    return data

@@ -4,12 +4,10 @@ declared sizes before anything is unpacked) and encrypted members (zip and 7z) r
 
 from __future__ import annotations
 
-import io
-import struct
-import zipfile
 from pathlib import Path
 
 import pytest
+from format_builders import MALICIOUS, encrypted_zip, seven_zip
 
 from mlthreat.scan.findings import Limits
 from mlthreat.scan.scanner import Scanner
@@ -17,33 +15,21 @@ from mlthreat.scan.sniff import CONTAINERS, sniff
 
 py7zr = pytest.importorskip("py7zr")
 
-# GLOBAL os.system; MARK; STRING 'id'; TUPLE; REDUCE; STOP  (protocol 0, never loaded)
-MALICIOUS = b"cos\nsystem\n(S'id'\ntR."
-
-
-def _7z(path: Path, members: dict[str, bytes], password: str | None = None,
-        header_encryption: bool = False) -> Path:
-    with py7zr.SevenZipFile(path, "w", password=password,
-                            header_encryption=header_encryption) as archive:
-        for name, data in members.items():
-            archive.writestr(data, name)
-    return path
-
-
 def _records(report, root: Path) -> dict[str, tuple[str | None, str]]:  # type: ignore[no-untyped-def]
     """Each file's (format, verdict), by its name under ``root``."""
     return {r.path.removeprefix(f"{root}/"): (r.format, r.verdict) for r in report.files}
 
 
 def test_7z_is_sniffed_as_a_container(tmp_path: Path) -> None:
-    path = _7z(tmp_path / "a.7z", {"x.pkl": MALICIOUS})
+    path = seven_zip(tmp_path / "a.7z", {"x.pkl": MALICIOUS})
     with path.open("rb") as fh:
         assert sniff(fh) == "7z"
     assert "7z" in CONTAINERS
 
 
 def test_payload_pickle_in_7z_is_found_under_its_member_name(tmp_path: Path) -> None:
-    path = _7z(tmp_path / "a.7z", {"x.pkl": MALICIOUS, "docs/card.md": b"# a model card\n"})
+    path = seven_zip(tmp_path / "a.7z", {"x.pkl": MALICIOUS,
+                                         "docs/card.md": b"# a model card\n"})
     report = Scanner(engines=()).run([path])
     [finding] = [f for f in report.findings if f.severity == "critical"]
     assert (finding.path, finding.symbol) == (f"{path}!x.pkl", "os.system")
@@ -56,7 +42,7 @@ def test_payload_pickle_in_7z_is_found_under_its_member_name(tmp_path: Path) -> 
 
 def test_7z_bomb_refused_from_declared_sizes_before_unpacking(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bomb = _7z(tmp_path / "bomb.7z", {"zeros.bin": bytes(8 << 20)})
+    bomb = seven_zip(tmp_path / "bomb.7z", {"zeros.bin": bytes(8 << 20)})
     assert bomb.stat().st_size < 4096  # 8 MiB declared from a few hundred bytes
 
     def never(*args: object, **kwargs: object) -> None:
@@ -69,51 +55,35 @@ def test_7z_bomb_refused_from_declared_sizes_before_unpacking(
         "archive.bomb", "high", 8 << 20)
     assert _records(report, tmp_path) == {"bomb.7z": ("7z", "error")}
     # the unpacked-bytes budget is checked on declared sizes too
-    small = _7z(tmp_path / "small.7z", {"a.pkl": MALICIOUS, "b.pkl": MALICIOUS})
+    small = seven_zip(tmp_path / "small.7z", {"a.pkl": MALICIOUS, "b.pkl": MALICIOUS})
     report = Scanner(engines=(), limits=Limits(max_unpacked_bytes=len(MALICIOUS))).run([small])
     assert [f.rule for f in report.findings] == ["archive.bomb"]
 
 
 def test_7z_member_count_and_depth_bounds(tmp_path: Path) -> None:
-    path = _7z(tmp_path / "many.7z", {f"{i}.pkl": MALICIOUS for i in range(4)})
+    path = seven_zip(tmp_path / "many.7z", {f"{i}.pkl": MALICIOUS for i in range(4)})
     report = Scanner(engines=(), limits=Limits(max_members=2)).run([path])
     assert [f.rule for f in report.findings if f.rule.startswith("archive.")] == [
         "archive.too-many-members"]
     assert len([f for f in report.findings if f.severity == "critical"]) == 2
-    inner = _7z(tmp_path / "inner.7z", {"x.pkl": MALICIOUS})
-    outer = _7z(tmp_path / "outer.7z", {"inner.7z": inner.read_bytes()})
+    inner = seven_zip(tmp_path / "inner.7z", {"x.pkl": MALICIOUS})
+    outer = seven_zip(tmp_path / "outer.7z", {"inner.7z": inner.read_bytes()})
     report = Scanner(engines=(), limits=Limits(max_depth=1)).run([outer])
     assert [(Path(f.path).name, f.rule) for f in report.findings] == [
         ("outer.7z!inner.7z", "archive.too-deep")]
 
 
 def test_corrupt_7z_is_unparseable(tmp_path: Path) -> None:
-    good = _7z(tmp_path / "good.7z", {"x.pkl": MALICIOUS}).read_bytes()
+    good = seven_zip(tmp_path / "good.7z", {"x.pkl": MALICIOUS}).read_bytes()
     bad = tmp_path / "bad.7z"
     bad.write_bytes(good[:40])
     [finding] = Scanner(engines=()).run([bad]).findings
     assert (finding.rule, finding.severity) == ("scan.unparseable", "high")
 
 
-def _encrypted_zip() -> bytes:
-    """A zip whose member ``secret.pkl`` has the encrypted flag (bit 0) set in its local and
-    central headers (the bytes stay plain: the flag is what a reader goes by)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr("secret.pkl", MALICIOUS)
-        zf.writestr("plain.pkl", MALICIOUS)
-    data = bytearray(buf.getvalue())
-    local = data.find(b"PK\x03\x04")
-    central = data.find(b"PK\x01\x02")
-    for offset in (local + 6, central + 8):  # general-purpose flag of the first member
-        (flags,) = struct.unpack_from("<H", data, offset)
-        struct.pack_into("<H", data, offset, flags | 0x1)
-    return bytes(data)
-
-
 def test_encrypted_zip_member_is_medium_encrypted_not_corrupt(tmp_path: Path) -> None:
     path = tmp_path / "bundle.zip"
-    path.write_bytes(_encrypted_zip())
+    path.write_bytes(encrypted_zip())
     report = Scanner(engines=()).run([path])
     by_rule = {f.rule: f for f in report.findings}
     assert set(by_rule) == {"archive.encrypted", "pickle.dangerous-global"}
@@ -128,7 +98,7 @@ def test_encrypted_zip_member_is_medium_encrypted_not_corrupt(tmp_path: Path) ->
 
 @pytest.mark.parametrize("header", [False, True])
 def test_encrypted_7z_is_medium_encrypted(tmp_path: Path, header: bool) -> None:
-    path = _7z(tmp_path / "s.7z", {"x.pkl": MALICIOUS}, password="pw",
+    path = seven_zip(tmp_path / "s.7z", {"x.pkl": MALICIOUS}, password="pw",
                header_encryption=header)
     [finding] = Scanner(engines=()).run([path]).findings
     assert (finding.rule, finding.severity) == ("archive.encrypted", "medium")

@@ -98,19 +98,14 @@ def test_frame_inside_a_frame() -> None:
 
 # ---- pickles inside pickles -----------------------------------------------------------
 
-ENCODERS = {
-    "raw": lambda b: b,
-    "hex": lambda b: b.hex(),
-    "base64": lambda b: base64.b64encode(b).decode(),
-}
+ENCODERS = pb.ENCODERS
 
 
 @pytest.mark.parametrize("protocol", [0, 2, 4])
 @pytest.mark.parametrize("encoding", list(ENCODERS))
 def test_nested_pickle_found_with_its_path(encoding: str, protocol: int) -> None:
     # A plain dict value, no loader global: only the nesting shows the payload.
-    data = pickle.dumps({"weights": [1.0, 2.0], "extra": ENCODERS[encoding](EVIL)},
-                        protocol=protocol)
+    data = pb.nested_pickle(EVIL, encoding, protocol)
     found = scan_bytes(data)
     assert rules(found) == {("pickle.dangerous-global", "critical", "os.system")}
     f = found[0]
@@ -145,17 +140,11 @@ def test_text_and_digests_are_not_pickles() -> None:
     assert scan_bytes(data) == []
 
 
-def wrap(data: bytes, times: int) -> bytes:
-    for _ in range(times):
-        data = pickle.dumps({"x": data}, protocol=4)
-    return data
-
-
 def test_nesting_depth_bound() -> None:
-    found = scan_bytes(wrap(EVIL, 3))
+    found = scan_bytes(pb.wrap(EVIL, 3))
     assert rules(found) == {("pickle.dangerous-global", "critical", "os.system")}
     assert found[0].path.count("#inner[") == 3
-    found = scan_bytes(wrap(EVIL, 4))
+    found = scan_bytes(pb.wrap(EVIL, 4))
     assert [(f.rule, f.severity, f.path.count("#inner[")) for f in found] == [
         ("pickle.nested-unscanned", "medium", 3)]
 

@@ -1,16 +1,25 @@
-"""The SavedModel and keras_metadata.pb analysers, on protobufs written here by a few lines of
-wire-format encoding (no TensorFlow): field numbers from tensorflow/core/protobuf and
-tensorflow/core/framework (saved_model, meta_graph, graph, node_def, function, attr_value) and
-keras/protobuf/saved_metadata.proto."""
+"""The SavedModel and keras_metadata.pb analysers, on protobufs written by a few lines of
+wire-format encoding (no TensorFlow, see ``format_builders``): field numbers from
+tensorflow/core/protobuf and tensorflow/core/framework (saved_model, meta_graph, graph,
+node_def, function, attr_value) and keras/protobuf/saved_metadata.proto."""
 
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import pytest
-from format_builders import keras_sequential, onnx_model
+from format_builders import (
+    function,
+    keras_metadata,
+    msg,
+    node,
+    num,
+    onnx_model,
+    saved_model,
+    saver_nodes,
+    text,
+)
 
 from mlthreat.scan.findings import TECHNIQUES, Finding, FormatError, Limits
 from mlthreat.scan.formats import savedmodel
@@ -19,70 +28,6 @@ from mlthreat.scan.scanner import Scanner
 from mlthreat.scan.sniff import sniff
 
 UNSAFE = TECHNIQUES["unsafe"]
-
-
-# --- a minimal protobuf writer -------------------------------------------------------------
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def msg(number: int, payload: bytes) -> bytes:
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
-
-
-def text(number: int, value: str) -> bytes:
-    return msg(number, value.encode())
-
-
-def num(number: int, value: int) -> bytes:
-    return varint(number << 3) + varint(value)
-
-
-def node(name: str, op: str, **attrs: bytes) -> bytes:
-    """NodeDef: name 1, op 2, input 3, device 4, attr 5 (entries: key 1, AttrValue 2)."""
-    out = text(1, name) + text(2, op) + text(3, "x:0") + text(4, "/device:CPU:0")
-    for key, value in attrs.items():
-        out += msg(5, text(1, key) + msg(2, value))
-    return out
-
-
-def const(name: str, nbytes: int) -> bytes:
-    """A Const node whose tensor (AttrValue.tensor 8, TensorProto.tensor_content 4) holds
-    ``nbytes`` of weights: the reader must skip them."""
-    return node(name, "Const", dtype=num(6, 1), value=msg(8, num(1, 1) + msg(4, b"\0" * nbytes)))
-
-
-def function(name: str, nodes: list[bytes], signature_last: bool = False) -> bytes:
-    """FunctionDef: signature 1 (OpDef.name 1), node_def 3, ret 4."""
-    sig = msg(1, text(1, name))
-    body = b"".join(msg(3, n) for n in nodes) + msg(4, text(1, "out") + text(2, "y:0"))
-    return body + sig if signature_last else sig + body
-
-
-def saved_model(nodes: list[bytes], functions: tuple[bytes, ...] = (),
-                graphs: int = 1) -> bytes:
-    """SavedModel (version 1, meta_graphs 2) of MetaGraphDefs (meta_info_def 1 with tags 4,
-    graph_def 2, signature_def 5) around one GraphDef (node 1, library 2, versions 4)."""
-    graph = b"".join(msg(1, n) for n in nodes)
-    if functions:
-        graph += msg(2, b"".join(msg(1, f) for f in functions))
-    graph += msg(4, num(1, 1286))
-    meta = msg(1, text(4, "serve") + text(5, "2.16.1")) + msg(2, graph) \
-        + msg(5, text(1, "serving_default") + msg(2, b""))
-    return num(1, 1) + b"".join(msg(2, meta) for _ in range(graphs))
-
-
-def saver_nodes() -> list[bytes]:
-    """What every SavedModel holds: weights and the saver's own file operations."""
-    return [const("dense/kernel", 4096), node("dense/MatMul", "MatMul"),
-            node("saver/SaveV2", "SaveV2"), node("saver/RestoreV2", "RestoreV2"),
-            node("print", "PrintV2", output_stream=text(2, "stderr"))]
 
 
 @pytest.fixture(scope="module")
@@ -171,20 +116,6 @@ def test_onnx_is_not_taken_for_a_saved_model(tmp_path: Path) -> None:
 
 
 # --- keras_metadata.pb ---------------------------------------------------------------------
-
-def keras_metadata(with_lambda: bool) -> bytes:
-    """SavedMetadata (nodes 1) of SavedObjects (node_id 2, node_path 3, identifier 4,
-    metadata 5): the model, whose metadata repeats its layers' configs, then each layer."""
-    config = keras_sequential(with_lambda=with_lambda)
-    model = {"name": "sequential", "class_name": "Sequential", "config": config["config"]}
-    objects = [(0, "root", "_tf_keras_sequential", model)]
-    for i, layer in enumerate(config["config"]["layers"], 1):
-        objects.append((i, f"root.layer-{i}", "_tf_keras_layer",
-                        {"name": layer["config"]["name"], **layer}))
-    return b"".join(msg(1, num(2, i) + text(3, path) + text(4, ident)
-                        + text(5, json.dumps(meta)) + msg(6, num(1, 1)))
-                    for i, path, ident, meta in objects)
-
 
 def test_keras_metadata_lambda_is_critical(policy: Policy) -> None:
     data = keras_metadata(with_lambda=True)

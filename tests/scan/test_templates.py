@@ -11,9 +11,16 @@ import sys
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from format_builders import CHATML, SSTI, safetensors_bytes
+from format_builders import (
+    CHATML,
+    SSTI,
+    TOOL_SSTI,
+    hf_model_folder,
+    serving_yaml,
+    tokenizer_config,
+    write,
+)
 
 from mlthreat.scan.findings import TECHNIQUES, Finding, FormatError, Limits
 from mlthreat.scan.formats import gguf, templates
@@ -22,7 +29,6 @@ from mlthreat.scan.scanner import Scanner
 from mlthreat.scan.sniff import sniff
 
 UNSAFE = TECHNIQUES["unsafe"]
-TOOL_SSTI = "{{ joiner.__init__.__globals__.os.system('id') }}"
 
 
 @pytest.fixture(scope="module")
@@ -48,23 +54,6 @@ def check(path: Path, policy: Policy) -> tuple[str | None, list[Finding]]:
 
 def summary(findings: list[Finding]) -> list[tuple[str, str, str, str, str]]:
     return sorted((f.rule, f.severity, f.symbol, f.technique, f.location) for f in findings)
-
-
-def tokenizer_config(template: object) -> str:
-    return json.dumps({"add_bos_token": True, "bos_token": "<s>", "chat_template": template,
-                       "model_max_length": 4096, "tokenizer_class": "LlamaTokenizer",
-                       "added_tokens_decoder": {"0": {"content": "<unk>", "special": True}}},
-                      indent=2)
-
-
-def write(folder: Path, name: str, content: str | bytes) -> Path:
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, str):
-        path.write_text(content, encoding="utf-8")
-    else:
-        path.write_bytes(content)
-    return path
 
 
 # --- each kind of file ---------------------------------------------------------------------
@@ -116,8 +105,7 @@ def test_jinja_file(tmp_path: Path, policy: Policy, name: str) -> None:
 
 
 def test_yaml_config(tmp_path: Path, policy: Policy) -> None:
-    yaml_text = ("base_model: meta-llama/Llama-3-8B\nserving:\n  port: 8000\n"
-                 "  chat_template: |\n    {{ self.__init__.__globals__.__builtins__ }}\n")
+    yaml_text = serving_yaml("{{ self.__init__.__globals__.__builtins__ }}")
     fmt, found = check(write(tmp_path, "serve.yaml", yaml_text), policy)
     assert (fmt, summary(found)) == ("template-config", [
         ("template.template-code", "critical", "self", UNSAFE,
@@ -162,13 +150,7 @@ def test_gguf_uses_the_shared_check() -> None:
 # --- a model folder ------------------------------------------------------------------------
 
 def model_folder(tmp_path: Path) -> Path:
-    folder = tmp_path / "model"
-    write(folder, "model.safetensors",
-          safetensors_bytes({"w": np.zeros((2, 2), np.float32)}))
-    write(folder, "config.json", json.dumps({"architectures": ["LlamaForCausalLM"]}))
-    write(folder, "README.md", "Chat with {{ messages }}\n")
-    write(folder, "tokenizer_config.json", tokenizer_config(SSTI))
-    return folder
+    return hf_model_folder(tmp_path / "model", SSTI)
 
 
 def test_folder_with_malicious_tokenizer_config(tmp_path: Path) -> None:
