@@ -195,10 +195,12 @@ def test_ood_flags_random_queries_and_no_benign(world):
           f"fraction threshold {det.params['fraction']}, cutoff {det.calibration()['cutoff']:.2f}")
 
 
-def test_ood_requires_calibration_and_matching_dimension(world):
+def test_ood_holds_back_until_calibrated_and_checks_dimension(world):
     b = make_batch([0.0], ["c"], np.zeros((1, 64)), [0])
-    with pytest.raises(CalibrationError, match="ood needs calibrate"):
-        OodDetector().observe(b)
+    held = OodDetector()
+    assert held.observe(b) == [] and held.finish() == []  # one client: no population to learn
+    (status,) = held.statuses()
+    assert status.verdict == "untested" and "no benign model yet" in status.reason
     det = calibrated_ood(world)
     with pytest.raises(CalibrationError, match="dimension"):
         det.observe(make_batch([0.0], ["c"], np.zeros((1, 10)), [0]))

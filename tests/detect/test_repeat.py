@@ -182,7 +182,7 @@ def test_cli_state_keeps_the_repeat_windows(tmp_path, x):
 
     assert cli(one).returncode == 0
     saved = json.loads(state.read_text())["detectors"]
-    assert set(saved) == {"prada", "blacklight", "volume", "repeat"}
+    assert set(saved) == {"prada", "blacklight", "volume", "repeat", "ood", "coverage"}
     (client,) = saved["repeat"]["state"]["clients"]
     assert (client["n"], client["peak"], len(client["recent"])) == (10, 9, 10)
     res = cli(two)

@@ -39,12 +39,16 @@ DETECTORS: dict[str, str] = {
     "volume": "mlthreat.detect.detectors.volume:VolumeDetector",
     "knn": "mlthreat.detect.detectors.knn:KnnDetector",
     "repeat": "mlthreat.detect.detectors.repeat:RepeatDetector",
+    "coverage": "mlthreat.detect.detectors.coverage:CoverageDetector",
 }
 
 
-# What runs when none are named: the detectors that work without calibration. ``ood`` learns
-# the benign distribution first; ``knn`` is the slower alternative to ``blacklight``.
-DEFAULT_DETECTORS: tuple[str, ...] = ("prada", "blacklight", "volume", "repeat")
+# What runs when none are named: the detectors that work without a calibration file. ``ood``
+# learns the benign distribution from the log itself unless a calibration is loaded (on the
+# assumption that most clients are benign; see its docstring); ``knn`` is the slower
+# alternative to ``blacklight``.
+DEFAULT_DETECTORS: tuple[str, ...] = ("prada", "blacklight", "volume", "repeat", "ood",
+                                      "coverage")
 
 
 def build_detectors(names: Iterable[str] | None = None,
@@ -162,6 +166,13 @@ def run_detectors(batches: Iterable[EventBatch], detectors: list[Detector], kb: 
         for detection in found:
             admit(result, detection, suppressors[detection.detector], kb,
                   include_inputs=include_inputs, on_alert=on_alert)
+    # the end of the log: detectors that hold events back (``ood`` learning its benign model
+    # from the log) score them now
+    tail = [d for detector in detectors for d in detector.finish()]
+    tail.sort(key=lambda d: d.last_seen)
+    for detection in tail:
+        admit(result, detection, suppressors[detection.detector], kb,
+              include_inputs=include_inputs, on_alert=on_alert)
     for detector in detectors:
         result.statuses.extend(detector.statuses())
     totals: dict[str, int] = {}

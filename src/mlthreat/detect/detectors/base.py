@@ -125,6 +125,11 @@ class Detector:
         """Feed events (time order); return the detections they complete."""
         raise NotImplementedError
 
+    def finish(self) -> list[Detection]:
+        """The end of the log: return detections of events held back so far (a detector
+        that learns from the log's population before scoring); the default holds none."""
+        return []
+
     def statuses(self) -> list[ClientStatus]:
         """Every tracked client's verdict so far."""
         raise NotImplementedError

@@ -14,9 +14,38 @@ cut-off reaches ``fraction``.
 clients; ``calibrate`` lowers it to the smallest ``k / min_queries`` whose binomial tail
 probability for a benign client is at most ``target_fpr`` (it never raises it above 0.5).
 
-The detector cannot work without a benign model: ``observe`` before ``calibrate`` (or
-``load_calibration``) raises CalibrationError rather than silently learning from whatever
-traffic arrives first, which may be the attack.
+Calibration from the log itself (the default when no calibration is loaded)
+----------------------------------------------------------------------------
+Without ``calibrate`` or ``load_calibration`` the detector learns the benign model from the
+population of the log it is reading. It holds back the first ``warmup_events`` events (default
+2,000) until they come from at least ``warmup_clients`` (default 10) clients, fits on them, then
+scores the held-back events and everything after them, so no query goes unscored (a detection
+of a held-back query carries that query's own time and count). The fit is robust:
+
+1. each client contributes at most ``fit_per_client`` (50) queries, so the model is one of the
+   population of clients, not of the busiest one (an extraction burst of 447 queries weighs
+   no more than a benign client);
+2. a Ledoit-Wolf model is fitted on all of them and each client is scored by the median
+   Mahalanobis distance of its queries; clients above the ``1 - trim`` quantile (top 5 %) of
+   those scores, or more than 3 scaled MADs above their median, are dropped; this is done
+   twice (refit on the rest, rescore, drop again);
+3. the final model and the cut-off (the ``quantile`` of out-of-sample distances, two-fold
+   *by client*, so a client's near-duplicates never score their own fold) come from the
+   clients kept. ``fraction`` stays at its default.
+
+The assumption is that **most clients in the warm-up are benign**. It fails when attackers
+are a large share of the first clients (a log that starts with an attack campaign, or a model
+served mostly to one automated caller): an attack that makes up more than the trimmed share of
+the warm-up population becomes part of "benign" and is not flagged, and a model whose clients
+are all alike in an unusual way flags none of them. If that can happen, calibrate on traffic
+known to be benign (``mlthreat detect calibrate``): a loaded calibration always wins, and
+the one learnt from the log is kept in ``calibration()`` (``"source": "log"``) so a state file
+carries it. A log with fewer than ``warmup_clients`` clients is scored at its end
+(:meth:`OodDetector.finish`) if it has that many clients and at least ``2 (d + 1)`` events,
+else its clients are reported ``untested`` with the reason. The warm-up needs the whole
+population in one process: on the Spark engine, which runs each client on its own, an
+uncalibrated ``ood`` never sees ``warmup_clients`` clients and reports every client
+``untested``; calibrate it there.
 
 References
 ----------
@@ -59,6 +88,74 @@ def _mahalanobis(x: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.n
 
 
 
+def _int_at_least(v: Any, low: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _client_scores(d: np.ndarray, owner: np.ndarray, n_owners: int) -> np.ndarray:
+    """Median of ``d`` per owner (``owner`` in ``0 .. n_owners - 1``)."""
+    out = np.full(n_owners, np.nan)
+    order = np.argsort(owner, kind="stable")
+    bounds = np.searchsorted(owner[order], np.arange(n_owners + 1))
+    for o in range(n_owners):
+        part = d[order[bounds[o]:bounds[o + 1]]]
+        if part.size:
+            out[o] = float(np.median(part))
+    return out
+
+
+def robust_fit(x: np.ndarray, owner: np.ndarray, *, trim: float, per_client: int,
+               quantile: float, rounds: int = 2) -> dict[str, Any]:
+    """A benign model from a population of clients most of whom are benign.
+
+    Parameters
+    ----------
+    x : ndarray [n, d] float64
+        Queries, in time order.
+    owner : ndarray [n] int
+        Client index of each query (``0 .. k - 1``).
+    trim, per_client, quantile
+        As :class:`OodDetector`'s parameters.
+
+    Returns
+    -------
+    dict
+        ``mean`` [d], ``precision`` [d, d], ``cutoff`` (Mahalanobis distance), the number of
+        ``events`` and ``clients`` kept and of clients ``excluded``.
+    """
+    n_owners = int(owner.max()) + 1 if owner.size else 0
+    # at most per_client queries per client: the first ones it sent
+    order = np.argsort(owner, kind="stable")
+    rank = np.empty(len(owner), dtype=np.int64)
+    starts = np.searchsorted(owner[order], owner[order])
+    rank[order] = np.arange(len(owner)) - starts
+    use = rank < per_client
+    x, owner = x[use], owner[use]
+    keep = np.ones(n_owners, dtype=bool)
+    for _ in range(rounds):
+        rows = keep[owner]
+        mean, precision = _fit(x[rows])
+        score = _client_scores(_mahalanobis(x, mean, precision), owner, n_owners)
+        med = float(np.nanmedian(score))
+        mad = 1.4826 * float(np.nanmedian(np.abs(score - med)))
+        limit = min(float(np.nanquantile(score, 1.0 - trim)) if trim > 0 else np.inf,
+                    med + 3.0 * mad if mad > 0 else np.inf)
+        keep = score <= max(limit, med)
+    rows = keep[owner]
+    xk, ok = x[rows], owner[rows]
+    kept = np.flatnonzero(keep)
+    fold = np.isin(ok, kept[np.random.default_rng(0).permutation(len(kept))[: len(kept) // 2]])
+    a, b = xk[fold], xk[~fold]
+    if min(len(a), len(b)) >= 2:
+        oos = np.concatenate([_mahalanobis(b, *_fit(a)), _mahalanobis(a, *_fit(b))])
+    else:  # too few clients to split: in-sample (optimistic) distances
+        oos = _mahalanobis(xk, *_fit(xk))
+    mean, precision = _fit(xk)
+    return {"mean": mean, "precision": precision, "cutoff": float(np.quantile(oos, quantile)),
+            "events": len(xk), "clients": len(kept),
+            "excluded": int(n_owners - len(kept))}
+
+
 def _new_client(ts: float) -> list[Any]:
     # first seen, last seen, queries, queries outside, flagged
     return [ts, ts, 0, 0, False]
@@ -74,14 +171,20 @@ class OodDetector(Detector):
         Flag when at least this fraction of a client's queries lie beyond the cut-off.
     min_queries : int, default 20
         Queries a client must send before it is tested.
+    warmup_events, warmup_clients : int, default 2000, 10
+        Without a loaded calibration: events (and distinct clients among them) held back to
+        learn the benign model from the log itself (module docstring).
+    trim : float, default 0.05
+        Share of the most anomalous warm-up clients left out of that fit.
+    fit_per_client : int, default 50
+        Queries one client contributes to that fit at most.
     max_clients : int, default 100_000
         Tracked clients; the longest-idle one is evicted first and counted in ``evicted``.
 
     Raises
     ------
     CalibrationError
-        From ``observe`` when the detector has no benign model, or when the input dimension
-        differs from the calibration's.
+        From ``observe`` when the input dimension differs from the calibration's.
 
     References
     ----------
@@ -98,12 +201,18 @@ class OodDetector(Detector):
     technique: ClassVar[str] = "AML.T0024.002"
     related: ClassVar[tuple[str, ...]] = ("AML.T0043.001",)
     defaults: ClassVar[dict[str, Any]] = {"quantile": 0.99, "fraction": 0.5,
-                                          "min_queries": 20, "max_clients": 100_000}
+                                          "min_queries": 20, "warmup_events": 2000,
+                                          "warmup_clients": 10, "trim": 0.05,
+                                          "fit_per_client": 50, "max_clients": 100_000}
     _constraints: ClassVar[dict[str, Any]] = {
         **Detector._constraints,
         "quantile": (lambda v: isinstance(v, float) and 0.5 <= v < 1, "must be in [0.5, 1)"),
         "fraction": (lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "must be in (0, 1]"),
         "min_queries": (lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1"),
+        "warmup_events": (lambda v: _int_at_least(v, 2), "must be an integer >= 2"),
+        "warmup_clients": (lambda v: _int_at_least(v, 2), "must be an integer >= 2"),
+        "trim": (lambda v: isinstance(v, (int, float)) and 0 <= v < 0.5, "must be in [0, 0.5)"),
+        "fit_per_client": (lambda v: _int_at_least(v, 1), "must be an integer >= 1"),
     }
 
     def __init__(self, **params: Any) -> None:
@@ -115,15 +224,97 @@ class OodDetector(Detector):
         self._precision: np.ndarray | None = None
         self._cutoff = math.inf
         self._calibration: dict[str, Any] = {}
+        # warm-up of the calibration from the log: held-back events, in order
+        self._held: list[tuple[str, str, float, np.ndarray]] = []
+        self._held_clients: dict[tuple[str, str], int] = {}
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether a benign model is in place (loaded, calibrated or learnt from the log)."""
+        return self._mean is not None
 
     def observe(self, batch: EventBatch) -> list[Detection]:
-        """Score the batch's queries in one vectorised pass; return completed detections."""
+        """Score the batch's queries in one vectorised pass; return completed detections.
+
+        Without a benign model the events are held back until the warm-up is complete (module
+        docstring), then scored with the rest."""
         self.validate()
-        if self._mean is None or self._precision is None:
-            raise CalibrationError("ood needs calibrate(...) on benign traffic")
         if len(batch) == 0:
             return []
         x = np.asarray(batch.x, dtype=np.float64).reshape(len(batch), -1)
+        if self._mean is not None:  # held-back events (if a calibration came late) first
+            return self._replay_held() + self._score(batch, x)
+        if self._held and x.shape[1] != self._held[0][3].size:
+            line = "" if batch.line is None else f" (line {int(batch.line[0])} of {batch.source})"
+            raise CalibrationError(f"ood: input dimension {x.shape[1]} does not match the "
+                                   f"held-back events' {self._held[0][3].size}{line}")
+        need_e, need_c = int(self.params["warmup_events"]), int(self.params["warmup_clients"])
+        cids, mids = batch.client_id.tolist(), batch.model_id.tolist()
+        for i in range(len(batch)):
+            key = (cids[i], mids[i])
+            self._held.append((cids[i], mids[i], float(batch.ts[i]), x[i].copy()))
+            self._held_clients[key] = self._held_clients.get(key, 0) + 1
+            if len(self._held) >= need_e and len(self._held_clients) >= need_c:
+                out = self._fit_held()
+                rest = batch.take(np.arange(i + 1, len(batch)))
+                if len(rest):
+                    out += self._score(rest, x[i + 1:])
+                return out
+            if len(self._held) > 4 * need_e:  # too few clients for too long: keep the newest
+                cid, mid, _, _ = self._held.pop(0)
+                self._held_clients[(cid, mid)] -= 1
+                if not self._held_clients[(cid, mid)]:
+                    del self._held_clients[(cid, mid)]
+        return []
+
+    def finish(self) -> list[Detection]:
+        """At the end of a log: learn the benign model from the held-back events if the
+        warm-up never completed (at least ``warmup_clients`` clients and ``2 (d + 1)``
+        events), and score them. Returns their detections."""
+        if not self._held:
+            return []
+        if self._mean is not None:
+            return self._replay_held()
+        if len(self._held_clients) < int(self.params["warmup_clients"]) or \
+                len(self._held) < 2 * (self._held[0][3].size + 1):
+            return []
+        return self._fit_held()
+
+    def _fit_held(self) -> list[Detection]:
+        held = self._held
+        x = np.stack([h[3] for h in held])
+        index: dict[tuple[str, str], int] = {}
+        owner = np.array([index.setdefault((h[0], h[1]), len(index)) for h in held])
+        fit = robust_fit(x, owner, trim=float(self.params["trim"]),
+                         per_client=int(self.params["fit_per_client"]),
+                         quantile=float(self.params["quantile"]))
+        self.load_calibration({"detector": self.name, "source": "log",
+                               "mean": fit["mean"].tolist(),
+                               "precision": fit["precision"].tolist(), "cutoff": fit["cutoff"],
+                               "fraction": float(self.params["fraction"]),
+                               "quantile": float(self.params["quantile"]),
+                               "events": fit["events"], "clients": fit["clients"],
+                               "excluded_clients": fit["excluded"]})
+        return self._replay_held()
+
+    def _replay_held(self) -> list[Detection]:
+        """Score the held-back events, in order, with the benign model now in place."""
+        held = self._held
+        if not held:
+            return []
+        self._held, self._held_clients = [], {}
+        x = np.stack([h[3] for h in held])
+        from mlthreat.detect.batch import EventBatch
+
+        n = len(held)
+        replay = EventBatch(ts=np.array([h[2] for h in held]),
+                            client_id=np.array([h[0] for h in held], dtype=object),
+                            model_id=np.array([h[1] for h in held], dtype=object),
+                            x=x, label=np.full(n, -1, dtype=np.int64))
+        return self._score(replay, x)
+
+    def _score(self, batch: EventBatch, x: np.ndarray) -> list[Detection]:
+        assert self._mean is not None and self._precision is not None
         if x.shape[1] != self._mean.shape[0]:
             line = "" if batch.line is None else f" (line {int(batch.line[0])} of {batch.source})"
             raise CalibrationError(f"ood: input dimension {x.shape[1]} does not match the "
@@ -150,11 +341,12 @@ class OodDetector(Detector):
                     unit="fraction of queries beyond the benign Mahalanobis cut-off",
                     evidence={"outside": st[3], "queries": st[2],
                               "mahalanobis_cutoff": round(self._cutoff, 6),
-                              "quantile": self.params["quantile"]}))
+                              "quantile": self.params["quantile"],
+                              "benign_model": self._calibration.get("source", "calibration")}))
         return out
 
     def statuses(self) -> list[ClientStatus]:
-        """Every tracked client's verdict so far."""
+        """Every tracked client's verdict so far (held-back clients are ``untested``)."""
         min_q = int(self.params["min_queries"])
         out = []
         for (cid, mid), st in self._clients.items():
@@ -165,6 +357,13 @@ class OodDetector(Detector):
             else:
                 verdict, reason = "clear", f"{st[3]}/{st[2]} queries out of distribution"
             out.append(ClientStatus(self.name, cid, mid, verdict, st[2], reason))
+        if self._held_clients:
+            why = (f"no benign model yet: learning it from the log needs "
+                   f"{self.params['warmup_events']} events from {self.params['warmup_clients']} "
+                   f"clients, the log has shown {len(self._held)} from "
+                   f"{len(self._held_clients)} (or calibrate)")
+            for (cid, mid), n in self._held_clients.items():
+                out.append(ClientStatus(self.name, cid, mid, "untested", n, why))
         return out
 
     def calibrate(self, benign: Iterable[EventBatch], target_fpr: float) -> dict[str, Any]:
@@ -202,9 +401,17 @@ class OodDetector(Detector):
         return self.calibration()
 
     def calibration(self) -> dict[str, Any]:
-        return dict(self._calibration)
+        """The benign model in use; before one is learnt from the log,
+        ``{"detector": "ood", "source": "log", "pending": True}`` (loading that back keeps
+        the detector learning from the log)."""
+        return dict(self._calibration) or {"detector": self.name, "source": "log",
+                                           "pending": True}
 
     def load_calibration(self, data: dict[str, Any]) -> None:
+        if data.get("pending") and data.get("source") == "log" and "mean" not in data:
+            self._mean, self._precision, self._cutoff = None, None, math.inf
+            self._calibration = {}
+            return
         try:
             mean = np.asarray(data["mean"], dtype=np.float64)
             precision = np.asarray(data["precision"], dtype=np.float64)
@@ -219,10 +426,18 @@ class OodDetector(Detector):
         self._calibration = dict(data)
 
     def checkpoint(self) -> dict[str, Any]:
-        """Per-client counters, longest-idle first, as JSON-ready data."""
+        """Per-client counters, longest-idle first, and the events held back for learning
+        the benign model from the log (``held``: client, model, time, input), as JSON-ready
+        data."""
         return {"detector": self.name, "evicted": self.evicted,
-                "clients": [[cid, mid, *st] for (cid, mid), st in self._clients.items()]}
+                "clients": [[cid, mid, *st] for (cid, mid), st in self._clients.items()],
+                "held": [[cid, mid, ts, x.tolist()] for cid, mid, ts, x in self._held]}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.evicted = int(state["evicted"])
         self._clients = OrderedDict(((r[0], r[1]), list(r[2:])) for r in state["clients"])
+        self._held = [(str(r[0]), str(r[1]), float(r[2]), np.asarray(r[3], dtype=np.float64))
+                      for r in state.get("held", [])]
+        self._held_clients = {}
+        for cid, mid, _, _ in self._held:
+            self._held_clients[(cid, mid)] = self._held_clients.get((cid, mid), 0) + 1

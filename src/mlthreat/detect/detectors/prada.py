@@ -25,6 +25,23 @@ An exact retry of a growing-set member (distance 0) records no distance: retries
 client behaviour, and a handful of zeros alone drags natural traffic's W below δ (with them,
 benign clients' lowest W fell to 0.935).
 
+Which technique: extraction or evasion
+---------------------------------------
+A skewed distance distribution is what PRADA was built to see in extraction, but a
+decision-based evasion search (HopSkipJump, Chen, Jordan & Wainwright 2020) skews it too: its
+binary searches and gradient estimates are chains of near-duplicates of one input, what
+Blacklight (Li et al. 2022) fingerprints. When a client is flagged, the share of its recorded
+distances below ``near_duplicate`` (default ``None``: ``0.025 * sqrt(d)`` in input units, 0.2
+for 64 values on [0, 1], a third of the step Jacobian-based augmentation with λ = 0.1 takes
+after clipping) decides: at least ``chain_share`` (0.02) of them and the detection is
+AML.T0043.001 (adversarial example crafted by black-box search), else AML.T0024.002. Measured
+on the digits demo (``benchmarks/detection.py``): when flagged (after about 104 queries) the 20
+HopSkipJump clients had 3 % to 80 % of their distances below 0.2; Jacobian-based augmentation
+(distances 0.49-0.9), natural data, uniformly random queries and benign clients none, so the
+margin is thin on the low side (one HopSkipJump client at 3 %). An
+extraction that itself steps by less than ``near_duplicate`` (augmentation with a small λ) is
+reported as evasion: its queries are near-duplicate chains too.
+
 A client whose distances are all identical (Shapiro-Wilk returns ``W = 1``) or have zero
 variance, or who has sent enough queries but mostly exact repeats (a client repeating one query),
 is reported ``untested`` ("degenerate distances"), never clear.
@@ -35,6 +52,8 @@ References
    Stealing Attacks", IEEE EuroS&P 2019. https://arxiv.org/abs/1805.02628
 .. [2] S. S. Shapiro, M. B. Wilk, "An analysis of variance test for normality (complete
    samples)", Biometrika 52, 1965.
+.. [3] H. Li, S. Shan, E. Wenger, J. Zhang, H. Zheng, B. Y. Zhao, "Blacklight: Scalable
+   Defense for Neural Networks against Query-Based Black-Box Attacks", USENIX Security 2022.
 """
 
 from __future__ import annotations
@@ -115,6 +134,12 @@ class PradaDetector(Detector):
         Flag a client when Shapiro-Wilk ``W < delta``.
     min_queries : int, default 100
         Distances a client needs before it is tested (the paper's 100).
+    near_duplicate : float or None, default None
+        L2 distance (input units) below which a distance links near-duplicates; ``None``:
+        ``0.025 * sqrt(d)``.
+    chain_share : float, default 0.02
+        Share of near-duplicate distances at which a flagged client is reported as
+        AML.T0043.001 (a black-box evasion search) rather than AML.T0024.002.
     max_clients : int, default 100_000
         Tracked clients; the longest-idle one is evicted first and counted in ``evicted``.
 
@@ -131,13 +156,19 @@ class PradaDetector(Detector):
 
     name: ClassVar[str] = "prada"
     technique: ClassVar[str] = "AML.T0024.002"
-    related: ClassVar[tuple[str, ...]] = ()
+    related: ClassVar[tuple[str, ...]] = ("AML.T0043.001",)
     defaults: ClassVar[dict[str, Any]] = {"delta": 0.92, "min_queries": 100,
+                                          "near_duplicate": None, "chain_share": 0.02,
                                           "max_clients": 100_000}
     _constraints: ClassVar[dict[str, Any]] = {
         **Detector._constraints,
         "delta": (lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "must be in (0, 1]"),
         "min_queries": (lambda v: isinstance(v, int) and v >= 3, "must be an integer >= 3"),
+        "near_duplicate": (lambda v: v is None or (isinstance(v, (int, float))
+                                                   and not isinstance(v, bool) and v > 0),
+                           "must be None or > 0"),
+        "chain_share": (lambda v: isinstance(v, (int, float)) and 0 < v <= 1,
+                        "must be in (0, 1]"),
     }
 
     def __init__(self, **params: Any) -> None:
@@ -231,12 +262,19 @@ class PradaDetector(Detector):
             client.min_w = w if client.min_w is None else min(client.min_w, w)
             if w < delta:
                 client.flagged = True
+                near = self.params["near_duplicate"]
+                near = 0.025 * np.sqrt(xs.shape[1]) if near is None else float(near)
+                share = float(np.mean(np.asarray(client.distances) < near))
+                chain = share >= float(self.params["chain_share"])
                 out.append((i, Detection(
-                    detector=self.name, technique=self.technique, client_id=key[0],
+                    detector=self.name, technique="AML.T0043.001" if chain else self.technique,
+                    client_id=key[0],
                     model_id=key[1], first_seen=client.first_seen, last_seen=client.last_seen,
                     queries_observed=client.n, score=w, threshold=delta,
                     unit="Shapiro-Wilk W (lower is worse)",
                     evidence={"shapiro_w": round(w, 6), "distances": len(client.distances),
+                              "near_duplicate_share": round(share, 4),
+                              "near_duplicate_distance": round(float(near), 6),
                               "growing_set_size": sum(len(v) for v in client.growing.values())
                               + sum(len(v) for v in new_members.values()),
                               "distance_mean": float(np.mean(client.distances)),
