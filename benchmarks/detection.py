@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 
 EXTRACTION = "attack:AML.T0024.002"
-TARGETS = {"jacobian": 200, "random": 200, "hsj": 20}
+TARGETS = {"jacobian": 200, "random": 200, "hsj": 20, "membership": 50}
 
 
 def answer(model: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -79,10 +79,10 @@ def event(ts: float, client: str, x: np.ndarray, label: Any, scores: np.ndarray,
 
 
 def benign(model: Any, x: np.ndarray, n_clients: int, seed: int, prefix: str,
-           start: float) -> list[dict[str, Any]]:
+           start: float, model_id: str = "demo-mlp") -> list[dict[str, Any]]:
     from mlthreat.detect.evaluate import benign_events
 
-    events = benign_events(x, n_clients=n_clients, model_id="demo-mlp", seed=seed, start=start)
+    events = benign_events(x, n_clients=n_clients, model_id=model_id, seed=seed, start=start)
     inputs = np.asarray([e["input"] for e in events])
     labels, scores = answer(model, inputs)
     labels, scores = labels.tolist(), np.round(scores, 6).tolist()
@@ -180,11 +180,93 @@ def family(client: str) -> str | None:
     if client.endswith("-evaluation"):  # the assessment measuring itself, not traffic
         return None
     for prefix, name in (("jacobian-", "jacobian"), ("random-", "random"),
+                         ("membership-", "membership"),
                          ("demo-mlp-extraction-surrogate", "natural"),
-                         ("demo-mlp-evasion-hopskipjump", "hsj")):
+                         ("demo-mlp-evasion-hopskipjump", "hsj"),
+                         ("art-hsj-", "hsj"), ("art-random-", "random"),
+                         ("art-natural-", "natural"), ("art-membership-", "membership")):
         if client.startswith(prefix):
             return name
     return None
+
+
+# family -> (ATLAS technique it should be reported as, queries by which every client must be)
+GOALS: dict[str, tuple[str, int | None]] = {
+    "hsj": ("AML.T0043.001", 10), "jacobian": ("AML.T0024.002", 200),
+    "random": ("AML.T0024.002", 200), "natural": ("AML.T0024.002", None),
+    "membership": ("AML.T0024.000", 50)}
+
+# today's defaults before issue "Detection that works out of the box": PRADA reporting every
+# client as extraction (a near-duplicate distance of ~0 never matches), no ood, no coverage
+ANCHOR = (("prada", "blacklight", "volume", "repeat"), {"prada": {"near_duplicate": 1e-300}})
+
+
+def defaults_side_by_side(log: Path, kb: Any) -> list[dict[str, Any]]:
+    """The anchor (today's defaults) and the new defaults, each run as deployed (one engine,
+    shared suppression, no calibration file) over ``log``: per family of client, how many
+    were flagged at all, how many with the family's technique, and the worst first-alert
+    query count; benign clients flagged. One dict per (set, family)."""
+    from mlthreat.detect.engine import DEFAULT_DETECTORS, build_detectors, run_detectors
+    from mlthreat.detect.readers import read_events
+
+    clients: dict[str, set[str]] = {}
+    batches = list(read_events(log))
+    for b in batches:
+        for cid in set(b.client_id.tolist()):
+            fam = family(cid) or ("benign" if cid.startswith("benign-") else None)
+            if fam is not None:
+                clients.setdefault(fam, set()).add(cid)
+    rows = []
+    for label, names, params in (("anchor", *ANCHOR), ("new defaults", DEFAULT_DETECTORS, {})):
+        t = time.perf_counter()
+        res = run_detectors(iter(batches), build_detectors(names, params), kb,
+                            suppression_window=float("inf"))
+        took = time.perf_counter() - t
+        alerts: dict[str, list[Any]] = {}
+        for a in res.alerts:
+            alerts.setdefault(a.client_id, []).append(a)
+        for fam in [*GOALS, "benign"]:
+            members = clients.get(fam, set())
+            if not members:
+                continue
+            want, limit = GOALS.get(fam, ("", None))
+            first_any = [min(a.queries_observed for a in alerts[c]) for c in members
+                         if c in alerts]
+            first_tech = [min(a.queries_observed for a in alerts[c] if a.technique == want)
+                          for c in members if any(a.technique == want for a in alerts.get(c, []))]
+            by = sorted({f"{a.detector}:{a.technique}" for c in members
+                         for a in alerts.get(c, [])})
+            row: dict[str, Any] = {"set": label, "log": log.name, "family": fam,
+                                   "clients": len(members), "flagged": len(first_any),
+                                   "worst_queries": max(first_any) if first_any else None}
+            if fam == "benign":
+                row["goal_met"] = not first_any
+            else:
+                row.update({"technique": want, "flagged_as_technique": len(first_tech),
+                            "worst_queries_as_technique": max(first_tech) if first_tech
+                            else None, "limit": limit})
+                if limit is not None:
+                    row["goal_met"] = len(first_any) == len(members) and \
+                        max(first_any) <= limit
+                else:  # natural-data extraction: at least half, as the technique
+                    row["goal_met"] = 2 * len(first_tech) >= len(members)
+            row["alerts_by"] = by
+            row["seconds"] = round(took, 1)
+            rows.append(row)
+    return rows
+
+
+def membership_client(client: str, model: Any, records: np.ndarray, rng: np.random.Generator,
+                      start: float, copies: int = 10, noise: float = 0.02
+                      ) -> list[dict[str, Any]]:
+    """Label-only membership probing, augmentation form (Choquette-Choo et al. 2021): each
+    record, then ``copies - 1`` copies with Gaussian noise (sd ``noise``), at 1 query/s."""
+    rounds = [np.clip(np.concatenate([r[None], r + rng.normal(0, noise, (copies - 1, r.size))]),
+                      0.0, 1.0) for r in records]
+    out = timed(client, rounds, model, rng, start, pause=0.0)
+    for e in out:
+        e["truth"] = "attack:AML.T0024.000"
+    return out
 
 
 def qualified(batches: Any) -> Any:
@@ -213,7 +295,12 @@ class Recording:
         return getattr(self._inner, name)
 
     def observe(self, batch: Any) -> list[Any]:
-        out = self._inner.observe(batch)
+        return self._note(self._inner.observe(batch))
+
+    def finish(self) -> list[Any]:
+        return self._note(self._inner.finish())
+
+    def _note(self, out: list[Any]) -> list[Any]:
         for d in out:
             key = (d.detector, d.client_id)
             self._first[key] = min(self._first.get(key, d.queries_observed), d.queries_observed)
@@ -280,7 +367,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="keep the logs in this folder")
     ap.add_argument("--detectors", default=None, help="comma-separated (default: all)")
+    ap.add_argument("--log", type=Path, action="append", default=[],
+                    help="only score the anchor and the new defaults on this log (e.g. one "
+                         "written by benchmarks/art_log.py); repeatable")
     args = ap.parse_args()
+    if args.log:
+        from mlthreat import kb as kb_module
+
+        kb = kb_module.load()
+        for log in args.log:
+            for row in defaults_side_by_side(log, kb):
+                print(json.dumps(row))
+        return
     if args.benign_clients < 1000:
         print("note: the issue asks for at least 1,000 benign clients", file=sys.stderr)
 
@@ -314,6 +412,10 @@ def main() -> None:
                                  start + 60.0 * rng.random())
         rand = rng.random((300, 64))
         mixed += timed(f"random-{c}", [rand], mlp, rng, start + 60.0 * rng.random())
+    for c in range(5):  # membership probing of 30 member rows each (drawn after the above)
+        records = data.x_train[rng.choice(len(data.x_train), 30, replace=False)]
+        mixed += membership_client(f"membership-{c}", mlp, records, rng,
+                                   start + 60.0 * rng.random())
     write(mixed, out / "mixed.jsonl")
     n_mixed = len(mixed)
     del mixed
@@ -378,6 +480,10 @@ def main() -> None:
                           "caught_by_any": len(caught),
                           "worst_queries": max(caught) if caught else None,
                           "met": met, "by_detector": by_det}))
+    t = time.perf_counter()
+    for row in defaults_side_by_side(out / "mixed.jsonl", kb):
+        print(json.dumps(row))
+    print(f"defaults side by side in {time.perf_counter() - t:.1f} s", file=sys.stderr)
     if "prada" in names:
         t = time.perf_counter()
         (prada,) = (d for d in detectors if d.name == "prada")

@@ -157,8 +157,8 @@ def robust_fit(x: np.ndarray, owner: np.ndarray, *, trim: float, per_client: int
 
 
 def _new_client(ts: float) -> list[Any]:
-    # first seen, last seen, queries, queries outside, flagged
-    return [ts, ts, 0, 0, False]
+    # first seen, last seen, queries, queries outside, flagged, near-duplicate steps, last input
+    return [ts, ts, 0, 0, False, 0, None]
 
 class OodDetector(Detector):
     """Mahalanobis out-of-distribution detector over a Ledoit-Wolf benign model.
@@ -178,6 +178,10 @@ class OodDetector(Detector):
         Share of the most anomalous warm-up clients left out of that fit.
     fit_per_client : int, default 50
         Queries one client contributes to that fit at most.
+    chain_share : float, default 0.25
+        A flagged client at least this share of whose queries lie within ``0.025 * sqrt(d)``
+        (L2, input units) of its previous query is reported as AML.T0043.001 (a black-box
+        evasion search walks in near-duplicate chains), not AML.T0024.002.
     max_clients : int, default 100_000
         Tracked clients; the longest-idle one is evicted first and counted in ``evicted``.
 
@@ -203,7 +207,8 @@ class OodDetector(Detector):
     defaults: ClassVar[dict[str, Any]] = {"quantile": 0.99, "fraction": 0.5,
                                           "min_queries": 20, "warmup_events": 2000,
                                           "warmup_clients": 10, "trim": 0.05,
-                                          "fit_per_client": 50, "max_clients": 100_000}
+                                          "fit_per_client": 50, "chain_share": 0.25,
+                                          "max_clients": 100_000}
     _constraints: ClassVar[dict[str, Any]] = {
         **Detector._constraints,
         "quantile": (lambda v: isinstance(v, float) and 0.5 <= v < 1, "must be in [0.5, 1)"),
@@ -213,6 +218,8 @@ class OodDetector(Detector):
         "warmup_clients": (lambda v: _int_at_least(v, 2), "must be an integer >= 2"),
         "trim": (lambda v: isinstance(v, (int, float)) and 0 <= v < 0.5, "must be in [0, 0.5)"),
         "fit_per_client": (lambda v: _int_at_least(v, 1), "must be an integer >= 1"),
+        "chain_share": (lambda v: isinstance(v, (int, float)) and 0 < v <= 1,
+                        "must be in (0, 1]"),
     }
 
     def __init__(self, **params: Any) -> None:
@@ -321,6 +328,8 @@ class OodDetector(Detector):
                                    f"calibration's {self._mean.shape[0]}{line}")
         outside = _mahalanobis(x, self._mean, self._precision) > self._cutoff
         min_q, frac = int(self.params["min_queries"]), float(self.params["fraction"])
+        near = 0.025 * math.sqrt(x.shape[1])
+        chain_share = float(self.params["chain_share"])
         out: list[Detection] = []
         for i, (cid, mid) in enumerate(zip(batch.client_id.tolist(), batch.model_id.tolist(),
                                            strict=True)):
@@ -332,17 +341,26 @@ class OodDetector(Detector):
             st[1] = ts
             st[2] += 1
             st[3] += int(outside[i])
-            if not st[4] and st[2] >= min_q and st[3] / st[2] >= frac:
+            if st[4]:
+                continue
+            if st[6] is not None and float(np.sqrt(((x[i] - st[6]) ** 2).sum())) < near:
+                st[5] += 1
+            st[6] = x[i].tolist()
+            if st[2] >= min_q and st[3] / st[2] >= frac:
                 st[4] = True
+                share = st[5] / max(1, st[2] - 1)
+                st[6] = None  # no longer needed
                 out.append(Detection(
-                    detector=self.name, technique=self.technique, client_id=cid, model_id=mid,
+                    detector=self.name, technique="AML.T0043.001" if share >= chain_share
+                    else self.technique, client_id=cid, model_id=mid,
                     first_seen=st[0], last_seen=ts, queries_observed=st[2],
                     score=st[3] / st[2], threshold=frac,
                     unit="fraction of queries beyond the benign Mahalanobis cut-off",
                     evidence={"outside": st[3], "queries": st[2],
                               "mahalanobis_cutoff": round(self._cutoff, 6),
                               "quantile": self.params["quantile"],
-                              "benign_model": self._calibration.get("source", "calibration")}))
+                              "benign_model": self._calibration.get("source", "calibration"),
+                              "near_duplicate_share": round(share, 4)}))
         return out
 
     def statuses(self) -> list[ClientStatus]:
@@ -435,7 +453,8 @@ class OodDetector(Detector):
 
     def restore(self, state: dict[str, Any]) -> None:
         self.evicted = int(state["evicted"])
-        self._clients = OrderedDict(((r[0], r[1]), list(r[2:])) for r in state["clients"])
+        self._clients = OrderedDict(((r[0], r[1]), [*r[2:], 0, None][:7])
+                                    for r in state["clients"])
         self._held = [(str(r[0]), str(r[1]), float(r[2]), np.asarray(r[3], dtype=np.float64))
                       for r in state.get("held", [])]
         self._held_clients = {}
