@@ -133,6 +133,8 @@ def test_prada_flags_jacobian_extraction_and_no_benign(world):
     attackers = {f"jacobian-{c}" for c in range(5)}
     assert attackers <= set(flagged)
     assert not [c for c in flagged if c.startswith("benign")]
+    # augmentation steps are not near-duplicate chains: extraction, not evasion
+    assert {flagged[c].technique for c in attackers} == {"AML.T0024.002"}
     qtd = sorted(flagged[c].queries_observed for c in attackers)
     assert qtd[-1] <= 200
     ws = [flagged[c].score for c in attackers]
