@@ -22,13 +22,15 @@ if TYPE_CHECKING:
     from mlthreat.assess.target import Target
     from mlthreat.assess.techniques.base import RunContext
 
-__all__ = ["SURROGATES", "Surrogate", "Theft", "bounds", "fidelity", "fit_surrogate",
-           "query_rows", "steal", "target_on_eval"]
+__all__ = ["STRATEGIES", "SURROGATES", "Surrogate", "Theft", "bounds", "fidelity",
+           "fit_surrogate", "least_sure", "query_rows", "steal", "target_on_eval"]
 
 SURROGATES = ("mlp", "logreg", "rf")
+STRATEGIES = ("random", "uncertainty")
 _BATCH = 256
 _LOG_FLOOR = 1e-12  # scores below this are treated as this when distilling on log-scores
 _MIN_CHECK = 20  # fewest answers for the thief to check distillation on a held-out fifth
+_CLEAR = 0.1  # how much better labels must agree on that fifth for the thief to leave scores
 
 
 def bounds(data: AssessmentData) -> tuple[np.ndarray, np.ndarray]:
@@ -180,6 +182,9 @@ class Theft:
     distilled: bool
     stopped: str = ""
     check: tuple[float, float] | None = None
+    rounds: list[tuple[int, Surrogate]] | None = None
+    """Active querying only: (answers so far, the surrogate trained on them) after each round
+    but the last (whose surrogate is ``surrogate``)."""
 
 
 def query_rows(ctx: RunContext, x: np.ndarray, client: str = "") -> tuple[np.ndarray, str]:
@@ -216,14 +221,35 @@ def _stack(parts: list[np.ndarray], target: Target) -> np.ndarray:
     return np.zeros((0,) if target.task == "regression" else (0, target.n_classes))
 
 
+def least_sure(s: Surrogate, x: Any, n: int) -> np.ndarray:
+    """Indices of the ``n`` rows of ``x`` [m, ...] the surrogate is least sure about: the
+    smallest margin between its two highest class scores (uncertainty sampling, Lewis and
+    Gale 1994), ties broken by position."""
+    import numpy as np
+
+    scores = np.sort(s.scores_z(s.scale(x)), axis=1)
+    margin = scores[:, -1] - scores[:, -2] if scores.shape[1] > 1 else np.zeros(len(scores))
+    return np.argsort(margin, kind="stable")[:n]
+
+
 def steal(ctx: RunContext, n_queries: int, *, surrogate: str = "mlp", distill: bool = True,
-          hidden: int = 64, client: str = "") -> Theft:
-    """Query the target with ``n_queries`` pool rows (in an order fixed by ``ctx.seed``) under
-    ``ctx.attack(client)`` and train a surrogate on the answers (see :func:`fit_surrogate`).
+          hidden: int = 64, client: str = "", strategy: str = "random",
+          rounds: int = 5) -> Theft:
+    """Query the target with ``n_queries`` pool rows under ``ctx.attack(client)`` and train a
+    surrogate on the answers (see :func:`fit_surrogate`).
+
+    ``strategy="random"`` sends rows in an order fixed by ``ctx.seed``. ``"uncertainty"``
+    (classification, fewer queries than pool rows) sends them in ``rounds`` equal rounds: the
+    first drawn at random as above, each later one the unsent rows the surrogate trained on
+    the answers so far is least sure about (:func:`least_sure`); that costs a surrogate
+    training per round and no extra query. On the demo MLP with 50 queries (5 rounds of 10):
+    fidelity 0.964 against 0.947 for 50 random rows (0.958 and 0.973 against 0.936 and 0.944
+    at seeds 1 and 2).
 
     Distils on scores when the target returns them, ``distill`` is set, and distilling
-    pays: the thief trains on four fifths of its answers both ways and keeps the way that
-    agrees better with the target's top labels on the last fifth (no extra queries). Noisy
+    pays: the thief trains on four fifths of its answers both ways and keeps the scores unless
+    learning from labels agrees with the target's top labels on the last fifth clearly better
+    (by a tenth of those rows, and two rows at least), at no extra queries. Noisy
     scores (AML.M0002) can make distillation worse than labels: 0.48 against 0.94 fidelity on
     the demo MLP behind ``noise:0.05``; this check keeps the thief on labels there. Stops
     early, keeping what it has, when the budget runs out.
@@ -231,19 +257,44 @@ def steal(ctx: RunContext, n_queries: int, *, surrogate: str = "mlp", distill: b
     import numpy as np
 
     target, data = ctx.target, ctx.data
-    order = np.random.default_rng(ctx.seed).permutation(len(data.x_pool))[:max(0, n_queries)]
-    x = data.x_pool[order]
-    answers, stopped = query_rows(ctx, x, client)
-    x = x[:len(answers)]
+    n_queries = max(0, min(n_queries, len(data.x_pool)))
+    order = np.random.default_rng(ctx.seed).permutation(len(data.x_pool))
     distilled = bool(distill and target.output_kind == "scores" and target.task != "regression")
-    if not len(answers):
-        return Theft(x, answers, None, distilled, stopped)
     lo, span = bounds(data)
 
+    def train(x: Any, answers: np.ndarray, scores: bool) -> Surrogate:
+        return fit_surrogate(surrogate, x, answers, task=target.task, distill=scores,
+                             n_classes=target.n_classes, lo=lo, span=span, seed=ctx.seed,
+                             hidden=hidden)
+
+    history: list[tuple[int, Surrogate]] | None = None
+    active = strategy == "uncertainty" and target.task != "regression" and \
+        n_queries < len(data.x_pool) and rounds > 1 and n_queries >= 2 * rounds
+    if active:
+        history = []
+        cuts = [round(n_queries * (i + 1) / rounds) for i in range(rounds)]
+        sent = order[:cuts[0]]
+        answers, stopped = query_rows(ctx, data.x_pool[sent], client)
+        for cut in cuts[1:]:
+            if stopped or not len(answers):
+                break
+            sent = sent[:len(answers)]
+            history.append((len(sent), train(data.x_pool[sent], answers, distilled)))
+            rest = order[~np.isin(order, sent)]  # unsent, in seed order
+            pick = rest[least_sure(history[-1][1], data.x_pool[rest], cut - len(sent))]
+            more, stopped = query_rows(ctx, data.x_pool[pick], client)
+            sent = np.concatenate([sent, pick[:len(more)]])
+            answers = np.concatenate([answers, more])
+        x = data.x_pool[sent[:len(answers)]]
+    else:
+        x = data.x_pool[order[:n_queries]]
+        answers, stopped = query_rows(ctx, x, client)
+        x = x[:len(answers)]
+    if not len(answers):
+        return Theft(x, answers, None, distilled, stopped)
+
     def fit(rows: Any, scores: bool) -> Surrogate:
-        return fit_surrogate(surrogate, x[rows], answers[rows], task=target.task,
-                             distill=scores, n_classes=target.n_classes, lo=lo, span=span,
-                             seed=ctx.seed, hidden=hidden)
+        return train(x[rows], answers[rows], scores)
 
     check = None
     if distilled and len(answers) >= _MIN_CHECK:
@@ -251,8 +302,11 @@ def steal(ctx: RunContext, n_queries: int, *, surrogate: str = "mlp", distill: b
         top = answers[held].argmax(axis=1)
         scores, labels = (float(np.mean(fit(~held, way).predict_index(x[held]) == top))
                           for way in (True, False))
-        check, distilled = (scores, labels), scores >= labels
-    return Theft(x, answers, fit(slice(None), distilled), distilled, stopped, check)
+        # scores carry more than labels: leave them only on clear evidence (a tenth more of
+        # the held-out rows, and two rows at least), not on one row of a small fifth
+        check = (scores, labels)
+        distilled = labels - scores < max(_CLEAR, 2 / int(held.sum()) - 1e-9)
+    return Theft(x, answers, fit(slice(None), distilled), distilled, stopped, check, history)
 
 
 def target_on_eval(ctx: RunContext) -> np.ndarray:

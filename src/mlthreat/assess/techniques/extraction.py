@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlthreat.assess.finding import Finding, Metric
 from mlthreat.assess.techniques._surrogate import (
+    STRATEGIES,
     SURROGATES,
     Surrogate,
     bounds,
@@ -58,13 +59,19 @@ def hadamard_design(d: int) -> np.ndarray:
 class SurrogateExtraction(TechniqueRun):
     """Steal a model by training a surrogate on its answers to the attacker's pool rows.
 
-    The pool rows (up to the budget) are sent in an order fixed by the seed; a surrogate is
-    trained on the answers: regressing the target's log-scores when it returns scores
-    (``distill``) and a check on the thief's own held-out answers says that pays, on its top
-    labels otherwise (see :mod:`._surrogate`). Fidelity is the agreement
-    with the target on the evaluation rows (R² for a regression target), measured also for
-    surrogates trained on the first 25 % and 50 % of the same answers (no extra queries).
-    On the digits demo MLP with 447 queries: 0.987 distilled, 0.940 from labels.
+    Pool rows (up to the budget) are sent and a surrogate is trained on the answers:
+    regressing the target's log-scores when it returns scores (``distill``) and a check on the
+    thief's own held-out answers says that pays, on its top labels otherwise (see
+    :mod:`._surrogate`). Which rows: with the budget below the pool and ``strategy`` set to
+    ``uncertainty`` (a classifier), ``rounds`` equal rounds, the first at random and each
+    later one the rows the surrogate so far is least sure about (smallest margin between its
+    two top classes); otherwise rows in an order fixed by the seed. Fidelity is the agreement
+    with the target on the evaluation rows (R² for a regression target); the
+    fidelity-against-queries curve (``curves["fidelity_vs_queries"]``) gives it for the
+    surrogate after each round (active), or for surrogates trained on the first
+    ``curve_fractions`` of the answers (random order); neither costs extra queries.
+    On the digits demo MLP: 0.987 with 447 queries distilled (0.940 from labels); 0.964 with
+    50 queries chosen by uncertainty in 5 rounds, against 0.947 with 50 random rows.
 
     Parameters
     ----------
@@ -76,8 +83,14 @@ class SurrogateExtraction(TechniqueRun):
     hidden : int, default 64
     min_fidelity : float, default 0.9
         The rule: succeeded when fidelity (or R²) on the evaluation rows reaches this.
+    strategy : {"uncertainty", "random"}, default "uncertainty"
+        How rows are chosen when the budget is below the pool (a regression target: random).
+    rounds : int, default 5
+        Query rounds of the uncertainty strategy (each a surrogate training, no queries);
+        random order when the budget is under two rows per round.
     curve_fractions : tuple of float, default (0.25, 0.5, 1.0)
-        Fractions of the answers the fidelity-against-queries curve is measured at.
+        Fractions of the answers the fidelity-against-queries curve is measured at, when the
+        rows are sent in random order.
 
     References
     ----------
@@ -108,7 +121,7 @@ class SurrogateExtraction(TechniqueRun):
     default_budget = 1_000
     defaults: ClassVar[dict[str, Any]] = {
         "surrogate": "mlp", "distill": True, "hidden": 64, "min_fidelity": 0.9,
-        "curve_fractions": (0.25, 0.5, 1.0),
+        "curve_fractions": (0.25, 0.5, 1.0), "strategy": "uncertainty", "rounds": 5,
     }
     _constraints: ClassVar[dict[str, Any]] = {
         "surrogate": (lambda v: v in SURROGATES, f"one of {', '.join(SURROGATES)}"),
@@ -116,6 +129,9 @@ class SurrogateExtraction(TechniqueRun):
         "hidden": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
                    "a positive integer"),
         "min_fidelity": (_is_fraction, "a number in [0, 1]"),
+        "strategy": (lambda v: v in STRATEGIES, f"one of {', '.join(STRATEGIES)}"),
+        "rounds": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                   "a positive integer"),
         "curve_fractions": (lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(
             _is_fraction(f, low_open=True) for f in v), "a non-empty list of numbers in (0, 1]"),
     }
@@ -135,7 +151,8 @@ class SurrogateExtraction(TechniqueRun):
         started = time.perf_counter()
         p, target, data = self.params, ctx.target, ctx.data
         theft = steal(ctx, min(ctx.budget, len(data.x_pool)), surrogate=p["surrogate"],
-                      distill=p["distill"], hidden=p["hidden"])
+                      distill=p["distill"], hidden=p["hidden"], strategy=p["strategy"],
+                      rounds=p["rounds"])
         n = len(theft.answers)
         if theft.surrogate is None:
             return self.finding(ctx, "failed", f"no query answered ({theft.stopped or 'budget 0'})",
@@ -147,9 +164,14 @@ class SurrogateExtraction(TechniqueRun):
             return s.predict_values(data.x_eval) if regression else s.predict_index(data.x_eval)
 
         lo, span = bounds(data)
-        sizes = sorted({max(1, round(f * n)) for f in p["curve_fractions"]} | {n})
-        curve = []
-        for m in sizes:
+        if theft.rounds is not None:  # active: the surrogate the thief had after each round
+            sizes = [m for m, _ in theft.rounds] + [n]
+            curve = [fidelity(target.task, t_eval, predict(s)) for _, s in theft.rounds]
+            curve.append(fidelity(target.task, t_eval, predict(theft.surrogate)))
+        else:
+            sizes = sorted({max(1, round(f * n)) for f in p["curve_fractions"]} | {n})
+            curve = []
+        for m in sizes if theft.rounds is None else ():
             s = theft.surrogate if m == n else fit_surrogate(
                 p["surrogate"], theft.x[:m], theft.answers[:m], task=target.task,
                 distill=theft.distilled, n_classes=target.n_classes, lo=lo, span=span,
@@ -190,6 +212,8 @@ class SurrogateExtraction(TechniqueRun):
         ok = fid >= p["min_fidelity"]
         how = "on outputs" if regression else \
             "distilled on scores" if theft.distilled else "hard labels"
+        if theft.rounds is not None:
+            how += f"; rows chosen by uncertainty in {len(theft.rounds) + 1} rounds"
         reason = (f"surrogate ({p['surrogate']}, {how}) reached "
                   f"{'R²' if regression else 'fidelity'} {fid:.3f} with {n} queries "
                   f"({'≥' if ok else '<'} {p['min_fidelity']})")
