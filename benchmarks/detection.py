@@ -3,7 +3,7 @@ on the demo MLP, with 95 % confidence intervals. One JSON line per detector and 
 then one summary line per target of the issue.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/detection.py [--benign-clients 1000] [--seed 0]
-        [--out DIR]
+        [--out DIR] [--log PATH ...]
 
 Data: ``digits_demo(seed)``; target: the demo MLP (``demo_targets``), which answers every query
 (label and class scores) so the log is what a serving system would record.
@@ -29,7 +29,10 @@ Attack traffic (clients interleaved with the benign ones in time):
   add ``x + λ·sign(∇x F(x)[O(x)])`` for every row (λ = 0.1, clipped to [0, 1]), doubling the
   set each round; 300 queries per client, 5 clients, 1 query/s with a pause between rounds;
 * ``random``: uniformly random synthetic queries in [0, 1]^64, 300 per client, 5 clients,
-  1 query/s.
+  1 query/s;
+* ``membership``: label-only membership probing, augmentation form (Choquette-Choo et al.
+  2021): 30 member rows per client, each sent then re-sent 9 times with Gaussian noise (sd
+  0.02), 1 query/s, 5 clients, ``truth: attack:AML.T0024.000``.
 
 Extraction clients all carry ``truth: attack:AML.T0024.002`` in the log (so ``mlthreat detect
 evaluate`` scores them together); here the truth is qualified with the family when read, so
@@ -37,6 +40,17 @@ the table has one row per family.
 
 Calibration: every detector in ``DETECTORS`` is calibrated with ``target_fpr`` 0.001 on a
 separate benign sample (other client ids, seed + 1), then scored with ``evaluate``.
+
+Defaults side by side (lines with a ``"set"`` key): the detectors that run when none are
+named, with no calibration file, run together as deployed (one engine, one alert per client
+and technique): the anchor (the defaults before issue "Detection that works out of the box":
+prada, blacklight, volume, repeat, with PRADA reporting every client as extraction) and the
+new defaults (adding ``ood``, which learns its benign model from the log, and ``coverage``;
+PRADA and ood reporting near-duplicate chains as AML.T0043.001). Per family: clients flagged
+at all and as the family's technique, the worst first-alert query count, and whether the goal
+is met (HopSkipJump by query 10, Jacobian and random extraction by 200, membership probing by
+50; natural-data extraction: at least half, as AML.T0024.002; no benign client).
+``--log PATH`` scores only this, on a log written elsewhere (``benchmarks/art_log.py``).
 
 PRADA side by side (lines with a ``"prada"`` key): PRADA keeps its growing sets per predicted
 class, so the labels in the log are part of what it measures. In the same run it is scored at
@@ -198,7 +212,8 @@ GOALS: dict[str, tuple[str, int | None]] = {
 
 # today's defaults before issue "Detection that works out of the box": PRADA reporting every
 # client as extraction (a near-duplicate distance of ~0 never matches), no ood, no coverage
-ANCHOR = (("prada", "blacklight", "volume", "repeat"), {"prada": {"near_duplicate": 1e-300}})
+ANCHOR = (("prada", "blacklight", "volume", "repeat"),
+          {"prada": {"near_duplicate": 1e-300, "chain_share": 1.0}})
 
 
 def defaults_side_by_side(log: Path, kb: Any) -> list[dict[str, Any]]:

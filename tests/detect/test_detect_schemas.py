@@ -114,7 +114,9 @@ def test_real_documents_validate(outputs, kind):
 
 def test_every_alert_line_validates(outputs):
     alerts = outputs["mlthreat.detect.alert"]
-    assert {a["detector"] for a in alerts} >= {"blacklight", "prada"}
+    # PRADA reports these HopSkipJump clients as AML.T0043.001 (near-duplicate chains), the
+    # technique Blacklight already alerted on: one alert per client and technique
+    assert "blacklight" in {a["detector"] for a in alerts}
     for alert in alerts:
         assert_valid(alert, "mlthreat.detect.alert")
 

@@ -20,13 +20,21 @@ Rule (per client, per query)
   ``log(k)``, ``k`` the number of classes seen in the whole log so far (1.0: every class
   equally often). Events without a label (``-1``) are not counted; a client none of whose
   events carries one is judged on coverage alone.
-- The client is flagged, once, when its coverage reaches ``threshold`` and evenness is at
-  least ``min_evenness`` (0.8). ``threshold`` is ``max(min_distinct, ratio * Q)`` with ``Q``
+- A sweep moves from one input to an unrelated one: the share of a client's queries within
+  ``near_duplicate`` (``0.1 * sqrt(d)``, 0.8 for 64 values on [0, 1]; natural digits are
+  1.2 or more apart for 90 % of pairs) of its previous query stays at most
+  ``max_chain_share`` (0.1). Label-only membership probing (a record and its noisy copies)
+  and boundary searches step in near-duplicates and are left to Blacklight and PRADA (their
+  quantisation cells differ in 64 dimensions, so coverage alone would count them).
+- The client is flagged, once, when its coverage reaches ``threshold``, evenness is at
+  least ``min_evenness`` (0.8) and its near-duplicate share at most ``max_chain_share``.
+  ``threshold`` is ``max(min_distinct, ratio * Q)`` with ``Q``
   the ``1 - trim`` quantile (95th percentile) of every tracked client's coverage, recomputed
   from the log itself every ``refresh`` events: "far beyond any benign client" measured on the
   population being read, on the assumption that most clients are benign (an attack campaign
   of more than ``trim`` of the clients, all sweeping, raises ``Q`` and hides itself). Early in
-  a log, or in a log of short sessions, ``min_distinct`` (200) rules.
+  a log, or in a log of short sessions, ``min_distinct`` (200) rules; with fewer than 20
+  tracked clients (a Spark worker sees one client at a time) it rules alone.
 
 Defaults, measured on the digits demo (``benchmarks/detection.py``): benign clients of
 ``benign_events`` reach a coverage of at most about 140 in 150 queries, with evenness about
@@ -65,9 +73,11 @@ if TYPE_CHECKING:
 
 __all__ = ["CoverageDetector"]
 
+_MIN_POPULATION = 20  # tracked clients the population rule needs; below, min_distinct alone
+
 
 class _Client:
-    __slots__ = ("cells", "first_seen", "flagged", "labels", "last_seen", "n")
+    __slots__ = ("cells", "first_seen", "flagged", "labels", "last", "last_seen", "n", "near")
 
     def __init__(self, first_seen: float) -> None:
         self.first_seen = first_seen
@@ -76,11 +86,13 @@ class _Client:
         self.cells: set[int] = set()
         self.labels: dict[int, int] = {}
         self.flagged = False
+        self.near = 0  # queries within near_duplicate of the client's previous one
+        self.last: list[float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"first_seen": self.first_seen, "last_seen": self.last_seen, "n": self.n,
                 "cells": sorted(self.cells), "labels": [[k, v] for k, v in self.labels.items()],
-                "flagged": self.flagged}
+                "flagged": self.flagged, "near": self.near, "last": self.last}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> _Client:
@@ -88,6 +100,7 @@ class _Client:
         c.last_seen, c.n, c.flagged = float(d["last_seen"]), int(d["n"]), bool(d["flagged"])
         c.cells = {int(v) for v in d["cells"]}
         c.labels = {int(k): int(v) for k, v in d["labels"]}
+        c.near, c.last = int(d["near"]), d["last"]
         return c
 
 
@@ -118,6 +131,12 @@ class CoverageDetector(Detector):
         Share of the widest-covering clients left out of that quantile.
     min_evenness : float, default 0.8
         Normalised entropy of the client's answers (0 to 1) a sweep needs.
+    near_duplicate : float or None, default None
+        L2 distance (input units) within which a query is a near-duplicate of the client's
+        previous one; ``None``: ``0.1 * sqrt(d)`` (0.8 for 64 values on [0, 1]).
+    max_chain_share : float, default 0.1
+        A sweep has at most this share of near-duplicate steps; more is a search or a probe
+        around a few inputs (Blacklight's and PRADA's concern), not a sweep.
     refresh : int, default 1000
         Events between recomputations of the population quantile.
     max_tracked : int, default 5000
@@ -136,7 +155,8 @@ class CoverageDetector(Detector):
     related: ClassVar[tuple[str, ...]] = ()
     defaults: ClassVar[dict[str, Any]] = {
         "quantization": 0.2, "min_distinct": 200, "ratio": 2.0, "trim": 0.05,
-        "min_evenness": 0.8, "refresh": 1000, "max_tracked": 5000, "max_clients": 100_000}
+        "min_evenness": 0.8, "near_duplicate": None, "max_chain_share": 0.1, "refresh": 1000,
+        "max_tracked": 5000, "max_clients": 100_000}
     _constraints: ClassVar[dict[str, Any]] = {
         **Detector._constraints,
         "quantization": (lambda v: isinstance(v, (int, float)) and v > 0, "must be > 0"),
@@ -145,6 +165,11 @@ class CoverageDetector(Detector):
         "trim": (lambda v: isinstance(v, (int, float)) and 0 <= v < 0.5, "must be in [0, 0.5)"),
         "min_evenness": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1,
                          "must be in [0, 1]"),
+        "near_duplicate": (lambda v: v is None or (isinstance(v, (int, float))
+                                                   and not isinstance(v, bool) and v > 0),
+                           "must be None or > 0"),
+        "max_chain_share": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1,
+                            "must be in [0, 1]"),
         "refresh": (lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1"),
         "max_tracked": (lambda v: isinstance(v, int) and v >= 2, "must be an integer >= 2"),
     }
@@ -163,10 +188,12 @@ class CoverageDetector(Detector):
                    float(self.params["ratio"]) * self._population_q)
 
     def _refresh(self) -> None:
+        if len(self._clients) < _MIN_POPULATION:  # no population to speak of
+            self._population_q = 0.0
+            return
         counts = np.fromiter((len(c.cells) for c in self._clients.values()), dtype=np.float64,
                              count=len(self._clients))
-        self._population_q = float(np.quantile(counts, 1.0 - float(self.params["trim"]))
-                                   ) if counts.size else 0.0
+        self._population_q = float(np.quantile(counts, 1.0 - float(self.params["trim"])))
 
     def observe(self, batch: EventBatch) -> list[Detection]:
         """Feed events (time order); return the detections they complete."""
@@ -178,6 +205,9 @@ class CoverageDetector(Detector):
         labels = batch.label.tolist()
         refresh, cap = int(self.params["refresh"]), int(self.params["max_tracked"])
         min_even = float(self.params["min_evenness"])
+        near = self.params["near_duplicate"]
+        near = 0.1 * math.sqrt(x.shape[1]) if near is None else float(near)
+        max_chain = float(self.params["max_chain_share"])
         out: list[Detection] = []
         for i, (cid, mid) in enumerate(zip(batch.client_id.tolist(), batch.model_id.tolist(),
                                            strict=True)):
@@ -198,11 +228,18 @@ class CoverageDetector(Detector):
                 self._refresh()
             if st.flagged:
                 continue
+            if st.last is not None and \
+                    float(np.sqrt(((x[i] - np.asarray(st.last)) ** 2).sum())) < near:
+                st.near += 1
+            st.last = x[i].tolist()
             threshold = self._threshold()
             if len(st.cells) < threshold:
                 continue
             even = _evenness(st.labels, len(self._classes))
             if even is not None and even < min_even:
+                continue
+            chain = st.near / max(1, st.n - 1)
+            if chain > max_chain:
                 continue
             st.flagged = True
             out.append(Detection(
@@ -214,8 +251,9 @@ class CoverageDetector(Detector):
                           "label_evenness": None if even is None else round(even, 4),
                           "classes_answered": len(st.labels),
                           "classes_in_log": len(self._classes),
+                          "near_duplicate_share": round(chain, 4),
                           "population_quantile": round(self._population_q, 3)}))
-            st.cells = set()  # flagged once; the set is no longer needed
+            st.cells, st.last = set(), None  # flagged once; no longer needed
         return out
 
     def statuses(self) -> list[ClientStatus]:
@@ -227,8 +265,9 @@ class CoverageDetector(Detector):
             else:
                 even = _evenness(c.labels, len(self._classes))
                 verdict = "clear"
-                reason = (f"{len(c.cells)} distinct cells < {self._threshold():.0f}"
-                          + ("" if even is None else f", evenness {even:.2f}"))
+                reason = (f"{len(c.cells)} distinct cells (threshold {self._threshold():.0f})"
+                          + ("" if even is None else f", evenness {even:.2f}")
+                          + f", near-duplicate steps {c.near / max(1, c.n - 1):.2f}")
             out.append(ClientStatus(self.name, cid, mid, verdict, c.n, reason))
         return out
 

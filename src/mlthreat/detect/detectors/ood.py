@@ -45,7 +45,8 @@ carries it. A log with fewer than ``warmup_clients`` clients is scored at its en
 else its clients are reported ``untested`` with the reason. The warm-up needs the whole
 population in one process: on the Spark engine, which runs each client on its own, an
 uncalibrated ``ood`` never sees ``warmup_clients`` clients and reports every client
-``untested``; calibrate it there.
+``untested``; calibrate it there. At most 1,000 events of one client are held back (a client's
+later events before the fit are not scored), which also bounds a Spark client's state.
 
 References
 ----------
@@ -86,6 +87,9 @@ def _mahalanobis(x: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.n
     z = x - mean
     return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", z, precision, z), 0.0))
 
+
+
+_MAX_HELD_PER_CLIENT = 1000
 
 
 def _int_at_least(v: Any, low: int) -> bool:
@@ -259,6 +263,8 @@ class OodDetector(Detector):
         cids, mids = batch.client_id.tolist(), batch.model_id.tolist()
         for i in range(len(batch)):
             key = (cids[i], mids[i])
+            if self._held_clients.get(key, 0) >= _MAX_HELD_PER_CLIENT:
+                continue  # one client alone cannot fill the warm-up (nor a Spark state)
             self._held.append((cids[i], mids[i], float(batch.ts[i]), x[i].copy()))
             self._held_clients[key] = self._held_clients.get(key, 0) + 1
             if len(self._held) >= need_e and len(self._held_clients) >= need_c:

@@ -30,17 +30,20 @@ Which technique: extraction or evasion
 A skewed distance distribution is what PRADA was built to see in extraction, but a
 decision-based evasion search (HopSkipJump, Chen, Jordan & Wainwright 2020) skews it too: its
 binary searches and gradient estimates are chains of near-duplicates of one input, what
-Blacklight (Li et al. 2022) fingerprints. When a client is flagged, the share of its recorded
-distances below ``near_duplicate`` (default ``None``: ``0.025 * sqrt(d)`` in input units, 0.2
-for 64 values on [0, 1], a third of the step Jacobian-based augmentation with λ = 0.1 takes
-after clipping) decides: at least ``chain_share`` (0.02) of them and the detection is
-AML.T0043.001 (adversarial example crafted by black-box search), else AML.T0024.002. Measured
-on the digits demo (``benchmarks/detection.py``): when flagged (after about 104 queries) the 20
-HopSkipJump clients had 3 % to 80 % of their distances below 0.2; Jacobian-based augmentation
-(distances 0.49-0.9), natural data, uniformly random queries and benign clients none, so the
-margin is thin on the low side (one HopSkipJump client at 3 %). An
-extraction that itself steps by less than ``near_duplicate`` (augmentation with a small λ) is
-reported as evasion: its queries are near-duplicate chains too.
+Blacklight (Li et al. 2022) fingerprints. When a client is flagged, the share of its queries
+that lie within ``near_duplicate`` (default ``None``: ``0.025 * sqrt(d)`` in input units, 0.2
+for 64 values on [0, 1]) of the client's *previous* query decides: at least ``chain_share``
+(0.25) and the detection is AML.T0043.001 (adversarial example crafted by black-box search),
+else AML.T0024.002. Steps between consecutive queries, not distances to the growing sets:
+Jacobian-based augmentation also sends a few points almost equal to earlier ones (a step
+clipped back to the data range), 5-8 % of its distances on the logistic-regression target of
+``tests/detect/test_prada_ood_volume.py``, but it moves from one lineage to the next between
+consecutive queries. Measured on the digits demo (``benchmarks/detection.py``) when PRADA flags
+them (query 102-105): 0.72-0.86 of HopSkipJump's steps are near-duplicates (membership
+probing with noisy copies 0.77-0.83), none of Jacobian-based augmentation's (here and on the
+test's target), natural data's or random queries'. The
+client's last input is kept for this (``d`` floats per client). An extraction that itself
+steps by less than ``near_duplicate`` between consecutive queries is reported as evasion.
 
 A client whose distances are all identical (Shapiro-Wilk returns ``W = 1``) or have zero
 variance, or who has sent enough queries but mostly exact repeats (a client repeating one query),
@@ -90,6 +93,8 @@ class _Client:
     w: float | None = None
     min_w: float | None = None
     flagged: bool = False
+    near_steps: int = 0
+    last: list[float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"first_seen": self.first_seen, "last_seen": self.last_seen, "n": self.n,
@@ -98,7 +103,7 @@ class _Client:
                 "thresholds": {str(k): v for k, v in self.thresholds.items()},
                 "distances": self.distances, "repeats": self.repeats,
                 "w": self.w, "min_w": self.min_w,
-                "flagged": self.flagged}
+                "flagged": self.flagged, "near_steps": self.near_steps, "last": self.last}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> _Client:
@@ -107,7 +112,8 @@ class _Client:
                    member_d={int(k): v for k, v in d["member_d"].items()},
                    thresholds={int(k): v for k, v in d["thresholds"].items()},
                    distances=list(d["distances"]), repeats=d["repeats"], w=d["w"], min_w=d["min_w"],
-                   flagged=d["flagged"])
+                   flagged=d["flagged"], near_steps=int(d.get("near_steps", 0)),
+                   last=d.get("last"))
 
 
 def _shapiro(values: list[float]) -> float | None:
@@ -135,11 +141,12 @@ class PradaDetector(Detector):
     min_queries : int, default 100
         Distances a client needs before it is tested (the paper's 100).
     near_duplicate : float or None, default None
-        L2 distance (input units) below which a distance links near-duplicates; ``None``:
-        ``0.025 * sqrt(d)``.
-    chain_share : float, default 0.02
-        Share of near-duplicate distances at which a flagged client is reported as
-        AML.T0043.001 (a black-box evasion search) rather than AML.T0024.002.
+        L2 step (input units) between consecutive queries below which they are
+        near-duplicates; ``None``: ``0.025 * sqrt(d)``.
+    chain_share : float, default 0.25
+        Share of a client's queries within ``near_duplicate`` of its previous query at which a
+        flagged client is reported as AML.T0043.001 (a black-box evasion search) rather than
+        AML.T0024.002.
     max_clients : int, default 100_000
         Tracked clients; the longest-idle one is evicted first and counted in ``evicted``.
 
@@ -158,7 +165,7 @@ class PradaDetector(Detector):
     technique: ClassVar[str] = "AML.T0024.002"
     related: ClassVar[tuple[str, ...]] = ("AML.T0043.001",)
     defaults: ClassVar[dict[str, Any]] = {"delta": 0.92, "min_queries": 100,
-                                          "near_duplicate": None, "chain_share": 0.02,
+                                          "near_duplicate": None, "chain_share": 0.25,
                                           "max_clients": 100_000}
     _constraints: ClassVar[dict[str, Any]] = {
         **Detector._constraints,
@@ -225,6 +232,14 @@ class PradaDetector(Detector):
                 q = xs[rows]
                 sq = ((q * q).sum(1)[:, None] + (g * g).sum(1)[None, :] - 2.0 * q @ g.T)
                 pre[rows] = np.sqrt(np.maximum(sq.min(axis=1), 0.0))
+        # each query's L2 step from the client's previous query (near-duplicate chains)
+        prev = np.vstack([xs[:1] if client.last is None else np.asarray([client.last]),
+                          xs[:-1]])
+        steps = np.sqrt(((xs - prev) ** 2).sum(1))
+        near = self.params["near_duplicate"]
+        near = 0.025 * np.sqrt(xs.shape[1]) if near is None else float(near)
+        first_ever = client.last is None
+        client.last = xs[-1].tolist() if not client.flagged else None
         out: list[tuple[int, Detection]] = []
         delta = float(self.params["delta"])
         min_q = int(self.params["min_queries"])
@@ -232,6 +247,8 @@ class PradaDetector(Detector):
             c = int(labels[j])
             client.n += 1
             client.last_seen = float(batch.ts[i])
+            if not (j == 0 and first_ever) and steps[j] < near:
+                client.near_steps += 1
             added = new_members.setdefault(c, [])
             if not client.growing.get(c) and not added:
                 added.append(xs[j])
@@ -262,9 +279,7 @@ class PradaDetector(Detector):
             client.min_w = w if client.min_w is None else min(client.min_w, w)
             if w < delta:
                 client.flagged = True
-                near = self.params["near_duplicate"]
-                near = 0.025 * np.sqrt(xs.shape[1]) if near is None else float(near)
-                share = float(np.mean(np.asarray(client.distances) < near))
+                share = client.near_steps / max(1, client.n - 1)
                 chain = share >= float(self.params["chain_share"])
                 out.append((i, Detection(
                     detector=self.name, technique="AML.T0043.001" if chain else self.technique,
