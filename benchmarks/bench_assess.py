@@ -9,6 +9,14 @@ ART called directly under 10 %). Prints one JSON line per figure.
    through mlthreat (accounting and query logging on) and through ART's HopSkipJump on a
    BlackBoxClassifier directly, same rows, same parameters; queries per sample for both, and
    for ART's defaults on 3 rows (ART's defaults spend about 24k queries per sample).
+3. Extraction and membership on the demo MLP (``--attacks``): ``extraction-surrogate``
+   fidelity at 50 and 100 queries (seeds 0-2) with its fidelity-against-queries curve, and
+   ``membership-lira`` with its defaults (16 shadows, all 900 members and 450 non-members):
+   AUC, TPR at 1 % FPR with counts and 95 % interval, seconds. ``--anchor REV`` also runs
+   the same figures on the code of git revision REV (its ``src`` unpacked to a temporary
+   folder and run in a subprocess), so both sets come from one run on one machine load:
+
+       python benchmarks/bench_assess.py --skip-demo --skip-hsj --attacks --anchor 966c8de
 """
 
 from __future__ import annotations
@@ -105,13 +113,74 @@ def hopskipjump() -> None:
          queries_per_sample=calls[0] / 3)
 
 
+def attacks(code: str) -> None:
+    """Extraction at 50 and 100 queries and LiRA's defaults on the demo MLP, as this checkout
+    runs them (``code`` labels the lines: ``current`` or ``anchor <rev>``)."""
+    from mlthreat.assess import demo_targets, digits_demo
+    from mlthreat.assess.techniques.base import RunContext
+    from mlthreat.assess.techniques.extraction import SurrogateExtraction
+    from mlthreat.assess.techniques.membership import LiraMembership
+
+    data = digits_demo(0)
+    mlp = demo_targets(data, 0)[1]
+    strategies = ["random"]
+    if "strategy" in SurrogateExtraction.defaults:
+        strategies = [SurrogateExtraction.defaults["strategy"], "random"]
+    for strategy in dict.fromkeys(strategies):
+        params = {"strategy": strategy} if "strategy" in SurrogateExtraction.defaults else {}
+        for budget in (50, 100):
+            for seed in (0, 1, 2):
+                ctx = RunContext(mlp, data, budget=budget, run_name="extraction-surrogate",
+                                 technique=SurrogateExtraction.technique, seed=seed)
+                start = time.perf_counter()
+                f = SurrogateExtraction(**params).run(ctx)
+                emit(figure="extraction_demo_mlp", code=code, strategy=strategy,
+                     budget=budget, seed=seed, fidelity=f.metrics["fidelity"].value,
+                     queries=f.queries, seconds=round(time.perf_counter() - start, 2),
+                     curve=f.curves["fidelity_vs_queries"])
+    load = os.getloadavg()[0]
+    ctx = RunContext(mlp, data, budget=10_000, run_name="membership-lira",
+                     technique=LiraMembership.technique, seed=0)
+    start = time.perf_counter()
+    f = LiraMembership().run(ctx)
+    m = f.metrics
+    emit(figure="lira_demo_mlp", code=code, seconds=round(time.perf_counter() - start, 2),
+         load_before=round(load, 2), load_after=round(os.getloadavg()[0], 2),
+         n_shadow=LiraMembership.defaults["n_shadow"],
+         variance=LiraMembership.defaults["variance"], queries=f.queries,
+         auc=m["auc"].value, auc_ci=m["auc"].ci, tpr_at_1pct_fpr=m["tpr_at_1pct_fpr"].value,
+         tpr_ci=m["tpr_at_1pct_fpr"].ci, tpr_note=m["tpr_at_1pct_fpr"].note)
+
+
+def anchor(rev: str) -> None:
+    """Run :func:`attacks` on the code of git revision ``rev``, in a subprocess."""
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(["git", "-C", str(root), "archive", rev, "src"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        env = {**os.environ, "PYTHONPATH": str(Path(tmp) / "src")}
+        subprocess.run([sys.executable, __file__, "--skip-demo", "--skip-hsj", "--attacks",
+                        "--label", f"anchor {rev}"], check=True, env=env)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-demo", action="store_true")
+    ap.add_argument("--skip-hsj", action="store_true")
+    ap.add_argument("--attacks", action="store_true",
+                    help="extraction at 50/100 queries and LiRA on the demo MLP")
+    ap.add_argument("--anchor", metavar="REV", help="also run --attacks on git revision REV")
+    ap.add_argument("--label", default="current", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if not args.skip_demo:
         demo()
-    hopskipjump()
+    if not args.skip_hsj:
+        hopskipjump()
+    if args.attacks:
+        if args.anchor:
+            anchor(args.anchor)
+        attacks(args.label)
     return 0
 
 

@@ -145,9 +145,10 @@ def train_mlp_shadows(prototype: Any, x: np.ndarray, y: np.ndarray, keep: np.nda
     shadow): Glorot-uniform initial weights, a fresh shuffle each epoch, softmax
     cross-entropy with an L2 penalty of ``alpha / 2`` per batch. The shadows' batches are
     stacked into one array, so each adam step is a few batched matrix products for all of
-    them: 16 shadows of the demo MLP (600 epochs on about 900 rows) train in about 2 s on one
-    core, against about 1 s each with scikit-learn. Not bit-identical to scikit-learn (its
-    random draws differ); a shadow only needs the same recipe.
+    them and the per-step overhead is paid once: LiRA's 16 shadows of the demo MLP (600
+    epochs on about 900 rows, two threads) take a third of the time of 16 scikit-learn fits
+    (benchmarks/README.md). Not bit-identical to scikit-learn (its random draws differ); a
+    shadow only needs the same recipe.
 
     Parameters
     ----------

@@ -300,7 +300,7 @@ class LiraMembership(_MembershipRun):
     together, with the same recipe, as batched matrix products
     (:func:`~._lira.train_mlp_shadows`), split over two threads; other kinds are fitted one by
     one. On the digits demo MLP (600 epochs; 900 members, 450 non-members) with 16 shadows:
-    AUC 0.596 and TPR 0.061 at 1 % FPR (55 of 900 members, 4 of 450 non-members flagged),
+    AUC 0.606 and TPR 0.053 at 1 % FPR (48 of 900 members, 4 of 450 non-members flagged),
     against AUC 0.602 and TPR 0.038 with per-example variances and shadows fitted one by one,
     in a third of the time (see benchmarks/README.md). ``shadow_max_iter`` cuts the shadows'
     training; shadows trained less than the target give lower φ than it does, which biases
