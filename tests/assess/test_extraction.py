@@ -5,7 +5,7 @@ recovers the demo logistic regression with 65 queries at fidelity 1.0 and relati
 2.9e-7 (the model computes in float32), and a float64 breast-cancer model with 31 queries at
 3e-15; the MLP surrogate distilled on demo-mlp's scores reaches fidelity 0.987 with 447 queries
 (0.964 at 112, 0.984 at 224; 0.940 from the labels alone); with 50 queries chosen by
-uncertainty in 5 rounds of 10 it reaches 0.967 (0.936 from 50 random rows); a ridge
+uncertainty in 5 rounds of 10 it reaches 0.967 (0.944 from 50 random rows); a ridge
 regression on diabetes is copied at R² 0.998.
 """
 
@@ -250,7 +250,7 @@ def test_active_extraction_reaches_095_with_50_queries(demo_targets, demo_data):
     finding = execute(SurrogateExtraction(), by_id(demo_targets, "demo-mlp"), demo_data, 50)
     assert finding.status == "succeeded", finding.reason
     assert finding.queries == value(finding, "queries") == 50
-    assert value(finding, "fidelity") >= 0.95  # measured 0.967 (50 random rows: 0.936)
+    assert value(finding, "fidelity") >= 0.95  # measured 0.967 (50 random rows: 0.944)
     assert value(finding, "distilled") == 1
     assert "uncertainty in 5 rounds" in finding.reason
     curve = finding.curves["fidelity_vs_queries"]
