@@ -99,7 +99,9 @@ def benign_events(x: np.ndarray, *, n_clients: int = 1000, queries: int = 150,
     ``labels`` are the served model's answers, one per row of ``x`` (``model.predict(x)``);
     each event carries its row's as ``output.label``. Without them ``label`` is a placeholder,
     the row's position in ``x`` modulo 10: fine for input-only detectors (blacklight, knn, ood,
-    volume, repeat), wrong for PRADA, which keeps its growing sets per predicted class. On the
+    volume, repeat) and for coverage (which only asks whether a client's answers are spread
+    over the classes: placeholders are, like the digits demo's answers), wrong for PRADA, which
+    keeps its growing sets per predicted class. On the
     digits demo's 450 non-members, 1,000 clients of 150 queries, seed 0, PRADA at its default
     ``delta`` flags 22 clients with placeholder labels and none with the demo MLP's answers
     (``tests/detect/test_prada_ood_volume.py``, ``benchmarks/README.md``).
