@@ -2,14 +2,15 @@
 extraction query logs against the digits demo models, mixed with benign clients; batch runs,
 Structured Streaming micro-batches, a resumed stream, bad lines and the command line.
 
-One local Spark session (2 cores) serves the module."""
+One local Spark session (2 cores) serves the whole test process (the ``spark`` fixture of
+tests/detect/conftest.py); the command line runs in this process on it, so a stream "restarted
+from its checkpoint" is a second run over the same checkpoint folder, not a second JVM."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +26,10 @@ from mlthreat.detect.errors import DetectError
 from mlthreat.detect.evaluate import benign_events
 from mlthreat.detect.readers import LogReader
 
+# end to end: a JVM, Structured Streaming, the command line (run by default and in CI)
+pytestmark = pytest.mark.slow
+
 DETECTORS = ["prada", "blacklight", "volume", "knn", "ood", "repeat"]
-
-
-@pytest.fixture(scope="module")
-def spark() -> Any:
-    os.environ.setdefault("MLTHREAT_SPARK_PARTITIONS", "4")
-    session = engine.get_session("local[2]")
-    yield session
-    session.stop()
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +174,8 @@ def test_stream_micro_batches_and_resume_equal_one_local_run(spark, kb, traffic,
     events = traffic["events"]
     cut = len(events) * 3 // 4
     folder = tmp_path / "incoming"
-    first = write_parts(events[:cut], folder, 3, garbage=False)
+    # two files, two micro-batches: the second already goes on from the first one's state
+    first = write_parts(events[:cut], folder, 2, garbage=False)
     ckpt = tmp_path / "ckpt"
     got = engine.stream(folder, detectors(traffic), kb, checkpoint=ckpt, spark=spark,
                         available_now=True)
@@ -206,14 +203,43 @@ def test_wrong_dimension_for_calibration_is_an_error_naming_the_line(spark, kb, 
         engine.run([path], dets, kb, spark=spark)
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "160", "MLTHREAT_SPARK_MASTER": "local[2]",
-           "MLTHREAT_SPARK_PARTITIONS": "4"}
-    return subprocess.run([sys.executable, "-m", "mlthreat", "detect", *args],
-                          capture_output=True, text=True, env=env, timeout=600)
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-def test_cli_spark_engine_matches_local(traffic, tmp_path):
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
+    """``mlthreat detect ARGS`` through the entry point ``python -m mlthreat`` calls
+    (:func:`mlthreat.cli.main`: exit codes, one-line errors), in this process: with the
+    ``spark`` fixture active, ``--engine spark`` and ``stream`` use that session
+    (``get_session`` returns the active one) instead of starting a JVM per command.
+
+    Nothing here needs a process of its own: a stream's state (Spark's record of the files
+    read, per-client detector state, fingerprints, suppression windows) lives under
+    ``--checkpoint`` and each command builds a new query and driver from it, so a second
+    in-process run over the same checkpoint folder is a restart."""
+    from mlthreat.cli import main
+
+    monkeypatch.setenv("COLUMNS", "160")
+
+    def run(*args: str) -> Ran:
+        capsys.readouterr()  # drop what earlier commands printed
+        monkeypatch.setattr(sys, "argv", ["mlthreat", "detect", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        out = capsys.readouterr()
+        return Ran(code, out.out, out.err)
+
+    return run
+
+
+def test_cli_spark_engine_matches_local(spark, cli, traffic, tmp_path):
     paths = [str(p) for p in write_parts(traffic["events"], tmp_path / "logs", 2)]
     outs = {}
     for name in ("local", "spark"):
@@ -231,7 +257,7 @@ def test_cli_spark_engine_matches_local(traffic, tmp_path):
             for c in t["clients"]] == ["replayer"]
 
 
-def test_cli_spark_refuses_state_and_follow(tmp_path):
+def test_cli_spark_refuses_state_and_follow(cli, tmp_path):
     log = tmp_path / "q.jsonl"
     log.write_text("", "utf-8")
     proc = cli("run", str(log), "--engine", "spark", "--state", str(tmp_path / "s.json"))
@@ -243,7 +269,8 @@ def test_cli_spark_refuses_state_and_follow(tmp_path):
     assert proc.returncode == 2 and "unknown engine 'flink'" in proc.stderr
 
 
-def test_cli_stream_restarted_from_checkpoint_adds_to_its_alerts_once_each(traffic, tmp_path):
+def test_cli_stream_restarted_from_checkpoint_adds_to_its_alerts_once_each(spark, cli, traffic,
+                                                                           tmp_path):
     """Run a stream, stop it, restart it with the same --checkpoint and -o (no --append): the
     file holds the first run's alerts and the second's, once each, the alerts of one run over
     every file; only a checkpoint with a finished micro-batch resumes."""
@@ -289,5 +316,5 @@ def test_cli_stream_restarted_from_checkpoint_adds_to_its_alerts_once_each(traff
     assert alerts.read_text().splitlines() == both
 
     # a new checkpoint is a fresh stream, whose sink replaces the file as `detect run -o` does
-    # (tests/detect/test_alerts.py); a third Spark start here would add about 50 s
+    # (tests/detect/test_alerts.py)
     assert engine.resumes(ckpt) and not engine.resumes(tmp_path / "ckpt2")
