@@ -32,13 +32,12 @@ LogsArg = Annotated[list[Path], typer.Argument(help="Log files (JSONL, CSV, Parq
 MappingOpt = Annotated[str | None, typer.Option(help="kserve, sagemaker, or a YAML mapping "
                                                 "file, for serving logs.")]
 DetectorsOpt = Annotated[str | None, typer.Option("--detectors", help="Comma-separated: "
-                                                  "prada, blacklight, ood, volume, knn, "
-                                                  "repeat (default: prada, blacklight, "
-                                                  "volume, repeat, and any in "
-                                                  "--calibration).")]
+                                                  "prada, blacklight, ood, coverage, volume, "
+                                                  "knn, repeat (default: all but knn, and any "
+                                                  "in --calibration).")]
 CalibrateDetectorsOpt = Annotated[str | None, typer.Option(
-    "--detectors", help="Comma-separated: prada, blacklight, ood, volume, knn, repeat "
-    "(default: all of them; a run with --calibration then runs each one calibrated).")]
+    "--detectors", help="Comma-separated: prada, blacklight, ood, coverage, volume, knn, "
+    "repeat (default: all of them; a run with --calibration then runs each one calibrated).")]
 QuarantineOpt = Annotated[Path | None, typer.Option(help="Where malformed lines go (JSONL).")]
 AlertFormatOpt = Annotated[str, typer.Option("--format", "-f", help="jsonl, ocsf, ecs or stix.")]
 CalibrationOpt = Annotated[Path | None, typer.Option(help="Calibration from "
