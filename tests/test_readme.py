@@ -30,8 +30,8 @@ README = ROOT / "README.md"
 EXCLUDED: dict[str, str] = {
     "python3 -m venv .venv && . .venv/bin/activate && pip install . && mlthreat assess":
         "installs from PyPI (minutes); the test runs inside an installed environment",
-    "./scripts/test": "the whole suite (this test included), about 11 minutes on two cores",
-    "mlthreat assess": "the demo takes about 80 s on two cores; STAND_IN writes a smaller "
+    "./scripts/test": "the whole suite (this test included), about 9 minutes on two cores",
+    "mlthreat assess": "the demo takes about 35 s on two cores; STAND_IN writes a smaller "
                        "mlthreat-report/ for the detect examples that read it",
     "mlthreat assess --techniques AML.T0024.002 --mitigation round:2 -o rounded-report":
         "about 30 s on two cores (four runs, each twice); tests/cli/test_assess_cli.py covers "
