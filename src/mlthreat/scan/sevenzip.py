@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from mlthreat.scan.findings import Finding, printable
-from mlthreat.scan.walk import Budget, Member, encrypted, violation
+from mlthreat.scan.walk import Budget, Member, encrypted, too_many_members, violation
 
 __all__ = ["sevenzip_members"]
 
@@ -158,10 +158,7 @@ def sevenzip_members(src: Path, display: str, budget: Budget,
         with py7zr.SevenZipFile(src, mode="r", max_extract_size=budget.remaining) as archive:
             infos = [i for i in archive.list() if not i.is_directory]
             if len(infos) > limits.max_members:
-                yield violation("archive.too-many-members", display, "7z",
-                                f"{len(infos)} members, over the limit of {limits.max_members};"
-                                f" only the first {limits.max_members} are scanned",
-                                members=len(infos))
+                yield too_many_members(display, "7z", len(infos), limits.max_members)
                 infos = infos[: limits.max_members]
             if archive.needs_password():
                 for info in infos:

@@ -112,6 +112,14 @@ def violation(rule: str, path: str, fmt: str, message: str, location: str = "",
                    technique=TECHNIQUES["unsafe"], location=location, details=dict(details))
 
 
+def too_many_members(display: str, fmt: str, count: int, limit: int) -> Finding:
+    """The ``archive.too-many-members`` finding for an archive listing ``count`` members
+    against the ``limit`` (``max_members``); the first ``limit`` are still scanned."""
+    return violation("archive.too-many-members", display, fmt,
+                     f"{count} members, over the limit of {limit}; only the first {limit} are "
+                     "scanned", members=count)
+
+
 def encrypted(display: str, fmt: str, name: str, size: int,
               method: str) -> Iterator[Member | Finding]:
     """A medium ``archive.encrypted`` finding for the member ``name`` of ``display`` (on the
@@ -259,10 +267,7 @@ def _zip_members(src: Path, display: str, budget: Budget,
         with src.open("rb") as fh, zipfile.ZipFile(fh) as zf:
             infos = zf.infolist()
             if len(infos) > limits.max_members:
-                yield violation("archive.too-many-members", display, "zip",
-                                f"{len(infos)} members, over the limit of {limits.max_members};"
-                                f" only the first {limits.max_members} are scanned",
-                                members=len(infos))
+                yield too_many_members(display, "zip", len(infos), limits.max_members)
                 infos = infos[: limits.max_members]
             for info in infos:
                 if info.is_dir():
