@@ -444,6 +444,14 @@ def test_pickles_that_do_not_start_like_pickles_are_still_pickles(tmp_path: Path
     assert {f.symbol for f in report.findings} == {"os.system"}
 
 
+def test_a_pickle_cut_before_its_stop_still_counts(tmp_path: Path) -> None:
+    path = tmp_path / "cut.dat"  # the call runs before the unpickler misses STOP
+    path.write_bytes(b"cos\nsystem\n(S'ls'\ntR")
+    report = Scanner(engines=()).run([path])
+    assert records(report)[str(path)][0] == "pickle"
+    assert "os.system" in {f.symbol for f in report.findings}
+
+
 def test_framed_pickle_without_proto(tmp_path: Path) -> None:
     path = tmp_path / "framed"
     path.write_bytes(b"\x95" + struct.pack("<Q", len(MALICIOUS)) + MALICIOUS)
@@ -452,7 +460,10 @@ def test_framed_pickle_without_proto(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("text", [b"# model card\nhello\n", b"cat\ndog and more\n",
-                                  b'{"a": 1}\n', b"a,b\n1,2\n", b"NOTICE\n"])
+                                  b'{"a": 1}\n', b"a,b\n1,2\n", b"NOTICE\n",
+                                  # whole files that parse as opcodes but import nothing:
+                                  # BINGET, LIST, LIST, OBJ; two INTs
+                                  b"hello", b"I1\nI2\n"])
 def test_text_files_are_not_pickles(tmp_path: Path, text: bytes) -> None:
     path = tmp_path / "notes.txt"
     path.write_bytes(text)

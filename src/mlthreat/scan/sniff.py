@@ -210,9 +210,10 @@ def is_pickle_head(head: bytes, whole: bool) -> bool:
     return _parses(head, whole, need=_P01_MIN_OPCODES)
 
 
-# opcodes that import or call: what makes a byte string a pickle rather than text
-_SHAPE = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "BUILD", "NEWOBJ",
-                    "NEWOBJ_EX", "EXT1", "EXT2", "EXT4", "STOP"})
+# opcodes that import (or end the pickle): what makes a byte string a pickle rather than text.
+# A call (REDUCE, OBJ, BUILD, NEWOBJ) needs something imported before it, so calls alone are
+# no shape: the five bytes "hello" parse as BINGET, LIST, LIST, OBJ.
+_SHAPE = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "EXT1", "EXT2", "EXT4", "STOP"})
 _LONG_RUN = 8
 
 
@@ -224,7 +225,7 @@ def _parses(head: bytes, whole: bool, need: int) -> bool:
     while True:
         code = stream.read(1)
         if not code:
-            return complete >= need and (shaped or complete >= _LONG_RUN or whole)
+            return complete >= need and (shaped or complete >= _LONG_RUN)
         op = _OPCODES.get(code[0])
         if op is None:
             return False
