@@ -85,13 +85,12 @@ class _Names:
     IDs dropped from older releases, and legacy tactic short names."""
 
     def __init__(self, kb: KnowledgeBase) -> None:
-        from mlthreat.kb.history import history_for
         from mlthreat.kb.names import NameIndex
         from mlthreat.kb.sources.atlas_yaml import shortname
 
         self.kb = kb
         self.index = NameIndex(kb)
-        hist = history_for(kb)
+        hist = self.index.history
         self.removed: dict[str, list[str]] = hist.get("removed", {})
         self.replaced: dict[str, list[str]] = hist.get("replaced", {})
         self.legacy_tactics: dict[str, str] = {}

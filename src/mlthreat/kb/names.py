@@ -102,7 +102,8 @@ class NameIndex:
             self.current.setdefault(name_key(obj.name), []).append(obj.id)
         self.former: dict[str, list[str]] = {}
         self.former_of: dict[str, dict[str, tuple[str, str]]] = {}  # id -> key -> (name, rel.)
-        for atlas_id, entries in history_for(kb)["names"].items():
+        self.history = history_for(kb)  # kept: the stale-mapping check reads it too
+        for atlas_id, entries in self.history["names"].items():
             if atlas_id not in kb:
                 continue
             for name, release in entries:
