@@ -10,6 +10,12 @@ The reader is a streaming opcode interpreter built on the opcode table of
 ``STACK_GLOBAL``, ``MEMOIZE``) and PEP 574 (protocol 5: out-of-band buffers), simulating the
 stack, the mark stack and the memo just far enough to name every imported global. It never
 imports or calls anything the stream names.
+
+This module holds the reader: argument decoding, findings, framing, pickles nested in
+arguments and the driver over several streams. Its parts live beside it:
+``_pickle_machine`` (the stack machine, one handler per opcode as in ``_Unpickler.dispatch``),
+``_pickle_input`` (the forward-only byte reader), ``_pickle_nest`` (which arguments may hold
+a pickle) and ``_pickle_joblib`` (where ``joblib.dump`` puts an array's bytes).
 """
 
 from __future__ import annotations
@@ -18,24 +24,27 @@ import _compat_pickle
 import codecs
 import io
 import pickletools
-import re
 import struct
-from dataclasses import dataclass, field
-from typing import IO, Any, Protocol
+from dataclasses import dataclass
+from typing import IO, Any
 
 from mlthreat.scan.findings import TECHNIQUES, Finding, FormatError, Limits
 from mlthreat.scan.formats import _pickle_nest as nest
+from mlthreat.scan.formats._pickle_input import ByteSource, Input, Truncated
+from mlthreat.scan.formats._pickle_joblib import dtype_layout, is_joblib_wrapper
+from mlthreat.scan.formats._pickle_machine import (
+    DISPATCH,
+    OPAQUE,
+    Blob,
+    Global,
+    Machine,
+    Obj,
+    Stop,
+    location,
+)
 from mlthreat.scan.policy import Policy
 
 __all__ = ["ByteSource", "analyze", "analyze_stream"]
-
-
-class ByteSource(Protocol):
-    """What the analysers need of a file: ``read`` and (forward) ``seek``."""
-
-    def read(self, n: int = ..., /) -> bytes: ...
-
-    def seek(self, where: int, whence: int = ..., /) -> int: ...
 
 
 FORMAT = "pickle"
@@ -46,25 +55,11 @@ _TORCH_MAGIC = 0x1950A86A20F9469CFC6C
 # raw storage bytes that are not pickle.
 _TORCH_LEGACY_STREAMS = 5
 
-_JOBLIB_WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
-_CHUNK = 1 << 16
 # Strings longer than this are never module or attribute names: skip, do not hold them.
 _MAX_KEPT_STR = 1 << 20
 # Longest LONG1/LONG4 argument decoded to an int; longer ones are skipped.
 _MAX_LONG_BYTES = 64
-# Containers keep at most this many simulated items (memory bound on hostile streams).
-_MAX_ITEMS = 4096
-# numpy's NPY_ITEM_REFCOUNT flag (dtype state tuple, index 7): the dtype holds objects.
-_NPY_ITEM_REFCOUNT = 0x01
 
-_OPCODES: dict[int, pickletools.OpcodeInfo] = {
-    ord(op.code): op for op in pickletools.opcodes
-}
-# Opcodes that push their own argument (ints, floats, strings, bytes).
-_PUSH_ARG = frozenset({
-    "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT", "BINFLOAT",
-    "STRING", "BINSTRING", "SHORT_BINSTRING", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8",
-    "BYTEARRAY8", "UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"})
 _RULE = {"payload": "pickle.payload-global", "dangerous": "pickle.dangerous-global",
          "unknown": "pickle.global-not-allowed"}
 _TECH = {"payload": TECHNIQUES["malware"], "dangerous": TECHNIQUES["unsafe"],
@@ -79,129 +74,6 @@ _MAX_LISTED = 8
 _MAX_NESTED_BYTES = 16 * 1024 * 1024
 
 
-class _Truncated(Exception):
-    """Raised by the reader at end of data; turned into FormatError with the offset."""
-
-
-class _Input:
-    """Forward-only buffered reader over ``fh[start:end]`` that can skip without reading.
-
-    Offsets are absolute positions in ``fh``. ``fh`` may be a forward-seekable stream
-    (a zip member): the reader only ever seeks forward.
-    """
-
-    def __init__(self, fh: ByteSource, start: int, end: int) -> None:
-        self.fh = fh
-        self.pos = start
-        self.end = end
-        self._buf = b""
-        self._bufstart = start
-        self._fhpos = -1
-
-    def _seek_fh(self, where: int) -> None:
-        if self._fhpos != where:
-            self.fh.seek(where)
-            self._fhpos = where
-
-    def _fetch(self, where: int, n: int) -> bytes:
-        self._seek_fh(where)
-        data = self.fh.read(n)
-        self._fhpos = where + len(data)
-        return data
-
-    def at_end(self) -> bool:
-        return self.pos >= self.end
-
-    def read(self, n: int) -> bytes:
-        """Exactly ``n`` bytes; raises _Truncated when the data ends first."""
-        if n < 0 or self.pos + n > self.end:
-            raise _Truncated
-        off = self.pos - self._bufstart
-        if off >= 0 and off + n <= len(self._buf):
-            self.pos += n
-            return self._buf[off:off + n]
-        if n > _CHUNK:
-            data = self._fetch(self.pos, n)
-        else:
-            self._buf = self._fetch(self.pos, min(_CHUNK, self.end - self.pos))
-            self._bufstart = self.pos
-            data = self._buf[:n]
-        if len(data) != n:
-            raise _Truncated
-        self.pos += n
-        return data
-
-    def readline(self, limit: int) -> bytes:
-        """Bytes up to and including ``\\n``; FormatError if longer than ``limit``."""
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            off = self.pos - self._bufstart
-            if not 0 <= off < len(self._buf):
-                if self.pos >= self.end:
-                    raise _Truncated
-                self._buf = self._fetch(self.pos, min(_CHUNK, self.end - self.pos))
-                self._bufstart = self.pos
-                off = 0
-                if not self._buf:
-                    raise _Truncated
-            nl = self._buf.find(b"\n", off)
-            stop = len(self._buf) if nl < 0 else nl + 1
-            parts.append(self._buf[off:stop])
-            total += stop - off
-            self.pos += stop - off
-            if total > limit:
-                raise FormatError(f"line argument longer than {limit} bytes")
-            if nl >= 0:
-                return b"".join(parts)
-
-    def peek(self, n: int) -> bytes:
-        """Up to ``n`` bytes from the current position, without moving it."""
-        n = max(0, min(n, self.end - self.pos))
-        off = self.pos - self._bufstart
-        if not (off >= 0 and off + n <= len(self._buf)):
-            self._buf = self._fetch(self.pos, min(max(_CHUNK, n), self.end - self.pos))
-            self._bufstart = self.pos
-            off = 0
-        return self._buf[off:off + n]
-
-    def skip(self, n: int) -> None:
-        """Move ``n`` bytes forward without reading them (bounded memory)."""
-        if n < 0 or self.pos + n > self.end:
-            raise _Truncated
-        self.pos += n
-
-
-@dataclass(eq=False)
-class _Global:
-    module: str
-    name: str
-
-
-@dataclass(eq=False)
-class _Obj:
-    """Result of calling something (REDUCE, NEWOBJ, INST, OBJ); ``state`` set by BUILD."""
-
-    func: Any
-    args: Any
-    state: Any = None
-
-
-@dataclass(eq=False)
-class _Blob:
-    """An argument that was skipped, not read (bytes, or a string too long to be a name)."""
-
-    kind: str
-    size: int
-
-
-class _Opaque:
-    """A value the simulation does not model (persistent IDs, buffers, arrays)."""
-
-
-_OPAQUE = _Opaque()
-
-
 @dataclass
 class _Hit:
     severity: str
@@ -213,24 +85,50 @@ class _Hit:
     raw: str = ""
 
 
-@dataclass
-class _StreamState:
-    index: int
-    stack: list[Any] = field(default_factory=list)
-    metastack: list[list[Any]] = field(default_factory=list)
-    memo: dict[int, Any] = field(default_factory=dict)
-    proto: int = 0
-    hits: dict[tuple[str, str], _Hit] = field(default_factory=dict)
-    # Framing (PEP 3154): the first inconsistency (offset, why), how many there were, and
-    # the import/call opcodes from the first one on (offset, opcode).
-    frame_issue: tuple[int, str, str] | None = None
-    frame_issues: int = 0
-    frame_calls: list[tuple[int, str]] = field(default_factory=list)
-    frame_calls_total: int = 0
+class _Stream(Machine):
+    """One pickle stream being read: the stack machine, with its hooks reporting to the reader,
+    and what the reader notes about the stream (hits, framing)."""
+
+    def __init__(self, reader: _Analyzer, index: int) -> None:
+        super().__init__(reader.base)
+        self.reader = reader
+        self.index = index
+        self.hits: dict[tuple[str, str], _Hit] = {}
+        # End offset of the frame being read, -1 outside frames (PEP 3154).
+        self.frame_end = -1
+        # Framing: the first inconsistency (offset, opcode, why), how many there were, and
+        # the import/call opcodes from the first one on (offset, opcode).
+        self.frame_issue: tuple[int, str, str] | None = None
+        self.frame_issues = 0
+        self.frame_calls: list[tuple[int, str]] = []
+        self.frame_calls_total = 0
+
+    def find_class(self, module: str, name: str) -> Any:
+        return self.reader._check_global(self, module, name, self.offset, self.opname)
+
+    def unresolved(self, what: str) -> None:
+        self.reader._unresolved(self, self.offset, self.opname, what)
+
+    def built(self, inst: Obj) -> Any:
+        if is_joblib_wrapper(inst):
+            self.reader._skip_joblib_array(inst, self.offset)
+            return OPAQUE
+        return inst
+
+    def frame(self, size: int) -> None:
+        reader, offset, pos, base = self.reader, self.offset, self.reader.inp.pos, self.base
+        if self.frame_end >= 0:
+            reader._frame_issue(self, offset, "FRAME", f"a frame starts at offset "
+                                f"{offset - base}, inside the previous frame "
+                                f"(which ends at offset {self.frame_end - base})")
+        self.frame_end = pos + size
+        if self.frame_end > reader.inp.end:
+            reader._frame_issue(self, offset, "FRAME", f"the frame at offset {offset - base} "
+                                f"declares {size} bytes, only {reader.inp.end - pos} remain")
 
 
 class _Analyzer:
-    def __init__(self, inp: _Input, *, path: str, fmt: str, base: int, limits: Limits,
+    def __init__(self, inp: Input, *, path: str, fmt: str, base: int, limits: Limits,
                  policy: Policy, depth: int = 0) -> None:
         self.inp = inp
         self.depth = depth
@@ -245,16 +143,16 @@ class _Analyzer:
 
     # ---- findings -------------------------------------------------------------------
     def _loc(self, offset: int, opname: str) -> str:
-        return f"offset {offset - self.base} ({opname})"
+        return location(offset - self.base, opname)
 
-    def _hit(self, st: _StreamState, key: tuple[str, str], hit: _Hit) -> None:
+    def _hit(self, st: _Stream, key: tuple[str, str], hit: _Hit) -> None:
         old = st.hits.get(key)
         if old is None:
             st.hits[key] = hit
         else:
             old.count += 1
 
-    def _flush(self, st: _StreamState) -> None:
+    def _flush(self, st: _Stream) -> None:
         self._flush_frames(st)
         for (rule, symbol), h in st.hits.items():
             details: dict[str, Any] = {"count": h.count, "stream": st.index}
@@ -268,12 +166,12 @@ class _Analyzer:
         st.hits.clear()
 
     # ---- framing (PEP 3154) -----------------------------------------------------------
-    def _frame_issue(self, st: _StreamState, offset: int, opname: str, why: str) -> None:
+    def _frame_issue(self, st: _Stream, offset: int, opname: str, why: str) -> None:
         st.frame_issues += 1
         if st.frame_issue is None:
             st.frame_issue = (offset, opname, why)
 
-    def _flush_frames(self, st: _StreamState) -> None:
+    def _flush_frames(self, st: _Stream) -> None:
         """One ``pickle.frame-mismatch`` finding per stream with inconsistent frames.
 
         A pickler writes every opcode whole inside one frame (or, for a large argument,
@@ -309,8 +207,8 @@ class _Analyzer:
             location=self._loc(offset, opname), details=details))
         st.frame_issue = None
 
-    def _check_global(self, st: _StreamState, module: str, name: str, offset: int,
-                      opname: str) -> _Global:
+    def _check_global(self, st: _Stream, module: str, name: str, offset: int,
+                      opname: str) -> Global:
         raw = f"{module}.{name}"
         # find_class in Lib/pickle.py maps Python 2 names for protocols < 3
         # (fix_imports=True by default), so "__builtin__.eval" imports builtins.eval.
@@ -340,9 +238,9 @@ class _Analyzer:
                 severity=_SEVERITY[kind], kind=kind, rule=rule,
                 location=self._loc(offset, opname),
                 message=f"pickle imports {symbol}: {what}", raw=raw))
-        return _Global(module, name)
+        return Global(module, name)
 
-    def _unresolved(self, st: _StreamState, offset: int, opname: str, what: str) -> None:
+    def _unresolved(self, st: _Stream, offset: int, opname: str, what: str) -> None:
         rule = "pickle.unresolved-global"
         self._hit(st, (rule, what), _Hit(
             severity="high", kind="unknown", rule=rule, location=self._loc(offset, opname),
@@ -377,11 +275,11 @@ class _Analyzer:
         return self.findings
 
     def _stream(self) -> Any:
-        st = _StreamState(index=self.streams)
+        st = _Stream(self, self.streams)
         self.streams += 1
         try:
             return self._loop(st)
-        except _Truncated:
+        except Truncated:
             raise self._error(st, "truncated pickle: data ends before STOP",
                               self.inp.pos) from None
         except FormatError as exc:
@@ -389,7 +287,7 @@ class _Analyzer:
         finally:
             self._flush(st)
 
-    def _error(self, st: _StreamState, msg: str, offset: int | None,
+    def _error(self, st: _Stream, msg: str, offset: int | None,
                location: str = "") -> FormatError:
         self._flush(st)
         loc = location or (f"offset {offset - self.base}" if offset is not None else "")
@@ -423,7 +321,7 @@ class _Analyzer:
                 raise FormatError("negative LONG4 length", self._loc(offset, op.name))
             if n > _MAX_LONG_BYTES:
                 inp.skip(n)
-                return _OPAQUE
+                return OPAQUE
             return int.from_bytes(inp.read(n), "little", signed=True)
         if name in ("string1", "string4", "bytes1", "bytes4", "bytes8", "bytearray8",
                     "unicodestring1", "unicodestring4", "unicodestring8"):
@@ -436,10 +334,10 @@ class _Analyzer:
                     self._nested_bytes(offset, op.name, n)
                 else:
                     inp.skip(n)
-                return _Blob("bytes", n)
+                return Blob("bytes", n)
             if n > self.keep:
                 inp.skip(n)
-                return _Blob("str", n)
+                return Blob("str", n)
             data = inp.read(n)
             if name.startswith("unicode"):
                 try:
@@ -542,7 +440,7 @@ class _Analyzer:
             inner = nest.decode(data, enc)
             if inner is None:
                 continue
-            sub = _Analyzer(_Input(io.BytesIO(inner), 0, len(inner)),
+            sub = _Analyzer(Input(io.BytesIO(inner), 0, len(inner)),
                             path=f"{self.path}#inner[offset {offset - self.base}, {enc}]",
                             fmt=self.fmt, base=0, limits=self.limits, policy=self.policy,
                             depth=self.depth + 1)
@@ -560,215 +458,39 @@ class _Analyzer:
                               self._loc(offset, op.name)) from None
 
     # ---- the interpreter ------------------------------------------------------------
-    def _loop(self, st: _StreamState) -> Any:
+    def _loop(self, st: _Stream) -> Any:
+        """Run opcodes until STOP (``_Unpickler.load``): read, decode the argument, dispatch."""
         inp = self.inp
-        stack = st.stack
-        count = 0
-        # End offset of the frame being read, -1 outside frames (PEP 3154).
-        frame_end = -1
-
-        def pop(offset: int, opname: str) -> Any:
-            if not st.stack:
-                raise FormatError("stack underflow", self._loc(offset, opname))
-            return st.stack.pop()
-
-        def pop_mark(offset: int, opname: str) -> list[Any]:
-            if not st.metastack:
-                raise FormatError("no MARK on the stack", self._loc(offset, opname))
-            items = st.stack
-            st.stack = st.metastack.pop()
-            return items
-
-        while True:
-            count += 1
-            if count > self.limits.max_opcodes:
-                raise FormatError(f"more than {self.limits.max_opcodes} opcodes in one pickle "
-                                  "stream", f"offset {inp.pos - self.base}")
-            offset = inp.pos
-            code = inp.read(1)[0]
-            op = _OPCODES.get(code)
-            if op is None:
-                raise FormatError(f"unknown pickle opcode 0x{code:02x}",
-                                  f"offset {offset - self.base}")
-            arg = self._arg(op, offset)
-            name = op.name
-            stack = st.stack
-            if frame_end >= 0 and inp.pos >= frame_end:
-                if offset < frame_end < inp.pos:
-                    self._frame_issue(st, offset, name, f"{name} at offset {offset - self.base} "
-                                      f"crosses the end of its frame at offset "
-                                      f"{frame_end - self.base}")
-                frame_end = -1
-            if st.frame_issue is not None and name in _CALLS:
-                st.frame_calls_total += 1
-                if len(st.frame_calls) < _MAX_LISTED:
-                    st.frame_calls.append((offset, name))
-            if name == "FRAME":
-                if frame_end >= 0:
-                    self._frame_issue(st, offset, name, f"a frame starts at offset "
-                                      f"{offset - self.base}, inside the previous frame "
-                                      f"(which ends at offset {frame_end - self.base})")
-                frame_end = inp.pos + arg
-                if frame_end > inp.end:
-                    self._frame_issue(st, offset, name, f"the frame at offset {offset - self.base} "
-                                      f"declares {arg} bytes, only {inp.end - inp.pos} remain")
-
-            if name == "STOP":
-                return pop(offset, name)
-            if name == "PROTO":
-                st.proto = arg
-            elif name in ("FRAME", "READONLY_BUFFER"):
-                pass  # frames are checked above; a read-only flag changes nothing here
-            elif name == "MARK":
-                st.metastack.append(st.stack)
-                st.stack = []
-            elif name == "POP":
-                if stack:
-                    stack.pop()
-                else:
-                    pop_mark(offset, name)
-            elif name == "POP_MARK":
-                pop_mark(offset, name)
-            elif name == "DUP":
-                if not stack:
-                    raise FormatError("stack underflow", self._loc(offset, name))
-                stack.append(stack[-1])
-            elif name in ("NONE", "NEWTRUE", "NEWFALSE"):
-                stack.append({"NONE": None, "NEWTRUE": True, "NEWFALSE": False}[name])
-            elif name in _PUSH_ARG:
-                stack.append(arg)
-            elif name == "NEXT_BUFFER":
-                stack.append(_OPAQUE)
-            elif name in ("EMPTY_LIST", "EMPTY_DICT", "EMPTY_TUPLE", "EMPTY_SET"):
-                stack.append({"EMPTY_LIST": [], "EMPTY_DICT": {}, "EMPTY_TUPLE": (),
-                              "EMPTY_SET": _OPAQUE}[name])
-            elif name in ("TUPLE", "LIST", "FROZENSET"):
-                items = pop_mark(offset, name)
-                stack = st.stack
-                stack.append(tuple(items) if name == "TUPLE" else
-                             items[:_MAX_ITEMS] if name == "LIST" else _OPAQUE)
-            elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
-                n = int(name[-1])
-                if len(stack) < n:
-                    raise FormatError("stack underflow", self._loc(offset, name))
-                items = stack[-n:]
-                del stack[-n:]
-                stack.append(tuple(items))
-            elif name == "DICT":
-                items = pop_mark(offset, name)
-                d: dict[Any, Any] = {}
-                _set_pairs(d, items)
-                st.stack.append(d)
-            elif name == "APPEND":
-                value = pop(offset, name)
-                target = stack[-1] if stack else None
-                if isinstance(target, list) and len(target) < _MAX_ITEMS:
-                    target.append(value)
-                elif not stack:
-                    raise FormatError("stack underflow", self._loc(offset, name))
-            elif name == "APPENDS":
-                items = pop_mark(offset, name)
-                if not st.stack:
-                    raise FormatError("stack underflow", self._loc(offset, name))
-                target = st.stack[-1]
-                if isinstance(target, list):
-                    target.extend(items[:max(0, _MAX_ITEMS - len(target))])
-            elif name == "SETITEM":
-                value = pop(offset, name)
-                key = pop(offset, name)
-                if not stack:
-                    raise FormatError("stack underflow", self._loc(offset, name))
-                if isinstance(stack[-1], dict):
-                    _set_pairs(stack[-1], [key, value])
-            elif name == "SETITEMS":
-                items = pop_mark(offset, name)
-                if not st.stack:
-                    raise FormatError("stack underflow", self._loc(offset, name))
-                if isinstance(st.stack[-1], dict):
-                    _set_pairs(st.stack[-1], items)
-            elif name == "ADDITEMS":
-                pop_mark(offset, name)
-                if not st.stack:
-                    raise FormatError("stack underflow", self._loc(offset, name))
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                idx = int(arg) if name == "PUT" else arg
-                if idx < 0:
-                    raise FormatError("negative memo index", self._loc(offset, name))
-                if not stack:
-                    raise FormatError("stack underflow", self._loc(offset, name))
-                st.memo[idx] = stack[-1]
-            elif name == "MEMOIZE":
-                # Lib/pickle.py load_memoize: the index is len(memo), not a counter; a stream
-                # that mixes BINPUT and MEMOIZE relies on exactly this.
-                if not stack:
-                    raise FormatError("stack underflow", self._loc(offset, name))
-                st.memo[len(st.memo)] = stack[-1]
-            elif name in ("GET", "BINGET", "LONG_BINGET"):
-                idx = int(arg) if name == "GET" else arg
-                if idx not in st.memo:
-                    raise FormatError(f"memo index {idx} was never stored",
-                                      self._loc(offset, name))
-                stack.append(st.memo[idx])
-            elif name == "GLOBAL":
-                module, gname = arg
-                stack.append(self._check_global(st, module, gname, offset, name))
-            elif name == "STACK_GLOBAL":
-                gname = pop(offset, name)
-                module = pop(offset, name)
-                if isinstance(module, str) and isinstance(gname, str):
-                    st.stack.append(self._check_global(st, module, gname, offset, name))
-                else:
-                    self._unresolved(st, offset, name,
-                                     f"{_describe(module)}.{_describe(gname)}")
-                    st.stack.append(_OPAQUE)
-            elif name == "INST":
-                module, gname = arg
-                items = pop_mark(offset, name)
-                cls = self._check_global(st, module, gname, offset, name)
-                st.stack.append(_Obj(cls, tuple(items)))
-            elif name == "OBJ":
-                items = pop_mark(offset, name)
-                if not items:
-                    raise FormatError("OBJ without a class", self._loc(offset, name))
-                st.stack.append(_Obj(items[0], tuple(items[1:])))
-            elif name == "NEWOBJ":
-                args = pop(offset, name)
-                cls = pop(offset, name)
-                st.stack.append(_Obj(cls, args))
-            elif name == "NEWOBJ_EX":
-                pop(offset, name)
-                args = pop(offset, name)
-                cls = pop(offset, name)
-                st.stack.append(_Obj(cls, args))
-            elif name == "REDUCE":
-                args = pop(offset, name)
-                func = pop(offset, name)
-                st.stack.append(_Obj(func, args))
-            elif name == "BUILD":
-                state = pop(offset, name)
-                if not st.stack:
-                    raise FormatError("stack underflow", self._loc(offset, name))
-                inst = st.stack[-1]
-                if isinstance(inst, _Obj):
-                    inst.state = state
-                    if _is_joblib_wrapper(inst):
-                        self._skip_joblib_array(inst, offset)
-                        st.stack[-1] = _OPAQUE
-            elif name == "PERSID":
-                stack.append(_OPAQUE)
-            elif name == "BINPERSID":
-                pop(offset, name)
-                st.stack.append(_OPAQUE)
-            elif name in ("EXT1", "EXT2", "EXT4"):
-                # copyreg's extension registry is empty unless the loading program fills it;
-                # what the code names depends on that program.
-                self._unresolved(st, offset, name, f"extension code {arg}")
-                stack.append(_OPAQUE)
-            else:
-                raise FormatError(f"unsupported opcode {name}", self._loc(offset, name))
+        try:
+            for _ in range(self.limits.max_opcodes):
+                offset = inp.pos
+                code = inp.read(1)[0]
+                entry = DISPATCH.get(code)
+                if entry is None:
+                    raise FormatError(f"unknown pickle opcode 0x{code:02x}",
+                                      f"offset {offset - self.base}")
+                op, load = entry
+                arg = self._arg(op, offset)
+                st.offset = offset
+                st.opname = name = op.name
+                if st.frame_end >= 0 and inp.pos >= st.frame_end:
+                    if offset < st.frame_end < inp.pos:
+                        self._frame_issue(st, offset, name, f"{name} at offset "
+                                          f"{offset - self.base} crosses the end of its frame "
+                                          f"at offset {st.frame_end - self.base}")
+                    st.frame_end = -1
+                if st.frame_issue is not None and name in _CALLS:
+                    st.frame_calls_total += 1
+                    if len(st.frame_calls) < _MAX_LISTED:
+                        st.frame_calls.append((offset, name))
+                load(st, arg)
+        except Stop as stop:
+            return stop.value
+        raise FormatError(f"more than {self.limits.max_opcodes} opcodes in one pickle stream",
+                          f"offset {inp.pos - self.base}")
 
     # ---- joblib ---------------------------------------------------------------------
-    def _skip_joblib_array(self, wrapper: _Obj, offset: int) -> None:
+    def _skip_joblib_array(self, wrapper: Obj, offset: int) -> None:
         """Skip the array joblib writes right after a NumpyArrayWrapper BUILD.
 
         Layout (joblib/numpy_pickle.py, ``NumpyArrayWrapper.write_array``): for object
@@ -784,7 +506,7 @@ class _Analyzer:
         if not isinstance(shape, tuple) or not all(
                 type(x) is int and x >= 0 for x in shape):
             raise FormatError("joblib array wrapper with an unreadable shape", loc)
-        itemsize, hasobject = _dtype_layout(state.get("dtype"))
+        itemsize, hasobject = dtype_layout(state.get("dtype"))
         if itemsize is None:
             raise FormatError("joblib array wrapper with an unreadable dtype", loc)
         if hasobject:
@@ -812,69 +534,6 @@ class _Analyzer:
         self.inp.skip(count * itemsize)
 
 
-def _describe(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, _Blob):
-        return f"<{value.kind} of {value.size} bytes>"
-    if isinstance(value, _Global):
-        return f"<{value.module}.{value.name}>"
-    return f"<{type(value).__name__.lstrip('_').lower()}>"
-
-
-def _set_pairs(d: dict[Any, Any], items: list[Any]) -> None:
-    for i in range(0, len(items) - 1, 2):
-        if len(d) >= _MAX_ITEMS:
-            return
-        try:
-            d[items[i]] = items[i + 1]
-        except TypeError:  # unhashable simulated key: the value is not needed
-            continue
-
-
-def _is_global(value: Any, module: str, name: str) -> bool:
-    return isinstance(value, _Global) and value.module == module and value.name == name
-
-
-def _is_joblib_wrapper(inst: _Obj) -> bool:
-    if _is_global(inst.func, *_JOBLIB_WRAPPER):
-        return True
-    # Protocols 0-1 build instances with copyreg._reconstructor(cls, base, state).
-    return (_is_global(inst.func, "copyreg", "_reconstructor") and isinstance(inst.args, tuple)
-            and bool(inst.args) and _is_global(inst.args[0], *_JOBLIB_WRAPPER))
-
-
-def _dtype_layout(dtype: Any) -> tuple[int | None, bool]:
-    """(itemsize in bytes, holds Python objects) of a simulated ``numpy.dtype(...)`` call.
-
-    numpy pickles a dtype as ``numpy.dtype(descr, False, True)`` plus a BUILD state tuple
-    ``(version, byteorder, subdescr, names, fields, elsize, alignment, flags[, metadata])``;
-    ``elsize`` is -1 for fixed-size types, whose size is the digits of ``descr``.
-    """
-    if not isinstance(dtype, _Obj) or not isinstance(dtype.func, _Global):
-        return None, False
-    if (dtype.func.module, dtype.func.name) not in (("numpy", "dtype"),):
-        return None, False
-    args = dtype.args
-    if not isinstance(args, tuple) or not args or not isinstance(args[0], str):
-        return None, False
-    descr = args[0]
-    state = dtype.state if isinstance(dtype.state, tuple) else ()
-    flags = state[7] if len(state) > 7 and type(state[7]) is int else 0
-    hasobject = descr.startswith("O") or bool(flags & _NPY_ITEM_REFCOUNT)
-    elsize = state[5] if len(state) > 5 and type(state[5]) is int else -1
-    if elsize > 0:
-        return elsize, hasobject
-    m = re.fullmatch(r"[a-zA-Z?](\d*)", descr)
-    if m is None:
-        return None, hasobject
-    if m.group(1):
-        return int(m.group(1)), hasobject
-    if descr in ("M", "m", "?"):
-        return (8 if descr != "?" else 1), hasobject
-    return None, hasobject
-
-
 def analyze_stream(fh: ByteSource, *, path: str, size: int, limits: Limits, policy: Policy,
                    start: int = 0, base: int | None = None,
                    fmt: str = FORMAT) -> list[Finding]:
@@ -884,7 +543,7 @@ def analyze_stream(fh: ByteSource, *, path: str, size: int, limits: Limits, poli
     Used by the numpy analyser (object arrays: a pickle after the ``.npy`` header) and the
     PyTorch zip analyser (``data.pkl`` members). See :func:`analyze` for findings and errors.
     """
-    inp = _Input(fh, start, size)
+    inp = Input(fh, start, size)
     return _Analyzer(inp, path=path, fmt=fmt, base=start if base is None else base,
                      limits=limits, policy=policy).run()
 
