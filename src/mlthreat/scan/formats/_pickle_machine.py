@@ -99,6 +99,9 @@ def _set_pairs(d: dict[Any, Any], items: list[Any]) -> None:
             continue
 
 
+_CONSTANTS: dict[str, Any] = {"NONE": None, "NEWFALSE": False, "NEWTRUE": True,
+                              "EMPTY_TUPLE": (), "EMPTY_SET": OPAQUE, "NEXT_BUFFER": OPAQUE}
+
 Handler = Callable[["Machine", Any], None]
 _BY_NAME: dict[str, Handler] = {}
 
@@ -170,6 +173,11 @@ class Machine:
     def push(self, value: Any) -> None:
         self.stack.append(value)
 
+    def call(self) -> None:
+        """Pop the arguments, then what they are passed to; push the simulated result."""
+        args = self.pop()
+        self.push(Obj(self.pop(), args))
+
     # ---- handlers, in the order of Lib/pickle.py's _Unpickler ---------------------------
     @_loads("PROTO")
     def load_proto(self, proto: int) -> None:
@@ -187,17 +195,11 @@ class Machine:
     def load_binpersid(self, _: None) -> None:
         self.push(self.persistent_load(self.pop()))
 
-    @_loads("NONE")
-    def load_none(self, _: None) -> None:
-        self.push(None)
-
-    @_loads("NEWFALSE")
-    def load_false(self, _: None) -> None:
-        self.push(False)
-
-    @_loads("NEWTRUE")
-    def load_true(self, _: None) -> None:
-        self.push(True)
+    # load_none, load_false, load_true, load_empty_tuple, load_empty_set, load_next_buffer:
+    # an immutable value (OPAQUE for what is not modelled) fixed by the opcode.
+    @_loads(*_CONSTANTS)
+    def load_constant(self, _: None) -> None:
+        self.push(_CONSTANTS[self.opname])
 
     # load_int, load_binint*, load_long*, load_float, load_binfloat, load_string,
     # load_binstring, load_*bytes*, load_*unicode*: the decoded argument is the value.
@@ -208,10 +210,6 @@ class Machine:
     def load_value(self, value: Any) -> None:
         self.push(value)
 
-    @_loads("NEXT_BUFFER")
-    def load_next_buffer(self, _: None) -> None:
-        self.push(OPAQUE)
-
     @_loads("READONLY_BUFFER")
     def load_readonly_buffer(self, _: None) -> None:
         pass  # a read-only flag on a buffer that is not modelled changes nothing
@@ -219,10 +217,6 @@ class Machine:
     @_loads("TUPLE")
     def load_tuple(self, _: None) -> None:
         self.push(tuple(self.pop_mark()))
-
-    @_loads("EMPTY_TUPLE")
-    def load_empty_tuple(self, _: None) -> None:
-        self.push(())
 
     @_loads("TUPLE1")
     def load_tuple1(self, _: None) -> None:
@@ -246,10 +240,6 @@ class Machine:
     @_loads("EMPTY_DICT")
     def load_empty_dictionary(self, _: None) -> None:
         self.push({})
-
-    @_loads("EMPTY_SET")
-    def load_empty_set(self, _: None) -> None:
-        self.push(OPAQUE)
 
     @_loads("FROZENSET")
     def load_frozenset(self, _: None) -> None:
@@ -280,14 +270,12 @@ class Machine:
 
     @_loads("NEWOBJ")
     def load_newobj(self, _: None) -> None:
-        args = self.pop()
-        self.push(Obj(self.pop(), args))
+        self.call()
 
     @_loads("NEWOBJ_EX")
     def load_newobj_ex(self, _: None) -> None:
         self.pop()  # kwargs
-        args = self.pop()
-        self.push(Obj(self.pop(), args))
+        self.call()
 
     @_loads("GLOBAL")
     def load_global(self, name: tuple[str, str]) -> None:
@@ -312,8 +300,7 @@ class Machine:
 
     @_loads("REDUCE")
     def load_reduce(self, _: None) -> None:
-        args = self.pop()
-        self.push(Obj(self.pop(), args))
+        self.call()
 
     @_loads("POP")
     def load_pop(self, _: None) -> None:
