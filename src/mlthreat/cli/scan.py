@@ -230,7 +230,8 @@ def scan(
     elif fmt == "cyclonedx":
         from mlthreat.scan.cyclonedx import to_cyclonedx
 
-        _write(to_cyclonedx(report, tool_version=__version__, kb=kb), output)
+        _write(to_cyclonedx(report, tool_version=__version__, kb=kb,
+                            scanned=[str(p) for p in paths]), output)
     elif fmt == "json":
         body = report.to_dict()
         for key in ("kind", "schema_version"):

@@ -22,10 +22,11 @@ and reached through :func:`render`:
     arrays; the parent is the technique of a sub-technique). The client is ``user.id``, the
     detector ``rule.name``; the rest is under the custom ``mlthreat`` namespace.
 ``stix``
-    A STIX 2.1 bundle: the ``identity`` of mlthreat (the same ID as the knowledge-base export's)
-    and one ``sighting`` whose ``sighting_of_ref`` is the official ATLAS attack-pattern ID of
-    the technique (:func:`mlthreat.kb.export.stix.stix_id`), so it joins the ATLAS bundle a SOC
-    already loads. Client, model, detector and statistics are ``x_mlthreat_*`` properties.
+    A STIX 2.1 bundle: the ``identity`` of mlthreat (the same object as the knowledge-base
+    export's) and one ``sighting`` whose ``sighting_of_ref`` is the official ATLAS
+    attack-pattern ID of the technique (:func:`mlthreat.kb.export.stix.stix_id`), so it joins
+    the ATLAS bundle a SOC already loads. Client, model, detector and statistics are
+    ``x_mlthreat_*`` properties.
 
 Raw inputs never leave the detector unless asked: evidence keys named in :data:`INPUT_KEYS`
 are dropped by :meth:`Alert.from_detection` unless ``include_inputs=True``.
@@ -68,7 +69,6 @@ NS_ALERT = uuid.uuid5(uuid.NAMESPACE_URL, "urn:mlthreat:detect-alert")
 """Namespace of alert IDs (OCSF ``finding_info.uid``, ECS ``event.id``, STIX sighting)."""
 # Tactics whose techniques are rated High rather than Medium (Exfiltration, Impact).
 _HIGH_TACTICS = frozenset({"AML.TA0010", "AML.TA0011"})
-_IDENTITY_DATE = "2026-01-01T00:00:00.000Z"
 
 
 @dataclass(frozen=True)
@@ -296,24 +296,27 @@ def render_ecs(alert: Alert) -> dict[str, Any]:
 
 
 def render_stix(alert: Alert) -> dict[str, Any]:
-    """A STIX 2.1 bundle with mlthreat's identity and one sighting of the ATLAS technique."""
+    """A STIX 2.1 bundle with mlthreat's identity and one sighting of the ATLAS technique.
+
+    The identity is :func:`mlthreat.kb.export.stix.mlthreat_identity`, the very object of the
+    knowledge-base export (same ``id``, ``modified`` and content). Every timestamp has
+    millisecond precision, like :func:`rfc3339`: ``stix2`` declares the sighting's
+    ``first_seen`` and ``last_seen`` with any precision and would write ``00:00:00Z`` or
+    ``00:01:30.5Z``, so they are set from :func:`rfc3339` once ``stix2`` has checked them.
+    """
     import stix2  # heavy: only the stix format needs it
 
-    from mlthreat.kb.export.stix import NS_MLTHREAT, stix_id
+    from mlthreat.kb.export.stix import mlthreat_identity, stix_id
 
-    identity_key = json.dumps(["identity", "mlthreat"], separators=(",", ":"))
-    identity = stix2.Identity(
-        id=f"identity--{uuid.uuid5(NS_MLTHREAT, identity_key)}",
-        created=_IDENTITY_DATE, modified=_IDENTITY_DATE,
-        name="mlthreat", identity_class="system",
-    )
+    identity = mlthreat_identity()
     seen = rfc3339(alert.last_seen)
+    first = rfc3339(alert.first_seen)
     sighting = stix2.Sighting(
         id=f"sighting--{alert.uid}",
         created=seen, modified=seen,
         created_by_ref=identity.id,
         sighting_of_ref=stix_id(alert.technique),
-        first_seen=rfc3339(alert.first_seen),
+        first_seen=first,
         last_seen=seen,
         count=min(max(alert.queries_observed, 0), 999_999_999),
         where_sighted_refs=[identity.id],
@@ -334,6 +337,8 @@ def render_stix(alert: Alert) -> dict[str, Any]:
     bundle = stix2.Bundle(identity, sighting, id=f"bundle--{uuid.uuid5(NS_ALERT, alert.uid)}",
                           allow_custom=True)
     data: dict[str, Any] = json.loads(bundle.serialize())
+    # the same instants, in place (key order kept), written to the millisecond
+    data["objects"][1].update(first_seen=first, last_seen=seen)
     return data
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from mlthreat.kb.export.navigator import _Entries, _layer, _slots
 from mlthreat.kb.model import KnowledgeBase
+from mlthreat.posture.report import plural
 
 __all__ = ["COVERAGE_GRADIENT", "GAPS_GRADIENT", "STATUS_ORDER", "organisation_view",
            "posture_layers", "slug"]
@@ -133,15 +134,16 @@ def _system_layers(kb: KnowledgeBase, doc: Doc, system: Mapping[str, Any],
     techniques = system["techniques"]
     coverage = _build(
         kb, layer_version, f"{system['name']}: coverage",
-        f"Coverage of the {len(techniques)} ATLAS techniques that apply to {system['name']} "
+        f"Coverage of the {plural(len(techniques), 'ATLAS technique')} that "
+        f"{'applies' if len(techniques) == 1 else 'apply'} to {system['name']} "
         f"({org}); score = coverage x 100.",
         {t["id"]: _percent(t["coverage"]) for t in techniques},
         {t["id"]: _coverage_comment(t) for t in techniques}, COVERAGE_GRADIENT, meta)
     gaps = system["gaps"]
     gap_layer = _build(
         kb, layer_version, f"{system['name']}: gaps",
-        f"The {len(gaps)} applicable techniques {system['name']} ({org}) does not cover yet; "
-        "score = priority (0-100).",
+        f"The {plural(len(gaps), 'applicable technique')} {system['name']} ({org}) does not "
+        "cover yet; score = priority (0-100).",
         {g["technique"]: g["priority"] for g in gaps},
         {g["technique"]: _gap_comment(g) for g in gaps}, GAPS_GRADIENT, meta)
     return coverage, gap_layer
@@ -161,16 +163,18 @@ def _org_layers(kb: KnowledgeBase, doc: Doc, layer_version: str | None
 
     coverage = _build(
         kb, layer_version, f"{org}: coverage",
-        f"Coverage of the {len(view)} ATLAS techniques that apply to at least one of the "
-        f"{len(doc['systems'])} systems of {org}; score = the lowest coverage x 100.",
+        f"Coverage of the {plural(len(view), 'ATLAS technique')} that "
+        f"{'applies' if len(view) == 1 else 'apply'} to "
+        + (f"at least one of the {len(doc['systems'])} systems" if len(doc["systems"]) != 1
+           else "the one system") + f" of {org}; score = the lowest coverage x 100.",
         {t["id"]: _percent(t["coverage"]) for t in view},
         {t["id"]: f"{t['status']} (worst over systems). {per_system(t, 'coverage')}"
          for t in view}, COVERAGE_GRADIENT, meta)
     gapped = [t for t in view if t["status"] != "covered"]
     gaps = _build(
         kb, layer_version, f"{org}: gaps",
-        f"The {len(gapped)} techniques not covered on at least one system of {org}; score = "
-        "the highest priority (0-100).",
+        f"The {plural(len(gapped), 'technique')} not covered on at least one system of {org}; "
+        "score = the highest priority (0-100).",
         {t["id"]: max(r["priority"] for r in t["systems"] if r["status"] != "covered")
          for t in gapped},
         {t["id"]: per_system({"systems": [r for r in t["systems"] if r["status"] != "covered"]},

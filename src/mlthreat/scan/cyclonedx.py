@@ -26,8 +26,10 @@ Mapping (field names from the CycloneDX 1.6 specification, https://cyclonedx.org
     file's component; ``description`` is the finding's message, ``detail`` its rule, global
     and place in the file, ``recommendation`` the technique's mitigations from the knowledge
     base; ``properties`` keep the rule, the global and the engines that agreed.
-    ``bom-ref`` is ``finding:`` and a SHA-256 over the finding's identity (rule, path,
-    global, place, engine), so the same finding keeps its reference between runs.
+    ``bom-ref`` is ``finding:`` and a SHA-256 over the finding's identity (rule, path relative
+    to the current folder or the scanned root, global, place, engine), the SARIF fingerprint
+    (:func:`mlthreat.scan.sarif.fingerprint`), so the same finding keeps its reference between
+    runs and when its folder moves.
 
 The serial number is a UUID 5 over the scan's start time and file paths and digests, so the
 same report always gives the same BOM.
@@ -35,12 +37,12 @@ same report always gives the same BOM.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from mlthreat.scan.findings import Finding
+from mlthreat.scan.sarif import Locator, fingerprint
 from mlthreat.scan.sniff import CONTAINERS
 
 if TYPE_CHECKING:
@@ -57,11 +59,6 @@ _PROPERTY = "mlthreat:scan:{}"
 
 def _ref(kind: str, text: str) -> str:
     return f"{kind}:{text}"
-
-
-def _finding_id(f: Finding) -> str:
-    key = "\x1f".join((f.rule, f.path, f.symbol, f.location, f.engine))
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 def _mitigations(kb: KnowledgeBase | None, technique: str) -> str:
@@ -84,7 +81,7 @@ def _technique_name(kb: KnowledgeBase | None, technique: str) -> str:
 
 
 def to_cyclonedx(report: ScanReport, *, tool_version: str,
-                 kb: KnowledgeBase | None = None) -> str:
+                 kb: KnowledgeBase | None = None, scanned: Iterable[str] = ()) -> str:
     """The scan ``report`` as a CycloneDX 1.6 JSON document (the module docstring has the
     mapping).
 
@@ -97,6 +94,11 @@ def to_cyclonedx(report: ScanReport, *, tool_version: str,
         mlthreat's version, for ``metadata.tools``.
     kb : KnowledgeBase, optional
         For technique names and mitigations; without it those fields are left out.
+    scanned : iterable of str, optional
+        The paths given to the scan: a finding's ``bom-ref`` hashes its path relative to the
+        one holding it (as SARIF's fingerprint does), so a folder scanned by absolute path
+        keeps its references wherever it sits. Without them, only paths under the current
+        folder are made relative.
 
     Returns
     -------
@@ -141,6 +143,7 @@ def to_cyclonedx(report: ScanReport, *, tool_version: str,
             properties=props)
         seed += [record.path, record.sha256]
     vulnerabilities = []
+    locator = Locator(scanned)
     for f in report.findings:
         if f.path not in components:  # e.g. a file a manifest lists but the folder lacks
             components[f.path] = Component(
@@ -155,7 +158,7 @@ def to_cyclonedx(report: ScanReport, *, tool_version: str,
         if f.symbol:
             props.append(Property(name=_PROPERTY.format("symbol"), value=f.symbol))
         vulnerabilities.append(Vulnerability(
-            bom_ref=_ref("finding", _finding_id(f)),
+            bom_ref=_ref("finding", fingerprint(f, locator)),
             id=f.technique,
             source=VulnerabilitySource(name="MITRE ATLAS",
                                        url=XsUri(ATLAS_TECHNIQUE_URL.format(f.technique))),

@@ -23,8 +23,11 @@ One result per problem: the scan has already merged the engines' findings on the
 and global (:mod:`mlthreat.scan.merge`); ``result.properties.engines`` lists every scanner
 that reported it and ``properties.engine`` the one whose finding was kept.
 
-``partialFingerprints["mlthreatFinding/v1"]`` is a SHA-256 over rule, path, symbol, location
-and engine, so the same problem in the same place keeps its identity between runs.
+``partialFingerprints["mlthreatFinding/v1"]`` is a SHA-256 over rule, place, symbol, location
+and engine (:func:`fingerprint`), the place being the path relative to the current folder or to
+the scanned root (with the root's base ID), never the absolute path: the same problem in the
+same place keeps its identity between runs, and a folder keeps it when it moves or is checked
+out elsewhere and scanned by absolute path.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from mlthreat.scan.findings import SEVERITIES, Finding, severity_rank
 if TYPE_CHECKING:
     from mlthreat.kb.model import KnowledgeBase
 
-__all__ = ["LEVELS", "SARIF_SCHEMA", "to_sarif"]
+__all__ = ["LEVELS", "SARIF_SCHEMA", "Locator", "fingerprint", "to_sarif"]
 
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 LEVELS = {"critical": "error", "high": "error", "medium": "warning", "low": "note",
@@ -83,7 +86,10 @@ def _rule(rule_id: str, findings: list[Finding], kb: KnowledgeBase) -> dict[str,
         "id": rule_id,
         "name": "".join(p.capitalize() for p in rule_id.replace("-", ".").split(".")),
         "shortDescription": {"text": f"{rule_id} ({title})"},
-        "fullDescription": {"text": first.message},
+        # the rule in general: a result's message names its own global, file and place
+        "fullDescription": {"text": f"Rule {rule_id} of the mlthreat model scanner. Its "
+                                    f"findings are mapped to ATLAS {title}; each result's "
+                                    "message says what was found and where."},
         "defaultConfiguration": {"level": LEVELS[worst]},
         "help": {"text": text, "markdown": markdown},
         "properties": {
@@ -96,8 +102,13 @@ def _rule(rule_id: str, findings: list[Finding], kb: KnowledgeBase) -> dict[str,
     }
 
 
-class _Locator:
-    """Turns a finding's on-disk path into a relative, percent-encoded URI."""
+class Locator:
+    """Turns a finding's on-disk path into a relative, percent-encoded URI.
+
+    A path is relative to the current folder when it lies under it (or was given relative),
+    else to the first scanned root holding it, named ``SCANROOT<i>`` (its index in
+    ``scanned``); :attr:`bases` collects the roots used, as ``file:`` URIs.
+    """
 
     def __init__(self, scanned: Iterable[str]) -> None:
         self.cwd = Path.cwd().resolve()
@@ -107,10 +118,13 @@ class _Locator:
             self.roots.append(p if p.is_dir() else p.parent)
         self.bases: dict[str, str] = {}
 
-    def locate(self, disk_path: str) -> dict[str, Any]:
+    def relative(self, disk_path: str) -> tuple[str, str]:
+        """``(base ID, path)``: the path (POSIX, not encoded) relative to the current folder
+        (base ID ``""``) or to a scanned root (``SCANROOT<i>``); an absolute path under
+        neither stays absolute, with base ID ``""``."""
         p = Path(disk_path)
         if not p.is_absolute():
-            return {"uri": quote(PurePosixPath(*p.parts).as_posix(), safe="/")}
+            return "", PurePosixPath(*p.parts).as_posix()
         p = Path(os.path.normpath(p))
         for base_id, root in [("", self.cwd)] + [(f"SCANROOT{i}", r)
                                                  for i, r in enumerate(self.roots)]:
@@ -118,16 +132,36 @@ class _Locator:
                 rel = p.relative_to(root)
             except ValueError:
                 continue
-            loc: dict[str, Any] = {"uri": quote(rel.as_posix(), safe="/")}
             if base_id:
-                loc["uriBaseId"] = base_id
                 self.bases[base_id] = root.as_uri().rstrip("/") + "/"
-            return loc
-        return {"uri": p.as_uri()}
+            return base_id, rel.as_posix()
+        return "", p.as_posix()
+
+    def locate(self, disk_path: str) -> dict[str, Any]:
+        """A SARIF ``artifactLocation``: ``uri`` and, relative to a scanned root, its
+        ``uriBaseId``; a path outside every root is an absolute ``file:`` URI."""
+        base_id, rel = self.relative(disk_path)
+        if base_id:
+            return {"uri": quote(rel, safe="/"), "uriBaseId": base_id}
+        if PurePosixPath(rel).is_absolute():
+            return {"uri": Path(rel).as_uri()}
+        return {"uri": quote(rel, safe="/")}
 
 
-def _fingerprint(f: Finding) -> str:
-    key = "\x1f".join((f.rule, f.path, f.symbol, f.location, f.engine))
+def fingerprint(f: Finding, locator: Locator) -> str:
+    """SHA-256 (hex) over the finding's rule, place, global, location in the file and engine.
+
+    The place is the file's path as :meth:`Locator.relative` gives it (relative to the current
+    folder, or to its scanned root and that root's base ID) with the archive member chain, so
+    a folder scanned by absolute path gives the same fingerprints wherever it sits; a path
+    given relative hashes as it always has. SARIF's ``partialFingerprints`` and the CycloneDX
+    finding ``bom-ref`` both use it.
+    """
+    disk, bang, member = f.path.partition("!")
+    base_id, rel = locator.relative(disk)
+    # NUL never occurs in a path: a base ID cannot be mistaken for a folder name
+    place = (f"{base_id}\x00{rel}" if base_id else rel) + bang + member
+    key = "\x1f".join((f.rule, place, f.symbol, f.location, f.engine))
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
@@ -160,7 +194,7 @@ def to_sarif(findings: Iterable[Finding], *, kb: KnowledgeBase, tool_version: st
         by_rule.setdefault(f.rule, []).append(f)
     rule_ids = sorted(by_rule)
     index = {r: i for i, r in enumerate(rule_ids)}
-    locator = _Locator(scanned)
+    locator = Locator(scanned)
     results = []
     for f in items:
         disk, _, member = f.path.partition("!")
@@ -180,7 +214,7 @@ def to_sarif(findings: Iterable[Finding], *, kb: KnowledgeBase, tool_version: st
             "level": LEVELS[f.severity],
             "message": {"text": f.message},
             "locations": [location],
-            "partialFingerprints": {"mlthreatFinding/v1": _fingerprint(f)},
+            "partialFingerprints": {"mlthreatFinding/v1": fingerprint(f, locator)},
             "properties": {"severity": f.severity, "technique": f.technique,
                            "engine": f.engine, "engines": list(f.engines or (f.engine,)),
                            "symbol": f.symbol, "format": f.format,

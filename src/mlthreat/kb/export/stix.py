@@ -78,6 +78,7 @@ __all__ = [
     "MitreMatrix",
     "MitreTactic",
     "build_bundle",
+    "mlthreat_identity",
     "render",
     "stix_id",
 ]
@@ -99,7 +100,8 @@ _ROUTES = {"tactic": "tactics", "technique": "techniques", "sub-technique": "tec
 _TYPES = {"tactic": "x-mitre-tactic", "technique": "attack-pattern",
           "sub-technique": "attack-pattern", "mitigation": "course-of-action",
           "case-study": "report"}
-# The identity's content never changes with the data; bump this date when it does.
+# The identity's ``modified``: its content never changes with the data; bump this date
+# whenever mlthreat_identity's content changes (a new STIX version of the object).
 _IDENTITY_DATE = "2026-01-01"
 _NO_DATE = "1970-01-01"
 
@@ -167,6 +169,25 @@ def stix_id(atlas_id: str) -> str:
     if _prefix(atlas_id) == "AML" and kind != "case-study":
         return f"{stix_type}--{uuid.uuid5(NS_ATLAS, atlas_id)}"
     return f"{stix_type}--{_minted([stix_type, atlas_id])}"
+
+
+def mlthreat_identity() -> stix2.Identity:
+    """mlthreat's ``identity``: the creator of the objects whose IDs mlthreat mints, in the
+    knowledge-base export and in every alert's STIX bundle.
+
+    Built here alone, so both carry the same object: STIX 2.1 (3.6) treats objects with the
+    same ``id`` and ``modified`` as one version, which must have one content. Change the
+    content and :data:`_IDENTITY_DATE` (its ``modified``) together: the text is the one
+    2026-01-01 version already published in knowledge-base exports, kept word for word.
+    """
+    return stix2.Identity(
+        id=f"identity--{_minted(['identity', 'mlthreat'])}",
+        created=_ts(_IDENTITY_DATE), modified=_ts(_IDENTITY_DATE),
+        name="mlthreat", identity_class="system",
+        description="mlthreat, the adversarial ML threat matrix toolkit: creator of the "
+                    "objects of this export whose IDs it derives (reports, mitigates links, "
+                    "collection). The ATLAS content is MITRE's (MITRE ATLAS, Apache-2.0).",
+    )
 
 
 def _ts(date: str) -> str:
@@ -331,14 +352,7 @@ def build_bundle(kb: KnowledgeBase) -> stix2.Bundle:
         does not hold.
     """
     dates = _Dates(kb)
-    identity = stix2.Identity(
-        id=f"identity--{_minted(['identity', 'mlthreat'])}",
-        created=_ts(_IDENTITY_DATE), modified=_ts(_IDENTITY_DATE),
-        name="mlthreat", identity_class="system",
-        description="mlthreat, the adversarial ML threat matrix toolkit: creator of the "
-                    "objects of this export whose IDs it derives (reports, mitigates links, "
-                    "collection). The ATLAS content is MITRE's (MITRE ATLAS, Apache-2.0).",
-    )
+    identity = mlthreat_identity()
     content: list[Any] = [
         _matrix(kb, dates),
         *(_tactic(kb, t, dates) for t in kb.tactics),
