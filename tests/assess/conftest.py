@@ -1,5 +1,5 @@
-"""Shared fixtures for assessment tests: the digits demo data and its two demo targets, and the
-plain digits arrays the target adapters are tested on.
+"""Shared fixtures for assessment tests: the digits demo data and its demo targets, and the
+plain digits arrays the target adapters are tested on (three demo targets).
 
 Training the targets takes several seconds, so both are session-scoped. The targets are shared:
 a test that attaches a query log must detach it (``target.attach_log(None)``) when done.
@@ -22,8 +22,15 @@ def demo_data() -> AssessmentData:
 
 @pytest.fixture(scope="session")
 def demo_targets(demo_data: AssessmentData) -> list[SklearnTarget]:
-    """``[demo-logreg (white-box), demo-mlp (black-box)]`` trained on ``demo_data``."""
+    """``[demo-logreg (white-box), demo-mlp (black-box), demo-forest (black-box)]`` trained on
+    ``demo_data``."""
     return _demo_targets(demo_data, 0)
+
+
+@pytest.fixture(scope="session")
+def demo_pair(demo_targets: list[SklearnTarget]) -> list[SklearnTarget]:
+    """``[demo-logreg, demo-mlp]``: the runner's tests count findings and queries over these."""
+    return demo_targets[:2]
 
 
 @pytest.fixture(scope="module")

@@ -214,7 +214,7 @@ def test_runner_tells_the_reporter_run_k_of_n(demo_data, demo_targets):
 
     reporter = Reporter()
     # neither run sends a query: no --fit for the backdoor, no gradients of the MLP
-    Assessment(demo_targets[1:], demo_data, techniques=["poisoning-backdoor", "inversion-miface"],
+    Assessment(demo_targets[1:2], demo_data, techniques=["poisoning-backdoor", "inversion-miface"],
                budget=10).run(reporter)
     assert reporter.started == [("demo-mlp", "inversion-miface", 1, 2),
                                 ("demo-mlp", "poisoning-backdoor", 2, 2)]

@@ -81,8 +81,8 @@ def _with_runs(monkeypatch, *classes):
     monkeypatch.setattr(runner_mod, "run_classes", lambda sel=None: [*classes, equations])
 
 
-def test_equation_solving_through_the_runner(demo_data, demo_targets, embedded):
-    result = Assessment(demo_targets, demo_data, techniques=["extraction-equations"],
+def test_equation_solving_through_the_runner(demo_data, demo_pair, embedded):
+    result = Assessment(demo_pair, demo_data, techniques=["extraction-equations"],
                         kb=embedded).run()
     found = result.findings()
     assert [(t, f.status, f.queries) for t, f in found] == [
@@ -94,26 +94,26 @@ def test_equation_solving_through_the_runner(demo_data, demo_targets, embedded):
     assert result.queries_total == 130 and not result.interrupted
 
 
-def test_a_crashing_run_is_recorded_and_the_rest_go_on(monkeypatch, demo_data, demo_targets,
+def test_a_crashing_run_is_recorded_and_the_rest_go_on(monkeypatch, demo_data, demo_pair,
                                                       embedded):
     _with_runs(monkeypatch, _Crash)
-    result = Assessment(demo_targets[:1], demo_data, kb=embedded).run()
+    result = Assessment(demo_pair[:1], demo_data, kb=embedded).run()
     crash, equations = (f for _, f in result.findings())
     assert (crash.status, crash.reason) == ("error", "RuntimeError: boom")
     assert crash.queries == 3  # what it sent before crashing is still counted
     assert equations.status == "succeeded"
 
 
-def test_ctrl_c_keeps_what_finished(monkeypatch, demo_data, demo_targets, embedded):
+def test_ctrl_c_keeps_what_finished(monkeypatch, demo_data, demo_pair, embedded):
     equations = run_classes(["extraction-equations"])[0]
     monkeypatch.setattr(runner_mod, "run_classes", lambda sel=None: [equations, _Interrupt])
-    result = Assessment(demo_targets, demo_data, kb=embedded).run()
+    result = Assessment(demo_pair, demo_data, kb=embedded).run()
     assert result.interrupted
     assert [(t, f.run) for t, f in result.findings()] == [("demo-logreg", "extraction-equations")]
 
 
-def test_total_budget_stops_starting_runs(demo_data, demo_targets, embedded):
-    result = Assessment(demo_targets, demo_data, techniques=["extraction-equations"],
+def test_total_budget_stops_starting_runs(demo_data, demo_pair, embedded):
+    result = Assessment(demo_pair, demo_data, techniques=["extraction-equations"],
                         total_budget=70, kb=embedded).run()
     first, second = (f for _, f in result.findings())
     assert first.status == "succeeded"
@@ -123,12 +123,12 @@ def test_total_budget_stops_starting_runs(demo_data, demo_targets, embedded):
 
 
 def test_run_timeout_stops_the_attack_not_the_measurement(monkeypatch, tmp_path, demo_data,
-                                                           demo_targets, embedded):
+                                                           demo_pair, embedded):
     import time
 
     _with_runs(monkeypatch, _Slow, _KeepsWhatItHas)
     t0 = time.monotonic()
-    result = Assessment(demo_targets[:1], demo_data, run_timeout=0.3, kb=embedded).run()
+    result = Assessment(demo_pair[:1], demo_data, run_timeout=0.3, kb=embedded).run()
     assert time.monotonic() - t0 < 3
     slow, keeps, equations = (f for _, f in result.findings())
     assert slow.status == "error" and 8 <= slow.queries <= 16  # one row per 20 ms for 0.3 s
@@ -143,9 +143,9 @@ def test_run_timeout_stops_the_attack_not_the_measurement(monkeypatch, tmp_path,
     assert report["run_timeout"] == 0.3
 
 
-def test_query_log_holds_every_query(tmp_path, demo_data, demo_targets, embedded):
+def test_query_log_holds_every_query(tmp_path, demo_data, demo_pair, embedded):
     log = QueryLog(tmp_path / "q.jsonl", "demo")
-    result = Assessment(demo_targets, demo_data, techniques=["extraction-equations"],
+    result = Assessment(demo_pair, demo_data, techniques=["extraction-equations"],
                         kb=embedded, query_log=log).run()
     log.close()
     events = [json.loads(line) for line in (tmp_path / "q.jsonl").read_text().splitlines()]
@@ -164,20 +164,20 @@ def test_query_log_holds_every_query(tmp_path, demo_data, demo_targets, embedded
     for event in events:
         validator.validate(event)
     assert not validator.is_valid({**events[0], "truth": "attack:T1059"})
-    assert all(t.attach_log is not None and t._log is None for t in demo_targets)
+    assert all(t.attach_log is not None and t._log is None for t in demo_pair)
 
 
-def test_same_seed_same_metrics(demo_data, demo_targets, embedded):
+def test_same_seed_same_metrics(demo_data, demo_pair, embedded):
     def metrics():
-        result = Assessment(demo_targets[1:], demo_data, techniques=["extraction-surrogate"],
+        result = Assessment(demo_pair[1:], demo_data, techniques=["extraction-surrogate"],
                             budget=120, seed=3, kb=embedded).run()
         return {k: m.value for k, m in result.findings()[0][1].metrics.items()}
 
     assert metrics() == metrics()
 
 
-def test_mitigation_before_and_after(tmp_path, demo_data, demo_targets, embedded):
-    result = Assessment(demo_targets[:1], demo_data, techniques=["extraction-equations"],
+def test_mitigation_before_and_after(tmp_path, demo_data, demo_pair, embedded):
+    result = Assessment(demo_pair[:1], demo_data, techniques=["extraction-equations"],
                         mitigation=parse_mitigation("round:2"), kb=embedded).run()
     (_, before), = result.findings()
     (_, after), = result.findings(mitigated=True)
@@ -192,8 +192,8 @@ def test_mitigation_before_and_after(tmp_path, demo_data, demo_targets, embedded
     Draft202012Validator(schema("mlthreat.assessment")).validate(report)
 
 
-def test_report_files(tmp_path, demo_data, demo_targets, embedded):
-    result = Assessment(demo_targets, demo_data, techniques=["extraction-equations"],
+def test_report_files(tmp_path, demo_data, demo_pair, embedded):
+    result = Assessment(demo_pair, demo_data, techniques=["extraction-equations"],
                         kb=embedded).run()
     paths = write_report(result, tmp_path, embedded)
     assert sorted(paths) == ["html", "json", "layer"]
@@ -208,29 +208,29 @@ def test_report_files(tmp_path, demo_data, demo_targets, embedded):
     assert "AML.T0024.002" in paths["html"].read_text()
 
 
-def test_bad_parameters_fail_before_any_query(demo_data, demo_targets, embedded):
+def test_bad_parameters_fail_before_any_query(demo_data, demo_pair, embedded):
     from mlthreat.errors import UsageError
 
-    before = demo_targets[0].total_queries
+    before = demo_pair[0].total_queries
     with pytest.raises(UsageError, match="n_samples"):
-        Assessment(demo_targets, demo_data, techniques=["evasion-hopskipjump"],
+        Assessment(demo_pair, demo_data, techniques=["evasion-hopskipjump"],
                    params={"evasion-hopskipjump": {"n_samples": -1}}, kb=embedded).run()
     with pytest.raises(UsageError, match=r"no technique run for AML\.T9999"):
-        Assessment(demo_targets, demo_data, techniques=["AML.T9999"], kb=embedded).run()
+        Assessment(demo_pair, demo_data, techniques=["AML.T9999"], kb=embedded).run()
     for bad in (0, -1.0, float("nan"), True, "5"):
         with pytest.raises(UsageError, match=f"run_timeout={bad!r}: must be a number of "
                            "seconds above 0"):
-            Assessment(demo_targets, demo_data, run_timeout=bad, kb=embedded).run()
+            Assessment(demo_pair, demo_data, run_timeout=bad, kb=embedded).run()
     with pytest.raises(UsageError, match="not selected"):
-        Assessment(demo_targets, demo_data, techniques=["extraction-equations"],
+        Assessment(demo_pair, demo_data, techniques=["extraction-equations"],
                    params={"evasion-boundary": {"n_samples": 2}}, kb=embedded).run()
-    assert demo_targets[0].total_queries == before
+    assert demo_pair[0].total_queries == before
 
 
-def test_parent_id_selects_its_subtechniques(demo_data, demo_targets, embedded):
-    plan = Assessment(demo_targets[:1], demo_data, techniques=["AML.T0043"], kb=embedded).plan()
+def test_parent_id_selects_its_subtechniques(demo_data, demo_pair, embedded):
+    plan = Assessment(demo_pair[:1], demo_data, techniques=["AML.T0043"], kb=embedded).plan()
     assert {p.run for p in plan} == {"evasion-hopskipjump", "evasion-boundary",
-                                     "evasion-whitebox", "evasion-transfer"}
+                                     "evasion-whitebox", "evasion-transfer", "evasion-chain"}
 
 
 def test_a_failing_target_stops_its_suite(demo_data, embedded):
@@ -252,8 +252,8 @@ def test_a_failing_target_stops_its_suite(demo_data, embedded):
     assert result.target_errors == {"broken": "http://127.0.0.1:9/: connection refused"}
 
 
-def test_plan_lists_applicability(demo_data, demo_targets, embedded):
-    plan = Assessment(demo_targets, demo_data, kb=embedded).plan()
+def test_plan_lists_applicability(demo_data, demo_pair, embedded):
+    plan = Assessment(demo_pair, demo_data, kb=embedded).plan()
     by = {(p.target, p.run): p for p in plan}
     assert by[("demo-mlp", "evasion-whitebox")].applicable is False
     assert "white-box" in by[("demo-mlp", "evasion-whitebox")].reason

@@ -47,7 +47,7 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     data = digits_demo()
     workdir = tmp_path_factory.mktemp("spark")
     path = workdir / "assess.jsonl"
-    targets = demo_targets(data)
+    targets = demo_targets(data)[:2]  # logreg and MLP: the forest adds time, not coverage
     with QueryLog(path, "demo") as log:
         Assessment(targets, data, techniques=["evasion-hopskipjump"],
                    params={"evasion-hopskipjump": {"n_samples": 3}}, query_log=log,

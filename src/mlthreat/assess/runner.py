@@ -120,6 +120,10 @@ class Assessment:
         Seeds every random choice; the same seed gives the same metrics.
     params : dict, optional
         Per-run parameters, ``{run name: {param: value}}``.
+    target_params : dict, optional
+        Per-target parameters over ``params``, ``{model_id: {run name: {param: value}}}``
+        (the demo attacks its random forest, whose every query is a slow call, with fewer
+        label-only samples).
     mitigation : Mitigation, optional
         Also run the suite behind this mitigation, for a before/after comparison.
     fit : callable, optional
@@ -149,6 +153,7 @@ class Assessment:
                  techniques: list[str] | None = None, budget: int | None = None,
                  total_budget: int | None = None, seed: int = 0,
                  params: dict[str, dict[str, Any]] | None = None,
+                 target_params: dict[str, dict[str, dict[str, Any]]] | None = None,
                  mitigation: Mitigation | None = None, fit: Any = None,
                  kb: KnowledgeBase | None = None, query_log: QueryLog | None = None,
                  clients_per_run: int = 1, reference: Target | None = None,
@@ -160,6 +165,7 @@ class Assessment:
         self.total_budget = total_budget
         self.seed = seed
         self.params = params or {}
+        self.target_params = target_params or {}
         self.mitigation = mitigation
         self.fit = fit
         self.kb = kb
@@ -168,16 +174,26 @@ class Assessment:
         self.reference = reference
         self.run_timeout = run_timeout
 
-    def _runs(self) -> list[TechniqueRun]:
+    def _runs(self, model_id: str | None = None) -> list[TechniqueRun]:
+        """The runs, validated, with ``model_id``'s parameters over the common ones."""
         from mlthreat.errors import UsageError
 
         runs = []
         classes = run_classes(self.techniques)
-        unknown = set(self.params) - {c.name for c in classes}
+        names = {c.name for c in classes}
+        unknown = set(self.params) - names
         if unknown:
             raise UsageError(f"parameters for runs not selected: {', '.join(sorted(unknown))}")
+        targets = {t.model_id for t in self.targets}
+        for target_id, per_run in self.target_params.items():
+            if target_id not in targets:
+                raise UsageError(f"parameters for a target not assessed: {target_id}")
+            if set(per_run) - names:
+                raise UsageError(f"parameters for runs not selected on {target_id}: "
+                                 f"{', '.join(sorted(set(per_run) - names))}")
+        own = self.target_params.get(model_id, {}) if model_id is not None else {}
         for cls in classes:
-            params = dict(self.params.get(cls.name, {}))
+            params = {**self.params.get(cls.name, {}), **own.get(cls.name, {})}
             if "fit" in cls.defaults and "fit" not in params:
                 params["fit"] = self.fit
             run = cls(**params)
@@ -248,7 +264,7 @@ class Assessment:
         self._tell_labels()
         out = []
         for target in self.targets:
-            for run in self._runs():
+            for run in self._runs(target.model_id):
                 reason = run.not_applicable(target, self.data)
                 planned = 0 if reason else run.planned_queries(target, self.data,
                                                                self._budget(run))
@@ -269,7 +285,8 @@ class Assessment:
         from mlthreat.kb import load as load_kb
 
         reporter = reporter or _Silent()
-        runs = self._runs()
+        runs = {t.model_id: self._runs(t.model_id) for t in self.targets}
+        n_runs = len(run_classes(self.techniques))  # the same runs on every target
         self._tell_labels()
         kb = self.kb or load_kb()
         started = time.time()
@@ -291,7 +308,7 @@ class Assessment:
                 findings: list[Finding] = []
                 target.attach_log(self.query_log)
                 try:
-                    for run in runs:
+                    for run in runs[target.model_id]:
                         failed = target_errors.get(target.model_id)
                         if failed is not None:  # an unreachable or broken target: stop asking
                             findings.append(Finding(
@@ -304,8 +321,8 @@ class Assessment:
                         if self.total_budget is not None:
                             budget = min(budget, max(self.total_budget - spent, 0))
                         finding = self._one(target, run, budget, kb, reporter,
-                                            (len(results) * len(runs) + len(findings) + 1,
-                                             len(suites) * len(runs)))
+                                            (len(results) * n_runs + len(findings) + 1,
+                                             len(suites) * n_runs))
                         if finding.status == "error" and finding.reason.startswith(_TARGET):
                             target_errors[target.model_id] = finding.reason[len(_TARGET):]
                         spent += finding.queries

@@ -219,6 +219,8 @@ def assess(
     kb = load_kb(atlas, extension)
     fit_fn: Any = None
     demo_params: dict[str, dict[str, Any]] = {}
+    target_params: dict[str, dict[str, dict[str, Any]]] = {}
+    user_params = _parse_params(param or [])
     # ATLAS IDs in any case; run names as written
     selection = [t.strip().upper() if t.strip().upper().startswith("AML.") else t.strip()
                  for t in techniques.split(",") if t.strip()] if techniques else None
@@ -228,12 +230,15 @@ def assess(
             raise UsageError("--data, --feature-spec and --reference-target need --target (the "
                              "demo uses its own models and data)")
         reference = None
-        from mlthreat.assess.demo import DEMO_PARAMS
+        from mlthreat.assess.demo import DEMO_PARAMS, demo_target_params
+        from mlthreat.assess.techniques import run_classes
 
         dataset = api.digits_demo(seed)
         targets: list[Any] = list(api.demo_targets(dataset, seed))
         demo_params = DEMO_PARAMS if fit is None else {
             k: v for k, v in DEMO_PARAMS.items() if k != "poisoning-backdoor"}
+        target_params = demo_target_params({c.name for c in run_classes(selection)},
+                                           user_params)
     else:
         if data is None:
             raise UsageError("--target needs --data (rows to attack with and evaluate on)")
@@ -265,8 +270,8 @@ def assess(
     mit = api.parse_mitigation(mitigation) if mitigation else None
     assessment = api.Assessment(targets, dataset, techniques=selection, budget=budget,
                                 total_budget=total_budget, seed=seed,
-                                params=_merge_params(demo_params, _parse_params(param or []),
-                                                     selection),
+                                params=_merge_params(demo_params, user_params, selection),
+                                target_params=target_params,
                                 mitigation=mit, fit=fit_fn,
                                 kb=kb, clients_per_run=clients_per_run, reference=reference,
                                 run_timeout=run_timeout)

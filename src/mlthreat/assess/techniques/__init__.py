@@ -20,6 +20,7 @@ RUNS: tuple[str, ...] = (
     "mlthreat.assess.techniques.evasion:BoundaryEvasion",
     "mlthreat.assess.techniques.whitebox:GradientEvasion",
     "mlthreat.assess.techniques.transfer:TransferEvasion",
+    "mlthreat.assess.techniques.chain:ChainEvasion",
     "mlthreat.assess.techniques.membership:BlackBoxMembership",
     "mlthreat.assess.techniques.membership:LiraMembership",
     "mlthreat.assess.techniques.inversion:ModelInversion",

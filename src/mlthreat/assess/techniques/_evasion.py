@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from mlthreat.assess.data import AssessmentData
     from mlthreat.assess.target import Target
 
-__all__ = ["Attacked", "EvasionRun", "distance", "feature_scale", "positive_int",
+__all__ = ["Attacked", "EvasionRun", "FeatureBox", "distance", "feature_scale", "positive_int",
            "positive_ints", "positive_number"]
 
 # Relative slack on ε comparisons: an attack projected onto the ε ball lands on its surface,
@@ -257,6 +257,41 @@ class EvasionRun(TechniqueRun):
                 note="adversarial rows outside the feature domain (a constant moved, a "
                      "non-integer in an integer column, a broken one-hot group, out of bounds)"),
         }
+
+
+@dataclass(frozen=True)
+class FeatureBox:
+    """The target's feature range, flattened to [d] float64 arrays: ``lo``, ``hi`` and
+    ``scale`` (``hi - lo``, 1 for a constant feature). Maps inputs to the relative feature
+    space ``u = (x - lo) / scale``, where ε is measured, and back."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def of(cls, target: Target) -> FeatureBox:
+        import numpy as np
+
+        shape = tuple(target.input_shape)
+        lo, hi = (np.broadcast_to(np.asarray(v, dtype="float64"), shape).reshape(-1)
+                  for v in target.clip_values)
+        return cls(lo, hi, feature_scale(target))
+
+    def to_u(self, x: Any) -> np.ndarray:
+        """Inputs [n, ...] → relative rows [n, d]."""
+        import numpy as np
+
+        x = np.asarray(x, dtype="float64")
+        return (x.reshape(len(x), -1) - self.lo) / self.scale
+
+    def to_x(self, u: np.ndarray, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """Relative rows [n, d] → inputs [n, *shape] of ``dtype``, clipped to the range (a
+        constant feature, scale 1 here, stays where the data has it)."""
+        import numpy as np
+
+        x = np.clip(self.lo + np.asarray(u, dtype="float64") * self.scale, self.lo, self.hi)
+        return x.reshape(len(x), *shape).astype(dtype)
 
 
 def feature_scale(target: Target) -> np.ndarray:

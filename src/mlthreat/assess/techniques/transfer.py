@@ -20,7 +20,7 @@ from mlthreat.assess.finding import Finding, Metric
 from mlthreat.assess.techniques._evasion import (
     Attacked,
     EvasionRun,
-    feature_scale,
+    FeatureBox,
     positive_ints,
 )
 from mlthreat.assess.techniques._surrogate import (
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from mlthreat.assess.target import Target
     from mlthreat.assess.techniques.base import RunContext
 
-__all__ = ["TransferEvasion", "art_proxy", "dense_layers"]
+__all__ = ["TransferEvasion", "art_proxy", "craft", "dense_layers"]
 
 PROXIES = ("mlp", "logreg")
 
@@ -270,25 +270,28 @@ class TransferEvasion(EvasionRun):
                target: Target) -> tuple[np.ndarray, np.ndarray]:
         """PGD on the proxy in the target's relative feature space: the examples (cast to the
         target's input dtype) and whether each fools the proxy."""
-        import numpy as np
-        from art.attacks.evasion import ProjectedGradientDescentNumpy
+        box = FeatureBox.of(target)
+        u_adv, fooled = craft(proxy, box, box.to_u(x), y, norm=self.params["norm"], eps=self.eps,
+                              steps=int(self.params["max_iter"]))
+        return box.to_x(u_adv, x.shape[1:], target.input_dtype), fooled
 
-        scale = feature_scale(target)
-        d = len(scale)
-        lo = np.broadcast_to(np.asarray(target.clip_values[0], dtype="float64"),
-                             tuple(target.input_shape)).reshape(d)
-        estimator = art_proxy(proxy, lo, scale)
-        eps, steps = self.eps, int(self.params["max_iter"])
-        attack = ProjectedGradientDescentNumpy(
-            estimator, norm=np.inf if self.params["norm"] == "linf" else 2, eps=eps,
-            eps_step=2.5 * eps / steps, max_iter=steps, targeted=False, num_random_init=0,
-            batch_size=256, verbose=False)
-        u = (np.asarray(x, dtype="float64").reshape(len(x), d) - lo) / scale
-        onehot = np.eye(target.n_classes, dtype="float32")[np.asarray(y, dtype="int64")]
-        u_adv = np.asarray(attack.generate(u.astype("float32"), y=onehot), dtype="float64")
-        fooled = estimator.predict(u_adv).argmax(axis=1) != y
-        hi = np.broadcast_to(np.asarray(target.clip_values[1], dtype="float64"),
-                             tuple(target.input_shape)).reshape(d)
-        # a constant feature has scale 1 here; the bounds keep it where the data has it
-        x_adv = np.clip(lo + u_adv * scale, lo, hi).reshape(x.shape).astype(target.input_dtype)
-        return x_adv, fooled
+
+def craft(proxy: Surrogate, box: FeatureBox, u: np.ndarray, y: np.ndarray, *, norm: str,
+          eps: float, steps: int, towards: np.ndarray | None = None,
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """ART's projected gradient descent on the proxy from rows ``u`` [n, d] of the relative
+    feature space within ε (``norm`` "l2" or "linf") using all of ε (steps of 2.5 ε /
+    ``steps``): the crafted rows [n, d] and whether each fools the proxy [n] (``y``: the rows'
+    score-column indices). Untargeted, or targeted at the score columns ``towards`` [n]."""
+    import numpy as np
+    from art.attacks.evasion import ProjectedGradientDescentNumpy
+
+    estimator = art_proxy(proxy, box.lo, box.scale)
+    attack = ProjectedGradientDescentNumpy(
+        estimator, norm=np.inf if norm == "linf" else 2, eps=eps, eps_step=2.5 * eps / steps,
+        max_iter=steps, targeted=towards is not None, num_random_init=0, batch_size=256,
+        verbose=False)
+    labels = y if towards is None else towards
+    onehot = np.eye(proxy.n_classes, dtype="float32")[np.asarray(labels, dtype="int64")]
+    u_adv = np.asarray(attack.generate(u.astype("float32"), y=onehot), dtype="float64")
+    return u_adv, estimator.predict(u_adv).argmax(axis=1) != y
