@@ -46,10 +46,12 @@ named, with no calibration file, run together as deployed (one engine, one alert
 and technique): the anchor (the defaults before issue "Detection that works out of the box":
 prada, blacklight, volume, repeat, with PRADA reporting every client as extraction) and the
 new defaults (adding ``ood``, which learns its benign model from the log, and ``coverage``;
-PRADA and ood reporting near-duplicate chains as AML.T0043.001). Per family: clients flagged
-at all and as the family's technique, the worst first-alert query count, and whether the goal
-is met (HopSkipJump by query 10, Jacobian and random extraction by 200, membership probing by
-50; natural-data extraction: at least half, as AML.T0024.002; no benign client).
+PRADA and ood reporting near-duplicate chains as AML.T0043.001; Blacklight's query-path
+rules: bisection steps as AML.T0043.001, probe clusters as AML.T0024.000). Per family: clients
+flagged at all and as the family's technique, the worst first-alert query count, and whether
+the goal is met (every client as the family's technique: HopSkipJump by query 10, Jacobian and
+random extraction by 200, membership probing by 50; natural-data extraction: at least half;
+no benign client).
 ``--log PATH`` scores only this, on a log written elsewhere (``benchmarks/art_log.py``).
 
 PRADA side by side (lines with a ``"prada"`` key): PRADA keeps its growing sets per predicted
@@ -211,9 +213,12 @@ GOALS: dict[str, tuple[str, int | None]] = {
     "membership": ("AML.T0024.000", 50)}
 
 # today's defaults before issue "Detection that works out of the box": PRADA reporting every
-# client as extraction (a near-duplicate distance of ~0 never matches), no ood, no coverage
-ANCHOR = (("prada", "blacklight", "volume", "repeat"),
-          {"prada": {"near_duplicate": 1e-300, "chain_share": 1.0}})
+# client as extraction (a near-duplicate distance of ~0 never matches), no ood, no coverage,
+# Blacklight without its query-path rules (bisection steps, probe clusters)
+ANCHOR: tuple[tuple[str, ...], dict[str, dict[str, Any]]] = (
+    ("prada", "blacklight", "volume", "repeat"),
+    {"prada": {"near_duplicate": 1e-300, "chain_share": 1.0},
+     "blacklight": {"bisection_steps": 10**9, "probe_clusters": 10**9}})
 
 
 def defaults_side_by_side(log: Path, kb: Any) -> list[dict[str, Any]]:
@@ -260,9 +265,9 @@ def defaults_side_by_side(log: Path, kb: Any) -> list[dict[str, Any]]:
                 row.update({"technique": want, "flagged_as_technique": len(first_tech),
                             "worst_queries_as_technique": max(first_tech) if first_tech
                             else None, "limit": limit})
-                if limit is not None:
-                    row["goal_met"] = len(first_any) == len(members) and \
-                        max(first_any) <= limit
+                if limit is not None:  # every client, as the family's technique, in time
+                    row["goal_met"] = len(first_tech) == len(members) and \
+                        max(first_tech) <= limit
                 else:  # natural-data extraction: at least half, as the technique
                     row["goal_met"] = 2 * len(first_tech) >= len(members)
             row["alerts_by"] = by

@@ -160,6 +160,9 @@ def test_hopskipjump_clients_flagged_within_20_queries(benign: EventBatch, hsj: 
     assert flagged == attackers
 
 
+CLUSTER_RULE = {"probe_clusters": 10**9}  # the query path's probe clusters off
+
+
 def augmentation_prober(records: np.ndarray, copies: int = 10, sigma: float = 0.02,
                         client: str = "aug-prober", t0: float = 2e6) -> EventBatch:
     """Label-only membership inference by augmentation (Choquette-Choo et al. 2021, noise
@@ -174,7 +177,9 @@ def augmentation_prober(records: np.ndarray, copies: int = 10, sigma: float = 0.
 
 def test_label_only_membership_probing_reported_as_t0024_000(digits: Any, benign: EventBatch,
                                                               hsj: EventBatch) -> None:
-    det = BlacklightDetector()
+    # the near-duplicate cluster rule on its own; with the query-path rule (on by default)
+    # this prober is reported at query 45: tests/detect/test_query_path_detector.py
+    det = BlacklightDetector(**CLUSTER_RULE)
     prober = augmentation_prober(digits.x_members[:30])
     found = _run(det, _interleave(benign, hsj), prober)
     mine = [(d.technique, d.queries_observed, d.score) for d in found
@@ -188,17 +193,17 @@ def test_label_only_membership_probing_reported_as_t0024_000(digits: Any, benign
     # HopSkipJump evasion clients are flagged as evasion only
     assert {d.technique for d in found if d.client_id != "aug-prober"} == {"AML.T0043.001"}
     # fewer records than membership_clusters: probing, not reported as membership
-    det = BlacklightDetector()
+    det = BlacklightDetector(**CLUSTER_RULE)
     few = _run(det, augmentation_prober(digits.x_members[:15], client="few"))
     assert [d.technique for d in few] == ["AML.T0043.001"]
     # state survives a checkpoint half-way through
-    det = BlacklightDetector()
+    det = BlacklightDetector(**CLUSTER_RULE)
     half = len(prober) // 2
     first = det.observe(prober.take(np.arange(half)))
-    again = BlacklightDetector()
+    again = BlacklightDetector(**CLUSTER_RULE)
     again.restore(json.loads(json.dumps(det.checkpoint())))
     rest = again.observe(prober.take(np.arange(half, len(prober))))
-    whole = _run(BlacklightDetector(), prober)
+    whole = _run(BlacklightDetector(**CLUSTER_RULE), prober)
     assert [(d.technique, d.queries_observed) for d in first + rest] == \
         [(d.technique, d.queries_observed) for d in whole] == \
         [("AML.T0043.001", 5), ("AML.T0024.000", 214)]

@@ -43,7 +43,8 @@ weak evidence and would otherwise make matching quadratic (HopSkipJump on digits
 the same query with 4 or 32). Per stored query: ``8 * top_n`` bytes of fingerprint (a ring
 allocated at the first batch), an exact-repeat digest and its index entries (a dictionary
 from hash to a row of a numpy postings table): about 476 bytes
-for ``d = 64``; about 370 bytes per tracked client (``benchmarks/bench_detect.py``). The
+for ``d = 64``; about 370 bytes per tracked client (``benchmarks/bench_detect.py``), plus
+the query path's last query and step (768 bytes for ``d = 64``, see below). The
 result does not depend on how events are cut into batches. One fingerprint store serves
 every model in the log.
 
@@ -62,6 +63,18 @@ decision-boundary form (ART's ``LabelOnlyDecisionBoundary``, a HopSkipJump run p
 looks like evasion and is reported as AML.T0043.001 only. Cluster bookkeeping keeps at most
 ``max_cluster_ids`` identities per client and is dropped once the client is reported.
 
+The query path: earlier, and membership told from evasion
+--------------------------------------------------------
+The steps between a client's consecutive queries (``_paths``) give two earlier reports. A
+binary search makes *bisection steps* (parallel to the previous step, half as long): the
+``bisection_steps``-th (3) reports AML.T0043.001 (HopSkipJump on the digits demo at query 5-9,
+before its 3rd fingerprint match at 7-12: its first queries are random starting points). A
+prober's path is runs of equal steps around one record ended by a jump to the next: the
+``probe_clusters``-th (4) such *probe cluster*, from a client that never bisected, reports
+AML.T0024.000 (the prober above at query 45 rather than 214; several tight clusters around
+distinct centres, where HopSkipJump is one chain drifting by halving steps). The cluster rule
+above still reports probers whose copies are not sent one record at a time.
+
 References
 ----------
 Huiying Li, Shawn Shan, Emily Wenger, Jiayun Zhang, Haitao Zheng, Ben Y. Zhao. "Blacklight:
@@ -79,6 +92,12 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlthreat.detect.detectors._fingerprints import FingerprintStore, digests, fingerprints
+from mlthreat.detect.detectors._paths import (
+    PATH_CONSTRAINTS,
+    PATH_DEFAULTS,
+    PathSteps,
+    QueryPath,
+)
 from mlthreat.detect.detectors.base import ClientStatus, Detection, Detector
 from mlthreat.detect.errors import CalibrationError
 
@@ -112,6 +131,13 @@ class BlacklightDetector(Detector):
     membership_clusters, membership_cluster_size, membership_max_mean, max_cluster_ids
         The AML.T0024.000 rule (see the module docstring): clusters needed, queries that make
         a cluster, largest mean matched queries per cluster, identities kept per client.
+    bisection_steps, bisection_cos, bisection_ratio, probe_clusters, probe_size, probe_spread,
+    probe_jump
+        The query-path rules (``_paths``): bisection steps that report AML.T0043.001 (3) and
+        what makes one (``|cos|`` with the previous step >= 0.98, length ratio in (0.4, 0.6));
+        probe clusters that report AML.T0024.000 (4) and what makes one (>= 5 queries whose
+        steps are within a factor 3.0 of each other, ended by a step 4.0 times their
+        geometric mean).
     max_fingerprints, max_clients, max_postings : int
         State bounds: stored fingerprints (oldest evicted), tracked clients (longest-idle
         evicted), stored queries one hash links to (most recent kept).
@@ -139,7 +165,7 @@ class BlacklightDetector(Detector):
         "max_clients": 100_000, "quantization": 0.2, "window": None, "step": 1, "top_n": None,
         "match_threshold": None, "min_matches": 3, "max_fingerprints": 100_000,
         "max_postings": 8, "membership_clusters": 20, "membership_cluster_size": 5,
-        "membership_max_mean": 15.0, "max_cluster_ids": 4096}
+        "membership_max_mean": 15.0, "max_cluster_ids": 4096, **PATH_DEFAULTS}
     _constraints: ClassVar[dict[str, Any]] = {
         **Detector._constraints,
         "quantization": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -157,6 +183,7 @@ class BlacklightDetector(Detector):
         "membership_max_mean": (lambda v: isinstance(v, (int, float))
                                 and not isinstance(v, bool) and v > 0, "must be a number > 0"),
         "max_cluster_ids": (_pos_int, "must be an integer >= 1"),
+        **PATH_CONSTRAINTS,
     }
 
     def __init__(self, **params: Any) -> None:
@@ -235,16 +262,24 @@ class BlacklightDetector(Detector):
         mean = self.params["membership_max_mean"]
         cap = self.params["max_cluster_ids"]
         max_clients = self.params["max_clients"]
-        table, record = self._clients, self._record
+        table, record, params = self._clients, self._record, self.params
+        # every event's step along its client's path, at once; a client's path is made here
+        # when it is new (one made later, after an eviction, steps one query at a time)
+        keys = [(str(m), c) for m, c in zip(batch.model_id.tolist(), clients, strict=True)]
+        paths = {k: (table[k][11] if k in table else QueryPath()) for k in keys}
+        made = {k for k in paths if k in table}
+        steps = PathSteps(batch.x, keys, paths)
+        norm, dot, pnorm = steps.norm.tolist(), steps.dot.tolist(), steps.pnorm.tolist()
         out: list[Detection] = []
-        for i, (client, model, ts) in enumerate(zip(clients, batch.model_id.tolist(),
-                                                    batch.ts.tolist(), strict=True)):
-            key = (str(model), client)
+        rules = QueryPath.rules(params)
+        for i, (key, ts) in enumerate(zip(keys, batch.ts.tolist(), strict=True)):
             # base.client_state inlined: a call per event costs this loop about 20 % of its
             # throughput (measured with benchmarks/bench_detect.py), and it has a target.
             st = table.get(key)
             if st is None:
-                st = table[key] = [0, 0, ts, ts, False, 0, None, 0, None, False, 0]
+                path = QueryPath() if key in made else paths[key]
+                made.add(key)
+                st = table[key] = [0, 0, ts, ts, False, 0, None, 0, None, False, 0, path]
                 if len(table) > max_clients:
                     table.popitem(last=False)
                     self._evicted_clients += 1
@@ -252,6 +287,17 @@ class BlacklightDetector(Detector):
                 table.move_to_end(key)
             st[0] += 1
             st[3] = ts
+            path = st[11]
+            if path is paths[key]:
+                shape = path.take(norm[i], dot[i], pnorm[i], rules)
+            else:
+                shape = path.advance(batch.x[i], params)
+            if shape == "bisection" and not st[4]:
+                st[4] = True
+                out.append(self._detection(key, st, shape))
+            elif shape == "probe" and not st[9]:
+                st[9], st[8] = True, None
+                out.append(self._detection(key, st, shape))
             o = over[i]
             if record is not None:
                 record.setdefault(key, []).append(o)
@@ -283,6 +329,7 @@ class BlacklightDetector(Detector):
                                 st[9] = True
                                 st[8] = None
                                 out.append(self._membership(key, st))
+        steps.commit()
         return out
 
     def _membership(self, key: tuple[str, str], st: list[Any]) -> Detection:
@@ -296,9 +343,16 @@ class BlacklightDetector(Detector):
                       "mean_matched_per_cluster": round(st[1] / st[10], 2),
                       "also_consistent_with": self.technique})
 
-    def _detection(self, key: tuple[str, str], st: list[Any]) -> Detection:
+    def _detection(self, key: tuple[str, str], st: list[Any], shape: str = "") -> Detection:
         cfg = self._cfg
         assert cfg is not None
+        if shape:  # a query-path rule (_paths)
+            technique, score, threshold, unit, evidence = st[11].verdict(shape, self.params)
+            return Detection(
+                detector=self.name, technique=technique, client_id=key[1], model_id=key[0],
+                first_seen=float(st[2]), last_seen=float(st[3]), queries_observed=int(st[0]),
+                score=score, threshold=threshold, unit=unit,
+                evidence={**evidence, "matched_queries": int(st[1])})
         return Detection(
             detector=self.name, technique=self.technique, client_id=key[1], model_id=key[0],
             first_seen=float(st[2]), last_seen=float(st[3]), queries_observed=int(st[0]),
@@ -399,7 +453,7 @@ class BlacklightDetector(Detector):
         fps = self._store.rows()
         clients = [[model, client, *st[:8],
                     None if st[8] is None else [list(st[8][0].items()), list(st[8][1].items())],
-                    *st[9:]] for (model, client), st in self._clients.items()]
+                    *st[9:11], st[11].to_json()] for (model, client), st in self._clients.items()]
         return {"version": 1, "calibration": self.calibration(), "next": self._store.next,
                 "fingerprints": fps, "clients": clients,
                 "evicted_clients": self._evicted_clients}
@@ -417,6 +471,9 @@ class BlacklightDetector(Detector):
         for model, client, *st in state["clients"]:
             if len(st) == 8:  # written before membership clusters were tracked
                 st += [None, False, 0]
+            if len(st) == 11:  # written before the query path was tracked
+                st.append(None)
+            st[11] = QueryPath.from_json(st[11])
             if st[8] is not None:
                 st[8] = ({int(k): int(v) for k, v in st[8][0]},
                          {int(k): int(v) for k, v in st[8][1]})
