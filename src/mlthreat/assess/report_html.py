@@ -53,8 +53,8 @@ Data = dict[str, Any]
 OUTCOME_ORDER: tuple[str, ...] = ("succeeded", "error", "failed", "not-applicable")
 _LABELS = {"succeeded": "succeeded", "failed": "failed", "error": "error",
            "not-applicable": "not applicable"}
-_TITLES = {"roc": "ROC curve", "success_vs_eps": "Attack success against ε",
-           "fidelity_vs_queries": "Fidelity against queries",
+_TITLES = {"roc": "ROC curve", "success_vs_eps": "Attack success by perturbation budget",
+           "fidelity_vs_queries": "Surrogate fidelity by query budget",
            "perturbation_l2": "Perturbation L2 norms",
            "mse_per_class": "Reconstruction error per class",
            "reconstructions": "Reconstructed inputs"}
