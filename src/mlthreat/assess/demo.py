@@ -10,7 +10,7 @@ from mlthreat.assess.targets.sklearn import SklearnTarget
 __all__ = ["DEMO_PARAMS", "DEMO_TARGET_PARAMS", "N_TREES", "demo_target_params", "demo_targets"]
 
 # A forest answers each call in milliseconds however few rows it holds, and the label-only runs
-# send one row per call: 30 trees (0.96 accuracy on the evaluation rows, as with 100) and 5
+# send one row per call: 30 trees (0.96 accuracy on the evaluation rows, as with 100) and 3
 # samples for those runs keep the demo's forest under 15 s.
 N_TREES = 30
 
@@ -19,7 +19,7 @@ N_TREES = 30
 DEMO_PARAMS: dict[str, dict[str, Any]] = {"inversion-miface": {"image_shape": (8, 8)},
                                           "poisoning-backdoor": {"fit": "clone-target"}}
 DEMO_TARGET_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
-    "demo-forest": {"evasion-hopskipjump": {"n_samples": 5}, "evasion-boundary": {"n_samples": 5}}}
+    "demo-forest": {"evasion-hopskipjump": {"n_samples": 3}, "evasion-boundary": {"n_samples": 3}}}
 
 
 def demo_target_params(selected: set[str], given: dict[str, dict[str, Any]],
