@@ -57,7 +57,7 @@ def _onnx(tmp, digits, request):
 
 
 def _torch(tmp, digits, request):
-    import torch
+    torch = pytest.importorskip("torch")  # an optional extra: skip without it
 
     torch.manual_seed(0)
     module = torch.jit.script(torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.Tanh(),

@@ -14,7 +14,6 @@ import joblib
 import numpy as np
 import pickle_builders as pb
 import pytest
-import torch
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
@@ -97,12 +96,14 @@ def test_joblib_object_array_payload_is_found(tmp_path: Path) -> None:
 
 
 def test_torch_zip_state_dict_clean(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")  # an optional extra: skip without it
     p = tmp_path / "sd.pt"
     torch.save({"w": torch.randn(3, 4), "b": torch.zeros(4, dtype=torch.int64)}, p)
     assert scan_file(p, tfmt.analyze) == []
 
 
 def test_torch_legacy_state_dict_clean(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")  # an optional extra: skip without it
     p = tmp_path / "sd_legacy.pt"
     torch.save({"w": torch.randn(30, 40), "b": torch.zeros(4)}, p,
                _use_new_zipfile_serialization=False)
@@ -266,6 +267,7 @@ def test_large_bytes_are_skipped_not_read() -> None:
 
 @pytest.fixture(scope="module")
 def torch_zip() -> bytes:
+    torch = pytest.importorskip("torch")  # an optional extra: skip without it
     buf = io.BytesIO()
     torch.save({"w": torch.ones(2, 2)}, buf)
     return buf.getvalue()

@@ -14,11 +14,10 @@ import pickletools
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pickle_builders as pb
 import pytest
-import torch
-from torch import nn
 
 from mlthreat.scan.findings import TECHNIQUES, Finding, Limits
 from mlthreat.scan.formats import pickle as pkfmt
@@ -199,13 +198,16 @@ def test_pure_builtins_and_future_are_clean(value: object) -> None:
 # ---- torch and the command line ---------------------------------------------------------
 
 
-def small_net() -> nn.Module:
+def small_net() -> Any:
+    torch = pytest.importorskip("torch")  # an optional extra: skip without it
+    nn = torch.nn
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
                          nn.Linear(4 * 6 * 6, 10), nn.LayerNorm(10))
 
 
 def test_torch_state_dict_is_clean(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")  # an optional extra: skip without it
     p = tmp_path / "model.pt"
     torch.save(small_net().state_dict(), p)
     with p.open("rb") as fh:
@@ -223,6 +225,7 @@ def run_scan(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_fail_on_critical(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")  # an optional extra: skip without it
     good = tmp_path / "model.pt"
     torch.save(small_net().state_dict(), good)
     evil = tmp_path / "evil.pkl"
