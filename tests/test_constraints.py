@@ -1,0 +1,117 @@
+"""The one parameter vocabulary (mlthreat.constraints) and the one message format, used by
+technique runs, detectors, the scanner and the mitigations."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mlthreat.constraints import (
+    Boolean,
+    InstanceOf,
+    Interval,
+    ListOf,
+    Null,
+    Options,
+    Rule,
+    validate,
+)
+from mlthreat.errors import UsageError
+
+
+def fails(constraints: dict[str, Any], value: Any, rules: tuple[Rule, ...] = ()) -> str:
+    with pytest.raises(UsageError) as err:
+        validate("owner", {"p": value}, constraints, rules)
+    return str(err.value)
+
+
+@pytest.mark.parametrize("value", [1, 7, np.int64(3), np.int32(1), np.uint8(2)])
+def test_integers_python_and_numpy(value: Any) -> None:
+    validate("owner", {"p": value}, {"p": Interval(Integral, 1, None)})
+
+
+@pytest.mark.parametrize("value", [True, False, np.bool_(True), 1.0, np.float64(2.0), "3", None])
+def test_integer_never_a_bool_float_or_string(value: Any) -> None:
+    assert fails({"p": Interval(Integral, 0, None)}, value) == (
+        f"owner: parameter p={value!r}: must be an integer ≥ 0")
+
+
+@pytest.mark.parametrize("value", [0.5, 1, np.float32(0.25), np.float64(1.0), np.int64(1)])
+def test_reals_python_and_numpy(value: Any) -> None:
+    validate("owner", {"p": value}, {"p": Interval(Real, 0, 1, closed="right")})
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), np.float32("nan"), True, "0.5"])
+def test_real_is_finite_and_not_a_bool(value: Any) -> None:
+    assert fails({"p": "real"}, value) == f"owner: parameter p={value!r}: must be a finite number"
+    assert fails({"p": Interval(Real, 0, None, closed="neither")}, value).endswith(
+        "must be a number > 0")
+
+
+@pytest.mark.parametrize(("interval", "bad", "text"), [
+    (Interval(Integral, 1, None), 0, "a positive integer"),
+    (Interval(Integral, 0, None, closed="neither"), 0, "a positive integer"),
+    (Interval(Integral, 2, None), 1, "an integer ≥ 2"),
+    (Interval(Integral, 1, 10), 11, "an integer in [1, 10]"),
+    (Interval(Real, 0, 1, closed="neither"), 1.0, "a fraction in (0, 1)"),
+    (Interval(Real, 0, 1, closed="right"), 0, "a fraction in (0, 1]"),
+    (Interval(Real, 0, 0.5, closed="left"), 0.5, "a number in [0, 0.5)"),
+    (Interval(Real, 1, None, closed="neither"), 1, "a number > 1"),
+    (Interval(Real, None, 3, closed="neither"), 3, "a number < 3"),
+    (Interval(Real, 0, None, closed="neither", note="relative to the feature range"), 0,
+     "a number > 0 (relative to the feature range)"),
+])
+def test_interval_bounds_and_words(interval: Interval, bad: Any, text: str) -> None:
+    assert fails({"p": interval}, bad) == f"owner: parameter p={bad!r}: must be {text}"
+
+
+def test_options_none_lists_and_instances() -> None:
+    assert fails({"p": Options("l2", "linf")}, "l1") == "owner: parameter p='l1': must be 'l2' or 'linf'"
+    assert fails({"p": Options("a", "b", "c")}, 1).endswith("must be one of 'a', 'b', 'c'")
+    assert fails({"p": Options(1, 2)}, True).endswith("must be 1 or 2")
+    assert fails({"p": Options("x")}, np.array(["x", "x"])).startswith("owner: parameter p=")
+    validate("owner", {"p": None}, {"p": [Null("scaled"), Interval(Integral, 1, None)]})
+    assert fails({"p": [Null("scaled"), Interval(Integral, 1, None)]}, 0) == (
+        "owner: parameter p=0: must be None (scaled) or a positive integer")
+    assert fails({"p": [None, "callable", InstanceOf(str, "a string")]}, 5) == (
+        "owner: parameter p=5: must be None, a callable or a string; got int")
+    shape = ListOf(Interval(Integral, 1, None), lengths=(3, 2))
+    validate("owner", {"p": (8, np.int64(8))}, {"p": shape})
+    assert fails({"p": shape}, [8]) == (
+        "owner: parameter p=[8]: must be a list of 2 or 3 items, each a positive integer")
+    assert fails({"p": ListOf(Interval(Real, 0, 1, closed="right"))}, ()).endswith(
+        "must be a non-empty list, each item a fraction in (0, 1]")
+    engines = ListOf(Options("a", "b", what="engine"), empty=True)
+    validate("owner", {"p": ()}, {"p": engines})
+    assert fails({"p": engines}, ("a", "zz")) == (
+        "owner: parameter p=('a', 'zz'): must be a list, each item 'a' or 'b'; "
+        "unknown engine 'zz'")
+    assert fails({"p": engines}, "a").endswith("must be a list, each item 'a' or 'b'")
+
+
+def test_booleans() -> None:
+    validate("owner", {"p": True, "q": np.bool_(False)}, {"p": "boolean", "q": Boolean()})
+    for bad in (0, 1, "true", None):
+        assert fails({"p": "boolean"}, bad) == f"owner: parameter p={bad!r}: must be true or false"
+
+
+def test_cross_parameter_rule_runs_after_each_parameter_is_valid() -> None:
+    table = {"init_eval": Interval(Integral, 1, None), "max_eval": Interval(Integral, 1, None)}
+    rule = Rule("init_eval", lambda p: p["init_eval"] <= p["max_eval"],
+                "at most max_eval ({max_eval!r})")
+    validate("run", {"init_eval": 100, "max_eval": 100}, table, [rule])
+    with pytest.raises(UsageError) as err:
+        validate("run", {"init_eval": 300, "max_eval": 100}, table, [rule])
+    assert str(err.value) == "run: parameter init_eval=300: must be at most max_eval (100)"
+    with pytest.raises(UsageError) as err:  # the single-parameter check comes first
+        validate("run", {"init_eval": 300, "max_eval": "x"}, table, [rule])
+    assert str(err.value) == "run: parameter max_eval='x': must be a positive integer"
+
+
+def test_unknown_parameters_are_named_with_the_known_ones() -> None:
+    with pytest.raises(UsageError) as err:
+        validate("run", {"a": 1, "zz": 2, "b": 3}, {}, known=("a", "b"))
+    assert str(err.value) == "run: unknown parameter(s) zz; known: a, b"
