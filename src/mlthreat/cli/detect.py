@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,8 +23,6 @@ from mlthreat.errors import UsageError
 
 app = typer.Typer(help="Find attacks in inference logs (QueryEvents or serving logs).",
                   no_args_is_help=True)
-
-CALIBRATION_KIND = "mlthreat.detect.calibration"
 
 LogsArg = Annotated[list[Path], typer.Argument(help="Log files (JSONL, CSV, Parquet), read in "
                                                "the order given.")]
@@ -98,56 +95,6 @@ def _then_follow(batches: Any, path: Path, mapping: str | None, quarantine: Path
 
 def _names(detectors: str | None) -> list[str] | None:
     return [d.strip() for d in detectors.split(",") if d.strip()] if detectors else None
-
-
-def _load_calibration(path: Path) -> dict[str, Any]:
-    from mlthreat.detect.errors import CalibrationError
-    from mlthreat.safeload import SafeLoadError, load
-
-    try:  # bounded: size, nesting, duplicate keys
-        data = load(path)
-    except SafeLoadError as exc:
-        raise CalibrationError(f"cannot read calibration: {exc}") from None
-    if not isinstance(data, dict) or data.get("kind") != CALIBRATION_KIND or \
-            not isinstance(data.get("detectors"), dict):
-        raise CalibrationError(f"{path}: not an mlthreat calibration file (kind "
-                               f"{CALIBRATION_KIND})")
-    detectors: dict[str, Any] = data["detectors"]
-    return detectors
-
-
-def _calibrated(names: list[str] | None, calibration: Path | None,
-                extra: list[str] | None = None) -> list[Any]:
-    """The detectors to run (named, else the defaults plus every calibrated one and every
-    one in ``extra``), with their calibration loaded."""
-    from mlthreat.detect.engine import DEFAULT_DETECTORS, DETECTORS, build_detectors
-
-    saved = _load_calibration(calibration) if calibration is not None else {}
-    if names is None:
-        names = list(dict.fromkeys([*DEFAULT_DETECTORS, *saved,
-                                    *(n for n in extra or () if n in DETECTORS)]))
-    dets = build_detectors(names)
-    for d in dets:
-        if d.name in saved:
-            d.load_calibration(saved[d.name])
-    return dets
-
-
-def _suppression(saved: dict[str, Any] | None, path: Path | None) -> dict[str, Any] | None:
-    """The open suppression windows a state file holds, checked entry by entry."""
-    from mlthreat.detect.errors import DetectError
-
-    data = (saved or {}).get("suppression") or None
-    if data is None:
-        return None
-    rows = data.get("last") if isinstance(data, dict) else None
-    if not isinstance(rows, list) or not all(
-            isinstance(r, list) and len(r) == 3 and isinstance(r[0], str)
-            and isinstance(r[1], str) and isinstance(r[2], int | float)
-            and not isinstance(r[2], bool) for r in rows):
-        raise DetectError(f"{path}: bad 'suppression' in detector state: expected "
-                          "{'last': [[client_id, technique, last_seen], ...]}")
-    return data
 
 
 def _summary(stats: list[Any]) -> list[dict[str, Any]]:
@@ -299,6 +246,7 @@ def run(
 ) -> None:
     """Run the detectors over logs and deliver alerts as they are raised. Exits 1 when any
     alert was raised."""
+    from mlthreat.detect.calibration import resolve_detectors, state_suppression
     from mlthreat.detect.engine import run_detectors, save_state
 
     _check_format(fmt)
@@ -317,18 +265,8 @@ def run(
         from mlthreat.detect.engine import load_state
 
         saved_state = load_state(state)
-    held = saved_state.get("detectors") if saved_state is not None else None
-    dets = _calibrated(_names(detectors), calibration,
-                       extra=list(held) if isinstance(held, dict) else [])
-    if saved_state is not None:
-        from mlthreat.detect.engine import restore_detectors
-
-        restore_detectors(dets, saved_state, str(state))
-        if calibration is not None:  # an explicit calibration wins over the saved one
-            saved = _load_calibration(calibration)
-            for d in dets:
-                if d.name in saved:
-                    d.load_calibration(saved[d.name])
+    dets = resolve_detectors(_names(detectors), calibration=calibration, state=saved_state,
+                             source=str(state))
     stats: list[Any] = []
     resuming = f"state {state}" if saved_state is not None else None
     with _delivery(output, fmt, as_json, append, resuming) as on_alert, \
@@ -352,7 +290,7 @@ def run(
             result = run_detectors(batches, dets, kb, allow_list=allow or (),
                                    suppression_window=suppress_window,
                                    include_inputs=include_inputs, on_alert=on_alert,
-                                   suppression_state=_suppression(saved_state, state))
+                                   suppression_state=state_suppression(saved_state, state))
     if follow:
         stats.append(followed)
     if state is not None:  # only after a complete (or cleanly stopped) run
@@ -397,13 +335,14 @@ def stream(
     through the same detectors as 'detect run', state kept under --checkpoint. Exits 1 when any
     alert was raised."""
     from mlthreat.detect import spark
+    from mlthreat.detect.calibration import resolve_detectors
 
     _check_format(fmt)
     if not folder.is_dir():
         raise UsageError(f"{folder}: " + ("not a folder" if folder.exists() else
                                           "no such folder"))
     kb = load_kb(atlas, extension)
-    dets = _calibrated(_names(detectors), calibration)
+    dets = resolve_detectors(_names(detectors), calibration=calibration)
     stats: list[Any] = []
     resuming = f"checkpoint {checkpoint}" if spark.resumes(checkpoint) else None
     with _delivery(output, fmt, as_json, append, resuming) as on_alert:
@@ -427,23 +366,16 @@ def calibrate(
     quarantine: QuarantineOpt = None,
 ) -> None:
     """Set detector thresholds from benign traffic and save them."""
-    from mlthreat import __version__
-    from mlthreat.detect.engine import DETECTORS, build_detectors
+    from mlthreat.detect.calibration import calibrate_detectors, save_calibration
+    from mlthreat.files import OutputError
 
-    dets = build_detectors(_names(detectors) or list(DETECTORS))  # calibrate them all
-    saved: dict[str, Any] = {}
-    for d in dets:
-        stats: list[Any] = []
-        saved[d.name] = d.calibrate(_batches(logs, mapping, quarantine, stats), target_fpr)
-    data = {"kind": CALIBRATION_KIND, "schema_version": 1, "mlthreat_version": __version__,
-            "target_fpr": target_fpr, "logs": [str(p) for p in logs], "detectors": saved}
-    from mlthreat.files import OutputError, write_atomic
-
+    cal = calibrate_detectors(logs, _names(detectors), target_fpr, mapping=mapping,
+                              quarantine=quarantine)  # calibrate them all by default
     try:  # whole or not at all: a run reading half a calibration would be mis-tuned
-        write_atomic(output, json.dumps(data, indent=2) + "\n", parents=False)
+        save_calibration(cal, output)
     except OutputError as exc:
         raise UsageError(str(exc)) from None
-    console().print(f"wrote {output} ({', '.join(saved)})", highlight=False)
+    console().print(f"wrote {output} ({', '.join(cal.detectors)})", highlight=False)
 
 
 @app.command()
@@ -459,10 +391,11 @@ def evaluate(
 ) -> None:
     """Score detectors on labelled logs (a 'truth' per event): TPR per attack, FPR on benign
     clients, median queries to detection."""
+    from mlthreat.detect.calibration import resolve_detectors
     from mlthreat.detect.evaluate import evaluate as run_evaluation
 
     kb = load_kb(atlas, extension)
-    dets = _calibrated(_names(detectors), calibration)
+    dets = resolve_detectors(_names(detectors), calibration=calibration)
     stats: list[Any] = []
     scores = run_evaluation(_batches(logs, mapping, quarantine, stats), dets, kb)
     if as_json:
