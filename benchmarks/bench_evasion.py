@@ -76,7 +76,8 @@ def ours(run: str, target, data, seed: int) -> dict[str, object]:
         return m[name].value if name in m else None
 
     return {"median_l2": get("median_l2"), "median_linf": get("median_linf"),
-            "misclassified": get("misclassified_rate"), "success_at_eps": get("success_rate_at_eps"),
+            "misclassified": get("misclassified_rate"),
+            "success_at_eps": get("success_rate_at_eps"),
             "queries_per_sample": get("queries_per_sample"),
             "queries_per_sample_amortised": get("queries_per_sample_amortised") or
             get("queries_per_sample"),
