@@ -69,7 +69,8 @@ def test_interval_bounds_and_words(interval: Interval, bad: Any, text: str) -> N
 
 
 def test_options_none_lists_and_instances() -> None:
-    assert fails({"p": Options("l2", "linf")}, "l1") == "owner: parameter p='l1': must be 'l2' or 'linf'"
+    assert fails({"p": Options("l2", "linf")}, "l1") == (
+        "owner: parameter p='l1': must be 'l2' or 'linf'")
     assert fails({"p": Options("a", "b", "c")}, 1).endswith("must be one of 'a', 'b', 'c'")
     assert fails({"p": Options(1, 2)}, True).endswith("must be 1 or 2")
     assert fails({"p": Options("x")}, np.array(["x", "x"])).startswith("owner: parameter p=")

@@ -17,14 +17,13 @@ change of 0.09 per pixel (1.5 of the original 16 grey levels); 0.25 is 4 grey le
 
 from __future__ import annotations
 
-import math
-import numbers
-from collections.abc import Callable
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlthreat.assess.finding import Finding, Metric
 from mlthreat.assess.techniques.base import RunContext, TechniqueRun
+from mlthreat.constraints import Interval, Options, Spec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,33 +31,12 @@ if TYPE_CHECKING:
     from mlthreat.assess.data import AssessmentData
     from mlthreat.assess.target import Target
 
-__all__ = ["Attacked", "EvasionRun", "FeatureBox", "distance", "feature_scale", "positive_int",
-           "positive_ints", "positive_number"]
+__all__ = ["Attacked", "EvasionRun", "FeatureBox", "distance", "feature_scale"]
 
 # Relative slack on ε comparisons: an attack projected onto the ε ball lands on its surface,
 # and float32 rounding may put it a hair outside.
 _EPS_SLACK = 1e-5
 _NORM_NAMES = {"l2": "L2", "linf": "L∞"}
-
-
-def positive_int(v: Any) -> bool:
-    """A parameter check: an integer (not a bool) above 0."""
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) > 0
-
-
-def positive_ints(*names: str) -> dict[str, tuple[Callable[[Any], bool], str]]:
-    """Constraint entries for parameters that must each be a positive integer."""
-    return {name: (positive_int, "must be a positive integer") for name in names}
-
-
-def positive_number(v: Any) -> bool:
-    """A parameter check: a finite real number (not a bool) above 0."""
-    return (isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-            and float(v) > 0)
-
-
-def _rate(v: Any) -> bool:
-    return positive_number(v) and v <= 1
 
 
 @dataclass
@@ -95,12 +73,12 @@ class EvasionRun(TechniqueRun):
         "n_samples": 20, "norm": "l2", "eps_l2": 0.75, "eps_linf": 0.25,
         "min_success_rate": 0.5,
     }
-    _constraints: ClassVar[dict[str, Any]] = {
-        **positive_ints("n_samples"),
-        "norm": (lambda v: v in _NORM_NAMES, "must be 'l2' or 'linf'"),
-        "eps_l2": (positive_number, "must be a number > 0 (relative to the feature range)"),
-        "eps_linf": (positive_number, "must be a number > 0 (relative to the feature range)"),
-        "min_success_rate": (_rate, "must be a fraction in (0, 1]"),
+    _constraints: ClassVar[dict[str, Spec]] = {
+        "n_samples": Interval(Integral, 1, None),
+        "norm": Options(*_NORM_NAMES),
+        **dict.fromkeys(("eps_l2", "eps_linf"), Interval(
+            Real, 0, None, closed="neither", note="relative to the feature range")),
+        "min_success_rate": Interval(Real, 0, 1, closed="right"),
     }
 
     @property

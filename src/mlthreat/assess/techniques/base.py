@@ -3,7 +3,8 @@ success rule, and ``run(ctx) -> Finding``.
 
 A run follows scikit-learn's manners: the constructor only stores parameters; ``validate``
 checks them against ``_constraints`` (ART's per-attack checking is the model) when the run
-starts; results are plain :class:`~mlthreat.assess.finding.Finding` objects.
+starts (one vocabulary and one message for the whole library, :mod:`mlthreat.constraints`);
+results are plain :class:`~mlthreat.assess.finding.Finding` objects.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlthreat.assess.finding import Finding, Metric
-from mlthreat.errors import UsageError
+from mlthreat.constraints import Rule, Spec, validate
 
 if TYPE_CHECKING:
     from mlthreat.assess.data import AssessmentData
@@ -94,7 +95,8 @@ class TechniqueRun:
     ``technique`` (the primary, most specific ATLAS ID), ``related`` (other IDs it also
     demonstrates), ``title``, ``needs_access`` (``black-box`` or ``white-box``),
     ``needs_scores`` (whether label-only targets can be attacked), ``tasks``, ``defaults``
-    (parameter defaults) and ``_constraints`` (parameter name → (check, message)).
+    (parameter defaults), ``_constraints`` (parameter name → :data:`~mlthreat.constraints.Spec`)
+    and ``_rules`` (cross-parameter :class:`~mlthreat.constraints.Rule` s).
     """
 
     name: ClassVar[str]
@@ -110,20 +112,16 @@ class TechniqueRun:
     # each), with the reason; stated in the plan and checked before the run starts
     min_rows: ClassVar[dict[str, tuple[int, str]]] = {}
     defaults: ClassVar[dict[str, Any]] = {}
-    _constraints: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {}
+    _constraints: ClassVar[dict[str, Spec]] = {}
+    _rules: ClassVar[tuple[Rule, ...]] = ()
 
     def __init__(self, **params: Any) -> None:
         self.params = {**self.defaults, **params}
 
     def validate(self) -> None:
-        """Check parameters against ``_constraints``. Raises UsageError naming the parameter."""
-        unknown = set(self.params) - set(self.defaults)
-        if unknown:
-            raise UsageError(f"{self.name}: unknown parameter(s) {', '.join(sorted(unknown))}; "
-                             f"known: {', '.join(sorted(self.defaults))}")
-        for key, (check, message) in self._constraints.items():
-            if not check(self.params[key]):
-                raise UsageError(f"{self.name}: parameter {key}={self.params[key]!r}: {message}")
+        """Check parameters against ``_constraints`` and ``_rules``. Raises UsageError naming
+        the parameter (see :func:`mlthreat.constraints.validate`)."""
+        validate(self.name, self.params, self._constraints, self._rules, known=self.defaults)
 
     def not_applicable(self, target: Target, data: AssessmentData) -> str | None:
         """Why this run cannot run against ``target`` with ``data`` (None when it can)."""

@@ -12,6 +12,7 @@ along the target's decision boundary towards the original with a warm-started Ho
 from __future__ import annotations
 
 import time
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlthreat.assess.finding import Finding, Metric
@@ -19,13 +20,11 @@ from mlthreat.assess.techniques._evasion import (
     Attacked,
     EvasionRun,
     FeatureBox,
-    positive_int,
-    positive_ints,
-    positive_number,
 )
 from mlthreat.assess.techniques._surrogate import fidelity, query_rows, steal, target_on_eval
 from mlthreat.assess.techniques._walk import walk
-from mlthreat.assess.techniques.transfer import PROXIES, craft
+from mlthreat.assess.techniques.transfer import PROXY_CONSTRAINTS, craft
+from mlthreat.constraints import Interval, Spec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -39,10 +38,6 @@ __all__ = ["ChainEvasion"]
 _RATIO = 1.25  # between neighbouring ε of the proxy's grid
 _GRID = range(-9, 7)  # ε * 1.25^k: from ε / 7.5 to 3.8 ε
 _RETRY_STEPS = 3  # grid steps between tries: each try about twice the last perturbation
-
-
-def _nonnegative_int(v: Any) -> bool:
-    return v == 0 or positive_int(v)
 
 
 class ChainEvasion(EvasionRun):
@@ -131,15 +126,13 @@ class ChainEvasion(EvasionRun):
         "max_iter": 20, "starts": 3, "tries": 3, "warm_iter": 10, "walk_iter": 40, "init_eval": 5,
         "max_eval": 200, "queries_per_sample": 500, "tol": 0.02, "patience": 2,
     }
-    _constraints: ClassVar[dict[str, Any]] = {
+    _constraints: ClassVar[dict[str, Spec]] = {
         **EvasionRun._constraints,
-        "proxy": (lambda v: v in PROXIES, "must be 'mlp' or 'logreg' (a differentiable proxy)"),
-        "distill": (lambda v: isinstance(v, bool), "must be true or false"),
-        **positive_ints("theft_queries", "max_iter", "starts", "tries", "init_eval", "max_eval",
-                        "queries_per_sample", "patience"),
-        "warm_iter": (_nonnegative_int, "must be an integer ≥ 0"),
-        "walk_iter": (_nonnegative_int, "must be an integer ≥ 0"),
-        "tol": (lambda v: positive_number(v) and v < 1, "must be a fraction in (0, 1)"),
+        **PROXY_CONSTRAINTS,
+        **dict.fromkeys(("theft_queries", "max_iter", "starts", "tries", "init_eval", "max_eval",
+                         "queries_per_sample", "patience"), Interval(Integral, 1, None)),
+        **dict.fromkeys(("warm_iter", "walk_iter"), Interval(Integral, 0, None)),
+        "tol": Interval(Real, 0, 1, closed="neither"),
     }
 
     def rule(self) -> str:

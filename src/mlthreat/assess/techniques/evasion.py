@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from numbers import Integral
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlthreat.assess.errors import QueryBudgetExceeded
@@ -20,10 +21,8 @@ from mlthreat.assess.techniques._evasion import (
     Attacked,
     EvasionRun,
     feature_scale,
-    positive_int,
-    positive_ints,
 )
-from mlthreat.errors import UsageError
+from mlthreat.constraints import Interval, Null, Rule, Spec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -97,11 +96,10 @@ class _DecisionEvasion(EvasionRun):
     defaults: ClassVar[dict[str, Any]] = {
         **EvasionRun.defaults, "queries_per_sample": None, "init_size": 100,
     }
-    _constraints: ClassVar[dict[str, Any]] = {
+    _constraints: ClassVar[dict[str, Spec]] = {
         **EvasionRun._constraints,
-        "queries_per_sample": (lambda v: v is None or positive_int(v),
-                               "must be a positive integer (or None: budget ÷ n_samples)"),
-        **positive_ints("init_size"),
+        "queries_per_sample": [Null("budget ÷ n_samples"), Interval(Integral, 1, None)],
+        "init_size": Interval(Integral, 1, None),
     }
 
     def _art_attack(self, classifier: Any) -> Any:
@@ -223,16 +221,13 @@ class HopSkipJumpEvasion(_DecisionEvasion):
     defaults: ClassVar[dict[str, Any]] = {
         **_DecisionEvasion.defaults, "max_iter": 20, "max_eval": 200, "init_eval": 5,
     }
-    _constraints: ClassVar[dict[str, Any]] = {
+    _constraints: ClassVar[dict[str, Spec]] = {
         **_DecisionEvasion._constraints,
-        **positive_ints("max_iter", "max_eval", "init_eval"),
+        **dict.fromkeys(("max_iter", "max_eval", "init_eval"), Interval(Integral, 1, None)),
     }
-
-    def validate(self) -> None:
-        super().validate()
-        if self.params["init_eval"] > self.params["max_eval"]:
-            raise UsageError(f"{self.name}: parameter init_eval={self.params['init_eval']!r}: "
-                             f"must not exceed max_eval={self.params['max_eval']!r}")
+    _rules: ClassVar[tuple[Rule, ...]] = (
+        Rule("init_eval", lambda p: p["init_eval"] <= p["max_eval"],
+             "at most max_eval ({max_eval!r})"),)
 
     def _art_attack(self, classifier: Any) -> Any:
         import numpy as np
@@ -281,9 +276,9 @@ class BoundaryEvasion(_DecisionEvasion):
     defaults: ClassVar[dict[str, Any]] = {
         **_DecisionEvasion.defaults, "max_iter": 200, "num_trial": 10, "sample_size": 5,
     }
-    _constraints: ClassVar[dict[str, Any]] = {
+    _constraints: ClassVar[dict[str, Spec]] = {
         **_DecisionEvasion._constraints,
-        **positive_ints("max_iter", "num_trial", "sample_size"),
+        **dict.fromkeys(("max_iter", "num_trial", "sample_size"), Interval(Integral, 1, None)),
     }
 
     def _art_attack(self, classifier: Any) -> Any:

@@ -15,6 +15,7 @@ Fidelity is always measured on the held-out evaluation rows, with queries accoun
 from __future__ import annotations
 
 import time
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlthreat.assess.finding import Finding, Metric
@@ -30,6 +31,7 @@ from mlthreat.assess.techniques._surrogate import (
     target_on_eval,
 )
 from mlthreat.assess.techniques.base import RunContext, TechniqueRun
+from mlthreat.constraints import Interval, ListOf, Options, Spec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,11 +40,6 @@ if TYPE_CHECKING:
     from mlthreat.assess.target import Target
 
 __all__ = ["EquationSolvingExtraction", "SurrogateExtraction", "hadamard_design"]
-
-
-def _is_fraction(v: Any, low_open: bool = False) -> bool:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool)
-    return ok and (0 < v <= 1 if low_open else 0 <= v <= 1)
 
 
 def hadamard_design(d: int) -> np.ndarray:
@@ -123,17 +120,13 @@ class SurrogateExtraction(TechniqueRun):
         "surrogate": "mlp", "distill": True, "hidden": 64, "min_fidelity": 0.9,
         "curve_fractions": (0.25, 0.5, 1.0), "strategy": "uncertainty", "rounds": 5,
     }
-    _constraints: ClassVar[dict[str, Any]] = {
-        "surrogate": (lambda v: v in SURROGATES, f"one of {', '.join(SURROGATES)}"),
-        "distill": (lambda v: isinstance(v, bool), "true or false"),
-        "hidden": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-                   "a positive integer"),
-        "min_fidelity": (_is_fraction, "a number in [0, 1]"),
-        "strategy": (lambda v: v in STRATEGIES, f"one of {', '.join(STRATEGIES)}"),
-        "rounds": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-                   "a positive integer"),
-        "curve_fractions": (lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(
-            _is_fraction(f, low_open=True) for f in v), "a non-empty list of numbers in (0, 1]"),
+    _constraints: ClassVar[dict[str, Spec]] = {
+        "surrogate": Options(*SURROGATES),
+        "distill": "boolean",
+        **dict.fromkeys(("hidden", "rounds"), Interval(Integral, 1, None)),
+        "min_fidelity": Interval(Real, 0, 1),
+        "strategy": Options(*STRATEGIES),
+        "curve_fractions": ListOf(Interval(Real, 0, 1, closed="right")),
     }
 
     def rule(self) -> str:
@@ -274,9 +267,9 @@ class EquationSolvingExtraction(TechniqueRun):
     tasks = ("classification", "regression")
     default_budget = 10_000
     defaults: ClassVar[dict[str, Any]] = {"scale": 0.5, "min_fidelity": 0.999}
-    _constraints: ClassVar[dict[str, Any]] = {
-        "scale": (lambda v: _is_fraction(v, low_open=True), "a number in (0, 1]"),
-        "min_fidelity": (_is_fraction, "a number in [0, 1]"),
+    _constraints: ClassVar[dict[str, Spec]] = {
+        "scale": Interval(Real, 0, 1, closed="right"),
+        "min_fidelity": Interval(Real, 0, 1),
     }
 
     def rule(self) -> str:

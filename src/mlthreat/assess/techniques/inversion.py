@@ -12,23 +12,19 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlthreat.assess.finding import Finding, Metric
 from mlthreat.assess.techniques._art import art_clip_values
 from mlthreat.assess.techniques.base import RunContext, TechniqueRun
+from mlthreat.constraints import Interval, ListOf, Options, Spec
 
 if TYPE_CHECKING:
     from mlthreat.assess.data import AssessmentData
     from mlthreat.assess.target import Target
 
 __all__ = ["ModelInversion"]
-
-
-def _shape_ok(v: Any) -> bool:
-    return v is None or (isinstance(v, (tuple, list)) and len(v) in (2, 3)
-                         and all(isinstance(i, int) and i > 0 for i in v))
 
 
 class ModelInversion(TechniqueRun):
@@ -80,14 +76,12 @@ class ModelInversion(TechniqueRun):
     needs_scores = True
     defaults: ClassVar[dict[str, Any]] = {"max_iter": 100, "learning_rate": 0.1, "init": "mean",
                                           "image_shape": None, "min_fraction": 0.5}
-    _constraints: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {
-        "max_iter": (lambda v: isinstance(v, int) and v >= 1, "must be a positive integer"),
-        "learning_rate": (lambda v: isinstance(v, (int, float)) and v > 0,
-                          "must be a positive number"),
-        "init": (lambda v: v in ("mean", "zeros"), "must be 'mean' or 'zeros'"),
-        "image_shape": (_shape_ok, "must be None or a 2- or 3-tuple of positive integers"),
-        "min_fraction": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1,
-                         "must be a number in [0, 1]"),
+    _constraints: ClassVar[dict[str, Spec]] = {
+        "max_iter": Interval(Integral, 1, None),
+        "learning_rate": Interval(Real, 0, None, closed="neither"),
+        "init": Options("mean", "zeros"),
+        "image_shape": [None, ListOf(Interval(Integral, 1, None), lengths=(2, 3))],
+        "min_fraction": Interval(Real, 0, 1),
     }
 
     def rule(self) -> str:

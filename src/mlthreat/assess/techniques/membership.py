@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlthreat.assess.finding import Finding, Metric
@@ -30,6 +30,7 @@ from mlthreat.assess.techniques._lira import (
     train_mlp_shadows,
 )
 from mlthreat.assess.techniques.base import RunContext, TechniqueRun
+from mlthreat.constraints import Interval, Null, Options, Rule, Spec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,21 +41,12 @@ if TYPE_CHECKING:
 __all__ = ["BlackBoxMembership", "LiraMembership", "lira_scores"]
 
 
-def _positive_int_or_none(v: Any) -> bool:
-    return v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 2)
-
-
-def _fraction(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0
-
-
-_Constraints = dict[str, tuple[Callable[[Any], bool], str]]
 _THREADS = 2  # shadow groups trained at once (the machines have two cores)
-_COMMON_CONSTRAINTS: _Constraints = {
-    "min_auc": (_fraction, "must be a number in [0, 1]"),
-    "min_tpr_at_1pct": (_fraction, "must be a number in [0, 1]"),
-    "max_per_group": (_positive_int_or_none, "must be an integer >= 2, or None for all rows"),
-    "n_boot": (lambda v: isinstance(v, int) and v >= 0, "must be an integer >= 0 (0: no CI)"),
+_COMMON_CONSTRAINTS: dict[str, Spec] = {
+    "min_auc": Interval(Real, 0, 1),
+    "min_tpr_at_1pct": Interval(Real, 0, 1),
+    "max_per_group": [Null("all rows"), Interval(Integral, 2, None)],
+    "n_boot": Interval(Integral, 0, None, note="0: no CI"),
 }
 
 
@@ -211,7 +203,7 @@ class BlackBoxMembership(_MembershipRun):
     title = "Membership inference (ART black-box, random-forest attack model)"
     defaults: ClassVar[dict[str, Any]] = {"min_auc": 0.6, "min_tpr_at_1pct": 0.1,
                                           "max_per_group": None, "n_boot": 200}
-    _constraints: ClassVar[_Constraints] = _COMMON_CONSTRAINTS
+    _constraints: ClassVar[dict[str, Spec]] = _COMMON_CONSTRAINTS
 
     def planned_queries(self, target: Target, data: AssessmentData, budget: int) -> int:
         n_m, n_n = self._n_candidates(data)
@@ -345,17 +337,17 @@ class LiraMembership(_MembershipRun):
         "variance": "global", "test": "online", "min_auc": 0.6, "min_tpr_at_1pct": 0.1,
         "max_per_group": None, "n_boot": 200,
     }
-    _constraints: ClassVar[_Constraints] = {
+    _constraints: ClassVar[dict[str, Spec]] = {
         **_COMMON_CONSTRAINTS,
-        "n_shadow": (lambda v: isinstance(v, int) and v >= 2 and v % 2 == 0,
-                     "must be an even integer >= 2 (16 or more recommended)"),
-        "shadow_model": (lambda v: v in SHADOW_KINDS, f"must be one of {SHADOW_KINDS}"),
-        "shadow_max_iter": (lambda v: v is None or (isinstance(v, int) and v >= 1),
-                            "must be a positive integer or None"),
-        "variance": (lambda v: v in ("global", "per-example"),
-                     "must be 'per-example' or 'global'"),
-        "test": (lambda v: v in ("online", "offline"), "must be 'online' or 'offline'"),
+        "n_shadow": Interval(Integral, 2, None, note="16 or more recommended"),
+        "shadow_model": Options(*SHADOW_KINDS),
+        "shadow_max_iter": [None, Interval(Integral, 1, None)],
+        "variance": Options("per-example", "global"),
+        "test": Options("online", "offline"),
     }
+    _rules: ClassVar[tuple[Rule, ...]] = (
+        Rule("n_shadow", lambda p: p["n_shadow"] % 2 == 0,
+             "even (half the shadow models train on each candidate)"),)
 
     def planned_queries(self, target: Target, data: AssessmentData, budget: int) -> int:
         n_m, n_n = self._n_candidates(data)

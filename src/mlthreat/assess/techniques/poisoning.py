@@ -12,10 +12,12 @@ import dataclasses
 import time
 from collections.abc import Callable
 from importlib import import_module
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlthreat.assess.finding import Finding, Metric
 from mlthreat.assess.techniques.base import RunContext, TechniqueRun
+from mlthreat.constraints import InstanceOf, Interval, IsCallable, ListOf, Spec
 from mlthreat.errors import UsageError
 
 if TYPE_CHECKING:
@@ -77,11 +79,6 @@ def resolve_fit(fit: Callable[..., Any] | str) -> Callable[..., Any]:
     return func
 
 
-def _features_ok(v: Any) -> bool:
-    return v is None or (isinstance(v, (list, tuple)) and len(v) > 0
-                         and all(isinstance(i, int) and i >= 0 for i in v))
-
-
 class BackdoorPoisoning(TechniqueRun):
     """Backdoor the model through its training data (Gu et al. 2017, BadNets, for tabular data).
 
@@ -135,21 +132,14 @@ class BackdoorPoisoning(TechniqueRun):
         "n_trigger_features": 3, "trigger_scale": 1.0, "min_trigger_success": 0.8,
         "max_accuracy_drop": 0.05,
     }
-    _constraints: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {
-        "fit": (lambda v: v is None or callable(v) or isinstance(v, str),
-                "must be a callable fit(X, y, seed) -> estimator, 'python:module:function' or "
-                "None"),
-        "poison_fraction": (lambda v: isinstance(v, (int, float)) and 0 < v < 1,
-                            "must be a number in (0, 1)"),
-        "trigger_features": (_features_ok, "must be None or a list of feature indices"),
-        "n_trigger_features": (lambda v: isinstance(v, int) and v >= 1,
-                               "must be a positive integer"),
-        "trigger_scale": (lambda v: isinstance(v, (int, float)) and v > 0,
-                          "must be a positive number"),
-        "min_trigger_success": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1,
-                                "must be a number in [0, 1]"),
-        "max_accuracy_drop": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1,
-                              "must be a number in [0, 1]"),
+    _constraints: ClassVar[dict[str, Spec]] = {
+        "fit": [None, IsCallable(note="fit(X, y, seed) -> estimator"),
+                InstanceOf(str, "'python:module:function'")],
+        "poison_fraction": Interval(Real, 0, 1, closed="neither"),
+        "trigger_features": [None, ListOf(Interval(Integral, 0, None), note="feature indices")],
+        "n_trigger_features": Interval(Integral, 1, None),
+        "trigger_scale": Interval(Real, 0, None, closed="neither"),
+        **dict.fromkeys(("min_trigger_success", "max_accuracy_drop"), Interval(Real, 0, 1)),
     }
 
     def rule(self) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from numbers import Integral
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlthreat.assess.finding import Finding, Metric
@@ -21,7 +22,6 @@ from mlthreat.assess.techniques._evasion import (
     Attacked,
     EvasionRun,
     FeatureBox,
-    positive_ints,
 )
 from mlthreat.assess.techniques._surrogate import (
     Surrogate,
@@ -30,6 +30,7 @@ from mlthreat.assess.techniques._surrogate import (
     steal,
     target_on_eval,
 )
+from mlthreat.constraints import Interval, Options, Spec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,9 +39,12 @@ if TYPE_CHECKING:
     from mlthreat.assess.target import Target
     from mlthreat.assess.techniques.base import RunContext
 
-__all__ = ["TransferEvasion", "art_proxy", "craft", "dense_layers"]
+__all__ = ["PROXY_CONSTRAINTS", "TransferEvasion", "art_proxy", "craft", "dense_layers"]
 
 PROXIES = ("mlp", "logreg")
+# the proxy's parameters, shared with the evasion chain, which steals its proxy the same way
+PROXY_CONSTRAINTS: dict[str, Spec] = {
+    "proxy": Options(*PROXIES, note="a differentiable proxy"), "distill": "boolean"}
 
 
 def dense_layers(s: Surrogate) -> tuple[list[tuple[Any, Any]], Any, bool]:
@@ -187,11 +191,8 @@ class TransferEvasion(EvasionRun):
         **EvasionRun.defaults, "norm": "linf", "n_samples": 100, "min_success_rate": 0.3,
         "proxy": "mlp", "distill": True, "max_iter": 40,
     }
-    _constraints: ClassVar[dict[str, Any]] = {
-        **EvasionRun._constraints,
-        "proxy": (lambda v: v in PROXIES, "must be 'mlp' or 'logreg' (a differentiable proxy)"),
-        "distill": (lambda v: isinstance(v, bool), "must be true or false"),
-        **positive_ints("max_iter"),
+    _constraints: ClassVar[dict[str, Spec]] = {
+        **EvasionRun._constraints, **PROXY_CONSTRAINTS, "max_iter": Interval(Integral, 1, None),
     }
 
     def rule(self) -> str:

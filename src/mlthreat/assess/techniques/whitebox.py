@@ -10,6 +10,7 @@ samples, the ε rule and the metrics are those of
 from __future__ import annotations
 
 import time
+from numbers import Integral
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlthreat.assess.finding import Finding
@@ -18,8 +19,8 @@ from mlthreat.assess.techniques._evasion import (
     Attacked,
     EvasionRun,
     feature_scale,
-    positive_ints,
 )
+from mlthreat.constraints import Interval, Options, Spec
 
 if TYPE_CHECKING:
     from mlthreat.assess.data import AssessmentData
@@ -76,10 +77,10 @@ class GradientEvasion(EvasionRun):
     defaults: ClassVar[dict[str, Any]] = {
         **EvasionRun.defaults, "norm": "linf", "method": "pgd", "max_iter": 40,
     }
-    _constraints: ClassVar[dict[str, Any]] = {
+    _constraints: ClassVar[dict[str, Spec]] = {
         **EvasionRun._constraints,
-        "method": (lambda v: v in ("pgd", "fgsm"), "must be 'pgd' or 'fgsm'"),
-        **positive_ints("max_iter"),
+        "method": Options("pgd", "fgsm"),
+        "max_iter": Interval(Integral, 1, None),
     }
 
     def not_applicable(self, target: Target, data: AssessmentData) -> str | None:
