@@ -13,7 +13,6 @@ import typer
 from mlthreat.cli._common import (
     AtlasOpt,
     ExtensionOpt,
-    envelope,
     expect_exit,
     load_kb,
     print_json,
@@ -21,9 +20,9 @@ from mlthreat.cli._common import (
 )
 from mlthreat.errors import UsageError
 from mlthreat.scan.findings import printable
+from mlthreat.scan.report import FAIL_ON, SIGNATURE_NAME, build_report, signature_in, technique_info
 
 FORMATS = ("table", "json", "sarif", "cyclonedx")
-FAIL_ON = ("critical", "high", "medium", "low", "info", "never")
 
 
 def _engines(text: str) -> tuple[str, ...]:
@@ -34,31 +33,6 @@ def _engines(text: str) -> tuple[str, ...]:
     if text.strip().lower() == "all":
         return tuple(ENGINES)
     return tuple(e.strip() for e in text.split(",") if e.strip())
-
-
-def _techniques(kb: Any, findings: list[Any]) -> dict[str, Any]:
-    """Name and mitigations (from the knowledge base; a parent's count for its
-    sub-techniques) of every technique the findings name."""
-    out: dict[str, Any] = {}
-    for tid in sorted({f.technique for f in findings}):
-        if tid not in kb:
-            out[tid] = {"name": "", "mitigations": []}
-            continue
-        out[tid] = {"name": kb.get(tid).name,
-                    "mitigations": [{"id": m.id, "name": m.name}
-                                    for m in kb.mitigations_of(tid)]}
-    return out
-
-
-# the file name model-signing gives a signature by default
-SIGNATURE_NAME = "model.sig"
-
-
-def _signature_in(paths: list[Path]) -> Path | None:
-    """``model.sig`` in the one model folder scanned, if there is one."""
-    if len(paths) == 1 and paths[0].is_dir() and (paths[0] / SIGNATURE_NAME).is_file():
-        return paths[0] / SIGNATURE_NAME
-    return None
 
 
 def _write(text: str, output: Path | None) -> None:
@@ -179,47 +153,23 @@ def scan(
     if paths and str(paths[0]) == "manifest" and not paths[0].exists():
         _manifest(paths[1:], output, fmt == "json")
         return
-    found = _signature_in(paths) if signature is None else None
-    if (public_key or certificate) and signature is None:
-        if found is None:
-            raise UsageError("--public-key and --certificate need --signature (or a "
-                             f"{SIGNATURE_NAME} in the scanned model folder)")
-        signature = found
+    if (public_key or certificate) and signature is None and signature_in(paths) is None:
+        raise UsageError("--public-key and --certificate need --signature (or a "
+                         f"{SIGNATURE_NAME} in the scanned model folder)")
+    if manifest is not None and len(paths) != 1:
+        raise UsageError("--manifest checks one folder or file; give exactly one PATH")
+    if (signature is not None or public_key or certificate) and len(paths) != 1:
+        raise UsageError("--signature verifies one model folder; give exactly one PATH")
     kb = load_kb(atlas, extension)
     chosen = Policy.from_file(policy) if policy is not None else None
     scanner = Scanner(policy=chosen, limits=replace(Limits(), seconds_per_file=seconds_per_file),
                       engines=_engines(engines), hash_files=hash_files,
                       follow_symlinks=follow_symlinks).validate()
-    report = scanner.run(paths, progress=_progress() if fmt == "table" else None)
-    extra = []
-    notes: list[str] = []
-    if found is not None and signature is None:
-        notes.append(f"signature {found}: an OpenSSF model signature, not verified; "
-                     "--public-key or --certificate verifies it")
-    if manifest is not None:
-        from mlthreat.scan.manifest import check_manifest
-
-        if len(paths) != 1:
-            raise UsageError("--manifest checks one folder or file; give exactly one PATH")
-        checked = check_manifest(manifest, paths[0])
-        extra += checked
-        notes.append(f"manifest {manifest}: " + (
-            f"{len(checked)} difference(s)" if checked else "every file matches"))
-    if signature is not None:
-        from mlthreat.scan.signing import verify_signature
-
-        if len(paths) != 1:
-            raise UsageError("--signature verifies one model folder; give exactly one PATH")
-        bad = verify_signature(paths[0], signature, public_key=public_key,
-                               certificate_chain=list(certificate or []) or None)
-        extra += bad
-        notes.append(f"signature {signature}: " + ("does NOT verify" if bad else "verified"))
-    if extra:
-        from mlthreat.scan.findings import severity_rank
-
-        report.findings = sorted(report.findings + extra,
-                                 key=lambda f: (severity_rank(f.severity), f.path))
-    code = 0 if fail_on == "never" else report.exit_code(fail_on)
+    found = scanner.run(paths, progress=_progress() if fmt == "table" else None)
+    result = build_report(found, paths, kb, manifest=manifest, signature=signature,
+                          public_key=public_key, certificate_chain=certificate, fail_on=fail_on,
+                          verify_hint="--public-key or --certificate")
+    report, notes, code = result.report, result.notes, result.exit_code
     expect_exit(code)
     if fmt == "sarif":
         from mlthreat.scan.sarif import to_sarif
@@ -233,13 +183,7 @@ def scan(
         _write(to_cyclonedx(report, tool_version=__version__, kb=kb,
                             scanned=[str(p) for p in paths]), output)
     elif fmt == "json":
-        body = report.to_dict()
-        for key in ("kind", "schema_version"):
-            body.pop(key)
-        doc = envelope("mlthreat.scan.report", kb,
-                       {**body, "techniques": _techniques(kb, report.findings),
-                        "checks": notes, "fail_on": fail_on, "exit_code": code})
-        _write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", output)
+        _write(result.to_json(), output)
     else:
         _table(report, kb, fail_on, show, output, notes)
     if code:
@@ -286,7 +230,7 @@ def _table(report: Any, kb: Any, fail_on: str, show: str, output: Path | None,
             table.add_row(*map(shown_name, (f.severity, f.technique, f.path, f.rule,
                                                f.symbol, where)))
         con.print(table)
-        for tid, info in _techniques(kb, shown).items():
+        for tid, info in technique_info(kb, shown).items():
             mits = ", ".join(f"{m['id']} {m['name']}" for m in info["mitigations"]) or "none"
             con.print(shown_name(f"{tid} {info['name']}: mitigations {mits}"),
                       highlight=False)
