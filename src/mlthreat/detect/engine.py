@@ -13,11 +13,10 @@ import os
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlthreat.errors import UsageError
+from mlthreat.detect.detectors import DEFAULT_DETECTORS, DETECTORS
 
 if TYPE_CHECKING:
     from mlthreat.detect.alerts import Alert, Suppressor
@@ -31,26 +30,6 @@ __all__ = ["DEFAULT_DETECTORS", "DETECTORS", "STATE_KIND", "DetectionResult", "a
            "checkpoint_detectors", "load_state", "restore_detectors", "run_detectors",
            "save_state"]
 
-# name -> "module:Class"; a new detector is one more line here.
-DETECTORS: dict[str, str] = {
-    "prada": "mlthreat.detect.detectors.prada:PradaDetector",
-    "blacklight": "mlthreat.detect.detectors.blacklight:BlacklightDetector",
-    "ood": "mlthreat.detect.detectors.ood:OodDetector",
-    "volume": "mlthreat.detect.detectors.volume:VolumeDetector",
-    "knn": "mlthreat.detect.detectors.knn:KnnDetector",
-    "repeat": "mlthreat.detect.detectors.repeat:RepeatDetector",
-    "coverage": "mlthreat.detect.detectors.coverage:CoverageDetector",
-}
-
-
-# What runs when none are named: the detectors that work without a calibration file. ``ood``
-# learns the benign distribution from the log itself unless a calibration is loaded (on the
-# assumption that most clients are benign; see its docstring); ``knn`` is the slower
-# alternative to ``blacklight``.
-DEFAULT_DETECTORS: tuple[str, ...] = ("prada", "blacklight", "volume", "repeat", "ood",
-                                      "coverage")
-
-
 def build_detectors(names: Iterable[str] | None = None,
                     params: dict[str, dict[str, Any]] | None = None) -> list[Detector]:
     """Instantiate and validate detectors by name (default: :data:`DEFAULT_DETECTORS`).
@@ -62,14 +41,10 @@ def build_detectors(names: Iterable[str] | None = None,
     """
     params = params or {}
     chosen = list(names) if names else list(DEFAULT_DETECTORS)
-    unknown = [n for n in chosen if n not in DETECTORS]
-    if unknown:
-        raise UsageError(f"unknown detector {', '.join(unknown)}; choose from "
-                         f"{', '.join(DETECTORS)}")
+    DETECTORS.check(chosen)
     out = []
     for name in chosen:
-        module, _, cls_name = DETECTORS[name].partition(":")
-        detector = getattr(import_module(module), cls_name)(**params.get(name, {}))
+        detector = DETECTORS.load(name)(**params.get(name, {}))
         detector.validate()
         out.append(detector)
     return out

@@ -2,27 +2,30 @@
 
 ``sklearn:PATH``, ``onnx:PATH``, ``torch:PATH``, ``http://…``/``https://…`` and
 ``python:module:function``. Each module exposes ``SCHEME`` and ``load(spec_rest, **options) ->
-Target``; :data:`ADAPTERS` maps schemes to modules, so a new adapter is one more entry.
+Target``; :data:`ADAPTERS` maps schemes to modules, so a new adapter is one module and one
+line there. Listing the schemes imports no adapter (nor torch or onnxruntime).
 """
 
 from __future__ import annotations
 
-from importlib import import_module
+from types import ModuleType
 from typing import Any
 
 from mlthreat.assess.errors import TargetError
 from mlthreat.assess.target import Target
+from mlthreat.registry import Registry
 
 __all__ = ["ADAPTERS", "load_target"]
 
-ADAPTERS: dict[str, str] = {
+ADAPTERS: Registry[ModuleType] = Registry("target scheme", {
     "sklearn": "mlthreat.assess.targets.sklearn",
     "onnx": "mlthreat.assess.targets.onnx",
     "torch": "mlthreat.assess.targets.torch",
     "http": "mlthreat.assess.targets.http",
     "https": "mlthreat.assess.targets.http",
     "python": "mlthreat.assess.targets.python",
-}
+})
+"""Target adapter modules by ``--target`` scheme."""
 
 
 def load_target(spec: str, **options: Any) -> Target:
@@ -40,5 +43,6 @@ def load_target(spec: str, **options: Any) -> Target:
     if not sep or scheme not in ADAPTERS:
         raise TargetError(f"unknown target {spec!r}: use sklearn:PATH, onnx:PATH, torch:PATH, "
                           "http(s)://URL or python:module:function")
-    module = import_module(ADAPTERS[scheme])
-    return module.load(spec if scheme in ("http", "https") else rest, **options)
+    target: Target = ADAPTERS.load(scheme).load(
+        spec if scheme in ("http", "https") else rest, **options)
+    return target

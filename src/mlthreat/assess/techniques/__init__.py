@@ -1,36 +1,37 @@
 """Technique runs, one module per family; :data:`RUNS` lists them in the default suite order.
 
-Each entry is ``"module:Class"``; a run class declares its ATLAS technique, access needs and
-success rule (see :mod:`mlthreat.assess.techniques.base`).
+Each entry maps a run's name to its ``"module:Class"``; a run class declares its ATLAS
+technique, access needs and success rule (see :mod:`mlthreat.assess.techniques.base`), and its
+``name`` is its key. A new run is one module here and one line in :data:`RUNS`.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-
 from mlthreat.assess.techniques.base import RunContext, TechniqueRun
 from mlthreat.errors import UsageError
+from mlthreat.registry import Registry, load_spec
 
 __all__ = ["RUNS", "RunContext", "TechniqueRun", "run_class", "run_classes"]
 
-RUNS: tuple[str, ...] = (
-    "mlthreat.assess.techniques.extraction:EquationSolvingExtraction",
-    "mlthreat.assess.techniques.extraction:SurrogateExtraction",
-    "mlthreat.assess.techniques.evasion:HopSkipJumpEvasion",
-    "mlthreat.assess.techniques.evasion:BoundaryEvasion",
-    "mlthreat.assess.techniques.whitebox:GradientEvasion",
-    "mlthreat.assess.techniques.transfer:TransferEvasion",
-    "mlthreat.assess.techniques.chain:ChainEvasion",
-    "mlthreat.assess.techniques.membership:BlackBoxMembership",
-    "mlthreat.assess.techniques.membership:LiraMembership",
-    "mlthreat.assess.techniques.inversion:ModelInversion",
-    "mlthreat.assess.techniques.poisoning:BackdoorPoisoning",
-)
+RUNS: Registry[type[TechniqueRun]] = Registry("technique run", {
+    "extraction-equations": "mlthreat.assess.techniques.extraction:EquationSolvingExtraction",
+    "extraction-surrogate": "mlthreat.assess.techniques.extraction:SurrogateExtraction",
+    "evasion-hopskipjump": "mlthreat.assess.techniques.evasion:HopSkipJumpEvasion",
+    "evasion-boundary": "mlthreat.assess.techniques.evasion:BoundaryEvasion",
+    "evasion-whitebox": "mlthreat.assess.techniques.whitebox:GradientEvasion",
+    "evasion-transfer": "mlthreat.assess.techniques.transfer:TransferEvasion",
+    "evasion-chain": "mlthreat.assess.techniques.chain:ChainEvasion",
+    "membership-blackbox": "mlthreat.assess.techniques.membership:BlackBoxMembership",
+    "membership-lira": "mlthreat.assess.techniques.membership:LiraMembership",
+    "inversion-miface": "mlthreat.assess.techniques.inversion:ModelInversion",
+    "poisoning-backdoor": "mlthreat.assess.techniques.poisoning:BackdoorPoisoning",
+})
+"""Technique runs by name, in suite order (imports none of them)."""
 
 
 def run_class(path: str) -> type[TechniqueRun]:
-    module, _, name = path.partition(":")
-    cls: type[TechniqueRun] = getattr(import_module(module), name)
+    """The run class at ``path`` (``"module:Class"``, as in :data:`RUNS`)."""
+    cls: type[TechniqueRun] = load_spec(path)
     return cls
 
 
@@ -43,7 +44,7 @@ def run_classes(selection: list[str] | None = None) -> list[type[TechniqueRun]]:
     UsageError
         When a selected name or ID matches no run.
     """
-    classes = [run_class(p) for p in RUNS]
+    classes = RUNS.load_all()
     if not selection:
         return classes
     def picks(cls: type[TechniqueRun], item: str) -> bool:

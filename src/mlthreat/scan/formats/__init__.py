@@ -4,10 +4,14 @@ model and raises :class:`~mlthreat.scan.findings.FormatError` for a file it cann
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from mlthreat.registry import Registry
+
 __all__ = ["ANALYZERS"]
 
-# format (as recognised by mlthreat.scan.sniff) -> "module:function"
-ANALYZERS: dict[str, str] = {
+ANALYZERS: Registry[Callable[..., Any]] = Registry("scan format", {
     "pickle": "mlthreat.scan.formats.pickle:analyze",
     "pytorch-zip": "mlthreat.scan.formats.torch:analyze",
     "numpy": "mlthreat.scan.formats.numpy:analyze_npy",
@@ -22,4 +26,5 @@ ANALYZERS: dict[str, str] = {
     "keras-metadata": "mlthreat.scan.formats.savedmodel:analyze_keras_metadata",
     "template-config": "mlthreat.scan.formats.templates:analyze_config",
     "jinja": "mlthreat.scan.formats.templates:analyze_jinja",
-}
+})
+"""Analysers by format, as :func:`mlthreat.scan.sniff.sniff` names it (imports none of them)."""
