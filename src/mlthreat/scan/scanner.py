@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -370,8 +369,7 @@ class _Run:
     def _analyse(self, real: Path, display: str, fmt: str, size: int,
                  budget: Budget) -> list[Finding]:
         out: list[Finding] = []
-        module, _, func = ANALYZERS[fmt].partition(":")
-        analyze = getattr(importlib.import_module(module), func)
+        analyze = ANALYZERS.load(fmt)
         bombs: list[Finding] = []
         with real.open("rb") as fh:
             if fmt in _ZIP_MODELS:
