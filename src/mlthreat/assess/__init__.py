@@ -9,12 +9,21 @@ Example::
     result = assess.Assessment(targets, data, techniques=["AML.T0024.002"]).run()
     assess.write_report(result, "mlthreat-report", kb.load())
 
-The command line (``mlthreat assess``) is a thin layer over these names.
+``Assessment.demo(seed)`` is the demo assessment; ``load_target_for(spec, data)`` loads a model
+to attack with the user's rows (what the model cannot say taken from the rows, which are checked
+to fit it); ``result.counts()`` and ``report_data(result, kb)`` are what the report says. The
+command line (``mlthreat assess``) is a thin layer over these names.
 """
 
 from __future__ import annotations
 
-from mlthreat.assess.data import AssessmentData, digits_demo, load_data
+from mlthreat.assess.data import (
+    AssessmentData,
+    check_fits,
+    digits_demo,
+    load_data,
+    load_target_for,
+)
 from mlthreat.assess.demo import demo_targets
 from mlthreat.assess.errors import AssessError, DataError, QueryBudgetExceeded, TargetError
 from mlthreat.assess.finding import Finding, Metric
@@ -38,10 +47,12 @@ __all__ = [
     "QueryBudgetExceeded",
     "Target",
     "TargetError",
+    "check_fits",
     "demo_targets",
     "digits_demo",
     "load_data",
     "load_target",
+    "load_target_for",
     "parse_mitigation",
     "report_data",
     "write_report",

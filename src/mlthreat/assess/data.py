@@ -25,8 +25,10 @@ if TYPE_CHECKING:
     import numpy as np
 
     from mlthreat.assess.domain import FeatureDomain
+    from mlthreat.assess.target import Target
 
-__all__ = ["AssessmentData", "digits_demo", "load_data", "read_table"]
+__all__ = ["AssessmentData", "check_fits", "digits_demo", "load_data", "load_target_for",
+           "read_table"]
 
 
 @dataclass(frozen=True)
@@ -272,3 +274,84 @@ def _can_stratify(y: Any) -> bool:
 
     _, counts = np.unique(y, return_counts=True)
     return bool(len(counts) < len(y) / 2 and counts.min() >= 2)
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def check_fits(data: AssessmentData, target: Target, *, label_column: str | None = None,
+               label_option: str = "label_column") -> None:
+    """Check that ``data``'s rows fit ``target``'s input (the same number of values).
+
+    Parameters
+    ----------
+    data : AssessmentData
+    target : Target
+    label_column : str, optional
+        The label column the rows were read with. When none was named and the rows have one
+        value more than the model takes, the message asks whether one column is the label.
+    label_option : str
+        What that question tells the user to name the label with (the command line names its
+        option here).
+
+    Raises
+    ------
+    DataError
+        ``"<source> has N features; the model takes inputs of shape S"``, and the question.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from mlthreat.assess.targets.sklearn import SklearnTarget
+    >>> x = np.random.default_rng(0).uniform(size=(20, 3))
+    >>> y = (x[:, 0] > 0.5).astype(int)
+    >>> target = SklearnTarget(LogisticRegression().fit(x, y), clip_values=(0.0, 1.0))
+    >>> rows = np.c_[x, y].astype("float32")  # the label read as a feature
+    >>> data = AssessmentData(rows, None, rows, None, (0.0, 1.0), source="rows.csv")
+    >>> check_fits(data, target)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    mlthreat.assess.errors.DataError: rows.csv has 4 features; ... name it with label_column
+    """
+    shape = tuple(target.input_shape)
+    if shape == (data.n_features,) or _size(shape) == data.n_features:
+        return
+    hint = (f"; is one column the label? name it with {label_option}"
+            if label_column is None and data.n_features == _size(shape) + 1 else "")
+    raise DataError(f"{data.source or 'the data'} has {data.n_features} features; the model "
+                    f"takes inputs of shape {shape}{hint}")
+
+
+def load_target_for(spec: str, data: AssessmentData, *, label_column: str | None = None,
+                    label_option: str = "label_column", check: bool = True,
+                    **options: Any) -> Target:
+    """Load the target ``spec`` names (:func:`mlthreat.assess.load_target`) to be attacked
+    with ``data``, and check that the rows fit it (:func:`check_fits`; ``check=False`` skips
+    that, for a reference model that is only asked for labels).
+
+    What the target cannot say and the data can is taken from the data unless ``options``
+    give it: ``n_features`` (the rows' width) and ``clip_values`` (the data's feature bounds).
+    ``n_classes`` is the model's own (or the one given, for an endpoint that cannot say).
+    Options given as None count as not given.
+
+    Raises
+    ------
+    TargetError
+        For a model that cannot be loaded.
+    DataError
+        For rows that do not fit the model's input.
+    """
+    from mlthreat.assess.targets import load_target
+
+    given = {k: v for k, v in options.items() if v is not None}
+    given.setdefault("n_features", data.n_features)
+    given.setdefault("clip_values", data.clip_values)
+    target = load_target(spec, **given)
+    if check:
+        check_fits(data, target, label_column=label_column, label_option=label_option)
+    return target

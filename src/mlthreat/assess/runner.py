@@ -27,7 +27,10 @@ if TYPE_CHECKING:
     from mlthreat.events import QueryLog
     from mlthreat.kb.model import KnowledgeBase
 
-__all__ = ["Assessment", "AssessmentResult", "PlannedRun", "Reporter"]
+__all__ = ["STATUSES", "Assessment", "AssessmentResult", "PlannedRun", "Reporter"]
+
+#: The statuses a Finding can have, in report order.
+STATUSES: tuple[str, ...] = ("succeeded", "failed", "not-applicable", "error")
 
 
 class Reporter(Protocol):
@@ -102,6 +105,22 @@ class AssessmentResult:
         return [(r.target["model_id"], f) for r in self.results
                 if (r.mitigation is not None) == mitigated for f in r.findings]
 
+    def counts(self, *, mitigated: bool = False) -> dict[str, int]:
+        """Runs per status (``succeeded``, ``failed``, ``not-applicable``, ``error``, each
+        present) among the plain runs, or the mitigated ones: with a mitigation, the question
+        is whether the mitigated deployment holds. The plain counts are the report's
+        ``summary``."""
+        out = dict.fromkeys(STATUSES, 0)
+        for _, f in self.findings(mitigated=mitigated):
+            out[f.status] = out.get(f.status, 0) + 1
+        return out
+
+    def errors(self) -> list[tuple[str, Finding]]:
+        """(model_id, Finding) of every run that ended in error, plain and mitigated, in
+        report order."""
+        return [(r.target["model_id"], f) for r in self.results for f in r.findings
+                if f.status == "error"]
+
 
 class Assessment:
     """Run ATLAS technique runs against targets.
@@ -173,6 +192,59 @@ class Assessment:
         self.clients_per_run = clients_per_run
         self.reference = reference
         self.run_timeout = run_timeout
+
+    @classmethod
+    def demo(cls, seed: int = 0, *, techniques: list[str] | None = None,
+             params: dict[str, dict[str, Any]] | None = None, fit: Any = None,
+             **options: Any) -> Assessment:
+        """The demo assessment: the demo models (:func:`mlthreat.assess.demo_targets`) on
+        scikit-learn's digits (:func:`mlthreat.assess.digits_demo`), with the demo's
+        parameters for the selected runs under the ones given.
+
+        Parameters
+        ----------
+        seed : int
+            Seeds the data split, the models and every run.
+        techniques : list of str, optional
+            Run names or ATLAS technique IDs (default: every run).
+        params : dict, optional
+            ``{run name: {param: value}}``, over the demo's own
+            (:data:`~mlthreat.assess.demo.DEMO_PARAMS`, and for each target
+            :data:`~mlthreat.assess.demo.DEMO_TARGET_PARAMS`).
+        fit : callable, optional
+            Training entry point for poisoning; without one, each demo model is poisoned as
+            itself (a clone retrained).
+        **options
+            The other :class:`Assessment` parameters (``budget``, ``kb``, ``mitigation``…).
+
+        Raises
+        ------
+        UsageError
+            For an unknown run name or technique.
+
+        Examples
+        --------
+        >>> from mlthreat.assess import Assessment
+        >>> demo = Assessment.demo(0, techniques=["evasion-hopskipjump"])
+        >>> [t.model_id for t in demo.targets]
+        ['demo-logreg', 'demo-mlp', 'demo-forest']
+        >>> demo.target_params["demo-forest"]
+        {'evasion-hopskipjump': {'n_samples': 3}}
+        """
+        from mlthreat.assess.data import digits_demo
+        from mlthreat.assess.demo import DEMO_PARAMS, demo_target_params, demo_targets
+
+        given = params or {}
+        chosen = {c.name for c in run_classes(techniques)}
+        defaults = {k: v for k, v in DEMO_PARAMS.items()
+                    if fit is None or k != "poisoning-backdoor"}
+        merged = {run: dict(p) for run, p in defaults.items() if run in chosen}
+        for run, p in given.items():
+            merged.setdefault(run, {}).update(p)
+        data = digits_demo(seed)
+        return cls(demo_targets(data, seed), data, techniques=techniques, seed=seed,
+                   params=merged, target_params=demo_target_params(chosen, given), fit=fit,
+                   **options)
 
     def _runs(self, model_id: str | None = None) -> list[TechniqueRun]:
         """The runs, validated, with ``model_id``'s parameters over the common ones."""

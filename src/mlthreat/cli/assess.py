@@ -36,18 +36,6 @@ def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _merge_params(defaults: dict[str, dict[str, Any]], given: dict[str, dict[str, Any]],
-                  selection: list[str] | None) -> dict[str, dict[str, Any]]:
-    """Demo defaults under the user's --param values, for the runs that were selected."""
-    from mlthreat.assess.techniques import run_classes
-
-    chosen = {c.name for c in run_classes(selection)}
-    out = {run: dict(p) for run, p in defaults.items() if run in chosen}
-    for run, params in given.items():
-        out.setdefault(run, {}).update(params)
-    return out
-
-
 def _parse_clip(text: str | None) -> tuple[float, float] | None:
     if text is None:
         return None
@@ -218,48 +206,11 @@ def assess(
         raise UsageError("--fail-on takes 'succeeded'")
     kb = load_kb(atlas, extension)
     fit_fn: Any = None
-    demo_params: dict[str, dict[str, Any]] = {}
-    target_params: dict[str, dict[str, dict[str, Any]]] = {}
     user_params = _parse_params(param or [])
     # ATLAS IDs in any case; run names as written
     selection = [t.strip().upper() if t.strip().upper().startswith("AML.") else t.strip()
                  for t in techniques.split(",") if t.strip()] if techniques else None
     clip_values = _parse_clip(clip)
-    if target is None:
-        if data is not None or feature_spec is not None or reference_target is not None:
-            raise UsageError("--data, --feature-spec and --reference-target need --target (the "
-                             "demo uses its own models and data)")
-        reference = None
-        from mlthreat.assess.demo import DEMO_PARAMS, demo_target_params
-        from mlthreat.assess.techniques import run_classes
-
-        dataset = api.digits_demo(seed)
-        targets: list[Any] = list(api.demo_targets(dataset, seed))
-        demo_params = DEMO_PARAMS if fit is None else {
-            k: v for k, v in DEMO_PARAMS.items() if k != "poisoning-backdoor"}
-        target_params = demo_target_params({c.name for c in run_classes(selection)},
-                                           user_params)
-    else:
-        if data is None:
-            raise UsageError("--target needs --data (rows to attack with and evaluate on)")
-        dataset = api.load_data(data, label_column=label_column, members=members,
-                                non_members=non_members, feature_spec=feature_spec, seed=seed)
-        options = dict(trust_pickle=trust_pickle, trust_types=tuple(trust_type or ()),
-                       n_features=n_features or dataset.n_features,
-                       n_classes=n_classes, clip_values=clip_values or dataset.clip_values,
-                       timeout=timeout, retries=retries, max_rps=max_rps,
-                       batch_size=batch_size, request_template=request_template,
-                       response_path=response_path)
-        given = {k: v for k, v in options.items() if v is not None}
-        targets = [api.load_target(target, **given)]
-        reference = api.load_target(reference_target, **given) if reference_target else None
-        if targets[0].input_shape != (dataset.n_features,) and \
-                int(_prod(targets[0].input_shape)) != dataset.n_features:
-            hint = ("; is one column the label? name it with --label-column"
-                    if label_column is None and
-                    dataset.n_features == int(_prod(targets[0].input_shape)) + 1 else "")
-            raise UsageError(f"{data} has {dataset.n_features} features; the model takes "
-                             f"inputs of shape {targets[0].input_shape}{hint}")
     if fit is not None:
         from mlthreat.assess.targets.python import load_callable
 
@@ -268,13 +219,32 @@ def assess(
             raise UsageError("--fit takes python:module:function")
         fit_fn = load_callable(rest)
     mit = api.parse_mitigation(mitigation) if mitigation else None
-    assessment = api.Assessment(targets, dataset, techniques=selection, budget=budget,
-                                total_budget=total_budget, seed=seed,
-                                params=_merge_params(demo_params, user_params, selection),
-                                target_params=target_params,
-                                mitigation=mit, fit=fit_fn,
-                                kb=kb, clients_per_run=clients_per_run, reference=reference,
-                                run_timeout=run_timeout)
+    common: dict[str, Any] = dict(
+        techniques=selection, seed=seed, params=user_params, fit=fit_fn, budget=budget,
+        total_budget=total_budget, mitigation=mit, kb=kb, clients_per_run=clients_per_run,
+        run_timeout=run_timeout)
+    if target is None:
+        if data is not None or feature_spec is not None or reference_target is not None:
+            raise UsageError("--data, --feature-spec and --reference-target need --target (the "
+                             "demo uses its own models and data)")
+        assessment = api.Assessment.demo(**common)
+    else:
+        if data is None:
+            raise UsageError("--target needs --data (rows to attack with and evaluate on)")
+        dataset = api.load_data(data, label_column=label_column, members=members,
+                                non_members=non_members, feature_spec=feature_spec, seed=seed)
+        options: dict[str, Any] = dict(
+            trust_pickle=trust_pickle, trust_types=tuple(trust_type or ()),
+            n_features=n_features, n_classes=n_classes, clip_values=clip_values,
+            timeout=timeout, retries=retries, max_rps=max_rps,
+            batch_size=batch_size, request_template=request_template,
+            response_path=response_path)
+        loaded = api.load_target_for(target, dataset, label_column=label_column,
+                                     label_option="--label-column", **options)
+        reference = api.load_target_for(reference_target, dataset, check=False, **options) \
+            if reference_target else None
+        assessment = api.Assessment([loaded], dataset, reference=reference, **common)
+    targets = assessment.targets
     if list_runs or dry_run:
         plan = assessment.plan()
         if as_json:
@@ -320,10 +290,9 @@ def assess(
         paths = api.write_report(result, out, kb, queries=queries_path)
     finally:
         queries_path.unlink(missing_ok=True)
-    report = json.loads(paths["json"].read_text("utf-8"))
+    report = api.report_data(result, kb)
     # With --mitigation the question is whether the mitigated deployment holds.
-    succeeded = sum(1 for f in report["findings"] if f["status"] == "succeeded"
-                    and bool(f["mitigation"]) == bool(mitigation))
+    succeeded = result.counts(mitigated=mit is not None)["succeeded"]
     if as_json:
         print_json(report)
     else:
@@ -339,13 +308,13 @@ def assess(
         raise api.TargetError(f"{model}: {cause} (the report in {out} holds what ran)")
     if result.interrupted:
         raise typer.Exit(143 if term.signalled else 130)
-    errors = [f for f in report["findings"] if f["status"] == "error"]
+    errors = result.errors()
     if errors:
-        first = errors[0]
+        model, first = errors[0]
         raise api.AssessError(
-            f"{len(errors)} run(s) ended in error, first {first['target']} {first['run']}: "
-            f"{first['reason']}; the report in {out} holds every run. Next: rerun it alone "
-            f"with --techniques {first['run']} and MLTHREAT_DEBUG=1 set, and report the "
+            f"{len(errors)} run(s) ended in error, first {model} {first.run}: "
+            f"{first.reason}; the report in {out} holds every run. Next: rerun it alone "
+            f"with --techniques {first.run} and MLTHREAT_DEBUG=1 set, and report the "
             "traceback if the cause is not in your model or data")
     if fail_on == "succeeded" and succeeded:
         raise typer.Exit(1)
@@ -395,13 +364,6 @@ def _parity_line(model_id: str, parity: dict[str, Any]) -> str:
     return (f"[{style}]{model_id}:[/{style}] {parity['agree']} of {parity['rows']} evaluation "
             f"rows get the same label from {ref} ({parity['rate']:.2%}); every finding is "
             "measured on the target under test")
-
-
-def _prod(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 #: What each status means, printed under the summary tables.
