@@ -14,7 +14,6 @@ from mlthreat.cli._common import (
     ExtensionOpt,
     JsonOpt,
     console,
-    envelope,
     expect_exit,
     load_kb,
     print_json,
@@ -97,11 +96,6 @@ def _names(detectors: str | None) -> list[str] | None:
     return [d.strip() for d in detectors.split(",") if d.strip()] if detectors else None
 
 
-def _summary(stats: list[Any]) -> list[dict[str, Any]]:
-    return [{"source": s.source, "lines": s.lines, "events": s.events,
-             "skipped": dict(s.skipped)} for s in stats]
-
-
 def _check_format(fmt: str) -> None:
     from mlthreat.detect.alerts import FORMATS
 
@@ -144,38 +138,27 @@ def _report(result: Any, stats: list[Any], kb: Any, as_json: bool,
     """The end of a run: JSON envelope or one summary line; exit 1 when alerts were raised.
 
     Raises LogFormatError when every line read was malformed (the wrong file, most likely)."""
-    skipped = sum(s.skipped_total for s in stats)
-    if skipped and not any(s.events for s in stats):
-        from mlthreat.detect.errors import LogFormatError
+    from mlthreat.detect.report import RunReport
 
-        where = f"; they are in {quarantine}" if quarantine else \
-            "; --quarantine FILE keeps them"
-        raise LogFormatError(f"{', '.join(sorted({s.source for s in stats}))}: no valid "
-                             f"QueryEvent in {skipped} malformed line(s){where}")
-    flagged = {(s.detector, s.client_id) for s in result.statuses if s.verdict == "flagged"}
-    by_technique = result.summary(kb)
-    expect_exit(1 if result.alerts else 0)
+    report = RunReport(result, stats, kb)
+    report.check_read(str(quarantine) if quarantine else None,
+                      keep_hint="--quarantine FILE keeps them")
+    expect_exit(report.exit_code)
     if as_json:
-        print_json(envelope("mlthreat.detect.run", kb, {
-            "events": result.events, "ignored": result.ignored, "alerts": len(result.alerts),
-            "suppression": result.suppression, "read": _summary(stats),
-            "untested": [vars(s) for s in result.statuses if s.verdict == "untested"],
-            "flagged": sorted(f"{d}:{c}" for d, c in flagged),
-            "summary": [t.to_dict() for t in by_technique],
-        }))
+        print_json(report.to_dict())
     else:
         con = console()
-        untested = sum(1 for s in result.statuses if s.verdict == "untested")
+        skipped = report.skipped
         con.print(f"{result.events} events"
                   + (f" ({result.ignored} evaluation queries of an assessment ignored)"
                      if result.ignored else "")
-                  + f", {len(result.alerts)} alerts, {len(flagged)} flagged client/detector "
-                  f"pairs, {untested} untested (too few queries to judge), "
-                  f"{skipped} malformed lines skipped"
+                  + f", {len(result.alerts)} alerts, {len(report.flagged)} flagged "
+                  f"client/detector pairs, {len(report.untested)} untested (too few queries "
+                  f"to judge), {skipped} malformed lines skipped"
                   + (f" (see {quarantine})" if quarantine and skipped else "")
                   + f". ATLAS data {kb.version}.", highlight=False)
-        _print_techniques(by_technique)
-    if result.alerts:
+        _print_techniques(report.techniques)
+    if report.exit_code:
         raise typer.Exit(1)
 
 
@@ -393,14 +376,15 @@ def evaluate(
     clients, median queries to detection."""
     from mlthreat.detect.calibration import resolve_detectors
     from mlthreat.detect.evaluate import evaluate as run_evaluation
+    from mlthreat.detect.report import EvaluationReport
 
     kb = load_kb(atlas, extension)
     dets = resolve_detectors(_names(detectors), calibration=calibration)
     stats: list[Any] = []
     scores = run_evaluation(_batches(logs, mapping, quarantine, stats), dets, kb)
+    report = EvaluationReport(scores, stats, kb)
     if as_json:
-        print_json(envelope("mlthreat.detect.evaluation", kb, {
-            "read": _summary(stats), "scores": [vars(s) for s in scores]}))
+        print_json(report.to_dict())
         return
     from rich.table import Table
 
@@ -414,6 +398,6 @@ def evaluate(
                       "" if s.median_queries is None else f"{s.median_queries:g}")
     con = console()
     con.print(table)
-    if not any(s.truth == "benign" for s in scores):
+    if not report.measured_fpr:
         con.print("No benign clients in these logs (truth: benign): false-positive rates "
                   "were not measured; add benign traffic to measure them.", highlight=False)

@@ -32,6 +32,7 @@ from mlthreat.detect.engine import DETECTORS, DetectionResult, build_detectors, 
 from mlthreat.detect.errors import CalibrationError, DetectError, LogFormatError
 from mlthreat.detect.evaluate import DetectorScore, benign_events, evaluate
 from mlthreat.detect.readers import LogReader, ReadStats
+from mlthreat.detect.report import EvaluationReport, RunReport
 
 __all__ = [
     "DETECTORS",
@@ -44,10 +45,12 @@ __all__ = [
     "DetectionResult",
     "Detector",
     "DetectorScore",
+    "EvaluationReport",
     "EventBatch",
     "LogFormatError",
     "LogReader",
     "ReadStats",
+    "RunReport",
     "Suppressor",
     "benign_events",
     "build_detectors",
