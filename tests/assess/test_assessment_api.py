@@ -103,3 +103,17 @@ def test_cli_json_is_the_report_it_wrote(user_files, tmp_path):
                                    str(out), "--json"])
     assert res.exit_code == 0, res.output
     assert res.stdout == (out / "report.json").read_text("utf-8")
+
+
+def test_cli_dry_run_json_is_plan_data(user_files):
+    model = f"sklearn:{user_files / 'model.skops'}"
+    res = CliRunner().invoke(app, ["assess", "--target", model, "--data",
+                                   str(user_files / "rows.csv"), "--label-column", "label",
+                                   "--techniques", "extraction-equations", "--dry-run",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    data = assess.load_data(user_files / "rows.csv", label_column="label")
+    a = Assessment([assess.load_target_for(model, data)], data,
+                   techniques=["extraction-equations"])
+    doc = assess.report.plan_data(a.plan(), a.targets, kb.load())
+    assert res.stdout == json.dumps(doc, indent=2, ensure_ascii=False) + "\n"

@@ -31,11 +31,13 @@ from mlthreat.assess.mitigations import MITIGATIONS
 
 if TYPE_CHECKING:
     from mlthreat.assess.finding import Finding
-    from mlthreat.assess.runner import AssessmentResult
+    from mlthreat.assess.runner import AssessmentResult, PlannedRun
+    from mlthreat.assess.target import Target
     from mlthreat.kb.model import KnowledgeBase
 
 __all__ = ["KIND", "RULES", "SCHEMA_VERSION", "Criterion", "Rule", "assess_command",
-           "finding_to_json", "is_demo", "layer_scores", "next_step", "ranked_mitigations",
+           "finding_to_json", "is_demo", "layer_scores", "next_step", "plan_data",
+           "ranked_mitigations",
            "report_data", "verdict", "write_report"]
 
 KIND = "mlthreat.assessment"
@@ -116,8 +118,7 @@ def report_data(result: AssessmentResult, kb: KnowledgeBase) -> dict[str, Any]:
         "data": result.data,
         "targets": targets,
         "mitigation": result.mitigation,
-        "summary": {s: sum(1 for f in findings if f["status"] == s and not f["mitigation"])
-                    for s in ("succeeded", "failed", "not-applicable", "error")},
+        "summary": result.counts(),
         "findings": findings,
         "comparison": _comparison(result) if result.mitigation else [],
         "tactic_names": {t: names[t] for f in findings for t in f["tactics"] if t in names},
@@ -127,6 +128,16 @@ def report_data(result: AssessmentResult, kb: KnowledgeBase) -> dict[str, Any]:
         f["verdict"] = verdict(f)
         f["next_step"] = next_step(f, doc)
     return doc
+
+
+def plan_data(plan: Sequence[PlannedRun], targets: Sequence[Target],
+              kb: KnowledgeBase) -> dict[str, Any]:
+    """The ``mlthreat.assess.plan`` document (``mlthreat assess --list/--dry-run --json``):
+    the targets and, per target and run, whether it applies and the most queries it sends.
+
+    ``plan`` is :meth:`Assessment.plan`'s, ``targets`` the assessment's."""
+    return {"kind": "mlthreat.assess.plan", "schema_version": 1, "atlas_version": kb.version,
+            "targets": [t.describe() for t in targets], "runs": [vars(p) for p in plan]}
 
 
 def layer_scores(report: dict[str, Any]) -> dict[str, float]:

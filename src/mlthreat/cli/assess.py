@@ -248,10 +248,9 @@ def assess(
     if list_runs or dry_run:
         plan = assessment.plan()
         if as_json:
-            print_json({"kind": "mlthreat.assess.plan", "schema_version": 1,
-                        "atlas_version": kb.version,
-                        "targets": [t.describe() for t in targets],
-                        "runs": [p.__dict__ for p in plan]})
+            from mlthreat.assess.report import plan_data
+
+            print_json(plan_data(plan, targets, kb))
             return
         _print_plan(plan, targets)
         if dry_run:
