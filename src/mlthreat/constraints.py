@@ -17,6 +17,9 @@ A constraint is one of
 - the shorthands ``"integer"`` (a Python or NumPy integer, never a bool) and ``"real"``
   (a finite Python or NumPy number, never a bool).
 
+:class:`Configurable` is the base of whatever is built from keyword parameters this way
+(technique runs, detectors): it stores them over its ``defaults`` and validates them on demand.
+
 A :class:`Rule` states what one parameter must satisfy given the others (``init_eval`` at
 most ``max_eval``); rules are checked once every parameter is valid on its own.
 
@@ -49,12 +52,13 @@ import math
 import numbers
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any, ClassVar, Literal, TypeAlias
 
 from mlthreat.errors import UsageError
 
-__all__ = ["Boolean", "Constraint", "InstanceOf", "Interval", "IsCallable", "ListOf", "Null",
-           "Options", "Rule", "Spec", "is_integer", "is_real", "message", "validate"]
+__all__ = ["Boolean", "Configurable", "Constraint", "InstanceOf", "Interval", "IsCallable",
+           "ListOf", "Null", "Options", "Rule", "Spec", "is_integer", "is_real", "message",
+           "validate"]
 
 
 def is_integer(value: object) -> bool:
@@ -275,8 +279,8 @@ class ListOf(Constraint):
 
 ConstraintLike: TypeAlias = Constraint | Literal["boolean", "integer", "real", "callable"] | None
 """A constraint, a shorthand name for one, or ``None``."""
-Spec: TypeAlias = ConstraintLike | list[ConstraintLike]
-"""What a parameter accepts: one constraint, or a list of them (any one will do)."""
+Spec: TypeAlias = ConstraintLike | list[ConstraintLike] | tuple[ConstraintLike, ...]
+"""What a parameter accepts: one constraint, or a list (or tuple) of them, any one will do."""
 
 _SHORTHANDS: dict[str, Constraint] = {
     "boolean": Boolean(), "integer": Interval(numbers.Integral, None, None),
@@ -341,7 +345,7 @@ def validate(owner: str, params: Mapping[str, Any], constraints: Mapping[str, Sp
         if name not in params:
             continue
         value = params[name]
-        options = [_constraint(c) for c in (spec if isinstance(spec, list) else [spec])]
+        options = [_constraint(c) for c in (spec if isinstance(spec, (list, tuple)) else [spec])]
         if any(c.accepts(value) for c in options):
             continue
         text = _choice([c.describe() for c in options])
@@ -353,3 +357,31 @@ def validate(owner: str, params: Mapping[str, Any], constraints: Mapping[str, Sp
         if not rule.check(params):
             raise UsageError(message(owner, rule.name, params.get(rule.name),
                                      rule.text.format(**params)))
+
+
+class Configurable:
+    """Built from keyword parameters, checked when it starts (scikit-learn's manners).
+
+    A subclass declares ``name`` (the owner in messages), ``defaults`` (every parameter it
+    has, with its default), ``_constraints`` (parameter name → :data:`Spec`) and ``_rules``
+    (cross-parameter :class:`Rule` s). The constructor only stores ``params``, the defaults
+    updated with what was given; :meth:`validate` checks them.
+    """
+
+    name: ClassVar[str]
+    defaults: ClassVar[dict[str, Any]] = {}
+    _constraints: ClassVar[dict[str, Spec]] = {}
+    _rules: ClassVar[tuple[Rule, ...]] = ()
+
+    def __init__(self, **params: Any) -> None:
+        self.params = {**self.defaults, **params}
+
+    def validate(self) -> None:
+        """Check ``params`` against ``_constraints`` and ``_rules``.
+
+        Raises
+        ------
+        UsageError
+            Naming an unknown parameter, or the first one that fails, in the one format.
+        """
+        validate(self.name, self.params, self._constraints, self._rules, known=self.defaults)

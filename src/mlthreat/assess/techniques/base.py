@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlthreat.assess.finding import Finding, Metric
-from mlthreat.constraints import Rule, Spec, validate
+from mlthreat.constraints import Configurable
 
 if TYPE_CHECKING:
     from mlthreat.assess.data import AssessmentData
@@ -88,7 +88,7 @@ class RunContext:
         return self._evaluation_used
 
 
-class TechniqueRun:
+class TechniqueRun(Configurable):
     """Base class of technique runs.
 
     Class attributes a run declares: ``name`` (the run's name on the command line),
@@ -111,17 +111,6 @@ class TechniqueRun:
     # fewest rows the run needs by role ("pool", "eval", "members": members and non-members
     # each), with the reason; stated in the plan and checked before the run starts
     min_rows: ClassVar[dict[str, tuple[int, str]]] = {}
-    defaults: ClassVar[dict[str, Any]] = {}
-    _constraints: ClassVar[dict[str, Spec]] = {}
-    _rules: ClassVar[tuple[Rule, ...]] = ()
-
-    def __init__(self, **params: Any) -> None:
-        self.params = {**self.defaults, **params}
-
-    def validate(self) -> None:
-        """Check parameters against ``_constraints`` and ``_rules``. Raises UsageError naming
-        the parameter (see :func:`mlthreat.constraints.validate`)."""
-        validate(self.name, self.params, self._constraints, self._rules, known=self.defaults)
 
     def not_applicable(self, target: Target, data: AssessmentData) -> str | None:
         """Why this run cannot run against ``target`` with ``data`` (None when it can)."""

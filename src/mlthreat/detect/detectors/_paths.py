@@ -50,11 +50,14 @@ Christopher A. Choquette-Choo, Florian Tramèr, Nicholas Carlini, Nicolas Papern
 from __future__ import annotations
 
 import math
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 
-__all__ = ["PATH_CONSTRAINTS", "PATH_DEFAULTS", "QueryPath"]
+from mlthreat.constraints import Interval, ListOf, Rule, Spec
+
+__all__ = ["PATH_CONSTRAINTS", "PATH_DEFAULTS", "PATH_RULES", "QueryPath"]
 
 # the parameters the rules read (the owning detector's defaults hold them)
 PATH_DEFAULTS: dict[str, Any] = {
@@ -62,25 +65,19 @@ PATH_DEFAULTS: dict[str, Any] = {
     "probe_clusters": 4, "probe_size": 5, "probe_spread": 3.0, "probe_jump": 4.0}
 
 
-def _pos_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-PATH_CONSTRAINTS: dict[str, Any] = {
-    "bisection_steps": (_pos_int, "must be an integer >= 1"),
-    "bisection_cos": (lambda v: _number(v) and 0 < v <= 1, "must be in (0, 1]"),
-    "bisection_ratio": (lambda v: isinstance(v, (tuple, list)) and len(v) == 2
-                        and all(_number(r) for r in v) and 0 < v[0] < v[1],
-                        "must be two numbers 0 < low < high"),
-    "probe_clusters": (_pos_int, "must be an integer >= 1"),
-    "probe_size": (lambda v: _pos_int(v) and v >= 3, "must be an integer >= 3"),
-    "probe_spread": (lambda v: _number(v) and v >= 1, "must be a number >= 1"),
-    "probe_jump": (lambda v: _number(v) and v > 1, "must be a number > 1"),
+PATH_CONSTRAINTS: dict[str, Spec] = {
+    "bisection_steps": Interval(Integral, 1, None),
+    "bisection_cos": Interval(Real, 0, 1, closed="right"),
+    "bisection_ratio": ListOf(Interval(Real, 0, None, closed="neither"), lengths=(2,),
+                              note="low, high"),
+    "probe_clusters": Interval(Integral, 1, None),
+    "probe_size": Interval(Integral, 3, None),
+    "probe_spread": Interval(Real, 1, None),
+    "probe_jump": Interval(Real, 1, None, closed="neither"),
 }
+PATH_RULES: tuple[Rule, ...] = (
+    Rule("bisection_ratio", lambda p: p["bisection_ratio"][0] < p["bisection_ratio"][1],
+         "increasing (low < high)"),)
 
 
 class QueryPath:

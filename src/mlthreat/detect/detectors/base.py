@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from mlthreat.constraints import Configurable, Interval, Spec
 from mlthreat.detect.errors import CalibrationError
-from mlthreat.errors import UsageError
 
 if TYPE_CHECKING:
     from mlthreat.detect.batch import EventBatch
@@ -85,31 +86,17 @@ class ClientStatus:
     reason: str = ""
 
 
-class Detector:
+class Detector(Configurable):
     """Base class. Subclasses declare ``name``, ``technique`` (primary ATLAS ID), ``related``,
-    ``defaults`` and ``_constraints`` (parameter → (check, message)), and implement
+    ``defaults``, ``_constraints`` (parameter → :data:`~mlthreat.constraints.Spec`) and
+    ``_rules`` (cross-parameter :class:`~mlthreat.constraints.Rule` s), and implement
     ``observe``, ``statuses``, ``calibrate``, and the state methods."""
 
     name: ClassVar[str]
     technique: ClassVar[str]
     related: ClassVar[tuple[str, ...]] = ()
     defaults: ClassVar[dict[str, Any]] = {"max_clients": 100_000}
-    _constraints: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {
-        "max_clients": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-                        "must be an integer >= 1"),
-    }
-
-    def __init__(self, **params: Any) -> None:
-        self.params = {**self.defaults, **params}
-
-    def validate(self) -> None:
-        """Check parameters. Raises UsageError naming the parameter."""
-        unknown = set(self.params) - set(self.defaults)
-        if unknown:
-            raise UsageError(f"{self.name}: unknown parameter(s) {', '.join(sorted(unknown))}")
-        for key, (check, message) in self._constraints.items():
-            if not check(self.params[key]):
-                raise UsageError(f"{self.name}: parameter {key}={self.params[key]!r}: {message}")
+    _constraints: ClassVar[dict[str, Spec]] = {"max_clients": Interval(Integral, 1, None)}
 
     def _check_dim(self, batch: EventBatch, expected: int) -> None:
         """Raise CalibrationError naming the batch's source and first line when its inputs

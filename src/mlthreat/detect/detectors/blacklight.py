@@ -89,12 +89,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from mlthreat.constraints import Interval, Null, Rule, Spec
 from mlthreat.detect.detectors._fingerprints import FingerprintStore, digests, fingerprints
 from mlthreat.detect.detectors._paths import (
     PATH_CONSTRAINTS,
     PATH_DEFAULTS,
+    PATH_RULES,
     PathSteps,
     QueryPath,
 )
@@ -107,12 +110,6 @@ if TYPE_CHECKING:
 __all__ = ["BlacklightDetector", "fingerprints"]
 
 
-def _pos_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
-def _auto_or_pos_int(v: Any) -> bool:
-    return v is None or _pos_int(v)
 
 
 class BlacklightDetector(Detector):
@@ -166,25 +163,18 @@ class BlacklightDetector(Detector):
         "match_threshold": None, "min_matches": 3, "max_fingerprints": 100_000,
         "max_postings": 8, "membership_clusters": 20, "membership_cluster_size": 5,
         "membership_max_mean": 15.0, "max_cluster_ids": 4096, **PATH_DEFAULTS}
-    _constraints: ClassVar[dict[str, Any]] = {
+    _constraints: ClassVar[dict[str, Spec]] = {
         **Detector._constraints,
-        "quantization": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-                         and v > 0, "must be a number > 0"),
-        "window": (_auto_or_pos_int, "must be None (scaled) or an integer >= 1"),
-        "step": (_pos_int, "must be an integer >= 1"),
-        "top_n": (_auto_or_pos_int, "must be None (scaled) or an integer >= 1"),
-        "match_threshold": (_auto_or_pos_int, "must be None (scaled) or an integer >= 1"),
-        "min_matches": (_pos_int, "must be an integer >= 1"),
-        "max_fingerprints": (_pos_int, "must be an integer >= 1"),
-        "max_postings": (_pos_int, "must be an integer >= 1"),
-        "membership_clusters": (_pos_int, "must be an integer >= 1"),
-        "membership_cluster_size": (lambda v: _pos_int(v) and v >= 2,
-                                    "must be an integer >= 2"),
-        "membership_max_mean": (lambda v: isinstance(v, (int, float))
-                                and not isinstance(v, bool) and v > 0, "must be a number > 0"),
-        "max_cluster_ids": (_pos_int, "must be an integer >= 1"),
+        **dict.fromkeys(("quantization", "membership_max_mean"),
+                        Interval(Real, 0, None, closed="neither")),
+        **dict.fromkeys(("window", "top_n", "match_threshold"),
+                        (Null("scaled"), Interval(Integral, 1, None))),
+        **dict.fromkeys(("step", "min_matches", "max_fingerprints", "max_postings",
+                         "membership_clusters", "max_cluster_ids"), Interval(Integral, 1, None)),
+        "membership_cluster_size": Interval(Integral, 2, None),
         **PATH_CONSTRAINTS,
     }
+    _rules: ClassVar[tuple[Rule, ...]] = PATH_RULES
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)

@@ -61,10 +61,12 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Iterable
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from mlthreat.constraints import Interval, Null, Spec
 from mlthreat.detect.detectors._fingerprints import digests
 from mlthreat.detect.detectors.base import ClientStatus, Detection, Detector, client_state
 
@@ -157,21 +159,15 @@ class CoverageDetector(Detector):
         "quantization": 0.2, "min_distinct": 200, "ratio": 2.0, "trim": 0.05,
         "min_evenness": 0.8, "near_duplicate": None, "max_chain_share": 0.1, "refresh": 1000,
         "max_tracked": 5000, "max_clients": 100_000}
-    _constraints: ClassVar[dict[str, Any]] = {
+    _constraints: ClassVar[dict[str, Spec]] = {
         **Detector._constraints,
-        "quantization": (lambda v: isinstance(v, (int, float)) and v > 0, "must be > 0"),
-        "min_distinct": (lambda v: isinstance(v, int) and v >= 2, "must be an integer >= 2"),
-        "ratio": (lambda v: isinstance(v, (int, float)) and v >= 1, "must be >= 1"),
-        "trim": (lambda v: isinstance(v, (int, float)) and 0 <= v < 0.5, "must be in [0, 0.5)"),
-        "min_evenness": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1,
-                         "must be in [0, 1]"),
-        "near_duplicate": (lambda v: v is None or (isinstance(v, (int, float))
-                                                   and not isinstance(v, bool) and v > 0),
-                           "must be None or > 0"),
-        "max_chain_share": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1,
-                            "must be in [0, 1]"),
-        "refresh": (lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1"),
-        "max_tracked": (lambda v: isinstance(v, int) and v >= 2, "must be an integer >= 2"),
+        "quantization": Interval(Real, 0, None, closed="neither"),
+        **dict.fromkeys(("min_distinct", "max_tracked"), Interval(Integral, 2, None)),
+        "ratio": Interval(Real, 1, None),
+        "trim": Interval(Real, 0, 0.5, closed="left"),
+        **dict.fromkeys(("min_evenness", "max_chain_share"), Interval(Real, 0, 1)),
+        "near_duplicate": [Null("scaled"), Interval(Real, 0, None, closed="neither")],
+        "refresh": Interval(Integral, 1, None),
     }
 
     def __init__(self, **params: Any) -> None:

@@ -32,8 +32,10 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Iterable
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from mlthreat.constraints import Interval, Null, Rule, Spec
 from mlthreat.detect.detectors.base import ClientStatus, Detection, Detector, client_state
 from mlthreat.detect.errors import CalibrationError
 
@@ -41,10 +43,6 @@ if TYPE_CHECKING:
     from mlthreat.detect.batch import EventBatch
 
 __all__ = ["KnnDetector"]
-
-
-def _pos_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
 
@@ -75,26 +73,17 @@ class KnnDetector(Detector):
     related: ClassVar[tuple[str, ...]] = ("AML.T0015", "AML.T0024.000")
     defaults: ClassVar[dict[str, Any]] = {"max_clients": 100_000, "k": 10, "buffer_size": 100,
                                           "threshold": None}
-    _constraints: ClassVar[dict[str, Any]] = {
+    _constraints: ClassVar[dict[str, Spec]] = {
         **Detector._constraints,
-        "k": (_pos_int, "must be an integer >= 1"),
-        "buffer_size": (_pos_int, "must be an integer >= 1"),
-        "threshold": (lambda v: v is None or (isinstance(v, (int, float))
-                                              and not isinstance(v, bool) and v > 0),
-                      "must be None (scaled) or a number > 0"),
+        **dict.fromkeys(("k", "buffer_size"), Interval(Integral, 1, None)),
+        "threshold": [Null("scaled"), Interval(Real, 0, None, closed="neither")],
     }
+    _rules: ClassVar[tuple[Rule, ...]] = (
+        Rule("buffer_size", lambda p: p["buffer_size"] >= p["k"], "at least k ({k!r})"),)
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self._reset()
-
-    def validate(self) -> None:
-        super().validate()
-        if self.params["buffer_size"] < self.params["k"]:
-            from mlthreat.errors import UsageError
-
-            raise UsageError(f"{self.name}: parameter buffer_size="
-                             f"{self.params['buffer_size']}: must be at least k")
 
     def _reset(self) -> None:
         self._cfg: dict[str, Any] | None = None

@@ -63,10 +63,12 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Iterable
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from mlthreat.constraints import Interval, Spec
 from mlthreat.detect.detectors.base import ClientStatus, Detection, Detector, client_state
 from mlthreat.detect.errors import CalibrationError
 
@@ -90,10 +92,6 @@ def _mahalanobis(x: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.n
 
 
 _MAX_HELD_PER_CLIENT = 1000
-
-
-def _int_at_least(v: Any, low: int) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= low
 
 
 def _client_scores(d: np.ndarray, owner: np.ndarray, n_owners: int) -> np.ndarray:
@@ -213,17 +211,13 @@ class OodDetector(Detector):
                                           "warmup_clients": 10, "trim": 0.05,
                                           "fit_per_client": 50, "chain_share": 0.25,
                                           "max_clients": 100_000}
-    _constraints: ClassVar[dict[str, Any]] = {
+    _constraints: ClassVar[dict[str, Spec]] = {
         **Detector._constraints,
-        "quantile": (lambda v: isinstance(v, float) and 0.5 <= v < 1, "must be in [0.5, 1)"),
-        "fraction": (lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "must be in (0, 1]"),
-        "min_queries": (lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1"),
-        "warmup_events": (lambda v: _int_at_least(v, 2), "must be an integer >= 2"),
-        "warmup_clients": (lambda v: _int_at_least(v, 2), "must be an integer >= 2"),
-        "trim": (lambda v: isinstance(v, (int, float)) and 0 <= v < 0.5, "must be in [0, 0.5)"),
-        "fit_per_client": (lambda v: _int_at_least(v, 1), "must be an integer >= 1"),
-        "chain_share": (lambda v: isinstance(v, (int, float)) and 0 < v <= 1,
-                        "must be in (0, 1]"),
+        "quantile": Interval(Real, 0.5, 1, closed="left"),
+        **dict.fromkeys(("fraction", "chain_share"), Interval(Real, 0, 1, closed="right")),
+        **dict.fromkeys(("min_queries", "fit_per_client"), Interval(Integral, 1, None)),
+        **dict.fromkeys(("warmup_events", "warmup_clients"), Interval(Integral, 2, None)),
+        "trim": Interval(Real, 0, 0.5, closed="left"),
     }
 
     def __init__(self, **params: Any) -> None:

@@ -65,10 +65,12 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from mlthreat.constraints import Interval, Null, Spec
 from mlthreat.detect.detectors.base import ClientStatus, Detection, Detector
 from mlthreat.detect.errors import CalibrationError
 
@@ -167,15 +169,11 @@ class PradaDetector(Detector):
     defaults: ClassVar[dict[str, Any]] = {"delta": 0.92, "min_queries": 100,
                                           "near_duplicate": None, "chain_share": 0.25,
                                           "max_clients": 100_000}
-    _constraints: ClassVar[dict[str, Any]] = {
+    _constraints: ClassVar[dict[str, Spec]] = {
         **Detector._constraints,
-        "delta": (lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "must be in (0, 1]"),
-        "min_queries": (lambda v: isinstance(v, int) and v >= 3, "must be an integer >= 3"),
-        "near_duplicate": (lambda v: v is None or (isinstance(v, (int, float))
-                                                   and not isinstance(v, bool) and v > 0),
-                           "must be None or > 0"),
-        "chain_share": (lambda v: isinstance(v, (int, float)) and 0 < v <= 1,
-                        "must be in (0, 1]"),
+        **dict.fromkeys(("delta", "chain_share"), Interval(Real, 0, 1, closed="right")),
+        "min_queries": Interval(Integral, 3, None),
+        "near_duplicate": [Null("scaled"), Interval(Real, 0, None, closed="neither")],
     }
 
     def __init__(self, **params: Any) -> None:

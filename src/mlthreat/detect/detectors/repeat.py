@@ -61,10 +61,12 @@ from __future__ import annotations
 import math
 from collections import OrderedDict, deque
 from collections.abc import Iterable
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from mlthreat.constraints import Interval, Spec
 from mlthreat.detect.detectors._fingerprints import digests
 from mlthreat.detect.detectors.base import ClientStatus, Detection, Detector, client_state
 from mlthreat.detect.errors import CalibrationError
@@ -75,10 +77,6 @@ if TYPE_CHECKING:
 __all__ = ["RepeatDetector"]
 
 _MIN_CALIBRATED = 2  # calibrated thresholds never go below two exact repeats
-
-
-def _pos_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
 class _Client:
@@ -152,12 +150,11 @@ class RepeatDetector(Detector):
     related: ClassVar[tuple[str, ...]] = ("AML.T0034.000",)
     defaults: ClassVar[dict[str, Any]] = {"window": 100, "max_repeats": 15, "margin": 2.0,
                                           "max_clients": 100_000}
-    _constraints: ClassVar[dict[str, Any]] = {
+    _constraints: ClassVar[dict[str, Spec]] = {
         **Detector._constraints,
-        "window": (lambda v: _pos_int(v) and v >= 2, "must be an integer >= 2"),
-        "max_repeats": (_pos_int, "must be an integer >= 1"),
-        "margin": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-                   and v >= 1, "must be a number >= 1"),
+        "window": Interval(Integral, 2, None),
+        "max_repeats": Interval(Integral, 1, None),
+        "margin": Interval(Real, 1, None),
     }
 
     def __init__(self, **params: Any) -> None:

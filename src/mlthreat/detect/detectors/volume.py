@@ -25,10 +25,12 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Iterable
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from mlthreat.constraints import Interval, Spec
 from mlthreat.detect.detectors.base import ClientStatus, Detection, Detector, client_state
 from mlthreat.detect.errors import CalibrationError
 
@@ -79,11 +81,11 @@ class VolumeDetector(Detector):
     related: ClassVar[tuple[str, ...]] = ("AML.T0029",)
     defaults: ClassVar[dict[str, Any]] = {"window_seconds": 60.0, "max_per_window": 600,
                                           "margin": 2.0, "max_clients": 100_000}
-    _constraints: ClassVar[dict[str, Any]] = {
+    _constraints: ClassVar[dict[str, Spec]] = {
         **Detector._constraints,
-        "window_seconds": (lambda v: isinstance(v, (int, float)) and v > 0, "must be > 0"),
-        "max_per_window": (lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1"),
-        "margin": (lambda v: isinstance(v, (int, float)) and v >= 1, "must be >= 1"),
+        "window_seconds": Interval(Real, 0, None, closed="neither"),
+        "max_per_window": Interval(Integral, 1, None),
+        "margin": Interval(Real, 1, None),
     }
 
     def __init__(self, **params: Any) -> None:
