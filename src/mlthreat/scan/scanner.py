@@ -34,9 +34,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
+from mlthreat.constraints import InstanceOf, Interval, ListOf, Options, Spec, validate
 from mlthreat.errors import UsageError
 from mlthreat.scan.engines import _SUPPORTED as _ENGINE_FORMATS
 from mlthreat.scan.engines import DEFAULT_MAX_ENGINE_BYTES, ENGINES, run_engines
@@ -179,6 +181,23 @@ class ScanReport:
                 "engine_messages": list(self.engine_messages)}
 
 
+_CONSTRAINTS: dict[str, Spec] = {
+    "policy": (None, InstanceOf(Policy)),
+    "limits": InstanceOf(Limits),
+    "engines": ListOf(Options(*ENGINES, what="engine"), empty=True),
+    "max_engine_bytes": Interval(Integral, 0, None),
+    "hash_files": "boolean",
+    "follow_symlinks": "boolean",
+}
+_LIMIT_CONSTRAINTS: dict[str, Spec] = {
+    **{f"limits.{name}": Interval(Integral, 0, None) for name in (
+        "max_opcodes", "max_header_bytes", "max_depth", "ratio_floor", "max_unpacked_bytes")},
+    "limits.max_members": Interval(Integral, 1, None),
+    "limits.max_ratio": Interval(Real, 0, None, closed="neither"),
+    "limits.seconds_per_file": Interval(Real, 0, None),
+}
+
+
 class Scanner:
     """Scan files, folders and archives for model files that run code when loaded.
 
@@ -225,24 +244,13 @@ class Scanner:
         UsageError
             Wrong types, an unknown engine, or a non-positive bound.
         """
-        if self.policy is not None and not isinstance(self.policy, Policy):
-            raise UsageError(f"policy must be a Policy or None, not {type(self.policy).__name__}")
-        if not isinstance(self.limits, Limits):
-            raise UsageError(f"limits must be a Limits, not {type(self.limits).__name__}")
-        if isinstance(self.engines, str):
-            raise UsageError("engines must be a sequence of engine names, not a string")
-        unknown = [e for e in self.engines if e not in ENGINES]
-        if unknown:
-            raise UsageError(f"unknown engine(s) {', '.join(map(str, unknown))}; "
-                             f"known: {', '.join(ENGINES)}")
-        if not isinstance(self.follow_symlinks, bool):
-            raise UsageError("follow_symlinks must be True or False")
-        if not isinstance(self.max_engine_bytes, int) or self.max_engine_bytes < 0:
-            raise UsageError("max_engine_bytes must be a non-negative integer")
-        lim = self.limits
-        if lim.max_depth < 0 or lim.max_members < 1 or lim.max_ratio <= 0 \
-                or lim.max_unpacked_bytes < 0 or lim.seconds_per_file < 0:
-            raise UsageError(f"limits out of range: {lim}")
+        params = {"policy": self.policy, "limits": self.limits, "engines": self.engines,
+                  "max_engine_bytes": self.max_engine_bytes, "hash_files": self.hash_files,
+                  "follow_symlinks": self.follow_symlinks}
+        validate("Scanner", params, _CONSTRAINTS)
+        limits = {f"limits.{f.name}": getattr(self.limits, f.name)
+                  for f in dataclasses.fields(self.limits)}
+        validate("Scanner", limits, _LIMIT_CONSTRAINTS)
         return self
 
     def run(self, paths: Iterable[str | Path], progress: Progress | None = None) -> ScanReport:
