@@ -116,3 +116,101 @@ def test_unknown_parameters_are_named_with_the_known_ones() -> None:
     with pytest.raises(UsageError) as err:
         validate("run", {"a": 1, "zz": 2, "b": 3}, {}, known=("a", "b"))
     assert str(err.value) == "run: unknown parameter(s) zz; known: a, b"
+
+
+# --- every user speaks it: runs, detectors, the scanner, the mitigations -------------------
+
+def usage_error(check: Any) -> str:
+    with pytest.raises(UsageError) as err:
+        check()
+    return str(err.value)
+
+
+@pytest.mark.parametrize("params", [{"max_per_window": True}, {"window_seconds": True},
+                                    {"margin": False}, {"max_clients": True}])
+def test_volume_detector_rejects_bools_as_numbers(params: dict[str, Any]) -> None:
+    from mlthreat.detect.detectors.volume import VolumeDetector
+
+    (name, value), = params.items()
+    assert usage_error(VolumeDetector(**params).validate).startswith(
+        f"volume: parameter {name}={value!r}: must be ")
+
+
+def test_numpy_scalars_pass_wherever_python_numbers_do() -> None:
+    from mlthreat.assess.techniques.evasion import HopSkipJumpEvasion
+    from mlthreat.assess.techniques.membership import LiraMembership
+    from mlthreat.detect.detectors.knn import KnnDetector
+    from mlthreat.detect.detectors.ood import OodDetector
+    from mlthreat.detect.detectors.volume import VolumeDetector
+
+    KnnDetector(k=np.int64(5), buffer_size=np.int64(50), threshold=np.float32(0.5)).validate()
+    HopSkipJumpEvasion(n_samples=np.int64(3), max_eval=np.int32(50), init_eval=np.int64(5),
+                       eps_l2=np.float32(0.5), min_success_rate=np.float64(0.5)).validate()
+    LiraMembership(n_shadow=np.int64(4), min_auc=np.float32(0.7)).validate()
+    OodDetector(quantile=np.float32(0.95), min_queries=np.int16(10)).validate()
+    VolumeDetector(window_seconds=np.float32(60), max_per_window=np.int64(100)).validate()
+
+
+def test_messages_share_one_format() -> None:
+    from mlthreat.assess.techniques.extraction import SurrogateExtraction
+    from mlthreat.detect.detectors.blacklight import BlacklightDetector
+    from mlthreat.detect.detectors.knn import KnnDetector
+
+    assert usage_error(KnnDetector(k=0).validate) == (
+        "knn: parameter k=0: must be a positive integer")
+    assert usage_error(KnnDetector(threshold=-1.0).validate) == (
+        "knn: parameter threshold=-1.0: must be None (scaled) or a number > 0")
+    assert usage_error(SurrogateExtraction(hidden=np.float64(8.0)).validate) == (
+        "extraction-surrogate: parameter hidden=np.float64(8.0): must be a positive integer")
+    assert usage_error(BlacklightDetector(window=0).validate) == (
+        "blacklight: parameter window=0: must be None (scaled) or a positive integer")
+    assert usage_error(KnnDetector(nope=1).validate) == (
+        "knn: unknown parameter(s) nope; known: buffer_size, k, max_clients, threshold")
+
+
+def test_cross_parameter_rules_name_the_other_parameter() -> None:
+    from mlthreat.assess.techniques.evasion import HopSkipJumpEvasion
+    from mlthreat.assess.techniques.membership import LiraMembership
+    from mlthreat.detect.detectors.blacklight import BlacklightDetector
+    from mlthreat.detect.detectors.knn import KnnDetector
+
+    assert usage_error(HopSkipJumpEvasion(init_eval=300, max_eval=100).validate) == (
+        "evasion-hopskipjump: parameter init_eval=300: must be at most max_eval (100)")
+    assert usage_error(KnnDetector(k=20, buffer_size=10).validate) == (
+        "knn: parameter buffer_size=10: must be at least k (20)")
+    assert usage_error(BlacklightDetector(bisection_ratio=(0.6, 0.4)).validate) == (
+        "blacklight: parameter bisection_ratio=(0.6, 0.4): must be increasing (low < high)")
+    assert usage_error(LiraMembership(n_shadow=5).validate).startswith(
+        "membership-lira: parameter n_shadow=5: must be even")
+
+
+def test_scanner_parameters() -> None:
+    from mlthreat.scan.findings import Limits
+    from mlthreat.scan.scanner import Scanner
+
+    Scanner(engines=[], max_engine_bytes=np.int64(0)).validate()  # type: ignore[arg-type]
+    assert usage_error(Scanner(engines=("clamav",)).validate) == (
+        "Scanner: parameter engines=('clamav',): must be a list, each item one of 'fickling', "
+        "'picklescan', 'modelscan'; unknown engine 'clamav'")
+    assert usage_error(Scanner(max_engine_bytes=True).validate) == (
+        "Scanner: parameter max_engine_bytes=True: must be an integer ≥ 0")
+    assert usage_error(Scanner(limits=Limits(max_members=0)).validate) == (
+        "Scanner: parameter limits.max_members=0: must be a positive integer")
+    assert usage_error(Scanner(limits=Limits(seconds_per_file=float("nan"))).validate) == (
+        "Scanner: parameter limits.seconds_per_file=nan: must be a number ≥ 0")
+
+
+def test_mitigation_values() -> None:
+    from mlthreat.assess.mitigations import parse_mitigation
+
+    assert parse_mitigation("round:1.0").value == 1.0
+    assert usage_error(lambda: parse_mitigation("round:1.5")) == (
+        "mitigation round: parameter value=1.5: must be an integer ≥ 0 (decimals kept)")
+    assert usage_error(lambda: parse_mitigation("round:x")).startswith(
+        "mitigation round: parameter value='x': must be an integer ≥ 0")
+    # these two used to crash (OverflowError) or pass (NaN noise)
+    assert "must be an integer ≥ 0" in usage_error(lambda: parse_mitigation("round:inf"))
+    assert usage_error(lambda: parse_mitigation("noise:nan")) == (
+        "mitigation noise: parameter value=nan: must be a number ≥ 0 (standard deviation)")
+    assert usage_error(lambda: parse_mitigation("query-limit:0")) == (
+        "mitigation query-limit: parameter value=0: must be a positive integer (queries per run)")

@@ -23,10 +23,12 @@ Deceptive Perturbations." IEEE S&P Workshops, 2019.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any
 
 from mlthreat.assess.errors import QueryBudgetExceeded
 from mlthreat.assess.target import Target
+from mlthreat.constraints import Interval, Spec, validate
 from mlthreat.errors import UsageError
 
 if TYPE_CHECKING:
@@ -56,6 +58,22 @@ MITIGATIONS: dict[str, tuple[str, bool, float]] = {
     "reverse-sigmoid": ("AML.M0002", True, 0.5),
     "query-limit": ("AML.M0004", True, 1000),
 }
+# what each kind's value may be (a kind without an entry takes no value)
+_VALUE: dict[str, Spec] = {
+    "round": Interval(Integral, 0, None, note="decimals kept"),
+    "noise": Interval(Real, 0, None, note="standard deviation"),
+    "reverse-sigmoid": Interval(Real, 0, None, note="perturbation strength"),
+    "query-limit": Interval(Integral, 1, None, note="queries per run"),
+}
+
+
+def _number(raw: str) -> int | float | str:
+    """``raw`` as an int when it is a whole number, else a float; unchanged when neither."""
+    try:
+        value = float(raw)
+    except ValueError:
+        return raw
+    return int(value) if value.is_integer() else value
 
 
 def parse_mitigation(spec: str) -> Mitigation:
@@ -68,14 +86,9 @@ def parse_mitigation(spec: str) -> Mitigation:
         if raw:
             raise UsageError(f"mitigation {kind} takes no value")
         return Mitigation(kind, 0, atlas_id)
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        raise UsageError(f"mitigation {kind}: {raw!r} is not a number") from None
-    if value < 0 or (kind in ("round", "query-limit") and value != int(value)) or \
-            (kind == "query-limit" and value < 1):
-        raise UsageError(f"mitigation {kind}: {raw!r} is out of range")
-    return Mitigation(kind, value, atlas_id)
+    value = _number(raw) if raw else default
+    validate(f"mitigation {kind}", {"value": value}, {"value": _VALUE[kind]})
+    return Mitigation(kind, float(value), atlas_id)
 
 
 class MitigatedTarget(Target):
