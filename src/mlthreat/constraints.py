@@ -58,7 +58,7 @@ from mlthreat.errors import UsageError
 
 __all__ = ["Boolean", "Configurable", "Constraint", "InstanceOf", "Interval", "IsCallable",
            "ListOf", "Null", "Options", "Rule", "Spec", "is_integer", "is_real", "message",
-           "validate"]
+           "unknown", "validate"]
 
 
 def is_integer(value: object) -> bool:
@@ -160,13 +160,10 @@ class Interval(Constraint):
 
 
 class Options(Constraint):
-    """One of a closed set of values (compared with ``==``; a bool matches only a bool).
+    """One of a closed set of values (compared with ``==``; a bool matches only a bool)."""
 
-    ``what`` names the kind of value ("engine"), so a failure says "unknown engine 'x'"."""
-
-    def __init__(self, *options: Any, what: str = "", note: str = "") -> None:
-        self.options = options
-        self.what, self.note = what, note
+    def __init__(self, *options: Any, note: str = "") -> None:
+        self.options, self.note = options, note
 
     def accepts(self, value: object) -> bool:
         for option in self.options:
@@ -182,9 +179,6 @@ class Options(Constraint):
     def _noun(self) -> str:
         words = [repr(o) for o in self.options]
         return _choice(words) if len(words) <= 2 else f"one of {', '.join(words)}"
-
-    def detail(self, value: object) -> str:
-        return f"unknown {self.what} {value!r}" if self.what else ""
 
 
 class Boolean(Constraint):
@@ -270,12 +264,6 @@ class ListOf(Constraint):
             return f"a list of {size} items, each {self.item.describe()}"
         return f"a {'' if self.empty else 'non-empty '}list, each item {self.item.describe()}"
 
-    def detail(self, value: object) -> str:
-        if not isinstance(value, (list, tuple)):
-            return ""
-        return "; ".join(d for d in (self.item.detail(v) for v in value
-                                     if not self.item.accepts(v)) if d)
-
 
 ConstraintLike: TypeAlias = Constraint | Literal["boolean", "integer", "real", "callable"] | None
 """A constraint, a shorthand name for one, or ``None``."""
@@ -308,6 +296,18 @@ class Rule:
     text: str
 
 
+def unknown(what: str, names: Iterable[object], known: Iterable[str]) -> str | None:
+    """``unknown {what}(s) a, b; known: …`` for the ``names`` not in ``known`` (None: none).
+
+    The message for names looked up in a table (parameters, engines), rather than values
+    checked against a constraint."""
+    table = list(known)
+    missing = [str(n) for n in names if n not in table]
+    if not missing:
+        return None
+    return f"unknown {what}(s) {', '.join(missing)}; known: {', '.join(table)}"
+
+
 def message(owner: str, name: str, value: object, text: str) -> str:
     """The one parameter error message: ``{owner}: parameter {name}={value!r}: must be …``."""
     return f"{owner}: parameter {name}={value!r}: must be {text}"
@@ -336,11 +336,9 @@ def validate(owner: str, params: Mapping[str, Any], constraints: Mapping[str, Sp
     UsageError
         Naming the first parameter that fails, its value and what it must be.
     """
-    if known is not None:
-        unknown = sorted(set(params) - set(known))
-        if unknown:
-            raise UsageError(f"{owner}: unknown parameter(s) {', '.join(unknown)}; "
-                             f"known: {', '.join(sorted(known))}")
+    missing = unknown("parameter", sorted(params), sorted(known)) if known is not None else None
+    if missing:
+        raise UsageError(f"{owner}: {missing}")
     for name, spec in constraints.items():
         if name not in params:
             continue

@@ -38,7 +38,7 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
-from mlthreat.constraints import InstanceOf, Interval, ListOf, Options, Spec, validate
+from mlthreat.constraints import InstanceOf, Interval, ListOf, Spec, unknown, validate
 from mlthreat.errors import UsageError
 from mlthreat.scan.engines import _SUPPORTED as _ENGINE_FORMATS
 from mlthreat.scan.engines import DEFAULT_MAX_ENGINE_BYTES, ENGINES, run_engines
@@ -184,7 +184,7 @@ class ScanReport:
 _CONSTRAINTS: dict[str, Spec] = {
     "policy": (None, InstanceOf(Policy)),
     "limits": InstanceOf(Limits),
-    "engines": ListOf(Options(*ENGINES, what="engine"), empty=True),
+    "engines": ListOf(InstanceOf(str, "an engine name"), empty=True),
     "max_engine_bytes": Interval(Integral, 0, None),
     "hash_files": "boolean",
     "follow_symlinks": "boolean",
@@ -248,6 +248,9 @@ class Scanner:
                   "max_engine_bytes": self.max_engine_bytes, "hash_files": self.hash_files,
                   "follow_symlinks": self.follow_symlinks}
         validate("Scanner", params, _CONSTRAINTS)
+        missing = unknown("engine", self.engines, ENGINES)
+        if missing:
+            raise UsageError(missing)
         limits = {f"limits.{f.name}": getattr(self.limits, f.name)
                   for f in dataclasses.fields(self.limits)}
         validate("Scanner", limits, _LIMIT_CONSTRAINTS)
