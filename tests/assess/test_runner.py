@@ -328,3 +328,23 @@ def test_parity_compares_classes_not_column_positions(reference, expected):
     parity = Assessment([target], data, reference=ref)._parity(target)
     assert {k: parity[k] for k in expected} == expected
     assert parity["rows"] == 6
+
+
+def test_numpy_parameters_reach_the_report(tmp_path, demo_data, demo_pair, embedded):
+    """Runs accept NumPy scalars as parameters (a notebook passes ``np.int64`` from an array);
+    report.json holds them as plain numbers instead of failing to serialise."""
+    import json
+
+    import numpy as np
+
+    from mlthreat.assess import write_report
+
+    result = Assessment(demo_pair[1:], demo_data, techniques=["evasion-transfer"],
+                        params={"evasion-transfer": {"n_samples": np.int64(4),
+                                                     "eps_linf": np.float32(0.25),
+                                                     "proxy": "logreg"}},
+                        budget=600, kb=embedded).run()
+    write_report(result, tmp_path, embedded)
+    params = json.loads((tmp_path / "report.json").read_text())["findings"][0]["params"]
+    assert params["n_samples"] == 4 and isinstance(params["n_samples"], int)
+    assert params["eps_linf"] == 0.25

@@ -476,16 +476,20 @@ _TARGET = "target failed: "
 
 
 def _plain(params: dict[str, Any]) -> dict[str, Any]:
-    """Parameters as JSON-ready values (callables by their qualified name)."""
-    out: dict[str, Any] = {}
-    for key, value in params.items():
+    """Parameters as JSON-ready values (callables by their qualified name, NumPy scalars as
+    Python numbers: runs accept ``np.int64(20)`` wherever they accept 20)."""
+    import numbers
+
+    def plain(value: Any) -> Any:
         if callable(value):
-            out[key] = f"{getattr(value, '__module__', '?')}:{getattr(value, '__qualname__', '?')}"
-        elif isinstance(value, tuple):
-            out[key] = list(value)
-        else:
-            out[key] = value
-    return out
+            return f"{getattr(value, '__module__', '?')}:{getattr(value, '__qualname__', '?')}"
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        if isinstance(value, numbers.Number) and hasattr(value, "item"):
+            return value.item()
+        return value
+
+    return {key: plain(value) for key, value in params.items()}
 
 
 def _class_values(target: Target, indices: Any) -> list[Any]:

@@ -18,6 +18,8 @@ from mlthreat.cli._common import (
     load_kb,
     print_json,
 )
+from mlthreat.detect.alert_formats import FORMATS
+from mlthreat.detect.detectors import DEFAULT_DETECTORS, DETECTORS
 from mlthreat.errors import UsageError
 
 app = typer.Typer(help="Find attacks in inference logs (QueryEvents or serving logs).",
@@ -27,15 +29,16 @@ LogsArg = Annotated[list[Path], typer.Argument(help="Log files (JSONL, CSV, Parq
                                                "the order given.")]
 MappingOpt = Annotated[str | None, typer.Option(help="kserve, sagemaker, or a YAML mapping "
                                                 "file, for serving logs.")]
-DetectorsOpt = Annotated[str | None, typer.Option("--detectors", help="Comma-separated: "
-                                                  "prada, blacklight, ood, coverage, volume, "
-                                                  "knn, repeat (default: all but knn, and any "
-                                                  "in --calibration).")]
-CalibrateDetectorsOpt = Annotated[str | None, typer.Option(
-    "--detectors", help="Comma-separated: prada, blacklight, ood, coverage, volume, knn, "
-    "repeat (default: all of them; a run with --calibration then runs each one calibrated).")]
+_NOT_DEFAULT = [n for n in DETECTORS.names() if n not in DEFAULT_DETECTORS]
+DetectorsOpt = Annotated[str | None, typer.Option("--detectors", help=(
+    f"Comma-separated: {DETECTORS.choices()} (default: all but {', '.join(_NOT_DEFAULT)}, and "
+    "any in --calibration)."))]
+CalibrateDetectorsOpt = Annotated[str | None, typer.Option("--detectors", help=(
+    f"Comma-separated: {DETECTORS.choices()} (default: all of them; a run with --calibration "
+    "then runs each one calibrated)."))]
 QuarantineOpt = Annotated[Path | None, typer.Option(help="Where malformed lines go (JSONL).")]
-AlertFormatOpt = Annotated[str, typer.Option("--format", "-f", help="jsonl, ocsf, ecs or stix.")]
+AlertFormatOpt = Annotated[str, typer.Option("--format", "-f",
+                                             help=f"{FORMATS.choices(' or ')}.")]
 CalibrationOpt = Annotated[Path | None, typer.Option(help="Calibration from "
                                                      "'mlthreat detect calibrate'.")]
 AppendOpt = Annotated[bool, typer.Option("--append", help="Add to the -o file's alerts instead "
@@ -97,10 +100,7 @@ def _names(detectors: str | None) -> list[str] | None:
 
 
 def _check_format(fmt: str) -> None:
-    from mlthreat.detect.alerts import FORMATS
-
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown alert format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    FORMATS.check([fmt])
 
 
 @contextlib.contextmanager

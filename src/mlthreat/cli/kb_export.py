@@ -20,13 +20,14 @@ from mlthreat.cli._common import (
     write_output,
 )
 from mlthreat.errors import UsageError
+from mlthreat.kb.export import EXPORTERS
 
 __all__ = ["export"]
 
 
 def export(
     fmt: Annotated[str, typer.Option("--format", "-f",
-                                     help="navigator, stix, markdown, csv or html.")] = "navigator",
+                                     help=f"{EXPORTERS.choices(' or ')}.")] = "navigator",
     output: Annotated[Path | None, typer.Option("--output", "-o",
                                                 help="File to write ('-' or none: "
                                                 "stdout).")] = None,
