@@ -71,7 +71,8 @@ class FeatureDomain:
         Returns float64 [n, d]."""
         import numpy as np
 
-        z = np.clip(np.asarray(x, dtype="float64").reshape(len(x), -1), self.low, self.high)
+        z: np.ndarray = np.clip(np.asarray(x, dtype="float64").reshape(len(x), -1), self.low,
+                                self.high)
         # the group's winner is read before rounding: (0.2, 0.5, 0.4) is the second category
         winners = [np.asarray(g)[z[:, list(g)].argmax(axis=1)] for g in self.one_hot]
         kinds = np.asarray(self.kinds)
@@ -90,7 +91,8 @@ class FeatureDomain:
 
         z = np.asarray(x, dtype="float64").reshape(len(x), -1)
         tol = 1e-5 * np.maximum(1.0, np.abs(self.high - self.low))
-        return np.any(np.abs(z - self.project(z)) > tol, axis=1)
+        out: np.ndarray = np.any(np.abs(z - self.project(z)) > tol, axis=1)
+        return out
 
     def describe(self) -> dict[str, Any]:
         """Counts of columns by kind, the one-hot groups, and the source, for reports."""

@@ -227,7 +227,8 @@ def ssim(a: Any, b: Any, data_range: float, window: int = 7) -> float:
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
 
     def mean(z: np.ndarray) -> np.ndarray:
-        return uniform_filter(z, size=w, mode="reflect")
+        out: np.ndarray = uniform_filter(z, size=w, mode="reflect")
+        return out
 
     mu_a, mu_b = mean(a), mean(b)
     var_a = mean(a * a) - mu_a**2

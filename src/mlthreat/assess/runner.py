@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -173,7 +173,7 @@ class Assessment:
                  total_budget: int | None = None, seed: int = 0,
                  params: dict[str, dict[str, Any]] | None = None,
                  target_params: dict[str, dict[str, dict[str, Any]]] | None = None,
-                 mitigation: Mitigation | None = None, fit: Any = None,
+                 mitigation: Mitigation | None = None, fit: Callable[..., Any] | None = None,
                  kb: KnowledgeBase | None = None, query_log: QueryLog | None = None,
                  clients_per_run: int = 1, reference: Target | None = None,
                  run_timeout: float | None = None) -> None:
@@ -195,7 +195,7 @@ class Assessment:
 
     @classmethod
     def demo(cls, seed: int = 0, *, techniques: list[str] | None = None,
-             params: dict[str, dict[str, Any]] | None = None, fit: Any = None,
+             params: dict[str, dict[str, Any]] | None = None, fit: Callable[..., Any] | None = None,
              **options: Any) -> Assessment:
         """The demo assessment: the demo models (:func:`mlthreat.assess.demo_targets`) on
         scikit-learn's digits (:func:`mlthreat.assess.digits_demo`), with the demo's

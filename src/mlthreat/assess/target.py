@@ -230,7 +230,8 @@ class Target:
 
     def labels(self, x: Any) -> np.ndarray:
         """Predicted class per row [n] (one query per row)."""
-        return self.predict(x).argmax(axis=1)
+        out: np.ndarray = self.predict(x).argmax(axis=1)
+        return out
 
     def describe(self) -> dict[str, Any]:
         """Plain data about the target, for reports."""

@@ -13,6 +13,8 @@ from mlthreat.cli._common import AtlasOpt, ExtensionOpt, JsonOpt, console, load_
 from mlthreat.errors import UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mlthreat.assess.finding import Finding
 
 STATUS_STYLE = {"succeeded": "bold red", "failed": "green", "not-applicable": "dim",
@@ -205,7 +207,7 @@ def assess(
     if fail_on not in (None, "succeeded"):
         raise UsageError("--fail-on takes 'succeeded'")
     kb = load_kb(atlas, extension)
-    fit_fn: Any = None
+    fit_fn: Callable[..., Any] | None = None
     user_params = _parse_params(param or [])
     # ATLAS IDs in any case; run names as written
     selection = [t.strip().upper() if t.strip().upper().startswith("AML.") else t.strip()

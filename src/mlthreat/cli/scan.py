@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,6 +21,9 @@ from mlthreat.cli._common import (
 from mlthreat.errors import UsageError
 from mlthreat.scan.findings import printable
 from mlthreat.scan.report import FAIL_ON, SIGNATURE_NAME, build_report, signature_in, technique_info
+
+if TYPE_CHECKING:
+    from mlthreat.scan.scanner import Progress
 
 FORMATS = ("table", "json", "sarif", "cyclonedx")
 
@@ -190,7 +193,7 @@ def scan(
         raise typer.Exit(code)
 
 
-def _progress() -> Any:
+def _progress() -> Progress | None:
     """A progress line on stderr while scanning, when stderr is a terminal."""
     if not sys.stderr.isatty():
         return None

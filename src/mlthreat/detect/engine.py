@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,7 +78,8 @@ def _tally() -> Tally:
 
 
 def admit(result: DetectionResult, detection: Detection, suppressor: Suppressor,
-          kb: KnowledgeBase, *, include_inputs: bool = False, on_alert: Any = None) -> None:
+          kb: KnowledgeBase, *, include_inputs: bool = False,
+          on_alert: Callable[[Alert], object] | None = None) -> None:
     """The one step every engine takes per detection, in time order: allow list and
     suppression, the tally, and the alert (resolved in ``kb``, appended to ``result`` and
     passed to ``on_alert``) when it is admitted."""
@@ -98,7 +99,7 @@ def admit(result: DetectionResult, detection: Detection, suppressor: Suppressor,
 
 def run_detectors(batches: Iterable[EventBatch], detectors: list[Detector], kb: KnowledgeBase,
                   *, allow_list: Iterable[str] = (), suppression_window: float = 3600.0,
-                  include_inputs: bool = False, on_alert: Any = None,
+                  include_inputs: bool = False, on_alert: Callable[[Alert], object] | None = None,
                   per_detector: bool = False,
                   suppression_state: dict[str, Any] | None = None) -> DetectionResult:
     """Feed ``batches`` (time order) to every detector and collect alerts.

@@ -38,7 +38,7 @@ import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
+    from mlthreat.detect.alerts import Alert
     from mlthreat.detect.batch import EventBatch
     from mlthreat.detect.detectors.base import Detector
     from mlthreat.kb.model import KnowledgeBase
@@ -441,7 +442,7 @@ class _Driver:
 
     def __init__(self, detectors: list[Detector], kb: KnowledgeBase, *,
                  allow_list: Iterable[str], suppression_window: float, include_inputs: bool,
-                 on_alert: Any, per_detector: bool) -> None:
+                 on_alert: Callable[[Alert], object] | None, per_detector: bool) -> None:
         from mlthreat.detect.alerts import Suppressor
 
         self.job = SparkRun(detectors)
@@ -497,7 +498,7 @@ def run(paths: Iterable[str | Path], detectors: list[Detector], kb: KnowledgeBas
         spark: SparkSession | None = None, mapping: Any = None,
         quarantine: str | Path | None = None, stats: list[Any] | None = None,
         allow_list: Iterable[str] = (), suppression_window: float = 3600.0,
-        include_inputs: bool = False, on_alert: Any = None,
+        include_inputs: bool = False, on_alert: Callable[[Alert], object] | None = None,
         per_detector: bool = False) -> DetectionResult:
     """Run ``detectors`` over log files on Spark; the same alerts as
     :func:`~mlthreat.detect.engine.run_detectors` on the same input (see the module docstring
@@ -628,7 +629,7 @@ def stream(folder: str | Path, detectors: list[Detector], kb: KnowledgeBase, *,
            checkpoint: str | Path, spark: SparkSession | None = None,
            quarantine: str | Path | None = None, stats: list[Any] | None = None,
            allow_list: Iterable[str] = (), suppression_window: float = 3600.0,
-           include_inputs: bool = False, on_alert: Any = None,
+           include_inputs: bool = False, on_alert: Callable[[Alert], object] | None = None,
            files_per_batch: int = 1, available_now: bool = False) -> DetectionResult:
     """Watch ``folder`` with Structured Streaming and run ``detectors`` on each new log file
     (QueryEvent JSONL), ``files_per_batch`` files per micro-batch, delivering alerts through

@@ -69,7 +69,8 @@ def load_posture(path: str | Path, kb: KnowledgeBase,
     if error is not None:
         where = error.json_path.removeprefix("$.") if error.path else "document"
         raise UsageError(f"{path}: {where}: {error.message[:200]}")
-    return data
+    document: dict[str, Any] = data  # a JSON object: it has a kind
+    return document
 
 
 def posture_document(result: PostureResult, kb: KnowledgeBase) -> dict[str, Any]:

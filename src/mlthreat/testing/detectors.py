@@ -129,13 +129,16 @@ def _close(a: Any, b: Any, exact: bool) -> bool:
 
 
 def _dets(found: list[Detection]) -> list[Any]:
-    return _plain(sorted((asdict(d) for d in found),
-                         key=lambda d: (d["last_seen"], d["client_id"], d["model_id"])))
+    rows: list[Any] = _plain(sorted((asdict(d) for d in found),
+                                    key=lambda d: (d["last_seen"], d["client_id"],
+                                                   d["model_id"])))
+    return rows
 
 
 def _stats(found: list[ClientStatus]) -> list[Any]:
-    return _plain(sorted((asdict(s) for s in found),
-                         key=lambda s: (s["client_id"], s["model_id"])))
+    rows: list[Any] = _plain(sorted((asdict(s) for s in found),
+                                    key=lambda s: (s["client_id"], s["model_id"])))
+    return rows
 
 
 def _compare(cls: type[Detector], prop: str, what: str, want: Any, got: Any,

@@ -102,7 +102,8 @@ def softmax(logits: Any) -> np.ndarray:
     with np.errstate(over="ignore"):  # 1e308 - (-1e308) is -inf, whose exp is the 0 we want
         z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return out
 
 
 def read_scores(arr: Any) -> tuple[np.ndarray, str | None]:

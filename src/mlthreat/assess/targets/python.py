@@ -118,7 +118,7 @@ def load_callable(spec: str, *, error: type[Exception] = TargetError) -> Callabl
         finally:
             if added and cwd in sys.path:
                 sys.path.remove(cwd)
-    obj: Any = module
+    obj: object = module
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)

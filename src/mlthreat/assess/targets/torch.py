@@ -192,7 +192,8 @@ def _two_logits(module: Any, where: str) -> tuple[Any, str]:
         graph = ""
     probabilities = "aten::sigmoid" in graph
 
-    class TwoLogits(torch.nn.Module):  # type: ignore[name-defined]
+    # torch is imported at run time (an optional extra), so its Module is untyped (Any) here
+    class TwoLogits(torch.nn.Module):  # type: ignore[name-defined, misc]
         def __init__(self) -> None:
             super().__init__()
             self.inner = module

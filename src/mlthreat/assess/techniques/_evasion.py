@@ -261,14 +261,16 @@ class FeatureBox:
         import numpy as np
 
         x = np.asarray(x, dtype="float64")
-        return (x.reshape(len(x), -1) - self.lo) / self.scale
+        u: np.ndarray = (x.reshape(len(x), -1) - self.lo) / self.scale
+        return u
 
     def to_x(self, u: np.ndarray, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         """Relative rows [n, d] → inputs [n, *shape] of ``dtype``, clipped to the range (a
         constant feature, scale 1 here, stays where the data has it)."""
         import numpy as np
 
-        x = np.clip(self.lo + np.asarray(u, dtype="float64") * self.scale, self.lo, self.hi)
+        x: np.ndarray = np.clip(self.lo + np.asarray(u, dtype="float64") * self.scale, self.lo,
+                                self.hi)
         return x.reshape(len(x), *shape).astype(dtype)
 
 

@@ -6,7 +6,7 @@ scores computed from the shadows' φ.
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     import numpy as np
@@ -277,7 +277,7 @@ def _derivative(a: np.ndarray, act: str) -> np.ndarray:
     if act == "relu":
         return (a > 0).astype(a.dtype)
     if act == "tanh":
-        return 1 - a * a
+        return cast("np.ndarray", 1 - a * a)
     if act == "logistic":
-        return a * (1 - a)
+        return cast("np.ndarray", a * (1 - a))
     return 1.0 + 0 * a

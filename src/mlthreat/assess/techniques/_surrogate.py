@@ -68,7 +68,8 @@ class Surrogate:
         import numpy as np
 
         x = np.asarray(x, dtype="float64")
-        return (x.reshape(len(x), -1) - self.lo) / self.span
+        z: np.ndarray = (x.reshape(len(x), -1) - self.lo) / self.span
+        return z
 
     def scores_z(self, z: np.ndarray) -> np.ndarray:
         """Class scores [n, n_classes] for scaled inputs (0 for classes never answered)."""
@@ -77,14 +78,16 @@ class Surrogate:
         if self.mode == "logits":
             out = np.asarray(self.model.predict(z), dtype="float64").reshape(len(z), -1)
             out = np.exp(out - out.max(axis=1, keepdims=True))
-            return out / out.sum(axis=1, keepdims=True)
+            probs: np.ndarray = out / out.sum(axis=1, keepdims=True)
+            return probs
         scores = np.zeros((len(z), self.n_classes))
         scores[:, np.asarray(self.model.classes_, dtype="int64")] = self.model.predict_proba(z)
         return scores
 
     def predict_index(self, x: Any) -> np.ndarray:
         """Predicted target score column [n] for inputs [n, ...]."""
-        return self.scores_z(self.scale(x)).argmax(axis=1)
+        column: np.ndarray = self.scores_z(self.scale(x)).argmax(axis=1)
+        return column
 
     def predict_values(self, x: Any) -> np.ndarray:
         """Predicted output [n] of a regression target."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from mlthreat.assess.errors import QueryBudgetExceeded
 
@@ -103,14 +103,16 @@ def walk(ask: Ask, u0: np.ndarray, u_adv: np.ndarray, *, norm: str = "l2", warm_
 
     def dist(idx: np.ndarray) -> np.ndarray:
         delta = cur[idx] - u0[idx]
-        return np.linalg.norm(delta, axis=1) if norm == "l2" else np.abs(delta).max(axis=1)
+        out: np.ndarray = (np.linalg.norm(delta, axis=1) if norm == "l2"
+                           else np.abs(delta).max(axis=1))
+        return out
 
     def blend(idx: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         delta = cur[idx] - u0[idx]
         if norm == "l2":
-            return u0[idx] + alpha[:, None] * delta
+            return cast("np.ndarray", u0[idx] + alpha[:, None] * delta)
         radius = alpha[:, None] * np.abs(delta).max(axis=1, keepdims=True)
-        return u0[idx] + np.clip(delta, -radius, radius)
+        return cast("np.ndarray", u0[idx] + np.clip(delta, -radius, radius))
 
     def adversarial(rows: np.ndarray, owners: np.ndarray) -> np.ndarray:
         answer = np.asarray(ask(rows, owners), dtype=bool)

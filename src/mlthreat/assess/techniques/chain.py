@@ -22,11 +22,13 @@ from mlthreat.assess.techniques._evasion import (
     FeatureBox,
 )
 from mlthreat.assess.techniques._surrogate import fidelity, query_rows, steal, target_on_eval
-from mlthreat.assess.techniques._walk import walk
+from mlthreat.assess.techniques._walk import Ask, walk
 from mlthreat.assess.techniques.transfer import PROXY_CONSTRAINTS, craft
 from mlthreat.constraints import Interval, Spec
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
 
     from mlthreat.assess.data import AssessmentData
@@ -284,13 +286,14 @@ class ChainEvasion(EvasionRun):
         return self._with(self._finding(ctx, started, x, y, attacked, note), metrics)
 
     @staticmethod
-    def _ask(target: Target, to_x: Any, y: np.ndarray) -> Any:
+    def _ask(target: Target, to_x: Callable[[np.ndarray], np.ndarray], y: np.ndarray) -> Ask:
         """The walk's oracle: rows of the relative feature space, sent as inputs; adversarial
         when the target's top class is not their owner's ``y``."""
         import numpy as np
 
         def ask(rows: np.ndarray, owners: np.ndarray) -> np.ndarray:
-            return np.asarray(target.predict(to_x(rows))).argmax(axis=1) != y[owners]
+            hit: np.ndarray = np.asarray(target.predict(to_x(rows))).argmax(axis=1) != y[owners]
+            return hit
 
         return ask
 

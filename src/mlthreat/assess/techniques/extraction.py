@@ -50,7 +50,8 @@ def hadamard_design(d: int) -> np.ndarray:
 
     i = np.arange(d + 1)[:, None]
     j = np.arange(1, d + 1)[None, :]
-    return 1.0 - 2.0 * (np.bitwise_count(i & j) % 2)
+    design: np.ndarray = 1.0 - 2.0 * (np.bitwise_count(i & j) % 2)
+    return design
 
 
 class SurrogateExtraction(TechniqueRun):

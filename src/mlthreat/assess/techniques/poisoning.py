@@ -71,7 +71,7 @@ def resolve_fit(fit: Callable[..., Any] | str) -> Callable[..., Any]:
     if not module or not name:
         raise UsageError(f"--fit {fit!r}: expected python:module:function")
     try:
-        func = getattr(import_module(module), name)
+        func: object = getattr(import_module(module), name)
     except (ImportError, AttributeError) as exc:
         raise UsageError(f"--fit {fit!r}: {exc}") from None
     if not callable(func):

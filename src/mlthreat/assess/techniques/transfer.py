@@ -86,7 +86,8 @@ def art_proxy(s: Surrogate, lo: np.ndarray, scale: np.ndarray) -> Any:
     layers[0] = (a[:, None] * w0, b0 + c @ w0)
     n_classes, d = s.n_classes, len(lo)
 
-    class DenseProxy(ClassifierLossGradients):
+    # ART ships no type information: its base class is Any to mypy
+    class DenseProxy(ClassifierLossGradients):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__(model=None, clip_values=(0.0, 1.0))
             self.nb_classes = n_classes

@@ -39,7 +39,8 @@ def mix(h: np.ndarray) -> np.ndarray:
     h = h * np.uint64(_M1)
     h = h ^ (h >> np.uint64(27))
     h = h * np.uint64(_M2)
-    return h ^ (h >> np.uint64(31))
+    out: np.ndarray = h ^ (h >> np.uint64(31))
+    return out
 
 
 def fingerprints(x: np.ndarray, quantization: float, window: int, step: int,

@@ -87,7 +87,8 @@ def _fit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _mahalanobis(x: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
     z = x - mean
-    return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", z, precision, z), 0.0))
+    out: np.ndarray = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", z, precision, z), 0.0))
+    return out
 
 
 

@@ -384,4 +384,5 @@ def render(kb: KnowledgeBase) -> str:
     ``pretty=True`` is not used: its key sorting is quadratic in the bundle size, over a minute
     for ATLAS.)
     """
-    return build_bundle(kb).serialize(indent=2, ensure_ascii=False) + "\n"
+    text: str = build_bundle(kb).serialize(indent=2, ensure_ascii=False)
+    return text + "\n"

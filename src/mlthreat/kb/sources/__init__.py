@@ -88,7 +88,7 @@ def load_file(path: str | Path) -> KnowledgeBase:
     for module in _sources():
         if module.sniff(data):
             try:
-                kb = module.load(data, Path(path))
+                kb: KnowledgeBase = module.load(data, Path(path))
             except DataFileError:
                 raise
             except (KeyError, TypeError, AttributeError, ValueError, IndexError,

@@ -91,7 +91,7 @@ class _Reader:
         return value
 
     def ident(self, obj: Any, where: str) -> str:
-        atlas_id = self.get(obj, "id", str, where)
+        atlas_id: str = self.get(obj, "id", str, where)
         if not ID_PATTERN.match(atlas_id):
             raise self.fail(f"malformed ATLAS ID {atlas_id!r}", where, "id")
         return atlas_id

@@ -48,4 +48,6 @@ def load_embedded() -> KnowledgeBase:
 def history() -> dict[str, Any]:
     """Names from older releases: ``{"releases": [...], "names": {id: [[name, release], ...]},
     "removed": {id: [name, last_release]}}`` covering tactics, techniques and mitigations."""
-    return _embedded_data().get("history", {"releases": [], "names": {}, "removed": {}})
+    names: dict[str, Any] = _embedded_data().get(
+        "history", {"releases": [], "names": {}, "removed": {}})
+    return names
