@@ -328,3 +328,26 @@ def test_equations_stay_exact_on_float32_saturated_answers(tmp_path):
     assert value(finding, "saturated_answers") >= 1
     assert value(finding, "fidelity") == 1.0
     assert value(finding, "max_score_error") < 1e-5
+
+
+def test_a_repeated_fit_is_the_same_surrogate(demo_data) -> None:
+    """The same rows, answers and settings give the surrogate trained before (the fits are
+    deterministic for a seed); other answers, or another seed, train anew with the same
+    result as a fresh fit."""
+    import numpy as np
+
+    from mlthreat.assess.techniques import _surrogate as sg
+
+    lo, span = sg.bounds(demo_data)
+    x = demo_data.x_pool[:60]
+    answers = np.eye(10)[demo_data.y_pool[:60]] * 0.9 + 0.01
+    args = dict(task="classification", distill=True, n_classes=10, lo=lo, span=span, seed=3)
+    first = sg.fit_surrogate("mlp", x, answers, **args)
+    again = sg.fit_surrogate("mlp", x.copy(), answers.copy(), **args)
+    assert again is first
+    fresh = sg._fit("mlp", x, answers, **args)
+    assert np.array_equal(fresh.predict_index(demo_data.x_eval),
+                          first.predict_index(demo_data.x_eval))
+    other = sg.fit_surrogate("mlp", x, answers[::-1].copy(), **args)
+    assert other is not first
+    assert sg.fit_surrogate("mlp", x, answers, **{**args, "seed": 4}) is not first

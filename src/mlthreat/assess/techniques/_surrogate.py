@@ -100,6 +100,44 @@ class Surrogate:
 def fit_surrogate(kind: str, x: Any, answers: np.ndarray, *, task: str, distill: bool,
                   n_classes: int, lo: np.ndarray, span: np.ndarray, seed: int = 0,
                   hidden: int = 64) -> Surrogate:
+    """Train a surrogate (see :func:`_fit`), or return the one trained on exactly the same
+    rows, answers and settings earlier in this process.
+
+    The fits are deterministic for a seed, so a repeat is the same model: the extraction,
+    transfer and chain runs each steal the whole pool of a demo target in the same order and
+    get the same answers, and would otherwise train the same three surrogates three times
+    (about 4 s a target). Each run still sends and counts its own queries. Surrogates are only
+    read (predictions, weights), never changed, so sharing one is safe.
+    """
+    import hashlib
+
+    import numpy as np
+
+    rows = np.ascontiguousarray(np.asarray(x, dtype="float64").reshape(len(x), -1))
+    digest = hashlib.sha256()
+    for part in (rows, np.ascontiguousarray(np.asarray(answers, dtype="float64")),
+                 np.asarray(lo, dtype="float64"), np.asarray(span, dtype="float64")):
+        digest.update(repr(part.shape).encode())
+        digest.update(part.tobytes())
+    key = (digest.hexdigest(), kind, task, distill, n_classes, seed, hidden)
+    if key in _FITTED:
+        _FITTED[key] = _FITTED.pop(key)  # most recently used last
+        return _FITTED[key]
+    fitted = _fit(kind, x, answers, task=task, distill=distill, n_classes=n_classes, lo=lo,
+                  span=span, seed=seed, hidden=hidden)
+    _FITTED[key] = fitted
+    while len(_FITTED) > _FITTED_KEPT:
+        del _FITTED[next(iter(_FITTED))]
+    return fitted
+
+
+_FITTED: dict[tuple[Any, ...], Surrogate] = {}
+_FITTED_KEPT = 12  # a few targets' worth of thefts; small MLPs, a few hundred KB each
+
+
+def _fit(kind: str, x: Any, answers: np.ndarray, *, task: str, distill: bool,
+         n_classes: int, lo: np.ndarray, span: np.ndarray, seed: int = 0,
+         hidden: int = 64) -> Surrogate:
     """Train a surrogate of ``kind`` (``mlp``, ``logreg`` or ``rf``) on query answers.
 
     Parameters
