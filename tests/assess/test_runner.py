@@ -348,3 +348,31 @@ def test_numpy_parameters_reach_the_report(tmp_path, demo_data, demo_pair, embed
     params = json.loads((tmp_path / "report.json").read_text())["findings"][0]["params"]
     assert params["n_samples"] == 4 and isinstance(params["n_samples"], int)
     assert params["eps_linf"] == 0.25
+
+
+def test_a_run_leaves_numpy_global_generator_as_it_was(demo_data, demo_pair, embedded):
+    """ART draws from numpy's global generator, which the runner seeds for each run; the
+    caller's own state is put back afterwards."""
+    import numpy as np
+
+    np.random.seed(1234)
+    expected = np.random.random(3)
+    np.random.seed(1234)
+    Assessment(demo_pair[1:], demo_data, techniques=["evasion-hopskipjump"],
+               params={"evasion-hopskipjump": {"n_samples": 2}}, budget=400,
+               kb=embedded).run()
+    assert np.array_equal(np.random.random(3), expected)
+
+
+def test_mitigations_reach_the_runner_through_the_target_interface(demo_pair):
+    """What the runner and the white-box runs need is on Target itself: a per-run limit to
+    reset and an optional ART estimator, passed through a mitigation."""
+    from mlthreat.assess.mitigations import MitigatedTarget, parse_mitigation
+
+    plain = demo_pair[0]
+    wrapped = MitigatedTarget(plain, parse_mitigation("query-limit:5"), 0)
+    assert plain.art_estimator() is None and wrapped.art_estimator() is None
+    plain.reset_limit()  # a plain target has no per-run limit: nothing happens
+    wrapped.run_queries = 4
+    wrapped.reset_limit()
+    assert wrapped.run_queries == 0

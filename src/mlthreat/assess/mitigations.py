@@ -114,10 +114,9 @@ class MitigatedTarget(Target):
     def estimator(self) -> Any:
         return self.inner.estimator
 
-    def __getattr__(self, name: str) -> Any:
-        if name == "art_estimator":  # white-box hook of torch targets, passed through
-            return getattr(self.inner, name)
-        raise AttributeError(name)
+    def art_estimator(self) -> Any:
+        """The inner target's own ART estimator (gradients are local, not answers)."""
+        return self.inner.art_estimator()
 
     def reset_limit(self) -> None:
         """Start a new technique run: the query limit counts from zero again."""

@@ -432,12 +432,14 @@ class Assessment:
                               reason=reason, rule=run.rule(), related_techniques=run.related,
                               params=_plain(run.params), run=run.name)
         else:
-            if hasattr(target, "reset_limit"):
-                target.reset_limit()
+            target.reset_limit()
             ctx = RunContext(target=target, data=self.data, budget=budget, seed=self.seed,
                              progress=reporter.progress, run_name=f"{target.model_id}-{run.name}",
                              technique=run.technique, clients_per_run=self.clients_per_run)
-            np.random.seed(self.seed)  # ART draws from numpy's global generator
+            # ART draws from numpy's global generator: seeded for the run, the caller's own
+            # state put back afterwards
+            state = np.random.get_state()
+            np.random.seed(self.seed)
             try:
                 with target.time_limit(self.run_timeout):
                     finding = run.run(ctx)
@@ -452,6 +454,8 @@ class Assessment:
                 finding = run.finding(ctx, "error", f"{_TARGET}{exc}", {}, t0)
             except Exception as exc:  # a crashing run is recorded; the suite goes on
                 finding = run.finding(ctx, "error", f"{type(exc).__name__}: {exc}", {}, t0)
+            finally:
+                np.random.set_state(state)
             if run.needs_scores and target.output_kind != "scores" and \
                     finding.status in ("succeeded", "failed"):
                 # an endpoint says it answers labels only with its first answer, which this

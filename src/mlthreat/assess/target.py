@@ -252,6 +252,15 @@ class Target:
         """The in-process model for white-box techniques (None when there is none)."""
         return None
 
+    def art_estimator(self) -> Any:
+        """An ART estimator with loss and class gradients built by the target itself (a torch
+        target's), or None: white-box techniques then wrap :attr:`estimator`."""
+        return None
+
+    def reset_limit(self) -> None:
+        """A technique run starts: limits that count per run (a mitigation's query limit)
+        count from zero again. Nothing to do for a plain target."""
+
     def use_data_labels(self, labels: Any) -> None:
         """Tell the target which labels the user's data holds. Adapters that learn their
         classes from answers use them when an answer is labels and no classes were given."""

@@ -84,7 +84,7 @@ def _check_attributes(target: Target, answered: bool) -> None:
     if target.task == "classification" and classes and len(classes) != n_classes:
         _fail(target, "classes", f"{len(classes)} class labels for n_classes {n_classes}")
     if target.access == "white-box" and target.estimator is None and \
-            not callable(getattr(target, "art_estimator", None)):
+            target.art_estimator() is None:
         _fail(target, "access", "white-box, but neither estimator nor art_estimator() is there")
     try:
         json.dumps(target.describe())

@@ -85,7 +85,7 @@ def black_box_classifier(target: Target,
 
 def gradient_support(target: Target) -> str | None:
     """Why ART cannot compute loss gradients for ``target`` (None when it can)."""
-    if hasattr(target, "art_estimator"):
+    if target.art_estimator() is not None:
         return None
     estimator = target.estimator
     if estimator is None:
@@ -108,9 +108,9 @@ def white_box_classifier(target: Target) -> Any:
     TargetError
         When neither is available (see :func:`gradient_support`).
     """
-    art_estimator = getattr(target, "art_estimator", None)
-    if art_estimator is not None:
-        return art_estimator()
+    own = target.art_estimator()
+    if own is not None:
+        return own
     reason = gradient_support(target)
     if reason is not None:
         raise TargetError(f"{target.description or target.model_id}: {reason}")

@@ -95,7 +95,7 @@ class ModelInversion(TechniqueRun):
             return reason
         if data.y_pool is None:
             return "needs labelled pool rows (--label-column) to compute class means"
-        if not hasattr(target, "art_estimator") and target.estimator is None:
+        if target.art_estimator() is None and target.estimator is None:
             return "needs an in-process differentiable model; the target has none"
         return None
 
@@ -107,9 +107,8 @@ class ModelInversion(TechniqueRun):
         import numpy as np
         from art.estimators.classification.classifier import ClassGradientsMixin
 
-        if hasattr(target, "art_estimator"):
-            clf = target.art_estimator()
-        else:
+        clf = target.art_estimator()
+        if clf is None:
             from art.estimators.classification.scikitlearn import SklearnClassifier
 
             lo, hi = (np.broadcast_to(np.asarray(v, dtype="float32"), target.input_shape)
